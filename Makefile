@@ -1,0 +1,45 @@
+# The two commands a newcomer needs (see README.md):
+#   make up     install, then run `groundplane up` on the embedded default scenario
+#   make test   install (system daemons too), then run every check and test
+# After either, .venv/bin/groundplane is the CLI.
+
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: up test check lint typecheck proto system-deps
+
+$(STAMP): pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# Mosquitto (the broker the tests start on free ports) and Hamlib's rotctld/rigctld (the HIL
+# tests drive the real dummy daemons). Installed from Debian's packages when missing.
+system-deps:
+	@missing=""; \
+	command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
+	command -v rotctld >/dev/null 2>&1 || missing="$$missing libhamlib-utils"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
+up: $(STAMP) system-deps
+	$(VENV)/bin/groundplane up
+
+proto: $(STAMP)
+	$(VENV)/bin/python proto/generate.py
+
+lint: $(STAMP)
+	$(VENV)/bin/python proto/generate.py --check
+	cd proto && ../$(VENV)/bin/buf lint
+	$(VENV)/bin/ruff check .
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+test: $(STAMP) system-deps lint typecheck
+	$(VENV)/bin/pytest

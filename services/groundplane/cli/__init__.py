@@ -1,0 +1,1 @@
+"""The ``groundplane`` command line."""

@@ -1,0 +1,84 @@
+"""The one error tree of groundplane, and the one place it maps to gRPC status codes.
+
+::
+
+    GroundplaneError
+    ├── InvalidArgument      the caller sent something malformed      → INVALID_ARGUMENT
+    ├── NotFound             an id that does not exist                → NOT_FOUND
+    ├── AlreadyExists        a create that collides                    → ALREADY_EXISTS
+    ├── FailedPrecondition   valid input, wrong state (stale elements) → FAILED_PRECONDITION
+    ├── Unavailable          nothing can serve now (carries next time) → UNAVAILABLE
+    ├── ResourceExhausted    overload (carries a retry hint)           → RESOURCE_EXHAUSTED
+    ├── Unauthenticated      missing or wrong credentials              → UNAUTHENTICATED
+    └── DeadlineExceeded     the caller's deadline ran out             → DEADLINE_EXCEEDED
+
+Domain code raises these; servicers never build status codes themselves. Messages teach: they say
+what was expected and what came.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import grpc
+
+
+class GroundplaneError(Exception):
+    """Base of every error a caller can cause or observe."""
+
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidArgument(GroundplaneError, ValueError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class NotFound(GroundplaneError, LookupError):
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class AlreadyExists(GroundplaneError):
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+
+class FailedPrecondition(GroundplaneError):
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class Unavailable(GroundplaneError):
+    code = grpc.StatusCode.UNAVAILABLE
+
+    def __init__(self, message: str, next_opportunity: datetime | None = None) -> None:
+        super().__init__(message)
+        self.next_opportunity = next_opportunity
+
+
+class ResourceExhausted(GroundplaneError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class Unauthenticated(GroundplaneError):
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class DeadlineExceeded(GroundplaneError):
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+def status_for(error: BaseException) -> tuple[grpc.StatusCode, str]:
+    """The status code and message a caller receives for ``error``.
+
+    Anything that is not a :class:`GroundplaneError` is a bug of ours, reported as INTERNAL with
+    a generic message (details go to the log, not to the caller).
+    """
+    if isinstance(error, GroundplaneError):
+        return error.code, error.message
+    return grpc.StatusCode.INTERNAL, "internal error; the service logged the details"

@@ -1,0 +1,237 @@
+"""Serving gRPC services: one helper every groundplane service uses.
+
+:class:`GrpcServer` runs a ``grpc.aio`` server with
+
+* the standard health service, with ``liveness`` and ``readiness`` entries besides each service
+  name (Kubernetes gRPC probes name them with ``service:``),
+* server reflection, so ``grpcurl`` lists and calls methods without the .proto files,
+* the error mapping: a :class:`~groundplane.kernel.errors.GroundplaneError` raised by a servicer
+  becomes its status code and message; anything else becomes INTERNAL (and is logged),
+* one canonical log line per call (method, status code, duration),
+* graceful shutdown: readiness and every service go NOT_SERVING while the server still accepts
+  calls for ``unready_delay_s`` (so a load balancer or a Kubernetes readiness probe sees it and
+  stops sending), then the server stops taking new calls, in-flight calls drain for
+  ``drain_grace_s``, and it stops. :meth:`GrpcServer.serve_until_signal` does this on
+  SIGTERM or SIGINT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from groundplane.kernel.errors import GroundplaneError, status_for
+
+log = structlog.get_logger("groundplane.serving")
+
+LIVENESS = "liveness"
+READINESS = "readiness"
+
+
+@dataclass(frozen=True)
+class ServiceBinding:
+    """A servicer to mount: its full name (``package.Service``) and how to add it."""
+
+    name: str
+    register: Callable[[grpc.aio.Server], None]
+
+
+def _code_name(code: grpc.StatusCode) -> str:
+    return str(code.name)
+
+
+class _ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Maps domain errors to status codes and logs one line per call."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        method = handler_call_details.method
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                _wrap_unary(method, handler.unary_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                _wrap_stream(method, handler.unary_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+
+async def _abort_for(
+    method: str, error: BaseException, context: grpc.aio.ServicerContext
+) -> None:
+    code, message = status_for(error)
+    if not isinstance(error, GroundplaneError):
+        log.error("call_failed", method=method, exc_info=error)
+    await context.abort(code, message)
+
+
+def _log_call(method: str, started: float, code: grpc.StatusCode) -> None:
+    log.info(
+        "rpc", method=method, code=_code_name(code),
+        duration_ms=round((time.monotonic() - started) * 1000.0, 3),
+    )
+
+
+def _wrap_unary(
+    method: str, behaviour: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
+    async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        started = time.monotonic()
+        code = grpc.StatusCode.OK
+        try:
+            return await behaviour(request, context)
+        except grpc.aio.AbortError:
+            code = context.code() or grpc.StatusCode.UNKNOWN
+            raise
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
+            raise
+        except Exception as error:
+            code = status_for(error)[0]
+            await _abort_for(method, error, context)
+            raise  # pragma: no cover - abort always raises
+        finally:
+            _log_call(method, started, code)
+
+    return wrapped
+
+
+def _wrap_stream(
+    method: str, behaviour: Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]
+) -> Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]:
+    async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        started = time.monotonic()
+        code = grpc.StatusCode.OK
+        try:
+            async for item in behaviour(request, context):
+                yield item
+        except grpc.aio.AbortError:
+            code = context.code() or grpc.StatusCode.UNKNOWN
+            raise
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
+            raise
+        except Exception as error:
+            code = status_for(error)[0]
+            await _abort_for(method, error, context)
+        finally:
+            _log_call(method, started, code)
+
+    return wrapped
+
+
+class GrpcServer:
+    """A grpc.aio server with health, reflection, error mapping and graceful shutdown."""
+
+    def __init__(
+        self,
+        bindings: Sequence[ServiceBinding],
+        address: str = "127.0.0.1:0",
+        drain_grace_s: float = 5.0,
+        unready_delay_s: float = 1.0,
+        options: Sequence[tuple[str, Any]] = (),
+    ) -> None:
+        self._bindings = tuple(bindings)
+        self._address = address
+        self._drain_grace_s = drain_grace_s
+        self._unready_delay_s = unready_delay_s
+        self._server = grpc.aio.server(
+            interceptors=[_ErrorMappingInterceptor()],
+            options=[("grpc.so_reuseport", 0), *options],
+        )
+        self._health = health.aio.HealthServicer()
+        self._port: int | None = None
+        self._stopped = asyncio.Event()
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise RuntimeError("the server is not started; call start() first")
+        return self._port
+
+    @property
+    def target(self) -> str:
+        """``host:port`` a client dials to reach this server."""
+        host = self._address.rsplit(":", 1)[0]
+        return f"{host}:{self.port}"
+
+    def _health_names(self) -> list[str]:
+        return ["", READINESS, *(b.name for b in self._bindings)]
+
+    async def start(self) -> int:
+        """Bind, mount everything and start serving; returns the bound port."""
+        for binding in self._bindings:
+            binding.register(self._server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+        reflection.enable_server_reflection(
+            [
+                *(b.name for b in self._bindings),
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ],
+            self._server,
+        )
+        port = self._server.add_insecure_port(self._address)
+        if port == 0:
+            raise OSError(f"could not bind gRPC server to {self._address}")
+        self._port = port
+        await self._server.start()
+        await self._health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
+        for name in self._health_names():
+            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("serving", address=self.target, services=[b.name for b in self._bindings])
+        return port
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Graceful shutdown: NOT_SERVING, let in-flight calls drain, then stop."""
+        if self._stopped.is_set():
+            return
+        grace = self._drain_grace_s if grace_s is None else grace_s
+        for name in self._health_names():
+            await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        log.info("unready", address=self.target, delay_s=self._unready_delay_s)
+        await asyncio.sleep(self._unready_delay_s)
+        log.info("draining", address=self.target, grace_s=grace)
+        await self._server.stop(grace)
+        self._stopped.set()
+        log.info("stopped", address=self.target)
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+    async def serve_until_signal(
+        self, signals: Sequence[signal.Signals] = (signal.SIGTERM, signal.SIGINT)
+    ) -> None:
+        """Start (unless started), serve until one of ``signals`` arrives, then stop gracefully."""
+        if self._port is None:
+            await self.start()
+        loop = asyncio.get_running_loop()
+        received = asyncio.Event()
+        for sig in signals:
+            loop.add_signal_handler(sig, received.set)
+        try:
+            await received.wait()
+        finally:
+            for sig in signals:
+                loop.remove_signal_handler(sig)
+            await self.stop()

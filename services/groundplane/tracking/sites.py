@@ -1,0 +1,159 @@
+"""Ground sites and their horizon: where an observer stands and what it can see above.
+
+A site's threshold at an azimuth is ``max(min_elevation_deg, mask(azimuth))``. The mask is a list
+of ``(azimuth_deg, elevation_deg)`` points, interpolated linearly in azimuth and wrapping at 360°.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+from groundplane.kernel.errors import InvalidArgument
+
+FloatArray = NDArray[np.float64]
+
+
+def _finite(name: str, value: float) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise InvalidArgument(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise InvalidArgument(f"{name} must be a finite number, got {value!r}")
+    return number
+
+
+@dataclass(frozen=True)
+class HorizonMask:
+    """Minimum elevation as a function of azimuth (terrain, buildings, keyhole limits).
+
+    ``points`` are ``(azimuth_deg, elevation_deg)``; azimuths in [0, 360), elevations in
+    [-90, 90]. Between points the elevation is linear in azimuth; past the last point it wraps to
+    the first. An empty mask is 0° everywhere (below any useful minimum elevation).
+    """
+
+    points: tuple[tuple[float, float], ...] = ()
+    _az: FloatArray = field(init=False, repr=False, compare=False)
+    _el: FloatArray = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        cleaned: list[tuple[float, float]] = []
+        for index, (az, el) in enumerate(self.points):
+            az_deg = _finite(f"mask point {index} azimuth_deg", az)
+            el_deg = _finite(f"mask point {index} elevation_deg", el)
+            if not 0.0 <= az_deg < 360.0:
+                raise InvalidArgument(
+                    f"mask point {index}: azimuth_deg must be in [0, 360), got {az_deg}"
+                )
+            if not -90.0 <= el_deg <= 90.0:
+                raise InvalidArgument(
+                    f"mask point {index}: elevation_deg must be in [-90, 90], got {el_deg}"
+                )
+            cleaned.append((az_deg, el_deg))
+        cleaned.sort()
+        for (a0, _), (a1, _) in zip(cleaned, cleaned[1:], strict=False):
+            if a0 == a1:
+                raise InvalidArgument(f"mask has two points at azimuth {a0}°; keep one")
+        object.__setattr__(self, "points", tuple(cleaned))
+        if cleaned:
+            az = np.array([p[0] for p in cleaned], dtype=np.float64)
+            el = np.array([p[1] for p in cleaned], dtype=np.float64)
+            # Close the circle: repeat the first point at +360 and the last at -360.
+            az = np.concatenate(([az[-1] - 360.0], az, [az[0] + 360.0]))
+            el = np.concatenate(([el[-1]], el, [el[0]]))
+        else:
+            az = np.array([0.0, 360.0])
+            el = np.array([0.0, 0.0])
+        object.__setattr__(self, "_az", az)
+        object.__setattr__(self, "_el", el)
+
+    @classmethod
+    def from_points(cls, points: Iterable[tuple[float, float]]) -> HorizonMask:
+        return cls(tuple((float(a), float(e)) for a, e in points))
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.points
+
+    def elevation_deg(self, azimuth_deg: FloatArray | float) -> FloatArray:
+        """Mask elevation at the given azimuths (any shape; degrees, any real value)."""
+        az = np.mod(np.asarray(azimuth_deg, dtype=np.float64), 360.0)
+        return np.interp(az, self._az, self._el)
+
+
+@dataclass(frozen=True)
+class Site:
+    """A ground observer on the WGS84 ellipsoid.
+
+    ``lat_deg`` is geodetic latitude, ``lon_deg`` east longitude, ``alt_m`` metres above the
+    ellipsoid, ``min_elevation_deg`` the site's minimum elevation (geometric, no refraction).
+    """
+
+    id: str
+    lat_deg: float
+    lon_deg: float
+    alt_m: float = 0.0
+    name: str = ""
+    min_elevation_deg: float = 0.0
+    mask: HorizonMask = field(default_factory=HorizonMask)
+
+    def __post_init__(self) -> None:
+        if not self.id:
+            raise InvalidArgument("site id must be a non-empty string")
+        lat = _finite(f"site {self.id!r} lat_deg", self.lat_deg)
+        lon = _finite(f"site {self.id!r} lon_deg", self.lon_deg)
+        alt = _finite(f"site {self.id!r} alt_m", self.alt_m)
+        min_el = _finite(f"site {self.id!r} min_elevation_deg", self.min_elevation_deg)
+        if not -90.0 <= lat <= 90.0:
+            raise InvalidArgument(f"site {self.id!r}: lat_deg must be in [-90, 90], got {lat}")
+        if not -180.0 <= lon <= 360.0:
+            raise InvalidArgument(f"site {self.id!r}: lon_deg must be in [-180, 360], got {lon}")
+        if not -12_000.0 <= alt <= 100_000.0:
+            raise InvalidArgument(
+                f"site {self.id!r}: alt_m must be metres above the WGS84 ellipsoid in "
+                f"[-12000, 100000], got {alt}"
+            )
+        if not -90.0 <= min_el <= 90.0:
+            raise InvalidArgument(
+                f"site {self.id!r}: min_elevation_deg must be in [-90, 90], got {min_el}"
+            )
+        if lon > 180.0:
+            lon -= 360.0
+        object.__setattr__(self, "lat_deg", lat)
+        object.__setattr__(self, "lon_deg", lon)
+        object.__setattr__(self, "alt_m", alt)
+        object.__setattr__(self, "min_elevation_deg", min_el)
+
+    def threshold_deg(self, azimuth_deg: FloatArray | float) -> FloatArray:
+        """Elevation a satellite must exceed at these azimuths to count as visible."""
+        return np.maximum(self.min_elevation_deg, self.mask.elevation_deg(azimuth_deg))
+
+
+def sites_from_csv_rows(rows: Sequence[dict[str, str]], min_elevation_deg: float = 0.0) -> list[Site]:
+    """Sites from CSV rows with columns ``id,name,lat,lon`` and ``alt_m`` (or ``alt``) metres."""
+    sites: list[Site] = []
+    for line_no, row in enumerate(rows, start=2):
+        try:
+            alt = row.get("alt_m", row.get("alt", "0")) or "0"
+            sites.append(
+                Site(
+                    id=(row.get("id") or "").strip(),
+                    name=(row.get("name") or "").strip(),
+                    lat_deg=float(row["lat"]),
+                    lon_deg=float(row["lon"]),
+                    alt_m=float(alt),
+                    min_elevation_deg=min_elevation_deg,
+                )
+            )
+        except KeyError as missing:
+            raise InvalidArgument(
+                f"sites CSV line {line_no}: expected columns id,name,lat,lon,alt_m; missing {missing}"
+            ) from None
+        except ValueError as bad:
+            raise InvalidArgument(f"sites CSV line {line_no}: {bad}") from None
+    return sites

@@ -1,0 +1,180 @@
+"""The gRPC serving helper: health, reflection, error mapping and graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from groundplane.kernel.errors import InvalidArgument, NotFound
+from groundplane.kernel.serving import GrpcServer, ServiceBinding
+
+SERVICE = "groundplane.test.v1.EchoService"
+
+
+def _echo_binding() -> ServiceBinding:
+    """A raw-bytes service whose methods raise domain errors or crash on request."""
+
+    async def echo(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        if request == b"bad":
+            raise InvalidArgument("expected a greeting, got 'bad'")
+        if request == b"missing":
+            raise NotFound("no such thing: 'missing'")
+        if request == b"crash":
+            raise ZeroDivisionError("a bug")
+        if request.startswith(b"sleep"):
+            await asyncio.sleep(float(request[5:]))
+        return request
+
+    async def echo_stream(request: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+        yield b"first"
+        if request == b"bad":
+            raise InvalidArgument("stream refused after one item")
+        yield request
+
+    handler = grpc.method_handlers_generic_handler(
+        SERVICE,
+        {
+            "Echo": grpc.unary_unary_rpc_method_handler(echo),
+            "EchoStream": grpc.unary_stream_rpc_method_handler(echo_stream),
+        },
+    )
+    return ServiceBinding(SERVICE, lambda server: server.add_generic_rpc_handlers([handler]))
+
+
+async def test_domain_errors_map_to_status_codes_and_service_keeps_serving() -> None:
+    """InvalidArgument/NotFound keep their code and message; a bug becomes INTERNAL, not UNKNOWN;
+    the server answers normally afterwards."""
+    server = GrpcServer([_echo_binding()], drain_grace_s=0.1, unready_delay_s=0.0)
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(server.target) as channel:
+            echo = channel.unary_unary(f"/{SERVICE}/Echo")
+            with pytest.raises(grpc.aio.AioRpcError) as bad:
+                await echo(b"bad", timeout=5)
+            assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "expected a greeting" in (bad.value.details() or "")
+            with pytest.raises(grpc.aio.AioRpcError) as missing:
+                await echo(b"missing", timeout=5)
+            assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+            with pytest.raises(grpc.aio.AioRpcError) as crash:
+                await echo(b"crash", timeout=5)
+            assert crash.value.code() == grpc.StatusCode.INTERNAL
+            assert "a bug" not in (crash.value.details() or "")
+            assert await echo(b"hello", timeout=5) == b"hello"
+
+            stream = channel.unary_stream(f"/{SERVICE}/EchoStream")
+            received: list[bytes] = []
+            with pytest.raises(grpc.aio.AioRpcError) as streamed:
+                async for item in stream(b"bad", timeout=5):
+                    received.append(item)
+            assert received == [b"first"]
+            assert streamed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    finally:
+        await server.stop(0)
+
+
+async def test_health_entries_and_reflection() -> None:
+    """Health answers SERVING for '', liveness, readiness and the service; reflection lists the
+    service, and shutdown turns readiness NOT_SERVING."""
+    server = GrpcServer([_echo_binding()], drain_grace_s=0.1, unready_delay_s=0.0)
+    await server.start()
+    async with grpc.aio.insecure_channel(server.target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        for name in ("", "liveness", "readiness", SERVICE):
+            reply = await stub.Check(health_pb2.HealthCheckRequest(service=name), timeout=5)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING, name
+
+        reflect = reflection_pb2_grpc.ServerReflectionStub(channel)
+
+        async def ask() -> AsyncIterator[reflection_pb2.ServerReflectionRequest]:
+            yield reflection_pb2.ServerReflectionRequest(list_services="")
+
+        names: set[str] = set()
+        async for response in reflect.ServerReflectionInfo(ask(), timeout=5):
+            names |= {s.name for s in response.list_services_response.service}
+        assert SERVICE in names
+        assert "grpc.health.v1.Health" in names
+
+        slow = channel.unary_unary(f"/{SERVICE}/Echo")
+
+        async def slow_call() -> bytes:
+            reply: bytes = await slow(b"sleep0.5", timeout=5)
+            return reply
+
+        in_flight = asyncio.create_task(slow_call(), name="in-flight-call")
+        await asyncio.sleep(0.1)
+        stopping = asyncio.create_task(server.stop(2.0), name="stop-server")
+        await asyncio.sleep(0.1)
+        assert await in_flight == b"sleep0.5"
+        await stopping
+
+
+SERVER_SCRIPT = textwrap.dedent(
+    """
+    import asyncio, sys
+    sys.path.insert(0, {tests!r})
+    from kernel.test_serving import _echo_binding
+    from groundplane.kernel.logs import configure_logging
+    from groundplane.kernel.serving import GrpcServer
+
+    async def main():
+        configure_logging("json")
+        server = GrpcServer([_echo_binding()], drain_grace_s=3.0, unready_delay_s=0.5)
+        await server.start()
+        print(server.port, flush=True)
+        await server.serve_until_signal()
+        print("clean-exit", flush=True)
+
+    asyncio.run(main())
+    """
+)
+
+
+@pytest.mark.slow
+async def test_sigterm_drains_in_flight_call_then_exits_cleanly() -> None:
+    """SIGTERM while a call is in flight: readiness goes NOT_SERVING while calls are still
+    accepted, the in-flight call completes, the process exits 0."""
+    tests_dir = str(Path(__file__).resolve().parent.parent)
+    process = subprocess.Popen(
+        [sys.executable, "-c", SERVER_SCRIPT.format(tests=tests_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        port = int(process.stdout.readline())
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            call = channel.unary_unary(f"/{SERVICE}/Echo")
+
+            async def slow_call() -> bytes:
+                reply: bytes = await call(b"sleep1.0", timeout=10)
+                return reply
+
+            in_flight = asyncio.create_task(slow_call(), name="slow-call")
+            await asyncio.sleep(0.3)
+            os.kill(process.pid, signal.SIGTERM)
+            await asyncio.sleep(0.2)
+            health = health_pb2_grpc.HealthStub(channel)
+            reply = await health.Check(health_pb2.HealthCheckRequest(service="readiness"), timeout=5)
+            assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
+            assert await in_flight == b"sleep1.0"
+        assert process.wait(timeout=10) == 0
+        assert process.stdout.read().strip() == "clean-exit"
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
