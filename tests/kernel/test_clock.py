@@ -34,7 +34,7 @@ def test_simulated_clock_runs_at_speed_from_start() -> None:
 def test_simulated_clock_rejects_naive_start_and_bad_speed() -> None:
     """A naive start or a non-positive speed is refused with a message naming the problem."""
     with pytest.raises(ValueError, match="timezone-aware"):
-        SimulatedClock(datetime(2026, 8, 15), speed=1.0)  # noqa: DTZ001 - the naive value is the point
+        SimulatedClock(datetime(2026, 8, 15), speed=1.0)
     with pytest.raises(ValueError, match="positive"):
         SimulatedClock(START, speed=0.0)
 

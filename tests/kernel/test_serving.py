@@ -25,7 +25,7 @@ SERVICE = "groundplane.test.v1.EchoService"
 def _echo_binding() -> ServiceBinding:
     """A raw-bytes service whose methods raise domain errors or crash on request."""
 
-    async def echo(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+    async def echo(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
         if request == b"bad":
             raise InvalidArgument("expected a greeting, got 'bad'")
         if request == b"missing":
@@ -36,7 +36,9 @@ def _echo_binding() -> ServiceBinding:
             await asyncio.sleep(float(request[5:]))
         return request
 
-    async def echo_stream(request: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+    async def echo_stream(
+        request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]
+    ) -> AsyncIterator[bytes]:
         yield b"first"
         if request == b"bad":
             raise InvalidArgument("stream refused after one item")
@@ -59,7 +61,7 @@ async def test_domain_errors_map_to_status_codes_and_service_keeps_serving() -> 
     await server.start()
     try:
         async with grpc.aio.insecure_channel(server.target) as channel:
-            echo = channel.unary_unary(f"/{SERVICE}/Echo")
+            echo = channel.unary_unary(f"/{SERVICE}/Echo", None, None)
             with pytest.raises(grpc.aio.AioRpcError) as bad:
                 await echo(b"bad", timeout=5)
             assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -73,7 +75,7 @@ async def test_domain_errors_map_to_status_codes_and_service_keeps_serving() -> 
             assert "a bug" not in (crash.value.details() or "")
             assert await echo(b"hello", timeout=5) == b"hello"
 
-            stream = channel.unary_stream(f"/{SERVICE}/EchoStream")
+            stream = channel.unary_stream(f"/{SERVICE}/EchoStream", None, None)
             received: list[bytes] = []
             with pytest.raises(grpc.aio.AioRpcError) as streamed:
                 async for item in stream(b"bad", timeout=5):
@@ -106,7 +108,7 @@ async def test_health_entries_and_reflection() -> None:
         assert SERVICE in names
         assert "grpc.health.v1.Health" in names
 
-        slow = channel.unary_unary(f"/{SERVICE}/Echo")
+        slow = channel.unary_unary(f"/{SERVICE}/Echo", None, None)
 
         async def slow_call() -> bytes:
             reply: bytes = await slow(b"sleep0.5", timeout=5)
@@ -156,7 +158,7 @@ async def test_sigterm_drains_in_flight_call_then_exits_cleanly() -> None:
         assert process.stdout is not None
         port = int(process.stdout.readline())
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            call = channel.unary_unary(f"/{SERVICE}/Echo")
+            call = channel.unary_unary(f"/{SERVICE}/Echo", None, None)
 
             async def slow_call() -> bytes:
                 reply: bytes = await call(b"sleep1.0", timeout=10)
@@ -167,7 +169,9 @@ async def test_sigterm_drains_in_flight_call_then_exits_cleanly() -> None:
             os.kill(process.pid, signal.SIGTERM)
             await asyncio.sleep(0.2)
             health = health_pb2_grpc.HealthStub(channel)
-            reply = await health.Check(health_pb2.HealthCheckRequest(service="readiness"), timeout=5)
+            reply = await health.Check(
+                health_pb2.HealthCheckRequest(service="readiness"), timeout=5
+            )
             assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
             assert await in_flight == b"sleep1.0"
         assert process.wait(timeout=10) == 0

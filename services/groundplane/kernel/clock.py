@@ -69,7 +69,9 @@ class SimulatedClock:
                 f"start must be timezone-aware UTC (e.g. 2026-08-15T00:00:00Z), got naive {start}"
             )
         if not speed > 0:
-            raise ValueError(f"speed must be a positive factor of simulated per wall seconds, got {speed}")
+            raise ValueError(
+                f"speed must be a positive factor of simulated per wall seconds, got {speed}"
+            )
         self._start = start.astimezone(UTC)
         self._speed = float(speed)
         self._monotonic = monotonic

@@ -10,6 +10,7 @@
     ├── Unavailable          nothing can serve now (carries next time) → UNAVAILABLE
     ├── ResourceExhausted    overload (carries a retry hint)           → RESOURCE_EXHAUSTED
     ├── Unauthenticated      missing or wrong credentials              → UNAUTHENTICATED
+    ├── PermissionDenied     authenticated, not allowed (broker ACL)   → PERMISSION_DENIED
     └── DeadlineExceeded     the caller's deadline ran out             → DEADLINE_EXCEEDED
 
 Domain code raises these; servicers never build status codes themselves. Messages teach: they say
@@ -67,6 +68,10 @@ class ResourceExhausted(GroundplaneError):
 
 class Unauthenticated(GroundplaneError):
     code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDenied(GroundplaneError):
+    code = grpc.StatusCode.PERMISSION_DENIED
 
 
 class DeadlineExceeded(GroundplaneError):

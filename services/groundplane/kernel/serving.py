@@ -49,17 +49,21 @@ def _code_name(code: grpc.StatusCode) -> str:
     return str(code.name)
 
 
-class _ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Maps domain errors to status codes and logs one line per call."""
+class _ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Maps domain errors to status codes and logs one line per call.
+
+    grpc-stubs types handlers for the synchronous server; the aio behaviours are coroutines and
+    async generators, so handlers are handled as ``Any`` here.
+    """
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
+    ) -> Any:
+        handler: Any = await continuation(handler_call_details)
         if handler is None:
-            return handler
+            return None
         method = handler_call_details.method
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
@@ -77,7 +81,7 @@ class _ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc
 
 
 async def _abort_for(
-    method: str, error: BaseException, context: grpc.aio.ServicerContext
+    method: str, error: BaseException, context: grpc.aio.ServicerContext[Any, Any]
 ) -> None:
     code, message = status_for(error)
     if not isinstance(error, GroundplaneError):
@@ -85,23 +89,30 @@ async def _abort_for(
     await context.abort(code, message)
 
 
+def _context_code(context: grpc.aio.ServicerContext[Any, Any]) -> grpc.StatusCode:
+    code: grpc.StatusCode | None = context.code()
+    return code if code is not None else grpc.StatusCode.UNKNOWN
+
+
 def _log_call(method: str, started: float, code: grpc.StatusCode) -> None:
     log.info(
-        "rpc", method=method, code=_code_name(code),
+        "rpc",
+        method=method,
+        code=_code_name(code),
         duration_ms=round((time.monotonic() - started) * 1000.0, 3),
     )
 
 
 def _wrap_unary(
-    method: str, behaviour: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
-) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
-    async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+    method: str, behaviour: Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
+) -> Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]:
+    async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         started = time.monotonic()
         code = grpc.StatusCode.OK
         try:
             return await behaviour(request, context)
         except grpc.aio.AbortError:
-            code = context.code() or grpc.StatusCode.UNKNOWN
+            code = _context_code(context)
             raise
         except asyncio.CancelledError:
             code = grpc.StatusCode.CANCELLED
@@ -117,16 +128,18 @@ def _wrap_unary(
 
 
 def _wrap_stream(
-    method: str, behaviour: Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]
-) -> Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]:
-    async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+    method: str, behaviour: Callable[[Any, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Any]]
+) -> Callable[[Any, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Any]]:
+    async def wrapped(
+        request: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[Any]:
         started = time.monotonic()
         code = grpc.StatusCode.OK
         try:
             async for item in behaviour(request, context):
                 yield item
         except grpc.aio.AbortError:
-            code = context.code() or grpc.StatusCode.UNKNOWN
+            code = _context_code(context)
             raise
         except asyncio.CancelledError:
             code = grpc.StatusCode.CANCELLED
@@ -159,7 +172,7 @@ class GrpcServer:
             interceptors=[_ErrorMappingInterceptor()],
             options=[("grpc.so_reuseport", 0), *options],
         )
-        self._health = health.aio.HealthServicer()
+        self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self._port: int | None = None
         self._stopped = asyncio.Event()
 

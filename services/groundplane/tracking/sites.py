@@ -6,6 +6,7 @@ of ``(azimuth_deg, elevation_deg)`` points, interpolated linearly in azimuth and
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -43,9 +44,9 @@ class HorizonMask:
 
     def __post_init__(self) -> None:
         cleaned: list[tuple[float, float]] = []
-        for index, (az, el) in enumerate(self.points):
-            az_deg = _finite(f"mask point {index} azimuth_deg", az)
-            el_deg = _finite(f"mask point {index} elevation_deg", el)
+        for index, (raw_az, raw_el) in enumerate(self.points):
+            az_deg = _finite(f"mask point {index} azimuth_deg", raw_az)
+            el_deg = _finite(f"mask point {index} elevation_deg", raw_el)
             if not 0.0 <= az_deg < 360.0:
                 raise InvalidArgument(
                     f"mask point {index}: azimuth_deg must be in [0, 360), got {az_deg}"
@@ -56,16 +57,18 @@ class HorizonMask:
                 )
             cleaned.append((az_deg, el_deg))
         cleaned.sort()
-        for (a0, _), (a1, _) in zip(cleaned, cleaned[1:], strict=False):
+        for (a0, _), (a1, _) in itertools.pairwise(cleaned):
             if a0 == a1:
                 raise InvalidArgument(f"mask has two points at azimuth {a0}°; keep one")
         object.__setattr__(self, "points", tuple(cleaned))
+        az: FloatArray
+        el: FloatArray
         if cleaned:
-            az = np.array([p[0] for p in cleaned], dtype=np.float64)
-            el = np.array([p[1] for p in cleaned], dtype=np.float64)
+            points_az = np.array([p[0] for p in cleaned], dtype=np.float64)
+            points_el = np.array([p[1] for p in cleaned], dtype=np.float64)
             # Close the circle: repeat the first point at +360 and the last at -360.
-            az = np.concatenate(([az[-1] - 360.0], az, [az[0] + 360.0]))
-            el = np.concatenate(([el[-1]], el, [el[0]]))
+            az = np.concatenate(([points_az[-1] - 360.0], points_az, [points_az[0] + 360.0]))
+            el = np.concatenate(([points_el[-1]], points_el, [points_el[0]]))
         else:
             az = np.array([0.0, 360.0])
             el = np.array([0.0, 0.0])
@@ -134,7 +137,9 @@ class Site:
         return np.maximum(self.min_elevation_deg, self.mask.elevation_deg(azimuth_deg))
 
 
-def sites_from_csv_rows(rows: Sequence[dict[str, str]], min_elevation_deg: float = 0.0) -> list[Site]:
+def sites_from_csv_rows(
+    rows: Sequence[dict[str, str]], min_elevation_deg: float = 0.0
+) -> list[Site]:
     """Sites from CSV rows with columns ``id,name,lat,lon`` and ``alt_m`` (or ``alt``) metres."""
     sites: list[Site] = []
     for line_no, row in enumerate(rows, start=2):
@@ -152,7 +157,8 @@ def sites_from_csv_rows(rows: Sequence[dict[str, str]], min_elevation_deg: float
             )
         except KeyError as missing:
             raise InvalidArgument(
-                f"sites CSV line {line_no}: expected columns id,name,lat,lon,alt_m; missing {missing}"
+                f"sites CSV line {line_no}: expected columns id,name,lat,lon,alt_m; "
+                f"missing {missing}"
             ) from None
         except ValueError as bad:
             raise InvalidArgument(f"sites CSV line {line_no}: {bad}") from None
