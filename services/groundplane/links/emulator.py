@@ -1,0 +1,330 @@
+"""The link emulator: carries MQTT messages across emulated space links on the simulated clock.
+
+It subscribes to every transmission topic (``gp/v1/ground/+/tx/#`` and ``gp/v1/node/+/tx/#``,
+see :mod:`groundplane.mqtt.topics`), hands each message to the :class:`~.model.Link` of its
+(station, satellite) pair, and republishes it on the matching ``rx`` topic when the model says it
+arrives; dropped messages are only counted. Every ``tick_s`` of simulated time it asks the
+geometry provider where everything is, updates the links, and publishes the retained
+``LinkState`` of links whose state changed (and of every link each ``state_interval_s``).
+
+A link marked real (:meth:`LinkEmulator.set_real`) is left alone: a radio link in the loop
+carries its traffic and the emulator neither forwards nor drops its messages.
+
+Messages are acknowledged to the broker once they are in flight on the model: like a real link,
+a message in flight is lost if the emulator process dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+import structlog
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from groundplane.kernel.clock import Clock
+from groundplane.kernel.errors import GroundplaneError, InvalidArgument
+from groundplane.link.v1 import link_pb2
+from groundplane.links.model import Admission, Direction, Fate, Link, LinkConfig, LinkGeometry
+from groundplane.mqtt import topics
+from groundplane.mqtt.client import MqttClient, ReceivedMessage
+
+log = structlog.get_logger("groundplane.links.emulator")
+
+GroundKey = tuple[str, str]
+"""(station id, satellite id)."""
+GroundGeometryProvider = Callable[[datetime], Mapping[GroundKey, LinkGeometry]]
+"""Geometry of every (station, satellite) pair in view at an instant; pairs absent are down."""
+IslGeometryProvider = Callable[[datetime], Mapping[tuple[str, str], LinkGeometry]]
+"""Geometry of inter-satellite pairs (ids sorted) at an instant; pairs absent are down."""
+ConfigProvider = Callable[[str], LinkConfig]
+"""Configuration of a link by link id (``<station>/<sat>`` or ``isl:<a>/<b>``)."""
+
+PUBLISH_TIMEOUT_S = 5.0
+_DOWN = LinkGeometry(up=False, range_km=0.0)
+
+
+@dataclass
+class _Endpoint:
+    """A link plus what is needed to name and publish it."""
+
+    link: Link
+    first: str  # station id, or the first satellite of an inter-satellite link
+    second: str  # satellite id, or the second satellite
+    isl: bool
+    real: bool = False
+    published_up: bool | None = None
+    published_state_s: float = float("-inf")
+    published_counters: tuple[int, ...] = ()
+
+    @property
+    def state_topic(self) -> str:
+        if self.isl:
+            return topics.isl_state(self.first, self.second)
+        return topics.link_state(self.first, self.second)
+
+
+def ground_link_id(station_id: str, sat_id: str) -> str:
+    return f"{station_id}/{sat_id}"
+
+
+def isl_link_id(sat_a: str, sat_b: str) -> str:
+    first, second = sorted((sat_a, sat_b))
+    return f"isl:{first}/{second}"
+
+
+def _timestamp(value: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+class LinkEmulator:
+    """Emulated links between ground stations and satellites (and between satellites)."""
+
+    def __init__(
+        self,
+        client: MqttClient,
+        clock: Clock,
+        ground_geometry: GroundGeometryProvider,
+        *,
+        config: LinkConfig | ConfigProvider | None = None,
+        isl_geometry: IslGeometryProvider | None = None,
+        tick_s: float = 1.0,
+        state_interval_s: float = 10.0,
+        seed: int = 0,
+    ) -> None:
+        if not tick_s > 0:
+            raise InvalidArgument(f"tick_s must be > 0 simulated seconds, got {tick_s}")
+        self._client = client
+        self._clock = clock
+        self._ground_geometry = ground_geometry
+        self._isl_geometry = isl_geometry
+        default = config if isinstance(config, LinkConfig) else LinkConfig()
+        self._config: ConfigProvider = (
+            config if callable(config) and not isinstance(config, LinkConfig) else lambda _: default
+        )
+        self._tick_s = tick_s
+        self._state_interval_s = state_interval_s
+        self._seed = seed
+        self._epoch = clock.now()
+        self._links: dict[str, _Endpoint] = {}
+        self._real: set[str] = set()
+        self._tasks: asyncio.TaskGroup | None = None
+        self._ready = asyncio.Event()
+
+    # -- queries and controls --------------------------------------------------------------------
+
+    def sim_s(self) -> float:
+        """Seconds of simulated time since the emulator was created (the model's time line)."""
+        return (self._clock.now() - self._epoch).total_seconds()
+
+    def link(self, link_id: str) -> Link:
+        """The model of a link by id (``<station>/<sat>`` or ``isl:<a>/<b>``)."""
+        endpoint = self._links.get(link_id)
+        if endpoint is None:
+            raise InvalidArgument(
+                f"no link {link_id!r} yet (a link exists once in view or used); known: "
+                f"{sorted(self._links)[:20]}"
+            )
+        return endpoint.link
+
+    def set_real(self, station_id: str, sat_id: str, real: bool = True) -> None:
+        """Leave the link (station, satellite) to a real radio link, or take it back."""
+        link_id = ground_link_id(topics.check_id("station id", station_id), sat_id)
+        if real:
+            self._real.add(link_id)
+        else:
+            self._real.discard(link_id)
+        endpoint = self._links.get(link_id)
+        if endpoint is not None:
+            endpoint.real = real
+            endpoint.published_up = None  # publish the new carrier on the next tick
+
+    async def wait_ready(self, timeout_s: float = 10.0) -> None:
+        """Return once subscribed and the first geometry tick is done."""
+        async with asyncio.timeout(timeout_s):
+            await self._ready.wait()
+
+    # -- service loop ----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Serve until cancelled."""
+        async with asyncio.TaskGroup() as tasks:
+            self._tasks = tasks
+            try:
+                await self._tick()
+                await self._client.subscribe(topics.EMULATOR_UPLINK_FILTER, self._on_transmit)
+                await self._client.subscribe(topics.EMULATOR_NODE_TX_FILTER, self._on_transmit)
+                self._ready.set()
+                while True:
+                    await self._clock.sleep(self._tick_s)
+                    await self._tick()
+            finally:
+                self._tasks = None
+
+    def _endpoint(self, link_id: str, first: str, second: str, *, isl: bool) -> _Endpoint:
+        endpoint = self._links.get(link_id)
+        if endpoint is None:
+            seed = zlib.crc32(f"{self._seed}:{link_id}".encode())
+            endpoint = _Endpoint(
+                Link(link_id, self._config(link_id), seed=seed),
+                first,
+                second,
+                isl,
+                real=link_id in self._real,
+            )
+            self._links[link_id] = endpoint
+        return endpoint
+
+    async def _tick(self) -> None:
+        now = self._clock.now()
+        at_s = (now - self._epoch).total_seconds()
+        samples: dict[str, LinkGeometry] = {}
+        for (station, sat), geometry in self._ground_geometry(now).items():
+            link_id = ground_link_id(station, sat)
+            self._endpoint(link_id, station, sat, isl=False)
+            samples[link_id] = geometry
+        if self._isl_geometry is not None:
+            for (sat_a, sat_b), geometry in self._isl_geometry(now).items():
+                first, second = sorted((sat_a, sat_b))
+                link_id = isl_link_id(first, second)
+                self._endpoint(link_id, first, second, isl=True)
+                samples[link_id] = geometry
+        changed: list[_Endpoint] = []
+        for link_id, endpoint in self._links.items():
+            geometry = samples.get(link_id, _DOWN)
+            dropped = endpoint.link.update(at_s, geometry)
+            if dropped:
+                log.info("link_down_dropped_in_flight", link_id=link_id, messages=len(dropped))
+            up = endpoint.link.is_up(at_s)
+            if (
+                up != endpoint.published_up
+                or at_s - endpoint.published_state_s >= self._state_interval_s
+            ):
+                endpoint.published_up = up
+                endpoint.published_state_s = at_s
+                changed.append(endpoint)
+        if changed:
+            await asyncio.gather(*(self._publish_state(e, now, at_s) for e in changed))
+
+    def _state(self, endpoint: _Endpoint, now: datetime, at_s: float) -> link_pb2.LinkState:
+        link = endpoint.link
+        geometry = link.geometry or _DOWN
+        return link_pb2.LinkState(
+            link_id=link.link_id,
+            station_id=endpoint.first,
+            satellite_id=endpoint.second,
+            up=link.is_up(at_s),
+            delay_s=link.delay_s(),
+            rate_bps=link.config.rate_bps,
+            loss_rate=link.config.loss_rate,
+            updated_at=_timestamp(now),
+            range_km=geometry.range_km,
+            elevation_deg=geometry.elevation_deg,
+            carrier=link_pb2.LINK_CARRIER_REAL if endpoint.real else link_pb2.LINK_CARRIER_EMULATED,
+        )
+
+    def counters_message(self, link_id: str) -> link_pb2.LinkCounters:
+        """The counters of one link as the protobuf message published on the counters topic."""
+        counters = self.link(link_id).counters
+        return link_pb2.LinkCounters(
+            link_id=link_id,
+            sent_messages=counters.sent_messages,
+            sent_bytes=counters.sent_bytes,
+            delivered_messages=counters.delivered_messages,
+            delivered_bytes=counters.delivered_bytes,
+            dropped_loss_messages=counters.dropped_loss,
+            dropped_link_down_messages=counters.dropped_link_down,
+            dropped_in_flight_messages=counters.dropped_in_flight,
+            dropped_expired_messages=counters.dropped_expired,
+            updated_at=_timestamp(self._clock.now()),
+        )
+
+    async def _publish_state(self, endpoint: _Endpoint, now: datetime, at_s: float) -> None:
+        try:
+            await self._client.publish(
+                endpoint.state_topic,
+                self._state(endpoint, now, at_s).SerializeToString(),
+                retain=True,
+                timeout_s=PUBLISH_TIMEOUT_S,
+            )
+            if not endpoint.isl:
+                c = endpoint.link.counters
+                snapshot = (c.sent_messages, c.delivered_messages, c.dropped)
+                if snapshot != endpoint.published_counters:
+                    endpoint.published_counters = snapshot
+                    await self._client.publish(
+                        topics.link_counters(endpoint.first, endpoint.second),
+                        self.counters_message(endpoint.link.link_id).SerializeToString(),
+                        retain=True,
+                        timeout_s=PUBLISH_TIMEOUT_S,
+                    )
+        except GroundplaneError as error:
+            log.warning(
+                "link_state_publish_failed", link_id=endpoint.link.link_id, error=str(error)
+            )
+
+    # -- forwarding ------------------------------------------------------------------------------
+
+    async def _on_transmit(self, message: ReceivedMessage) -> None:
+        try:
+            transmission = topics.parse_transmission(message.topic)
+        except InvalidArgument as error:
+            log.warning("link_bad_topic", topic=message.topic, error=error.message)
+            return
+        if transmission.hop is topics.Hop.UPLINK:
+            station, sat = transmission.source, transmission.destination
+            endpoint = self._endpoint(ground_link_id(station, sat), station, sat, isl=False)
+            direction = Direction.UPLINK
+        elif transmission.hop is topics.Hop.DOWNLINK:
+            station, sat = transmission.destination, transmission.source
+            endpoint = self._endpoint(ground_link_id(station, sat), station, sat, isl=False)
+            direction = Direction.DOWNLINK
+        else:
+            first, second = sorted((transmission.source, transmission.destination))
+            endpoint = self._endpoint(isl_link_id(first, second), first, second, isl=True)
+            direction = Direction.FORWARD if transmission.source == first else Direction.REVERSE
+        if endpoint.real:
+            return
+        at_s = self.sim_s()
+        if endpoint.link.geometry is None:
+            endpoint.link.update(at_s, _DOWN)
+        admission = endpoint.link.send(at_s, direction, len(message.payload))
+        if admission.fate is not Fate.IN_FLIGHT:
+            log.debug("link_dropped", link_id=endpoint.link.link_id, fate=admission.fate.value)
+            return
+        if self._tasks is None:
+            return
+        self._tasks.create_task(
+            self._deliver(endpoint.link, admission, transmission.delivery_topic, message),
+            name=f"link-deliver:{endpoint.link.link_id}#{admission.message_id}",
+        )
+
+    async def _deliver(
+        self, link: Link, admission: Admission, topic: str, message: ReceivedMessage
+    ) -> None:
+        await self._clock.sleep(admission.arrival_s - self.sim_s())
+        expiry_left_s: float | None = None
+        if message.message_expiry_s is not None:
+            waited_s = asyncio.get_running_loop().time() - message.received_monotonic_s
+            expiry_left_s = message.message_expiry_s - waited_s
+        fate = link.complete(
+            admission.message_id, expired=expiry_left_s is not None and expiry_left_s <= 0
+        )
+        if fate is not Fate.DELIVERED:
+            log.debug("link_dropped", link_id=link.link_id, fate=fate.value)
+            return
+        try:
+            await self._client.publish(
+                topic,
+                message.payload,
+                qos=message.qos,
+                expiry_s=expiry_left_s,
+                timeout_s=PUBLISH_TIMEOUT_S,
+            )
+        except GroundplaneError as error:
+            log.warning("link_forward_failed", link_id=link.link_id, error=str(error))

@@ -1,0 +1,372 @@
+"""A private Mosquitto for one groundplane system, or the address of an existing broker.
+
+:class:`PrivateBroker` writes a configuration into a working directory and runs ``mosquitto``:
+
+* one listener on ``127.0.0.1`` and a free port, MQTT v5 clients (v3.1.1 is not refused by the
+  broker, but every groundplane client connects with v5 so a denied publish shows its reason
+  code), ``set_tcp_nodelay true`` so small messages are not held back by Nagle's algorithm;
+* no anonymous access: a password file with one service account (``gp-service``, read and write
+  under ``gp/v1/#``) and one account per node whose username is the satellite id; a pattern ACL
+  lets node ``<sat>`` read and write ``gp/v1/node/<sat>/#`` and nothing else;
+* persistence on, saved every ``autosave_interval_s`` seconds (default 1 s). Mosquitto's
+  default of 1800 s loses every queued QoS 1 message when the broker dies by SIGKILL; saving each
+  second bounds the loss to what arrived in the last second, at the cost of rewriting the
+  database file once a second while anything changes. ``autosave_on_changes`` instead saves after
+  that many changes (1 = every change: no loss window, but a full database write per message).
+
+:class:`BrokerAddress` is a parsed ``mqtt://user:password@host:port`` URL; use it to run against an
+existing broker instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+from urllib.parse import quote, unquote, urlsplit
+
+import structlog
+
+from groundplane.kernel.errors import FailedPrecondition, InvalidArgument, Unavailable
+from groundplane.mqtt import topics
+
+log = structlog.get_logger("groundplane.mqtt.broker")
+
+SERVICE_USER = "gp-service"
+DEFAULT_PORT = 1883
+START_TIMEOUT_S = 10.0
+STOP_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True)
+class BrokerAddress:
+    """Where and as whom to connect."""
+
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+
+    @property
+    def url(self) -> str:
+        """``mqtt://user:password@host:port`` (credentials URL-quoted when present)."""
+        auth = ""
+        if self.username is not None:
+            auth = quote(self.username, safe="")
+            if self.password is not None:
+                auth += ":" + quote(self.password, safe="")
+            auth += "@"
+        return f"mqtt://{auth}{self.host}:{self.port}"
+
+    def with_credentials(self, username: str, password: str) -> BrokerAddress:
+        return BrokerAddress(self.host, self.port, username, password)
+
+    def __repr__(self) -> str:  # never print a password into a log
+        user = self.username or "-"
+        return f"BrokerAddress(mqtt://{user}:***@{self.host}:{self.port})"
+
+    @classmethod
+    def from_url(cls, url: str) -> BrokerAddress:
+        """Parse ``mqtt://[user[:password]@]host[:port]``; teach what is wrong otherwise."""
+        parts = urlsplit(url)
+        if parts.scheme != "mqtt":
+            raise InvalidArgument(
+                f"expected a broker URL like mqtt://user:password@host:1883 (scheme 'mqtt'; TLS "
+                f"is not supported yet), got scheme {parts.scheme!r} in {url!r}"
+            )
+        if not parts.hostname:
+            raise InvalidArgument(f"broker URL has no host: expected mqtt://host:port, got {url!r}")
+        try:
+            port = parts.port or DEFAULT_PORT
+        except ValueError:
+            raise InvalidArgument(
+                f"broker URL port must be an integer 1-65535, got {url!r}"
+            ) from None
+        if parts.path not in {"", "/"} or parts.query or parts.fragment:
+            raise InvalidArgument(
+                "broker URL takes no path, query or fragment: expected mqtt://host:port, "
+                f"got {url!r}"
+            )
+        username = unquote(parts.username) if parts.username is not None else None
+        password = unquote(parts.password) if parts.password is not None else None
+        return cls(parts.hostname, port, username, password)
+
+
+def free_loopback_port() -> int:
+    """A TCP port on 127.0.0.1 that nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _mosquitto_binary() -> str:
+    found = shutil.which("mosquitto") or (
+        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
+    )
+    if found is None:
+        raise FailedPrecondition(
+            "the 'mosquitto' binary is not on PATH; install Mosquitto 2.x "
+            "(e.g. apt-get install mosquitto) or pass --broker mqtt://… for an existing broker"
+        )
+    return found
+
+
+async def _accepts(host: str, port: int, timeout_s: float) -> bool:
+    try:
+        async with asyncio.timeout(timeout_s):
+            _reader, writer = await asyncio.open_connection(host, port)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
+
+
+class PrivateBroker:
+    """A Mosquitto process owned by this object, on 127.0.0.1 and a fixed free port.
+
+    Use as ``async with PrivateBroker(nodes=["25544"]) as broker:``; ``broker.address`` is the
+    service account, ``broker.node_address("25544")`` a node's. :meth:`kill` (SIGKILL) and
+    :meth:`start` again reuse the port, the credentials and the persistence database.
+    """
+
+    def __init__(
+        self,
+        *,
+        nodes: Iterable[str] = (),
+        port: int | None = None,
+        workdir: Path | None = None,
+        autosave_interval_s: int = 1,
+        autosave_on_changes: bool = False,
+        max_queued_messages: int = 10_000,
+    ) -> None:
+        if autosave_interval_s < 1:
+            raise InvalidArgument(
+                f"autosave_interval_s must be >= 1 (seconds, or changes with "
+                f"autosave_on_changes), got {autosave_interval_s}"
+            )
+        self._own_workdir = workdir is None
+        self._workdir = (
+            Path(tempfile.mkdtemp(prefix="gp-mosquitto-")) if workdir is None else workdir
+        )
+        self._workdir.mkdir(parents=True, exist_ok=True)
+        self._port = port if port is not None else free_loopback_port()
+        self._autosave_interval_s = autosave_interval_s
+        self._autosave_on_changes = autosave_on_changes
+        self._max_queued_messages = max_queued_messages
+        self._passwords: dict[str, str] = {SERVICE_USER: secrets.token_urlsafe(18)}
+        for node in nodes:
+            self._passwords[topics.check_node_id(node)] = secrets.token_urlsafe(18)
+        self._process: asyncio.subprocess.Process | None = None
+
+    # -- addresses -------------------------------------------------------------------------------
+
+    @property
+    def host(self) -> str:
+        return "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def workdir(self) -> Path:
+        return self._workdir
+
+    @property
+    def address(self) -> BrokerAddress:
+        """The service account (read and write under ``gp/v1/#``)."""
+        return BrokerAddress(self.host, self._port, SERVICE_USER, self._passwords[SERVICE_USER])
+
+    @property
+    def url(self) -> str:
+        return self.address.url
+
+    def node_address(self, node_id: str) -> BrokerAddress:
+        """The account of node ``node_id`` (only ``gp/v1/node/<node_id>/#``)."""
+        password = self._passwords.get(node_id)
+        if password is None or node_id == SERVICE_USER:
+            known = sorted(n for n in self._passwords if n != SERVICE_USER)
+            raise InvalidArgument(
+                f"no broker account for node {node_id!r}; nodes with accounts: {known} "
+                "(add one with add_node)"
+            )
+        return BrokerAddress(self.host, self._port, node_id, password)
+
+    async def add_node(self, node_id: str) -> BrokerAddress:
+        """Create an account for a node; a running broker reloads its password file."""
+        if node_id not in self._passwords:
+            self._passwords[topics.check_node_id(node_id)] = secrets.token_urlsafe(18)
+            await self._write_password_file()
+            if self.running and self._process is not None:
+                self._process.send_signal(signal.SIGHUP)
+        return self.node_address(node_id)
+
+    # -- configuration ---------------------------------------------------------------------------
+
+    def _config_text(self) -> str:
+        user = pwd.getpwuid(os.geteuid()).pw_name
+        persistence = self._workdir / "data"
+        lines = [
+            "# generated by groundplane.mqtt.broker; edits are overwritten",
+            "per_listener_settings false",
+            f"user {user}",
+            f"listener {self._port} 127.0.0.1",
+            "protocol mqtt",
+            "set_tcp_nodelay true",
+            "allow_anonymous false",
+            f"password_file {self._workdir / 'passwords'}",
+            f"acl_file {self._workdir / 'acl'}",
+            "persistence true",
+            f"persistence_location {persistence}/",
+            f"autosave_interval {self._autosave_interval_s}",
+            f"autosave_on_changes {'true' if self._autosave_on_changes else 'false'}",
+            f"max_queued_messages {self._max_queued_messages}",
+            "max_inflight_messages 100",
+            f"log_dest file {self._workdir / 'mosquitto.log'}",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            "log_type information",
+            "connection_messages true",
+            "log_timestamp_format %Y-%m-%dT%H:%M:%S",
+        ]
+        return "\n".join(lines) + "\n"
+
+    def _acl_text(self) -> str:
+        return (
+            "# generated by groundplane.mqtt.broker\n"
+            f"user {SERVICE_USER}\n"
+            f"topic readwrite {topics.PREFIX}/#\n"
+            "\n"
+            "# every other account is a node whose username is its satellite id\n"
+            f"pattern readwrite {topics.PREFIX}/node/%u/#\n"
+        )
+
+    async def _write_password_file(self) -> None:
+        path = self._workdir / "passwords"
+        text = "".join(f"{user}:{password}\n" for user, password in self._passwords.items())
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        tool = shutil.which("mosquitto_passwd")
+        if tool is None:
+            raise FailedPrecondition(
+                "the 'mosquitto_passwd' tool is not on PATH (it ships with the mosquitto package)"
+            )
+        process = await asyncio.create_subprocess_exec(
+            tool, "-U", str(path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        async with asyncio.timeout(START_TIMEOUT_S):
+            _, stderr = await process.communicate()
+        if process.returncode != 0:
+            raise FailedPrecondition(
+                f"mosquitto_passwd -U failed ({process.returncode}): {stderr.decode().strip()}"
+            )
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.returncode is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self.running and self._process is not None else None
+
+    def log_tail(self, lines: int = 20) -> str:
+        path = self._workdir / "mosquitto.log"
+        if not path.exists():
+            return ""
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    async def start(self, timeout_s: float = START_TIMEOUT_S) -> None:
+        """Start Mosquitto and return once it accepts TCP connections on its port."""
+        if self.running:
+            return
+        (self._workdir / "data").mkdir(exist_ok=True)
+        (self._workdir / "mosquitto.conf").write_text(self._config_text())
+        (self._workdir / "acl").write_text(self._acl_text())
+        await self._write_password_file()
+        self._process = await asyncio.create_subprocess_exec(
+            _mosquitto_binary(),
+            "-c",
+            str(self._workdir / "mosquitto.conf"),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while loop.time() < deadline:
+            if self._process.returncode is not None:
+                raise Unavailable(
+                    f"mosquitto exited with {self._process.returncode} while starting on port "
+                    f"{self._port}; log tail:\n{self.log_tail()}"
+                )
+            if await _accepts(self.host, self._port, timeout_s=0.5):
+                log.info("broker_started", port=self._port, pid=self._process.pid)
+                return
+            await asyncio.sleep(0.02)
+        await self.kill()
+        raise Unavailable(
+            f"mosquitto did not accept connections on 127.0.0.1:{self._port} within "
+            f"{timeout_s} s; log tail:\n{self.log_tail()}"
+        )
+
+    async def kill(self) -> None:
+        """SIGKILL the broker (no final save: what was not autosaved is lost)."""
+        process = self._process
+        if process is None or process.returncode is not None:
+            return
+        process.kill()
+        async with asyncio.timeout(STOP_TIMEOUT_S):
+            await process.wait()
+        log.info("broker_killed", port=self._port)
+
+    async def stop(self) -> None:
+        """SIGTERM the broker (it saves its database) and wait; SIGKILL after a timeout."""
+        process = self._process
+        if process is None or process.returncode is not None:
+            return
+        process.terminate()
+        try:
+            async with asyncio.timeout(STOP_TIMEOUT_S):
+                await process.wait()
+        except TimeoutError:
+            await self.kill()
+        log.info("broker_stopped", port=self._port)
+
+    async def restart(self, timeout_s: float = START_TIMEOUT_S) -> None:
+        """Stop (gracefully) and start again on the same port."""
+        await self.stop()
+        await self.start(timeout_s)
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            await self.stop()
+        finally:
+            if self._own_workdir:
+                shutil.rmtree(self._workdir, ignore_errors=True)

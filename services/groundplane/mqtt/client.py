@@ -1,0 +1,559 @@
+"""The one MQTT client of groundplane: v5 only, reconnecting, acknowledging after handling.
+
+``MqttClient`` wraps aiomqtt (which drives paho-mqtt on the asyncio loop) and adds what every
+component needs:
+
+* **MQTT v5 only**, so a refused publish comes back as a PUBACK reason code; :meth:`publish`
+  raises :class:`BrokerRefusedError` (e.g. 0x87 *Not authorized*) instead of returning silently.
+* **TCP_NODELAY** on the client socket (Nagle's algorithm costs ~88 ms per QoS 1 round trip on
+  loopback against ~0.5 ms without).
+* **Reconnect** with jittered exponential backoff: 1 s × 1.6ⁿ, capped at 120 s, ±20 % (see
+  :class:`Backoff`), **resubscribing** every registered filter after each connect.
+* **Manual acknowledgement**: a QoS 1 message is acknowledged only after its handler returned
+  (or failed, which is logged), and acknowledgements go out in the order the messages arrived,
+  as MQTT requires. A message whose handler did not finish before the connection dropped is
+  redelivered by the broker when the session resumes (``persistent_session=True``).
+* **Message expiry** from a deadline: ``publish(..., deadline=...)`` sets the v5
+  MessageExpiryInterval to the time left (in wall seconds, so a fast simulated clock shortens it),
+  and refuses to publish a message whose deadline already passed.
+
+Every task the client starts belongs to its ``asyncio.TaskGroup`` and has a name; every await that
+does I/O has a timeout; cancelling the owner cancels the connection loop and the handlers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import random
+import socket
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Self
+
+import aiomqtt
+import paho.mqtt.client as paho
+import structlog
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from groundplane.kernel.clock import Clock
+from groundplane.kernel.errors import (
+    DeadlineExceeded,
+    InvalidArgument,
+    PermissionDenied,
+    Unavailable,
+)
+from groundplane.mqtt.broker import BrokerAddress
+
+log = structlog.get_logger("groundplane.mqtt.client")
+
+DEFAULT_IO_TIMEOUT_S = 10.0
+NOT_AUTHORIZED = 0x87
+
+
+class BrokerRefusedError(PermissionDenied):
+    """The broker answered a publish or subscribe with a v5 failure reason code (≥ 0x80)."""
+
+    def __init__(self, topic: str, reason_code: int, reason: str) -> None:
+        super().__init__(
+            f"broker refused {topic!r}: reason code 0x{reason_code:02X} ({reason}); "
+            "a node account may only use gp/v1/node/<its id>/#"
+        )
+        self.topic = topic
+        self.reason_code = reason_code
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Jittered exponential backoff: ``min(cap_s, base_s × factor**attempt) × (1 ± jitter)``."""
+
+    base_s: float = 1.0
+    factor: float = 1.6
+    cap_s: float = 120.0
+    jitter: float = 0.2
+
+    def __post_init__(self) -> None:
+        if not (self.base_s > 0 and self.factor >= 1 and self.cap_s >= self.base_s):
+            raise InvalidArgument(
+                f"backoff needs base_s > 0, factor >= 1 and cap_s >= base_s, got base_s="
+                f"{self.base_s}, factor={self.factor}, cap_s={self.cap_s}"
+            )
+        if not 0 <= self.jitter < 1:
+            raise InvalidArgument(f"backoff jitter must be in [0, 1), got {self.jitter}")
+
+    def nominal_s(self, attempt: int) -> float:
+        """The un-jittered delay before retry number ``attempt`` (0 for the first retry)."""
+        if attempt <= 0:
+            return self.base_s
+        # Compare in log space so a long outage cannot overflow the power.
+        if attempt * math.log(self.factor) >= math.log(self.cap_s / self.base_s):
+            return self.cap_s
+        return min(self.cap_s, self.base_s * self.factor**attempt)
+
+    def delay_s(self, attempt: int, rng: random.Random) -> float:
+        """A jittered delay for retry number ``attempt``."""
+        return self.nominal_s(attempt) * (1.0 + self.jitter * (2.0 * rng.random() - 1.0))
+
+    def bound_s(self, attempt: int) -> float:
+        """The longest delay retry number ``attempt`` can wait."""
+        return self.nominal_s(attempt) * (1.0 + self.jitter)
+
+
+@dataclass(frozen=True)
+class ReceivedMessage:
+    """One delivered message, as a handler sees it."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    message_expiry_s: int | None
+    """Seconds of message expiry left when the broker delivered it (None: never expires)."""
+    received_monotonic_s: float
+    """Wall monotonic time of arrival (for forwarding the remaining expiry)."""
+
+
+@dataclass(frozen=True)
+class LastWill:
+    """A message the broker publishes for this client when it vanishes without DISCONNECT."""
+
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = True
+
+
+Handler = Callable[[ReceivedMessage], Awaitable[None]]
+
+
+@dataclass
+class _Subscription:
+    topic_filter: str
+    qos: int
+    handler: Handler
+
+    @property
+    def match_filter(self) -> str:
+        """The filter without a ``$share/<group>/`` prefix, for matching incoming topics."""
+        if self.topic_filter.startswith("$share/"):
+            return self.topic_filter.split("/", 2)[2]
+        return self.topic_filter
+
+
+@dataclass(eq=False)
+class _AckSlot:
+    mid: int
+    qos: int
+    done: bool = False
+
+
+class _InOrderAcks:
+    """Acknowledge QoS ≥ 1 messages of one connection in arrival order, once each is handled."""
+
+    def __init__(self, paho_client: paho.Client) -> None:
+        self._paho = paho_client
+        self._queue: deque[_AckSlot] = deque()
+        self.closed = False
+
+    def receive(self, mid: int, qos: int) -> _AckSlot | None:
+        if qos == 0:
+            return None
+        slot = _AckSlot(mid, qos)
+        self._queue.append(slot)
+        return slot
+
+    def handled(self, slot: _AckSlot | None) -> None:
+        if slot is None:
+            return
+        slot.done = True
+        while self._queue and self._queue[0].done:
+            head = self._queue.popleft()
+            if not self.closed:
+                self._paho.ack(head.mid, head.qos)
+
+
+@dataclass
+class _Session:
+    """State of one broker connection."""
+
+    aio: aiomqtt.Client
+    acks: _InOrderAcks
+    pending_pubacks: dict[int, asyncio.Future[ReasonCode]] = field(default_factory=dict)
+
+    @property
+    def paho(self) -> paho.Client:
+        return self.aio._client
+
+
+class MqttClient:
+    """A reconnecting MQTT v5 client with handler-style subscriptions.
+
+    ::
+
+        async with MqttClient(broker.address, client_id="links", clock=clock) as client:
+            await client.subscribe("gp/v1/ground/+/tx/#", handle)
+            await client.publish("gp/v1/link/x/y/state", data, retain=True)
+
+    ``persistent_session=True`` keeps the broker-side session (subscriptions and queued QoS 1
+    messages) for ``session_expiry_s`` while the client is away; otherwise every connect starts
+    clean and the client resubscribes.
+    """
+
+    def __init__(
+        self,
+        address: BrokerAddress,
+        *,
+        client_id: str,
+        clock: Clock,
+        persistent_session: bool = False,
+        session_expiry_s: int = 3600,
+        keepalive_s: int = 30,
+        io_timeout_s: float = DEFAULT_IO_TIMEOUT_S,
+        backoff: Backoff | None = None,
+        will: LastWill | None = None,
+        max_concurrent_handlers: int = 64,
+        rng: random.Random | None = None,
+    ) -> None:
+        if not client_id or len(client_id) > 128:
+            raise InvalidArgument(f"client_id must be 1-128 characters, got {client_id!r}")
+        self._address = address
+        self._client_id = client_id
+        self._clock = clock
+        self._persistent = persistent_session
+        self._session_expiry_s = session_expiry_s
+        self._keepalive_s = keepalive_s
+        self._io_timeout_s = io_timeout_s
+        self._backoff = backoff or Backoff()
+        self._will = will
+        self._rng = rng or random.Random()
+        self._handler_slots = asyncio.Semaphore(max_concurrent_handlers)
+        self._subscriptions: dict[str, _Subscription] = {}
+        self._session: _Session | None = None
+        self._connected = asyncio.Event()
+        self._connections = 0
+        self._tasks: asyncio.TaskGroup | None = None
+        self._runner: asyncio.Task[None] | None = None
+        self._handler_tasks: set[asyncio.Task[None]] = set()
+        self._log = log.bind(client_id=client_id)
+
+    # -- state -----------------------------------------------------------------------------------
+
+    @property
+    def client_id(self) -> str:
+        return self._client_id
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    @property
+    def connections(self) -> int:
+        """How many times this client has connected (1 after the first connect)."""
+        return self._connections
+
+    @property
+    def backoff(self) -> Backoff:
+        return self._backoff
+
+    def tcp_nodelay(self) -> bool:
+        """Whether TCP_NODELAY is set on the current connection's socket."""
+        session = self._session
+        sock = session.paho.socket() if session is not None else None
+        if not isinstance(sock, socket.socket):
+            return False
+        return bool(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
+    async def wait_connected(self, timeout_s: float | None = None) -> None:
+        """Return once connected; raise Unavailable after ``timeout_s`` (default: I/O timeout)."""
+        timeout = self._io_timeout_s if timeout_s is None else timeout_s
+        try:
+            async with asyncio.timeout(timeout):
+                await self._connected.wait()
+        except TimeoutError:
+            raise Unavailable(
+                f"not connected to the broker at {self._address.host}:{self._address.port} "
+                f"within {timeout} s"
+            ) from None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        self._tasks = asyncio.TaskGroup()
+        await self._tasks.__aenter__()
+        self._runner = self._tasks.create_task(
+            self._run(), name=f"mqtt-connection:{self._client_id}"
+        )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._tasks is not None, "MqttClient used outside 'async with'"
+        if self._runner is not None:
+            self._runner.cancel()
+        for task in list(self._handler_tasks):
+            task.cancel()
+        await self._tasks.__aexit__(exc_type, exc, tb)
+        self._tasks = None
+
+    # -- subscribe / publish ---------------------------------------------------------------------
+
+    async def subscribe(self, topic_filter: str, handler: Handler, *, qos: int = 1) -> None:
+        """Call ``handler`` for each message matching ``topic_filter``, now and after reconnects.
+
+        If connected, waits for the SUBACK and raises :class:`BrokerRefusedError` when the broker
+        refuses the filter; if not connected, the filter is subscribed on the next connect.
+        """
+        if qos not in (0, 1):
+            raise InvalidArgument(f"qos must be 0 or 1 (QoS 2 is not used), got {qos}")
+        subscription = _Subscription(topic_filter, qos, handler)
+        self._subscriptions[topic_filter] = subscription
+        session = self._session
+        if session is None:
+            return
+        try:
+            await self._subscribe(session, [subscription])
+        except BrokerRefusedError:
+            self._subscriptions.pop(topic_filter, None)
+            raise
+        except aiomqtt.MqttError as error:
+            self._log.warning("subscribe_deferred", topic_filter=topic_filter, error=str(error))
+
+    async def unsubscribe(self, topic_filter: str) -> None:
+        """Stop delivering ``topic_filter``."""
+        if self._subscriptions.pop(topic_filter, None) is None:
+            return
+        session = self._session
+        if session is not None:
+            with contextlib.suppress(aiomqtt.MqttError):
+                await session.aio.unsubscribe(topic_filter, timeout=self._io_timeout_s)
+
+    async def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        deadline: datetime | None = None,
+        expiry_s: float | None = None,
+        timeout_s: float | None = None,
+    ) -> None:
+        """Publish and, for QoS 1, wait for the PUBACK.
+
+        ``deadline`` (an instant of the injected clock) sets the message expiry to the time left;
+        ``expiry_s`` sets it in wall seconds directly. Raises :class:`BrokerRefusedError` on a
+        failure reason code, :class:`DeadlineExceeded` when the deadline has passed, and
+        :class:`Unavailable` when not connected (after waiting ``timeout_s``) or the connection
+        dropped before the PUBACK.
+        """
+        if qos not in (0, 1):
+            raise InvalidArgument(f"qos must be 0 or 1 (QoS 2 is not used), got {qos}")
+        timeout = self._io_timeout_s if timeout_s is None else timeout_s
+        expiry_wall_s = expiry_s
+        if deadline is not None:
+            left_wall_s = (deadline - self._clock.now()).total_seconds() / self._clock.speed
+            if left_wall_s <= 0:
+                raise DeadlineExceeded(
+                    f"deadline {deadline.isoformat()} passed before publishing to {topic!r}"
+                )
+            expiry_wall_s = (
+                left_wall_s if expiry_wall_s is None else min(expiry_wall_s, left_wall_s)
+            )
+            timeout = min(timeout, left_wall_s)
+        properties: Properties | None = None
+        if expiry_wall_s is not None:
+            if expiry_wall_s <= 0:
+                raise DeadlineExceeded(f"message for {topic!r} expired before it was published")
+            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            properties.MessageExpiryInterval = max(1, math.ceil(expiry_wall_s))
+        started = asyncio.get_running_loop().time()
+        await self.wait_connected(timeout)
+        session = self._session
+        if session is None:  # dropped between the event and here
+            raise Unavailable(f"connection to the broker dropped before publishing to {topic!r}")
+        info = session.paho.publish(topic, payload, qos, retain, properties)
+        if info.rc != paho.MQTT_ERR_SUCCESS:
+            raise Unavailable(
+                f"could not publish to {topic!r}: {paho.error_string(info.rc)} (not connected?)"
+            )
+        if qos == 0:
+            return
+        future: asyncio.Future[ReasonCode] = asyncio.get_running_loop().create_future()
+        session.pending_pubacks[info.mid] = future
+        left_s = max(0.0, timeout - (asyncio.get_running_loop().time() - started))
+        try:
+            async with asyncio.timeout(left_s):
+                reason = await future
+        except TimeoutError:
+            raise Unavailable(f"no PUBACK for {topic!r} within {timeout} s") from None
+        finally:
+            session.pending_pubacks.pop(info.mid, None)
+        if reason.is_failure:
+            raise BrokerRefusedError(topic, int(reason.value), str(reason))
+
+    # -- connection loop -------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        attempt = 0
+        while True:
+            try:
+                await self._connect_and_serve()
+            except (aiomqtt.MqttError, OSError, TimeoutError, Unavailable) as error:
+                self._log.warning("mqtt_disconnected", error=str(error) or type(error).__name__)
+            if self._session_was_up:
+                attempt = 0
+            delay_s = self._backoff.delay_s(attempt, self._rng)
+            self._log.info("mqtt_reconnect_wait", attempt=attempt, delay_s=round(delay_s, 3))
+            attempt += 1
+            await asyncio.sleep(delay_s)
+
+    def _make_aio(self) -> aiomqtt.Client:
+        connect_properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        connect_properties.SessionExpiryInterval = self._session_expiry_s if self._persistent else 0
+        will = None
+        if self._will is not None:
+            will = aiomqtt.Will(
+                self._will.topic, self._will.payload, self._will.qos, self._will.retain
+            )
+        aio = aiomqtt.Client(
+            self._address.host,
+            self._address.port,
+            username=self._address.username,
+            password=self._address.password,
+            identifier=self._client_id,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            clean_start=not self._persistent,
+            properties=connect_properties,
+            keepalive=self._keepalive_s,
+            timeout=self._io_timeout_s,
+            will=will,
+            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+        )
+        aio._client.manual_ack_set(True)
+        return aio
+
+    async def _connect_and_serve(self) -> None:
+        self._session_was_up = False
+        aio = self._make_aio()
+        session = _Session(aio, _InOrderAcks(aio._client))
+        aio._client.on_publish = self._puback_callback(session)
+        aio._client.on_message = self._message_callback(session)
+        try:
+            async with asyncio.timeout(self._io_timeout_s):
+                await aio.__aenter__()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                aio._client._sock_close()
+            raise
+        try:
+            self._session = session
+            await self._subscribe(session, list(self._subscriptions.values()))
+            self._session_was_up = True
+            self._connections += 1
+            self._connected.set()
+            self._log.info("mqtt_connected", connections=self._connections)
+            disconnected = aio._disconnected
+            await asyncio.shield(disconnected)
+        finally:
+            self._connected.clear()
+            self._session = None
+            session.acks.closed = True
+            for future in session.pending_pubacks.values():
+                if not future.done():
+                    future.set_exception(
+                        Unavailable("connection to the broker dropped before the PUBACK")
+                    )
+            await self._close(aio)
+
+    async def _close(self, aio: aiomqtt.Client) -> None:
+        """Disconnect gracefully if still connected (runs even when cancelled)."""
+        try:
+            async with asyncio.timeout(self._io_timeout_s):
+                await aio.__aexit__(None, None, None)
+        except (aiomqtt.MqttError, OSError, TimeoutError) as error:
+            self._log.debug("mqtt_close_error", error=str(error))
+        finally:
+            with contextlib.suppress(Exception):
+                aio._client._sock_close()
+            if aio._disconnected.done() and not aio._disconnected.cancelled():
+                aio._disconnected.exception()  # mark retrieved
+
+    async def _subscribe(self, session: _Session, subscriptions: list[_Subscription]) -> None:
+        if not subscriptions:
+            return
+        request = [
+            (s.topic_filter, SubscribeOptions(qos=s.qos, retainHandling=1)) for s in subscriptions
+        ]
+        codes = await session.aio.subscribe(request, timeout=self._io_timeout_s)
+        for subscription, code in zip(subscriptions, codes, strict=False):
+            value = int(code.value) if isinstance(code, ReasonCode) else int(str(code))
+            if value >= 0x80:
+                reason = str(code) if isinstance(code, ReasonCode) else "refused"
+                raise BrokerRefusedError(subscription.topic_filter, value, reason)
+
+    def _puback_callback(self, session: _Session) -> Callable[..., None]:
+        def on_publish(
+            _client: paho.Client, _userdata: Any, mid: int, reason: ReasonCode, _props: Any
+        ) -> None:
+            future = session.pending_pubacks.get(mid)
+            if future is not None and not future.done():
+                future.set_result(reason)
+
+        return on_publish
+
+    def _message_callback(self, session: _Session) -> Callable[..., None]:
+        def on_message(_client: paho.Client, _userdata: Any, message: paho.MQTTMessage) -> None:
+            slot = session.acks.receive(message.mid, message.qos)
+            expiry = getattr(message.properties, "MessageExpiryInterval", None)
+            received = ReceivedMessage(
+                topic=message.topic,
+                payload=bytes(message.payload),
+                qos=message.qos,
+                retain=bool(message.retain),
+                message_expiry_s=int(expiry) if expiry is not None else None,
+                received_monotonic_s=asyncio.get_running_loop().time(),
+            )
+            handlers = [
+                s.handler
+                for s in self._subscriptions.values()
+                if paho.topic_matches_sub(s.match_filter, message.topic)
+            ]
+            if self._tasks is None:
+                return
+            task = self._tasks.create_task(
+                self._handle(received, handlers, session.acks, slot),
+                name=f"mqtt-handle:{message.topic}#{message.mid}",
+            )
+            self._handler_tasks.add(task)
+            task.add_done_callback(self._handler_tasks.discard)
+
+        return on_message
+
+    async def _handle(
+        self,
+        message: ReceivedMessage,
+        handlers: list[Handler],
+        acks: _InOrderAcks,
+        slot: _AckSlot | None,
+    ) -> None:
+        async with self._handler_slots:
+            for handler in handlers:
+                try:
+                    await handler(message)
+                except Exception:  # a failing handler must not stop the client
+                    self._log.exception("mqtt_handler_failed", topic=message.topic)
+        acks.handled(slot)
+
+    _session_was_up: bool = False

@@ -1,0 +1,238 @@
+"""The link emulator over a real Mosquitto: delays, serialisation, outages, loss, link state."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+import shutil
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from groundplane.kernel.clock import SimulatedClock
+from groundplane.link.v1 import link_pb2
+from groundplane.links.emulator import GroundKey, LinkEmulator
+from groundplane.links.model import SPEED_OF_LIGHT_KM_S, LinkConfig, LinkGeometry
+from groundplane.mqtt import topics
+from groundplane.mqtt.broker import PrivateBroker
+from groundplane.mqtt.client import MqttClient, ReceivedMessage
+
+EPOCH = datetime(2026, 8, 15, 12, tzinfo=UTC)
+STATION = "svalbard"
+DELAY_TOLERANCE_S = 0.004
+"""Simulated seconds a delivery may lag the model at speed 0.25: two broker hops and asyncio
+scheduling take up to ~16 ms of wall time on a loaded 2-core machine."""
+RATE_TOLERANCE_S = 0.015
+"""Wall (= simulated, speed 1) seconds an inter-arrival gap may differ from the serialisation
+time."""
+
+
+@pytest.fixture
+async def broker(tmp_path: Path) -> AsyncIterator[PrivateBroker]:
+    """A private broker for one test."""
+    if shutil.which("mosquitto") is None and shutil.which("/usr/sbin/mosquitto") is None:
+        pytest.skip("mosquitto is not installed")
+    async with PrivateBroker(workdir=tmp_path / "broker") as running:
+        yield running
+
+
+class Geometry:
+    """A synthetic geometry provider the test changes at will."""
+
+    def __init__(self, links: Mapping[GroundKey, LinkGeometry]) -> None:
+        self.links = dict(links)
+
+    def __call__(self, at: datetime) -> Mapping[GroundKey, LinkGeometry]:
+        return dict(self.links)
+
+
+@dataclass
+class Arrival:
+    topic: str
+    payload: bytes
+    at: datetime
+
+
+@dataclass
+class Harness:
+    clock: SimulatedClock
+    emulator: LinkEmulator
+    ground: MqttClient
+    arrivals: asyncio.Queue[Arrival]
+
+    async def next(self, timeout_s: float = 5.0) -> Arrival:
+        return await asyncio.wait_for(self.arrivals.get(), timeout_s)
+
+
+@asynccontextmanager
+async def running(
+    broker: PrivateBroker,
+    geometry: Geometry,
+    config: LinkConfig,
+    *,
+    speed: float = 1.0,
+    tick_s: float = 0.05,
+) -> AsyncIterator[Harness]:
+    """An emulator plus a ground client that records every delivery to any satellite."""
+    clock = SimulatedClock(EPOCH, speed=speed)
+    arrivals: asyncio.Queue[Arrival] = asyncio.Queue()
+
+    async def record(message: ReceivedMessage) -> None:
+        await arrivals.put(Arrival(message.topic, message.payload, clock.now()))
+
+    async with (
+        MqttClient(broker.address, client_id="links", clock=clock) as emulator_client,
+        MqttClient(broker.address, client_id="ground", clock=clock) as ground,
+        asyncio.TaskGroup() as tasks,
+    ):
+        emulator = LinkEmulator(emulator_client, clock, geometry, config=config, tick_s=tick_s)
+        service = tasks.create_task(emulator.run(), name="link-emulator")
+        await ground.subscribe("gp/v1/node/+/rx/#", record)
+        await ground.wait_connected()
+        await emulator.wait_ready()
+        try:
+            yield Harness(clock, emulator, ground, arrivals)
+        finally:
+            service.cancel()
+
+
+async def test_delivery_after_range_over_c_plus_processing(broker: PrivateBroker) -> None:
+    """For several slant ranges (LEO overhead to GEO) a message arrives range/c + processing
+    after it was published, in simulated time, never earlier and within DELAY_TOLERANCE_S."""
+    ranges_km = {"1001": 550.0, "1002": 2_000.0, "1003": 12_000.0, "1004": 38_000.0}
+    processing_s = 0.010
+    geometry = Geometry(
+        {(STATION, sat): LinkGeometry(True, range_km, 30.0) for sat, range_km in ranges_km.items()}
+    )
+    async with running(
+        broker, geometry, LinkConfig(processing_delay_s=processing_s), speed=0.25
+    ) as h:
+        for sat, range_km in ranges_km.items():
+            sent = h.clock.now()
+            await h.ground.publish(topics.ground_tx(STATION, sat, "ping"), sat.encode())
+            arrival = await h.next()
+            assert arrival.topic == topics.node_rx_ground(sat, STATION, "ping")
+            measured_s = (arrival.at - sent).total_seconds()
+            expected_s = range_km / SPEED_OF_LIGHT_KM_S + processing_s
+            print(
+                f"{range_km:>8.0f} km: expected {expected_s * 1e3:.2f} ms, "
+                f"measured {measured_s * 1e3:.2f} ms"
+            )
+            assert expected_s - 1e-4 <= measured_s <= expected_s + DELAY_TOLERANCE_S
+
+
+async def test_serialisation_delay_matches_the_rate(broker: PrivateBroker) -> None:
+    """Messages sent back to back leave one per size×8/rate: arrivals are that far apart."""
+    rate_bps = 80_000.0
+    size_bytes = 1_000  # 0.1 s each at 80 kbit/s
+    geometry = Geometry({(STATION, "2001"): LinkGeometry(True, 1_000.0, 45.0)})
+    async with running(broker, geometry, LinkConfig(rate_bps=rate_bps)) as h:
+        sent = h.clock.now()
+        for index in range(4):
+            payload = bytes([index]) * size_bytes
+            await h.ground.publish(topics.ground_tx(STATION, "2001", "bulk"), payload)
+        arrivals = [await h.next() for _ in range(4)]
+    serialisation_s = size_bytes * 8 / rate_bps
+    assert [a.payload[0] for a in arrivals] == [0, 1, 2, 3]
+    first_s = (arrivals[0].at - sent).total_seconds()
+    assert first_s >= serialisation_s
+    for earlier, later in itertools.pairwise(arrivals):
+        gap_s = (later.at - earlier.at).total_seconds()
+        assert gap_s == pytest.approx(serialisation_s, abs=RATE_TOLERANCE_S)
+
+
+async def test_link_below_threshold_delivers_nothing(broker: PrivateBroker) -> None:
+    """A satellite below the mask gets nothing (counted as link-down) while one above it does;
+    the retained link state says which is up."""
+    geometry = Geometry(
+        {
+            (STATION, "3001"): LinkGeometry(False, 3_000.0, -4.0),
+            (STATION, "3002"): LinkGeometry(True, 900.0, 50.0),
+        }
+    )
+    async with running(broker, geometry, LinkConfig()) as h:
+        await h.ground.publish(topics.ground_tx(STATION, "3001", "cmd"), b"hidden")
+        await h.ground.publish(topics.ground_tx(STATION, "3002", "cmd"), b"visible")
+        arrival = await h.next()
+        assert arrival.payload == b"visible"
+        await asyncio.sleep(0.3)
+        assert h.arrivals.empty()
+        counters = h.emulator.link(f"{STATION}/3001").counters
+        assert (counters.dropped_link_down, counters.delivered_messages) == (1, 0)
+
+        states: asyncio.Queue[link_pb2.LinkState] = asyncio.Queue()
+
+        async def record_state(message: ReceivedMessage) -> None:
+            state = link_pb2.LinkState()
+            state.ParseFromString(message.payload)
+            await states.put(state)
+
+        async with MqttClient(broker.address, client_id="watcher", clock=h.clock) as watcher:
+            await watcher.subscribe(f"gp/v1/link/{STATION}/+/state", record_state)
+            received = [await asyncio.wait_for(states.get(), 5) for _ in range(2)]
+        by_sat = {state.satellite_id: state for state in received}
+        assert not by_sat["3001"].up
+        assert by_sat["3002"].up
+        assert by_sat["3002"].delay_s == pytest.approx(900.0 / SPEED_OF_LIGHT_KM_S, rel=1e-9)
+        assert by_sat["3002"].carrier == link_pb2.LINK_CARRIER_EMULATED
+
+
+async def test_link_setting_mid_flight_drops_and_counts(broker: PrivateBroker) -> None:
+    """A message in flight when its link goes down never arrives and is counted as dropped
+    in flight; the same message arrives when the link stays up."""
+    processing_s = 1.0
+    geometry = Geometry({(STATION, "4001"): LinkGeometry(True, 1_200.0, 10.0)})
+    async with running(
+        broker, geometry, LinkConfig(processing_delay_s=processing_s), speed=4.0, tick_s=0.05
+    ) as h:
+        topic = topics.ground_tx(STATION, "4001", "job")
+        await h.ground.publish(topic, b"survives")
+        assert (await h.next()).payload == b"survives"
+        await h.ground.publish(topic, b"doomed")
+        await h.clock.sleep(0.3)
+        geometry.links[(STATION, "4001")] = LinkGeometry(False, 2_900.0, -0.5)
+        await h.clock.sleep(processing_s + 0.5)
+        assert h.arrivals.empty()
+        counters = h.emulator.link(f"{STATION}/4001").counters
+        assert counters.dropped_in_flight == 1
+        assert counters.delivered_messages == 1
+
+
+async def test_loss_fraction_matches_the_configured_rate(broker: PrivateBroker) -> None:
+    """Over the broker, the fraction of messages lost stays within 5 binomial standard
+    deviations of the configured loss rate, and counters add up."""
+    loss_rate = 0.25
+    messages = 400
+    geometry = Geometry({(STATION, "5001"): LinkGeometry(True, 700.0, 60.0)})
+    async with running(broker, geometry, LinkConfig(loss_rate=loss_rate)) as h:
+        topic = topics.ground_tx(STATION, "5001", "telemetry")
+        for index in range(messages):
+            await h.ground.publish(topic, index.to_bytes(2, "big"))
+        await h.ground.publish(topics.ground_tx(STATION, "5001", "end"), b"")
+        await asyncio.sleep(0.5)
+        delivered = h.arrivals.qsize()
+        counters = h.emulator.link(f"{STATION}/5001").counters
+    lost = messages + 1 - delivered
+    sigma = math.sqrt(messages * loss_rate * (1 - loss_rate))
+    assert abs(lost - messages * loss_rate) < 5 * sigma
+    assert counters.dropped_loss == lost
+    assert counters.delivered_messages == delivered
+
+
+async def test_real_link_is_left_alone(broker: PrivateBroker) -> None:
+    """A link handed to a real radio is neither forwarded nor counted by the emulator."""
+    geometry = Geometry({(STATION, "6001"): LinkGeometry(True, 800.0, 70.0)})
+    async with running(broker, geometry, LinkConfig()) as h:
+        h.emulator.set_real(STATION, "6001")
+        await h.ground.publish(topics.ground_tx(STATION, "6001", "cmd"), b"over the air")
+        await asyncio.sleep(0.3)
+        assert h.arrivals.empty()
+        assert h.emulator.link(f"{STATION}/6001").counters.sent_messages == 0
+        h.emulator.set_real(STATION, "6001", real=False)
+        await h.ground.publish(topics.ground_tx(STATION, "6001", "cmd"), b"emulated again")
+        assert (await h.next()).payload == b"emulated again"
