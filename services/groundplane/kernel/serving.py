@@ -168,13 +168,13 @@ class GrpcServer:
         self._address = address
         self._drain_grace_s = drain_grace_s
         self._unready_delay_s = unready_delay_s
-        self._server = grpc.aio.server(
-            interceptors=[_ErrorMappingInterceptor()],
-            options=[("grpc.so_reuseport", 0), *options],
-        )
-        self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
+        self._options = [("grpc.so_reuseport", 0), *options]
+        # The grpc.aio server and the health servicer bind to the running event loop, so they
+        # are made in start(): a GrpcServer can be built before asyncio.run().
+        self._server: Any = None
+        self._health: Any = None
         self._port: int | None = None
-        self._stopped = asyncio.Event()
+        self._stopped: asyncio.Event | None = None
 
     @property
     def port(self) -> int:
@@ -193,6 +193,13 @@ class GrpcServer:
 
     async def start(self) -> int:
         """Bind, mount everything and start serving; returns the bound port."""
+        if self._server is not None:
+            raise RuntimeError("the server is already started")
+        self._server = grpc.aio.server(
+            interceptors=[_ErrorMappingInterceptor()], options=self._options
+        )
+        self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
+        self._stopped = asyncio.Event()
         for binding in self._bindings:
             binding.register(self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
@@ -204,7 +211,7 @@ class GrpcServer:
             ],
             self._server,
         )
-        port = self._server.add_insecure_port(self._address)
+        port = int(self._server.add_insecure_port(self._address))
         if port == 0:
             raise OSError(f"could not bind gRPC server to {self._address}")
         self._port = port
@@ -217,7 +224,7 @@ class GrpcServer:
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Graceful shutdown: NOT_SERVING, let in-flight calls drain, then stop."""
-        if self._stopped.is_set():
+        if self._stopped is None or self._stopped.is_set():
             return
         grace = self._drain_grace_s if grace_s is None else grace_s
         for name in self._health_names():
@@ -230,6 +237,8 @@ class GrpcServer:
         log.info("stopped", address=self.target)
 
     async def wait_stopped(self) -> None:
+        if self._stopped is None:
+            raise RuntimeError("the server is not started; call start() first")
         await self._stopped.wait()
 
     async def serve_until_signal(

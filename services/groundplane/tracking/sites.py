@@ -6,9 +6,11 @@ of ``(azimuth_deg, elevation_deg)`` points, interpolated linearly in azimuth and
 
 from __future__ import annotations
 
+import csv
+import io
 import itertools
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -137,29 +139,70 @@ class Site:
         return np.maximum(self.min_elevation_deg, self.mask.elevation_deg(azimuth_deg))
 
 
-def sites_from_csv_rows(
-    rows: Sequence[dict[str, str]], min_elevation_deg: float = 0.0
+def parse_sites_csv(
+    text: str,
+    min_elevation_deg: float = 0.0,
+    mask: HorizonMask | None = None,
+    source: str = "sites CSV",
 ) -> list[Site]:
-    """Sites from CSV rows with columns ``id,name,lat,lon`` and ``alt_m`` (or ``alt``) metres."""
+    """Sites from CSV ``id,name,lat,lon,alt_m`` (altitude in metres; the column may be ``alt``).
+
+    A header row is optional: it is recognised by a non-numeric latitude column. Every site gets
+    ``min_elevation_deg`` and ``mask``.
+    """
+    rows = [row for row in csv.reader(io.StringIO(text)) if row and any(c.strip() for c in row)]
+    if rows and not _is_number(rows[0][2] if len(rows[0]) > 2 else ""):
+        header = [c.strip().lower() for c in rows[0]]
+        expected = ["id", "name", "lat", "lon"]
+        if header[:4] != expected:
+            raise InvalidArgument(
+                f"{source} line 1: expected the header id,name,lat,lon,alt_m (or no header), "
+                f"got {','.join(rows[0])}"
+            )
+        rows = rows[1:]
+        first_line = 2
+    else:
+        first_line = 1
+    if not rows:
+        raise InvalidArgument(f"{source}: expected rows id,name,lat,lon,alt_m, got none")
     sites: list[Site] = []
-    for line_no, row in enumerate(rows, start=2):
+    for line_no, row in enumerate(rows, start=first_line):
+        if len(row) not in (4, 5):
+            raise InvalidArgument(
+                f"{source} line {line_no}: expected 4 or 5 columns id,name,lat,lon[,alt_m], "
+                f"got {len(row)}: {','.join(row)}"
+            )
+        site_id, name, lat, lon = (c.strip() for c in row[:4])
+        alt = row[4].strip() if len(row) == 5 and row[4].strip() else "0"
+        for label, value in (("lat", lat), ("lon", lon), ("alt_m", alt)):
+            if not _is_number(value):
+                raise InvalidArgument(
+                    f"{source} line {line_no}: {label} must be a number, got {value!r}"
+                )
         try:
-            alt = row.get("alt_m", row.get("alt", "0")) or "0"
             sites.append(
                 Site(
-                    id=(row.get("id") or "").strip(),
-                    name=(row.get("name") or "").strip(),
-                    lat_deg=float(row["lat"]),
-                    lon_deg=float(row["lon"]),
+                    id=site_id,
+                    name=name,
+                    lat_deg=float(lat),
+                    lon_deg=float(lon),
                     alt_m=float(alt),
                     min_elevation_deg=min_elevation_deg,
+                    mask=mask or HorizonMask(),
                 )
             )
-        except KeyError as missing:
-            raise InvalidArgument(
-                f"sites CSV line {line_no}: expected columns id,name,lat,lon,alt_m; "
-                f"missing {missing}"
-            ) from None
-        except ValueError as bad:
-            raise InvalidArgument(f"sites CSV line {line_no}: {bad}") from None
+        except InvalidArgument as bad:
+            raise InvalidArgument(f"{source} line {line_no}: {bad.message}") from None
+    ids = [site.id for site in sites]
+    repeated = sorted({i for i in ids if ids.count(i) > 1})
+    if repeated:
+        raise InvalidArgument(f"{source}: site ids must be unique, repeated: {repeated}")
     return sites
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
