@@ -1,0 +1,58 @@
+"""Assembling a running tracking service: store, catalog, core, servicer, server."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from groundplane.kernel.clock import Clock
+from groundplane.kernel.serving import GrpcServer
+from groundplane.tracking.catalog import Catalog
+from groundplane.tracking.core import TrackingCore, TrackingSettings
+from groundplane.tracking.elements import ElementSet
+from groundplane.tracking.servicer import TrackingServicer
+from groundplane.tracking.sites import Site
+from groundplane.tracking.store import TrackingStore
+
+
+@dataclass
+class TrackingApp:
+    """A tracking service ready to start: its server, servicer and store."""
+
+    server: GrpcServer
+    servicer: TrackingServicer
+    store: TrackingStore
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def build_tracking(
+    clock: Clock,
+    *,
+    db_path: str | Path = ":memory:",
+    address: str = "127.0.0.1:0",
+    settings: TrackingSettings | None = None,
+    elements: Sequence[ElementSet] = (),
+    elements_source: str = "preload",
+    sites: Sequence[Site] = (),
+    unready_delay_s: float = 1.0,
+    drain_grace_s: float = 5.0,
+) -> TrackingApp:
+    """A tracking service on ``address`` persisting to ``db_path``, optionally preloaded."""
+    store = TrackingStore(db_path)
+    catalog = Catalog.load(store)
+    core = TrackingCore(catalog, store, settings)
+    if elements:
+        catalog.upsert(elements, source=elements_source)
+    for site in sites:
+        core.upsert_site(site)
+    servicer = TrackingServicer(core, clock)
+    server = GrpcServer(
+        [servicer.binding()],
+        address=address,
+        unready_delay_s=unready_delay_s,
+        drain_grace_s=drain_grace_s,
+    )
+    return TrackingApp(server=server, servicer=servicer, store=store)

@@ -1,0 +1,201 @@
+"""The tracking service's domain facade: catalog, sites and the geometry behind one interface.
+
+:class:`TrackingCore` knows nothing of protobuf or gRPC; the servicer converts messages to the
+domain objects used here. Every method that depends on "now" takes it as an argument.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from groundplane.kernel.errors import FailedPrecondition, InvalidArgument, NotFound
+from groundplane.tracking.catalog import (
+    AgeVerdict,
+    Catalog,
+    ElementAgePolicy,
+    ElementRecord,
+)
+from groundplane.tracking.elements import ElementSet, canonical_catalog_id
+from groundplane.tracking.geometry import SatelliteBatch
+from groundplane.tracking.sites import Site
+from groundplane.tracking.store import TrackingStore
+
+
+@dataclass(frozen=True)
+class TrackingSettings:
+    """Limits and policies of one tracking service."""
+
+    age_policy: ElementAgePolicy = field(default_factory=ElementAgePolicy)
+    max_pass_window_days: float = 14.0
+    max_look_angle_points: int = 2_000_000
+    min_watch_interval_s: float = 0.05
+    max_watch_points: int = 200_000
+    pass_stream_batch: int = 500
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Satellites chosen for a computation: a batch, their names and age warnings."""
+
+    batch: SatelliteBatch
+    names: dict[str, str]
+    warnings: tuple[str, ...]
+
+
+class TrackingCore:
+    """Catalog, sites and batch building for the tracking service.
+
+    The propagation batch of the catalog is cached and rebuilt only when the catalog changes
+    or a different set of records becomes active.
+    """
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        store: TrackingStore | None = None,
+        settings: TrackingSettings | None = None,
+    ) -> None:
+        self.catalog = catalog
+        self.store = store
+        self.settings = settings or TrackingSettings()
+        self._sites: dict[str, Site] = {}
+        if store is not None:
+            self._sites = {site.id: site for site in store.list_sites()}
+        self._lock = threading.RLock()
+        self._cache_key: tuple[str, ...] | None = None
+        self._cache: tuple[SatelliteBatch, dict[str, ElementRecord]] | None = None
+
+    # ---------------------------------------------------------------------------- sites
+
+    def upsert_site(self, site: Site) -> Site:
+        with self._lock:
+            if self.store is not None:
+                self.store.put_site(site)
+            self._sites[site.id] = site
+        return site
+
+    def list_sites(self) -> list[Site]:
+        with self._lock:
+            return [self._sites[key] for key in sorted(self._sites)]
+
+    def resolve_sites(self, site_ids: Sequence[str], inline: Sequence[Site]) -> list[Site]:
+        """Stored sites by id followed by ad-hoc ones; at least one site overall."""
+        chosen: list[Site] = []
+        with self._lock:
+            for site_id in site_ids:
+                if site_id not in self._sites:
+                    known = ", ".join(sorted(self._sites)[:10]) or "none"
+                    raise NotFound(f"no site {site_id!r}; stored sites: {known}")
+                chosen.append(self._sites[site_id])
+        chosen.extend(inline)
+        if not chosen:
+            raise InvalidArgument(
+                "expected at least one site: give stored site ids or inline sites, got neither"
+            )
+        ids = [site.id for site in chosen]
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        if duplicates:
+            raise InvalidArgument(f"site ids must be unique in one request, repeated: {duplicates}")
+        return chosen
+
+    # ---------------------------------------------------------------------------- satellites
+
+    def _active_batch(self, now: datetime) -> tuple[SatelliteBatch, dict[str, ElementRecord]]:
+        records = self.catalog.active_all(now)
+        key = tuple(record.record_id for record in records)
+        with self._lock:
+            if self._cache is not None and self._cache_key == key:
+                return self._cache
+        ids = [record.catalog_id for record in records]
+        satrecs = [record.elements.to_satrec() for record in records]
+        by_id = {record.catalog_id: record for record in records}
+        built = (SatelliteBatch(ids, satrecs), by_id)
+        with self._lock:
+            self._cache_key, self._cache = key, built
+        return built
+
+    def select(
+        self, catalog_ids: Sequence[str], now: datetime, until: datetime | None = None
+    ) -> Selection:
+        """The satellites to compute for, judged for element age at ``now`` (to ``until``).
+
+        Named satellites must exist and be plannable (stale ones fail the request with
+        FAILED_PRECONDITION). With no names, every active satellite is used and stale ones are
+        left out with a warning, so one old element set does not stop a whole-sky query.
+        """
+        batch, records = self._active_batch(now)
+        policy = self.settings.age_policy
+        warnings: list[str] = []
+        if catalog_ids:
+            wanted = [canonical_catalog_id(c) for c in catalog_ids]
+            indices: list[int] = []
+            for catalog_id in wanted:
+                try:
+                    index = batch.index_of(catalog_id)
+                except NotFound:
+                    self.catalog.active(catalog_id, now)  # raises NOT_FOUND or why inactive
+                    raise
+                indices.append(index)
+            chosen = batch.subset(indices)
+        else:
+            chosen = batch
+        keep: list[int] = []
+        for index, catalog_id in enumerate(chosen.ids):
+            elements = records[catalog_id].elements
+            judgement = policy.judge(elements, now)
+            if until is not None:
+                later = policy.judge(elements, until)
+                if later.age_days > judgement.age_days:
+                    judgement = later
+            if judgement.verdict is AgeVerdict.REFUSE:
+                if catalog_ids:
+                    raise FailedPrecondition(judgement.message)
+                warnings.append(judgement.message)
+                continue
+            if judgement.verdict is AgeVerdict.WARN:
+                warnings.append(judgement.message)
+            keep.append(index)
+        if len(keep) != len(chosen):
+            chosen = chosen.subset(keep)
+        names = {i: records[i].elements.name for i in chosen.ids}
+        return Selection(chosen, names, tuple(warnings))
+
+    # ---------------------------------------------------------------------------- elements
+
+    def upsert_elements(
+        self,
+        element_sets: Sequence[ElementSet],
+        *,
+        source: str,
+        priority: int,
+        enabled: bool,
+        expires_at: datetime | None,
+        now: datetime,
+    ) -> tuple[list[ElementRecord], list[str]]:
+        if not element_sets:
+            raise InvalidArgument("expected element text or element sets to upsert, got none")
+        records = self.catalog.upsert(
+            element_sets, source=source, priority=priority, enabled=enabled, expires_at=expires_at
+        )
+        warnings = [
+            judgement.message
+            for record in records
+            if (judgement := self.settings.age_policy.judge(record.elements, now)).verdict
+            is not AgeVerdict.OK
+        ]
+        return records, warnings
+
+    def check_window(self, start: datetime, end: datetime) -> None:
+        if not start < end:
+            raise InvalidArgument(
+                f"expected start < end, got start={start.isoformat()} end={end.isoformat()}"
+            )
+        limit = timedelta(days=self.settings.max_pass_window_days)
+        if end - start > limit:
+            raise InvalidArgument(
+                f"window is {(end - start).total_seconds() / 86400:.2f} days; at most "
+                f"{self.settings.max_pass_window_days:g} days per request (split the window)"
+            )

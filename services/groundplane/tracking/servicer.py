@@ -1,0 +1,454 @@
+"""``groundplane.tracking.v1.TrackingService``: protobuf in, domain objects, protobuf out.
+
+This is the only module of the tracking service that touches protobuf messages. Heavy numeric
+work runs in a worker thread (``asyncio.to_thread``) so the event loop keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import grpc
+import numpy as np
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from groundplane.kernel.clock import Clock
+from groundplane.kernel.errors import InvalidArgument
+from groundplane.kernel.serving import ServiceBinding
+from groundplane.tracking.catalog import AgeVerdict, ElementRecord
+from groundplane.tracking.core import TrackingCore
+from groundplane.tracking.elements import (
+    ElementFormat,
+    ElementSet,
+    format_elements,
+    parse_elements,
+)
+from groundplane.tracking.geometry import (
+    SatelliteBatch,
+    doppler_downlink_hz,
+    doppler_uplink_hz,
+    error_reason,
+    look_angles,
+    utc_jd_fr,
+)
+from groundplane.tracking.passes import Pass, find_passes
+from groundplane.tracking.sites import HorizonMask, Site
+from groundplane.tracking.v1 import tracking_pb2 as pb
+from groundplane.tracking.v1 import tracking_pb2_grpc as pb_grpc
+from groundplane.tracking.visibility import visibility
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["TrackingService"].full_name
+
+_EXPORT_FORMATS = {
+    pb.EXPORT_FORMAT_TLE: ElementFormat.TLE,
+    pb.EXPORT_FORMAT_3LE: ElementFormat.THREE_LE,
+    pb.EXPORT_FORMAT_OMM_JSON: ElementFormat.OMM_JSON,
+    pb.EXPORT_FORMAT_OMM_CSV: ElementFormat.OMM_CSV,
+    pb.EXPORT_FORMAT_OMM_XML: ElementFormat.OMM_XML,
+}
+_AGE = {
+    AgeVerdict.OK: pb.ELEMENT_AGE_OK,
+    AgeVerdict.WARN: pb.ELEMENT_AGE_WARN,
+    AgeVerdict.REFUSE: pb.ELEMENT_AGE_REFUSED,
+}
+
+
+# -------------------------------------------------------------------------------- conversion
+
+
+def to_timestamp(value: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(value.astimezone(UTC))
+    return stamp
+
+
+def from_timestamp(stamp: Timestamp, name: str) -> datetime:
+    if stamp.seconds == 0 and stamp.nanos == 0:
+        raise InvalidArgument(f"{name} is required: expected a UTC timestamp, got none")
+    return stamp.ToDatetime(tzinfo=UTC)
+
+
+def site_from_proto(message: pb.Site) -> Site:
+    mask = HorizonMask.from_points((p.azimuth_deg, p.elevation_deg) for p in message.mask)
+    return Site(
+        id=message.id,
+        name=message.name,
+        lat_deg=message.lat_deg,
+        lon_deg=message.lon_deg,
+        alt_m=message.alt_m,
+        min_elevation_deg=message.min_elevation_deg,
+        mask=mask,
+    )
+
+
+def site_to_proto(site: Site) -> pb.Site:
+    return pb.Site(
+        id=site.id,
+        name=site.name,
+        lat_deg=site.lat_deg,
+        lon_deg=site.lon_deg,
+        alt_m=site.alt_m,
+        min_elevation_deg=site.min_elevation_deg,
+        mask=[pb.MaskPoint(azimuth_deg=a, elevation_deg=e) for a, e in site.mask.points],
+    )
+
+
+def element_set_from_proto(message: pb.ElementSet) -> ElementSet:
+    return ElementSet(
+        catalog_id=message.catalog_id,
+        name=message.name,
+        epoch=from_timestamp(message.epoch, f"element set {message.catalog_id!r} epoch"),
+        mean_motion_rev_per_day=message.mean_motion_rev_per_day,
+        eccentricity=message.eccentricity,
+        inclination_deg=message.inclination_deg,
+        raan_deg=message.raan_deg,
+        arg_of_pericenter_deg=message.arg_of_pericenter_deg,
+        mean_anomaly_deg=message.mean_anomaly_deg,
+        bstar=message.bstar,
+        mean_motion_dot=message.mean_motion_dot,
+        mean_motion_ddot=message.mean_motion_ddot,
+        classification=message.classification or "U",
+        intl_designator=message.intl_designator,
+        element_set_no=message.element_set_no,
+        rev_at_epoch=message.rev_at_epoch,
+        ephemeris_type=message.ephemeris_type,
+    )
+
+
+def element_set_to_proto(elements: ElementSet) -> pb.ElementSet:
+    return pb.ElementSet(
+        catalog_id=elements.catalog_id,
+        name=elements.name,
+        epoch=to_timestamp(elements.epoch),
+        mean_motion_rev_per_day=elements.mean_motion_rev_per_day,
+        eccentricity=elements.eccentricity,
+        inclination_deg=elements.inclination_deg,
+        raan_deg=elements.raan_deg,
+        arg_of_pericenter_deg=elements.arg_of_pericenter_deg,
+        mean_anomaly_deg=elements.mean_anomaly_deg,
+        bstar=elements.bstar,
+        mean_motion_dot=elements.mean_motion_dot,
+        mean_motion_ddot=elements.mean_motion_ddot,
+        classification=elements.classification,
+        intl_designator=elements.intl_designator,
+        element_set_no=elements.element_set_no,
+        rev_at_epoch=elements.rev_at_epoch,
+        ephemeris_type=elements.ephemeris_type,
+    )
+
+
+def pass_to_proto(found: Pass, name: str) -> pb.Pass:
+    return pb.Pass(
+        catalog_id=found.catalog_id,
+        name=name,
+        site_id=found.site_id,
+        aos=to_timestamp(found.aos),
+        tca=to_timestamp(found.tca),
+        los=to_timestamp(found.los),
+        max_elevation_deg=found.max_elevation_deg,
+        aos_azimuth_deg=found.aos_azimuth_deg,
+        los_azimuth_deg=found.los_azimuth_deg,
+        aos_clipped=found.aos_clipped,
+        los_clipped=found.los_clipped,
+    )
+
+
+def _finite_frequency(value: float) -> float:
+    if not math.isfinite(value) or value < 0:
+        raise InvalidArgument(
+            f"frequency_hz must be a finite number ≥ 0 (0 = no Doppler), got {value}"
+        )
+    return value
+
+
+# -------------------------------------------------------------------------------- servicer
+
+
+class TrackingServicer(pb_grpc.TrackingServiceServicer):
+    """The gRPC face of :class:`TrackingCore`, reading "now" from an injected clock."""
+
+    def __init__(self, core: TrackingCore, clock: Clock) -> None:
+        self.core = core
+        self.clock = clock
+
+    def binding(self) -> ServiceBinding:
+        return ServiceBinding(
+            SERVICE_NAME, lambda server: pb_grpc.add_TrackingServiceServicer_to_server(self, server)
+        )
+
+    # ---------------------------------------------------------------------- elements
+
+    def _record_to_proto(
+        self, record: ElementRecord, active_ids: set[str], now: datetime
+    ) -> pb.ElementRecord:
+        judgement = self.core.settings.age_policy.judge(record.elements, now)
+        message = pb.ElementRecord(
+            record_id=record.record_id,
+            element_set=element_set_to_proto(record.elements),
+            source=record.source,
+            priority=record.priority,
+            enabled=record.enabled,
+            active=record.record_id in active_ids,
+            age_days=judgement.age_days,
+            age=_AGE[judgement.verdict],
+        )
+        if record.expires_at is not None:
+            message.expires_at.CopyFrom(to_timestamp(record.expires_at))
+        return message
+
+    def _active_ids(self, now: datetime) -> set[str]:
+        return {record.record_id for record in self.core.catalog.active_all(now)}
+
+    async def UpsertElements(
+        self, request: pb.UpsertElementsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.UpsertElementsResponse:
+        source = request.source or "api"
+        sets: list[ElementSet] = []
+        if request.text.strip():
+            sets.extend(await asyncio.to_thread(parse_elements, request.text, source))
+        sets.extend(element_set_from_proto(m) for m in request.element_sets)
+        expires = (
+            request.expires_at.ToDatetime(tzinfo=UTC) if request.HasField("expires_at") else None
+        )
+        now = self.clock.now()
+        records, warnings = await asyncio.to_thread(
+            self.core.upsert_elements,
+            sets,
+            source=source,
+            priority=request.priority,
+            enabled=not request.disabled,
+            expires_at=expires,
+            now=now,
+        )
+        active = self._active_ids(now)
+        return pb.UpsertElementsResponse(
+            records=[self._record_to_proto(r, active, now) for r in records], warnings=warnings
+        )
+
+    async def ListElements(
+        self, request: pb.ListElementsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ListElementsResponse:
+        now = self.clock.now()
+        active = self._active_ids(now)
+        records = self.core.catalog.list(prefix=request.catalog_id_prefix)
+        if request.active_only:
+            records = [r for r in records if r.record_id in active]
+        return pb.ListElementsResponse(
+            records=[self._record_to_proto(r, active, now) for r in records]
+        )
+
+    async def GetElements(
+        self, request: pb.GetElementsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.GetElementsResponse:
+        if not request.catalog_id:
+            raise InvalidArgument("catalog_id is required, got an empty string")
+        now = self.clock.now()
+        records = self.core.catalog.get(request.catalog_id)
+        active = self._active_ids(now)
+        active_id = next((r.record_id for r in records if r.record_id in active), "")
+        return pb.GetElementsResponse(
+            records=[self._record_to_proto(r, active, now) for r in records],
+            active_record_id=active_id,
+        )
+
+    async def DeleteElements(
+        self, request: pb.DeleteElementsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.DeleteElementsResponse:
+        if not request.catalog_id:
+            raise InvalidArgument("catalog_id is required, got an empty string")
+        deleted = self.core.catalog.delete(request.catalog_id, request.record_id or None)
+        return pb.DeleteElementsResponse(deleted_count=deleted)
+
+    async def ExportElements(
+        self, request: pb.ExportElementsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ExportElementsResponse:
+        fmt = _EXPORT_FORMATS.get(request.format)
+        if fmt is None:
+            raise InvalidArgument(
+                "format must be one of EXPORT_FORMAT_TLE, _3LE, _OMM_JSON, _OMM_CSV, _OMM_XML; "
+                f"got {request.format}"
+            )
+        now = self.clock.now()
+        if request.catalog_ids:
+            sets = [self.core.catalog.active(c, now).elements for c in request.catalog_ids]
+        else:
+            sets = [r.elements for r in self.core.catalog.active_all(now)]
+        text = await asyncio.to_thread(format_elements, sets, fmt)
+        return pb.ExportElementsResponse(text=text)
+
+    # ---------------------------------------------------------------------- sites
+
+    async def UpsertSite(
+        self, request: pb.UpsertSiteRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.UpsertSiteResponse:
+        if not request.HasField("site"):
+            raise InvalidArgument("site is required")
+        site = self.core.upsert_site(site_from_proto(request.site))
+        return pb.UpsertSiteResponse(site=site_to_proto(site))
+
+    async def ListSites(
+        self, request: pb.ListSitesRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ListSitesResponse:
+        return pb.ListSitesResponse(sites=[site_to_proto(s) for s in self.core.list_sites()])
+
+    def _sites(self, selector: pb.SiteSelector) -> list[Site]:
+        return self.core.resolve_sites(
+            list(selector.site_ids), [site_from_proto(s) for s in selector.sites]
+        )
+
+    # ---------------------------------------------------------------------- geometry
+
+    async def GetLookAngles(
+        self, request: pb.GetLookAnglesRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.GetLookAnglesResponse:
+        sites = self._sites(request.sites)
+        if not request.times:
+            raise InvalidArgument("times: expected at least one timestamp, got none")
+        times = [from_timestamp(t, f"times[{i}]") for i, t in enumerate(request.times)]
+        frequency = _finite_frequency(request.frequency_hz)
+        now = self.clock.now()
+        selection = self.core.select(list(request.catalog_ids), now)
+        points = len(selection.batch) * len(sites) * len(times)
+        if points > self.core.settings.max_look_angle_points:
+            raise InvalidArgument(
+                f"request asks for {points} look angles (satellites × sites × times); at most "
+                f"{self.core.settings.max_look_angle_points} per call: split it or use ListPasses"
+            )
+        messages = await asyncio.to_thread(_look_messages, selection.batch, sites, times, frequency)
+        return pb.GetLookAnglesResponse(look_angles=messages, warnings=selection.warnings)
+
+    async def ListPasses(
+        self, request: pb.ListPassesRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[pb.ListPassesResponse]:
+        sites = self._sites(request.sites)
+        start = from_timestamp(request.start, "start")
+        end = from_timestamp(request.end, "end")
+        self.core.check_window(start, end)
+        for name, value in (
+            ("min_culmination_deg", request.min_culmination_deg),
+            ("min_duration_s", request.min_duration_s),
+        ):
+            if not math.isfinite(value):
+                raise InvalidArgument(f"{name} must be a finite number, got {value}")
+        selection = self.core.select(list(request.catalog_ids), self.clock.now(), until=end)
+        if selection.warnings:
+            yield pb.ListPassesResponse(warnings=selection.warnings)
+        batch_size = self.core.settings.pass_stream_batch
+        chunk = 128
+        for first in range(0, len(selection.batch), chunk):
+            part = selection.batch.subset(range(first, min(first + chunk, len(selection.batch))))
+            found = await asyncio.to_thread(
+                find_passes,
+                part,
+                sites,
+                start,
+                end,
+                min_max_elevation_deg=request.min_culmination_deg or None,
+                min_duration_s=request.min_duration_s or None,
+            )
+            for offset in range(0, len(found), batch_size):
+                yield pb.ListPassesResponse(
+                    passes=[
+                        pass_to_proto(p, selection.names.get(p.catalog_id, ""))
+                        for p in found[offset : offset + batch_size]
+                    ]
+                )
+
+    async def GetVisibility(
+        self, request: pb.GetVisibilityRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.GetVisibilityResponse:
+        sites = self._sites(request.sites)
+        at = request.time.ToDatetime(tzinfo=UTC) if request.HasField("time") else self.clock.now()
+        selection = self.core.select(list(request.catalog_ids), at)
+        return await asyncio.to_thread(_visibility_message, selection.batch, sites, at)
+
+    async def WatchLookAngles(
+        self, request: pb.WatchLookAnglesRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[pb.WatchLookAnglesResponse]:
+        sites = self._sites(request.sites)
+        interval_s = request.interval_s or 1.0
+        if not math.isfinite(interval_s) or interval_s < self.core.settings.min_watch_interval_s:
+            raise InvalidArgument(
+                f"interval_s must be ≥ {self.core.settings.min_watch_interval_s} simulated "
+                f"seconds, got {request.interval_s}"
+            )
+        frequency = _finite_frequency(request.frequency_hz)
+        selection = self.core.select(list(request.catalog_ids), self.clock.now())
+        points = len(selection.batch) * len(sites)
+        if points > self.core.settings.max_watch_points:
+            raise InvalidArgument(
+                f"a watch of {points} satellite-site pairs is too large; at most "
+                f"{self.core.settings.max_watch_points}: name fewer satellites or sites"
+            )
+        next_at = self.clock.now()
+        while True:
+            messages = await asyncio.to_thread(
+                _look_messages, selection.batch, sites, [next_at], frequency
+            )
+            yield pb.WatchLookAnglesResponse(time=to_timestamp(next_at), look_angles=messages)
+            next_at += timedelta(seconds=interval_s)
+            await self.clock.sleep((next_at - self.clock.now()).total_seconds())
+
+
+def _visibility_message(
+    batch: SatelliteBatch, sites: Sequence[Site], at: datetime
+) -> pb.GetVisibilityResponse:
+    jd, fr = utc_jd_fr([at])
+    result = visibility(batch, sites, float(jd[0]), float(fr[0]))
+    response = pb.GetVisibilityResponse(time=to_timestamp(at))
+    entries = [response.sites.add(site_id=site.id) for site in sites]
+    for row in range(len(result)):
+        los_in_s = float(result.los_in_s[row])
+        item = entries[int(result.site_index[row])].satellites.add(
+            catalog_id=batch.ids[int(result.sat_index[row])],
+            azimuth_deg=float(result.azimuth_deg[row]),
+            elevation_deg=float(result.elevation_deg[row]),
+            range_km=float(result.range_km[row]),
+            range_rate_km_s=float(result.range_rate_km_s[row]),
+        )
+        if math.isfinite(los_in_s):
+            item.los.CopyFrom(to_timestamp(at + timedelta(seconds=los_in_s)))
+            item.remaining_s = los_in_s
+    return response
+
+
+def _look_messages(
+    batch: SatelliteBatch, sites: Sequence[Site], times: Sequence[datetime], frequency_hz: float
+) -> list[pb.LookAngle]:
+    jd, fr = utc_jd_fr(times)
+    angles = look_angles(batch, sites, jd, fr)
+    thresholds = np.stack(
+        [
+            site.threshold_deg(np.asarray(angles.azimuth_deg[:, k, :], dtype=np.float64))
+            for k, site in enumerate(sites)
+        ],
+        axis=1,
+    )
+    visible = angles.elevation_deg > thresholds
+    stamps = [to_timestamp(t) for t in times]
+    messages: list[pb.LookAngle] = []
+    downlink = doppler_downlink_hz(frequency_hz, angles.range_rate_km_s) if frequency_hz else None
+    uplink = doppler_uplink_hz(frequency_hz, angles.range_rate_km_s) if frequency_hz else None
+    for s, catalog_id in enumerate(batch.ids):
+        for k, site in enumerate(sites):
+            for t, stamp in enumerate(stamps):
+                code = int(angles.error_code[s, t])
+                message = pb.LookAngle(catalog_id=catalog_id, site_id=site.id, time=stamp)
+                if code:
+                    message.sgp4_error = code
+                    message.error = error_reason(code)
+                else:
+                    message.azimuth_deg = float(angles.azimuth_deg[s, k, t])
+                    message.elevation_deg = float(angles.elevation_deg[s, k, t])
+                    message.range_km = float(angles.range_km[s, k, t])
+                    message.range_rate_km_s = float(angles.range_rate_km_s[s, k, t])
+                    message.visible = bool(visible[s, k, t])
+                    if downlink is not None and uplink is not None:
+                        message.downlink_hz = float(downlink[s, k, t])
+                        message.uplink_hz = float(uplink[s, k, t])
+                messages.append(message)
+    return messages
