@@ -49,7 +49,10 @@ def _protoc(out_dir: Path) -> None:
         f"--mypy_grpc_out={out_dir}",
         *protos,
     ]
-    subprocess.run(command, check=True, cwd=PROTO_ROOT)
+    done = subprocess.run(command, cwd=PROTO_ROOT, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        sys.stderr.write(done.stdout + done.stderr)
+        raise SystemExit(f"protoc failed with exit status {done.returncode}")
 
 
 def _expected_files(out_dir: Path) -> dict[Path, Path]:
