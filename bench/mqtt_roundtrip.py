@@ -5,7 +5,11 @@ All three run against one private Mosquitto in the same run (QoS 1, TCP_NODELAY 
 * ``raw``      — two aiomqtt clients: request topic → responder → reply topic (2 broker hops);
 * ``wrapper``  — the same with :class:`groundplane.mqtt.client.MqttClient` and protobuf envelopes;
 * ``emulated`` — ground → uplink → link emulator → node → downlink → link emulator → ground, with
-  a link of zero configured delay (4 broker hops, the path every real request takes).
+  a link of zero configured delay (4 broker hops, the path every real request takes);
+* ``node agent`` — the same path with the real pieces: :class:`~groundplane.node.requester.
+  Requester` → link emulator → :class:`~groundplane.node.agent.NodeAgent` (engine admission,
+  de-duplication, a zero-cost one-token synthetic model) → one ``InferChunk`` and one
+  ``InferResult`` envelope back (6 broker hops).
 
 Latency is measured with one request outstanding; requests/s with ``--concurrency`` outstanding.
 The raw reference runs first and again last (``raw again``) to show the run-to-run noise.
@@ -33,6 +37,11 @@ from groundplane.links.model import LinkConfig, LinkGeometry
 from groundplane.mqtt import topics
 from groundplane.mqtt.broker import PrivateBroker
 from groundplane.mqtt.client import MqttClient, ReceivedMessage
+from groundplane.node.agent import AgentConfig, EpochSource, NodeAgent
+from groundplane.node.backends import SyntheticBackend, SyntheticModelSpec
+from groundplane.node.engine import Engine, EngineConfig
+from groundplane.node.requester import Requester
+from groundplane.node.v1 import node_pb2
 
 STATION = "bench-gs"
 SAT = "90001"
@@ -194,6 +203,48 @@ async def bench_wrapper(
     return result
 
 
+async def bench_node(
+    broker: PrivateBroker, count: int, concurrency: int
+) -> tuple[list[float], float]:
+    clock = SimulatedClock(datetime(2026, 8, 15, tzinfo=UTC))
+    geometry = {(STATION, SAT): LinkGeometry(True, 0.0, 90.0)}
+    backend = SyntheticBackend([SyntheticModelSpec("bench-model")], clock)
+    config = EngineConfig(slots=concurrency, queue_limit=concurrency)
+    epochs = EpochSource(time.time_ns)
+    async with (
+        MqttClient(broker.address, client_id="bench-node-links", clock=clock) as links_client,
+        MqttClient(broker.address, client_id="bench-node-ground", clock=clock) as ground,
+        Engine(backend, clock, config) as engine,
+        asyncio.TaskGroup() as tasks,
+    ):
+        emulator = LinkEmulator(links_client, clock, lambda _at: geometry, config=LinkConfig())
+        service = tasks.create_task(emulator.run(), name="bench-node-emulator")
+        agent = NodeAgent(
+            SAT, broker.node_address(SAT), engine, clock, epochs=epochs, config=AgentConfig()
+        )
+        agent_task = tasks.create_task(agent.run(), name="bench-node-agent")
+        requester = Requester(ground, clock, instance_id="bench-gw")
+        await requester.start()
+        await emulator.wait_ready()
+        await agent.wait_ready()
+        message = node_pb2.InferRequest(model="bench-model", prompt="ping", max_tokens=1)
+
+        async def request(index: int) -> None:
+            await requester.infer(
+                SAT,
+                STATION,
+                message,
+                request_id=f"bench-{index}",
+                deadline=clock.now() + timedelta(seconds=10),
+            )
+
+        result = await measure(request, count, concurrency)
+        agent.stop()
+        await agent_task
+        service.cancel()
+    return result
+
+
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
@@ -212,6 +263,7 @@ async def main() -> None:
             "emulated link": await bench_wrapper(
                 broker, args.requests, args.concurrency, emulated=True
             ),
+            "node agent": await bench_node(broker, args.requests, args.concurrency),
             "raw again": await bench_raw(broker, args.requests, args.concurrency),
         }
     raw_latencies, raw_rps = results["raw aiomqtt"]
@@ -232,6 +284,11 @@ async def main() -> None:
         )
     emulated_p50 = percentile(results["emulated link"][0], 0.5)
     print(f"emulated-link overhead over raw: {(emulated_p50 - raw_p50) * 1e3:.3f} ms p50")
+    node_p50 = percentile(results["node agent"][0], 0.5)
+    print(
+        f"node agent + requester over the bare emulated link: "
+        f"{(node_p50 - emulated_p50) * 1e3:.3f} ms p50"
+    )
 
 
 if __name__ == "__main__":

@@ -67,6 +67,17 @@ class _Endpoint:
         return topics.link_state(self.first, self.second)
 
 
+@dataclass(frozen=True)
+class _Order:
+    """Where a delivery stands in its link direction's FIFO."""
+
+    key: tuple[str, Direction]
+    previous: asyncio.Event | None
+    """Set once the delivery before this one was handed to the broker (or dropped)."""
+    handed: asyncio.Event
+    """Set once this delivery was handed to the broker (or dropped)."""
+
+
 def ground_link_id(station_id: str, sat_id: str) -> str:
     return f"{station_id}/{sat_id}"
 
@@ -115,6 +126,7 @@ class LinkEmulator:
         self._real: set[str] = set()
         self._tasks: asyncio.TaskGroup | None = None
         self._ready = asyncio.Event()
+        self._last_delivery: dict[tuple[str, Direction], asyncio.Event] = {}
 
     # -- queries and controls --------------------------------------------------------------------
 
@@ -299,25 +311,62 @@ class LinkEmulator:
             return
         if self._tasks is None:
             return
+        # A link is FIFO per direction: each delivery waits until the one before it on the same
+        # link and direction has been handed to the broker, so messages sent close together
+        # cannot overtake each other when timers fire out of order under CPU load.
+        order_key = (endpoint.link.link_id, direction)
+        previous = self._last_delivery.get(order_key)
+        handed = asyncio.Event()
+        self._last_delivery[order_key] = handed
         self._tasks.create_task(
-            self._deliver(endpoint.link, admission, transmission.delivery_topic, message),
+            self._deliver(
+                endpoint.link,
+                admission,
+                transmission.delivery_topic,
+                message,
+                _Order(order_key, previous, handed),
+            ),
             name=f"link-deliver:{endpoint.link.link_id}#{admission.message_id}",
         )
 
     async def _deliver(
-        self, link: Link, admission: Admission, topic: str, message: ReceivedMessage
+        self,
+        link: Link,
+        admission: Admission,
+        topic: str,
+        message: ReceivedMessage,
+        order: _Order,
     ) -> None:
-        await self._clock.sleep(admission.arrival_s - self.sim_s())
-        expiry_left_s: float | None = None
-        if message.message_expiry_s is not None:
-            waited_s = asyncio.get_running_loop().time() - message.received_monotonic_s
-            expiry_left_s = message.message_expiry_s - waited_s
-        fate = link.complete(
-            admission.message_id, expired=expiry_left_s is not None and expiry_left_s <= 0
-        )
-        if fate is not Fate.DELIVERED:
-            log.debug("link_dropped", link_id=link.link_id, fate=fate.value)
-            return
+        try:
+            await self._clock.sleep(admission.arrival_s - self.sim_s())
+            if order.previous is not None:
+                await order.previous.wait()
+            expiry_left_s: float | None = None
+            if message.message_expiry_s is not None:
+                waited_s = asyncio.get_running_loop().time() - message.received_monotonic_s
+                expiry_left_s = message.message_expiry_s - waited_s
+            fate = link.complete(
+                admission.message_id, expired=expiry_left_s is not None and expiry_left_s <= 0
+            )
+            if fate is not Fate.DELIVERED:
+                log.debug("link_dropped", link_id=link.link_id, fate=fate.value)
+                return
+            if self._tasks is None:
+                return
+            # Tasks take their first step in creation order, and that first step hands the
+            # message to the broker connection: creating the task fixes the order.
+            self._tasks.create_task(
+                self._forward(link, topic, message, expiry_left_s),
+                name=f"link-forward:{link.link_id}#{admission.message_id}",
+            )
+        finally:
+            order.handed.set()
+            if self._last_delivery.get(order.key) is order.handed:
+                del self._last_delivery[order.key]
+
+    async def _forward(
+        self, link: Link, topic: str, message: ReceivedMessage, expiry_left_s: float | None
+    ) -> None:
         try:
             await self._client.publish(
                 topic,

@@ -205,6 +205,11 @@ class MqttClient:
     ``persistent_session=True`` keeps the broker-side session (subscriptions and queued QoS 1
     messages) for ``session_expiry_s`` while the client is away; otherwise every connect starts
     clean and the client resubscribes.
+
+    ``will`` may be a callable: it is called before every connect, so a client can carry a new
+    Will per connection (the node agent puts a fresh incarnation epoch in each). ``on_connect``
+    is awaited, as a task of the client, after every successful connect (argument: the connection
+    count), when publishing is possible (births, state announcements).
     """
 
     def __init__(
@@ -218,9 +223,10 @@ class MqttClient:
         keepalive_s: int = 30,
         io_timeout_s: float = DEFAULT_IO_TIMEOUT_S,
         backoff: Backoff | None = None,
-        will: LastWill | None = None,
+        will: LastWill | Callable[[], LastWill] | None = None,
         max_concurrent_handlers: int = 64,
         rng: random.Random | None = None,
+        on_connect: Callable[[int], Awaitable[None]] | None = None,
     ) -> None:
         if not client_id or len(client_id) > 128:
             raise InvalidArgument(f"client_id must be 1-128 characters, got {client_id!r}")
@@ -233,6 +239,7 @@ class MqttClient:
         self._io_timeout_s = io_timeout_s
         self._backoff = backoff or Backoff()
         self._will = will
+        self._on_connect = on_connect
         self._rng = rng or random.Random()
         self._handler_slots = asyncio.Semaphore(max_concurrent_handlers)
         self._subscriptions: dict[str, _Subscription] = {}
@@ -423,10 +430,9 @@ class MqttClient:
         connect_properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         connect_properties.SessionExpiryInterval = self._session_expiry_s if self._persistent else 0
         will = None
-        if self._will is not None:
-            will = aiomqtt.Will(
-                self._will.topic, self._will.payload, self._will.qos, self._will.retain
-            )
+        last_will = self._will() if callable(self._will) else self._will
+        if last_will is not None:
+            will = aiomqtt.Will(last_will.topic, last_will.payload, last_will.qos, last_will.retain)
         aio = aiomqtt.Client(
             self._address.host,
             self._address.port,
@@ -464,6 +470,11 @@ class MqttClient:
             self._connections += 1
             self._connected.set()
             self._log.info("mqtt_connected", connections=self._connections)
+            if self._on_connect is not None and self._tasks is not None:
+                self._tasks.create_task(
+                    self._run_on_connect(self._on_connect, self._connections),
+                    name=f"mqtt-on-connect:{self._client_id}#{self._connections}",
+                )
             disconnected = aio._disconnected
             await asyncio.shield(disconnected)
         finally:
@@ -476,6 +487,14 @@ class MqttClient:
                         Unavailable("connection to the broker dropped before the PUBACK")
                     )
             await self._close(aio)
+
+    async def _run_on_connect(
+        self, hook: Callable[[int], Awaitable[None]], connection: int
+    ) -> None:
+        try:
+            await hook(connection)
+        except Exception:  # a failing hook must not stop the client
+            self._log.exception("mqtt_on_connect_failed", connection=connection)
 
     async def _close(self, aio: aiomqtt.Client) -> None:
         """Disconnect gracefully if still connected (runs even when cancelled)."""

@@ -12,6 +12,7 @@ Satellite side (node ``<sat>`` may read and write only ``gp/v1/node/<sat>/#``)::
     gp/v1/node/<sat>/rx/isl/<peer>/<channel…>    what <sat> received over its link with <peer>
     gp/v1/node/<sat>/tx/isl/<peer>/<channel…>    <sat> transmits towards <peer>
     gp/v1/node/<sat>/status                      birth / will (retained)
+    gp/v1/node/<sat>/load                        load report (retained)
 
 Links (published by the link emulator, retained)::
 
@@ -146,6 +147,35 @@ def node_tx_isl(sat_id: str, peer_id: str, channel: str) -> str:
 def node_status(sat_id: str) -> str:
     """Retained birth / will of a node."""
     return f"{PREFIX}/node/{check_node_id(sat_id)}/status"
+
+
+def node_load(sat_id: str) -> str:
+    """Retained load report of a node."""
+    return f"{PREFIX}/node/{check_node_id(sat_id)}/load"
+
+
+NODE_STATUS_FILTER = f"{PREFIX}/node/+/status"
+"""Every node's status (for directories of nodes)."""
+NODE_LOAD_FILTER = f"{PREFIX}/node/+/load"
+"""Every node's load report."""
+
+
+def node_of(topic: str) -> str:
+    """The satellite id of a ``gp/v1/node/<sat>/…`` topic; InvalidArgument otherwise."""
+    levels = topic.split("/")
+    if len(levels) < 4 or levels[:3] != ["gp", "v1", "node"]:
+        raise InvalidArgument(f"expected a topic gp/v1/node/<sat>/…, got {topic!r}")
+    return check_node_id(levels[3])
+
+
+def station_of_node_rx(topic: str) -> str:
+    """The station id of a ``gp/v1/node/<sat>/rx/gs/<station>/…`` topic."""
+    levels = topic.split("/")
+    if len(levels) < 7 or levels[:3] != ["gp", "v1", "node"] or levels[4:6] != ["rx", "gs"]:
+        raise InvalidArgument(
+            f"expected a topic gp/v1/node/<sat>/rx/gs/<station>/<channel…>, got {topic!r}"
+        )
+    return check_id("station id", levels[6])
 
 
 def node_subtree(sat_id: str) -> str:
