@@ -1,0 +1,214 @@
+"""Assemble a running gateway: MQTT, node directory, link watch, requester, route tables, gRPC.
+
+::
+
+    settings = GatewaySettings(broker=broker.address, tenants=registry,
+                               routing_target="127.0.0.1:50052")
+    async with GatewayApp(settings, clock) as app:
+        print(app.target)          # host:port of groundplane.gateway.v1.InferenceService
+        await app.wait_closed()    # or serve until a signal
+
+Without ``routing_target`` the caller hands a :class:`RouteTableSource` in (``tables=``), e.g. a
+:class:`LocalTableSource` fed by a routing service in the same process. With ``metrics_port``
+set, ``GET /metrics`` on that port serves the Prometheus text exposition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Self
+
+import structlog
+
+from groundplane.gateway.auth import TenantRegistry
+from groundplane.gateway.metrics import GatewayMetrics
+from groundplane.gateway.service import GatewayConfig, InferenceGateway
+from groundplane.gateway.servicer import InferenceServicer
+from groundplane.gateway.sources import (
+    LinkWatch,
+    RouteTableSource,
+    SessionRouter,
+    WatchedTableSource,
+)
+from groundplane.kernel.clock import Clock
+from groundplane.kernel.errors import InvalidArgument
+from groundplane.kernel.serving import GrpcServer
+from groundplane.mqtt.broker import BrokerAddress
+from groundplane.mqtt.client import Backoff, MqttClient
+from groundplane.node.directory import NodeDirectory
+from groundplane.node.requester import Requester
+
+log = structlog.get_logger("groundplane.gateway.app")
+
+METRICS_READ_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    """Where the gateway connects and listens, and its tenants and limits."""
+
+    broker: BrokerAddress
+    tenants: TenantRegistry
+    instance_id: str = "gw-1"
+    grpc_address: str = "127.0.0.1:0"
+    routing_target: str | None = None
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = None
+    config: GatewayConfig = field(default_factory=GatewayConfig)
+    mqtt_io_timeout_s: float = 5.0
+    backoff: Backoff | None = None
+    drain_grace_s: float = 5.0
+    unready_delay_s: float = 1.0
+
+
+class GatewayApp:
+    """A running gateway (an async context manager)."""
+
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        clock: Clock,
+        *,
+        tables: RouteTableSource | None = None,
+        sessions: SessionRouter | None = None,
+    ) -> None:
+        if tables is None and settings.routing_target is None:
+            raise InvalidArgument(
+                "the gateway needs route tables: set routing_target (host:port of the routing "
+                "service) or pass tables="
+            )
+        self.settings = settings
+        self.clock = clock
+        self.directory = NodeDirectory()
+        self.links = LinkWatch()
+        self.metrics = GatewayMetrics()
+        self._tables = tables
+        self._sessions = sessions
+        self._stack: AsyncExitStack | None = None
+        self._server: GrpcServer | None = None
+        self._gateway: InferenceGateway | None = None
+        self._metrics_port: int | None = None
+
+    @property
+    def gateway(self) -> InferenceGateway:
+        if self._gateway is None:
+            raise RuntimeError("the gateway is not started; use `async with GatewayApp(...)`")
+        return self._gateway
+
+    @property
+    def target(self) -> str:
+        if self._server is None:
+            raise RuntimeError("the gateway is not started; use `async with GatewayApp(...)`")
+        return self._server.target
+
+    @property
+    def metrics_port(self) -> int | None:
+        return self._metrics_port
+
+    async def __aenter__(self) -> Self:
+        settings = self.settings
+        stack = AsyncExitStack()
+        await stack.__aenter__()
+        try:
+            client = await stack.enter_async_context(
+                MqttClient(
+                    settings.broker,
+                    client_id=f"gateway-{settings.instance_id}",
+                    clock=self.clock,
+                    io_timeout_s=settings.mqtt_io_timeout_s,
+                    backoff=settings.backoff,
+                )
+            )
+            await client.wait_connected(settings.mqtt_io_timeout_s)
+            await self.directory.attach(client)
+            await self.links.attach(client)
+            requester = await stack.enter_async_context(
+                Requester(
+                    client,
+                    self.clock,
+                    instance_id=settings.instance_id,
+                    directory=self.directory,
+                    publish_timeout_s=settings.mqtt_io_timeout_s,
+                )
+            )
+            tasks = await stack.enter_async_context(asyncio.TaskGroup())
+            tables = self._tables
+            if tables is None:
+                assert settings.routing_target is not None
+                watched = WatchedTableSource(settings.routing_target)
+                watch = tasks.create_task(watched.run(), name="gateway-route-table-watch")
+                stack.callback(watch.cancel)
+                tables = watched
+            self._gateway = InferenceGateway(
+                clock=self.clock,
+                caller=requester,
+                tables=tables,
+                config=settings.config,
+                sessions=self._sessions,
+                links=self.links,
+                directory=self.directory,
+                metrics=self.metrics,
+            )
+            if settings.metrics_port is not None:
+                server = await asyncio.start_server(
+                    self._serve_metrics, settings.metrics_host, settings.metrics_port
+                )
+                self._metrics_port = int(server.sockets[0].getsockname()[1])
+                stack.push_async_callback(server.wait_closed)
+                stack.callback(server.close)
+            servicer = InferenceServicer(self._gateway, settings.tenants)
+            self._server = GrpcServer(
+                [servicer.binding()],
+                address=settings.grpc_address,
+                drain_grace_s=settings.drain_grace_s,
+                unready_delay_s=settings.unready_delay_s,
+            )
+            await self._server.start()
+            stack.push_async_callback(self._server.stop)
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._stack = stack
+        log.info("gateway_ready", target=self.target, instance_id=settings.instance_id)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            await stack.__aexit__(exc_type, exc, tb)
+
+    async def wait_closed(self) -> None:
+        if self._server is None:
+            raise RuntimeError("the gateway is not started")
+        await self._server.wait_stopped()
+
+    async def _serve_metrics(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        try:
+            async with asyncio.timeout(METRICS_READ_TIMEOUT_S):
+                request = await reader.readuntil(b"\r\n\r\n")
+            path = request.split(b" ", 2)[1] if request.count(b" ") >= 2 else b""
+            if path == b"/metrics":
+                body = self.metrics.render().encode()
+                head = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n"
+            else:
+                body, head = b"not found\n", b"HTTP/1.1 404 Not Found\r\n"
+            writer.write(
+                head + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+            )
+            writer.write(body)
+            async with asyncio.timeout(METRICS_READ_TIMEOUT_S):
+                await writer.drain()
+        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError):
+            pass
+        finally:
+            writer.close()

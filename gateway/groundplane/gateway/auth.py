@@ -1,0 +1,108 @@
+"""Tenants and their bearer tokens.
+
+A call carries ``authorization: Bearer <token>``; the token names the tenant. Tokens are held as
+SHA-256 digests, so a lookup costs the same whatever the token and no token sits in memory in
+clear after configuration.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from groundplane.kernel.errors import InvalidArgument, Unauthenticated
+
+BEARER_PREFIX = "bearer "
+
+
+@dataclass(frozen=True, slots=True)
+class Tenant:
+    """A tenant and its admission limits: ``max_concurrent`` calls run, ``max_queued`` wait."""
+
+    tenant_id: str
+    max_concurrent: int = 8
+    max_queued: int = 32
+
+    def __post_init__(self) -> None:
+        if not self.tenant_id:
+            raise InvalidArgument("tenant_id must be a non-empty string")
+        if self.max_concurrent < 1 or self.max_queued < 0:
+            raise InvalidArgument(
+                f"tenant {self.tenant_id!r}: expected max_concurrent ≥ 1 and max_queued ≥ 0, "
+                f"got {self.max_concurrent} and {self.max_queued}"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class TenantConfig:
+    """A tenant as configured: its limits and the tokens that authenticate it."""
+
+    tenant: Tenant
+    tokens: Sequence[str]
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8")).digest()
+
+
+class TenantRegistry:
+    """Bearer token → :class:`Tenant`."""
+
+    def __init__(self, configs: Iterable[TenantConfig]) -> None:
+        self._by_digest: dict[bytes, Tenant] = {}
+        seen: set[str] = set()
+        for config in configs:
+            if config.tenant.tenant_id in seen:
+                raise InvalidArgument(f"tenant {config.tenant.tenant_id!r} is configured twice")
+            seen.add(config.tenant.tenant_id)
+            if not config.tokens:
+                raise InvalidArgument(f"tenant {config.tenant.tenant_id!r} has no token")
+            for token in config.tokens:
+                if len(token) < 16 or any(c.isspace() for c in token):
+                    raise InvalidArgument(
+                        f"tenant {config.tenant.tenant_id!r}: tokens must be at least 16 "
+                        f"characters without spaces, got one of {len(token)} characters"
+                    )
+                digest = _digest(token)
+                if digest in self._by_digest:
+                    raise InvalidArgument(
+                        f"a token of tenant {config.tenant.tenant_id!r} is also configured for "
+                        f"tenant {self._by_digest[digest].tenant_id!r}"
+                    )
+                self._by_digest[digest] = config.tenant
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Mapping[str, object]]) -> TenantRegistry:
+        """From ``{tenant_id: {"tokens": [...], "max_concurrent": n, "max_queued": n}}``."""
+        configs: list[TenantConfig] = []
+        for tenant_id, entry in data.items():
+            tokens = entry.get("tokens")
+            if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
+                raise InvalidArgument(
+                    f"tenant {tenant_id!r}: expected 'tokens' as a list of strings, got "
+                    f"{type(tokens).__name__}"
+                )
+            limits = {k: entry[k] for k in ("max_concurrent", "max_queued") if k in entry}
+            for key, value in limits.items():
+                if not isinstance(value, int) or isinstance(value, bool):
+                    raise InvalidArgument(
+                        f"tenant {tenant_id!r}: expected {key} as an integer, got {value!r}"
+                    )
+            configs.append(TenantConfig(Tenant(tenant_id, **limits), tuple(tokens)))  # type: ignore[arg-type]
+        return cls(configs)
+
+    def authenticate(self, authorization: str | None) -> Tenant:
+        """The tenant of an ``authorization`` metadata value; Unauthenticated otherwise."""
+        if not authorization:
+            raise Unauthenticated(
+                "missing credentials: expected metadata 'authorization: Bearer <token>'"
+            )
+        if not authorization[: len(BEARER_PREFIX)].lower() == BEARER_PREFIX:
+            raise Unauthenticated(
+                "expected metadata 'authorization: Bearer <token>', got another scheme"
+            )
+        tenant = self._by_digest.get(_digest(authorization[len(BEARER_PREFIX) :].strip()))
+        if tenant is None:
+            raise Unauthenticated("the bearer token is not valid for any tenant")
+        return tenant

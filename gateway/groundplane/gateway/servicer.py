@@ -1,0 +1,158 @@
+"""``groundplane.gateway.v1.InferenceService``: protobuf in, domain calls, protobuf out.
+
+The only module of the gateway that touches the gRPC contract. It authenticates the tenant from
+the ``authorization`` metadata, turns messages into :class:`InferCall`, and turns domain errors
+into status codes with their trailing metadata:
+
+* RESOURCE_EXHAUSTED: ``groundplane-retry-after-s`` (decimal seconds) and a
+  ``google.rpc.RetryInfo`` detail in ``grpc-status-details-bin``;
+* UNAVAILABLE with a known next opportunity: ``groundplane-next-opportunity`` (ISO-8601 UTC, as
+  ``kernel.clock.format_utc`` writes it) and a ``google.rpc.RetryInfo`` with the delay until then.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import grpc
+from google.protobuf.any_pb2 import Any as AnyMessage
+from google.protobuf.duration_pb2 import Duration
+from google.rpc import error_details_pb2, status_pb2
+
+from groundplane.gateway.auth import TenantRegistry
+from groundplane.gateway.execution import InferAnswer, Token
+from groundplane.gateway.service import InferCall, InferenceGateway
+from groundplane.gateway.v1 import gateway_pb2 as pb
+from groundplane.gateway.v1 import gateway_pb2_grpc as pb_grpc
+from groundplane.kernel.clock import Clock, format_utc
+from groundplane.kernel.errors import GroundplaneError, ResourceExhausted, Unavailable
+from groundplane.kernel.serving import ServiceBinding
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["InferenceService"].full_name
+RETRY_AFTER_KEY = "groundplane-retry-after-s"
+NEXT_OPPORTUNITY_KEY = "groundplane-next-opportunity"
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def call_from_proto(message: pb.InferRequest | pb.InferStreamRequest) -> InferCall:
+    location = message.location
+    return InferCall(
+        model=message.model,
+        prompt=message.prompt,
+        lat_deg=location.lat_deg,
+        lon_deg=location.lon_deg,
+        terminal_site_id=location.terminal_site_id,
+        session_id=message.session_id,
+        idempotency_key=message.idempotency_key,
+        max_tokens=message.max_tokens,
+        wait_for_coverage=message.wait_for_coverage,
+    )
+
+
+def answer_to_proto(answer: InferAnswer) -> pb.InferResponse:
+    return pb.InferResponse(
+        text=answer.text,
+        tokens=list(answer.tokens),
+        satellite_id=answer.satellite_id,
+        station_id=answer.station_id,
+        attempts=answer.attempts,
+        request_id=answer.request_id,
+        model=answer.model,
+        deduplicated=answer.deduplicated,
+    )
+
+
+def event_to_proto(event: Token | InferAnswer) -> pb.InferStreamResponse:
+    if isinstance(event, Token):
+        return pb.InferStreamResponse(
+            token=pb.InferToken(index=event.index, text=event.text, satellite_id=event.satellite_id)
+        )
+    return pb.InferStreamResponse(
+        summary=pb.InferSummary(
+            output_tokens=len(event.tokens),
+            satellite_id=event.satellite_id,
+            station_id=event.station_id,
+            attempts=event.attempts,
+            request_id=event.request_id,
+            model=event.model,
+            deduplicated=event.deduplicated,
+        )
+    )
+
+
+def _retry_info(delay_s: float) -> AnyMessage:
+    delay = Duration()
+    delay.FromTimedelta(timedelta(seconds=max(0.0, delay_s)))
+    packed = AnyMessage()
+    packed.Pack(error_details_pb2.RetryInfo(retry_delay=delay))
+    return packed
+
+
+def error_metadata(error: GroundplaneError, clock: Clock) -> tuple[tuple[str, str | bytes], ...]:
+    """The trailing metadata that goes with ``error`` (empty for most errors)."""
+    pairs: list[tuple[str, str | bytes]] = []
+    delay_s: float | None = None
+    if isinstance(error, ResourceExhausted) and error.retry_after_s is not None:
+        delay_s = error.retry_after_s
+        pairs.append((RETRY_AFTER_KEY, f"{error.retry_after_s:.3f}"))
+    if isinstance(error, Unavailable) and error.next_opportunity is not None:
+        pairs.append((NEXT_OPPORTUNITY_KEY, format_utc(error.next_opportunity)))
+        delay_s = (error.next_opportunity - clock.now()).total_seconds() / clock.speed
+    if delay_s is not None:
+        status = status_pb2.Status(
+            code=error.code.value[0], message=error.message, details=[_retry_info(delay_s)]
+        )
+        pairs.append((STATUS_DETAILS_KEY, status.SerializeToString()))
+    return tuple(pairs)
+
+
+def _authorization(context: Context) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization":
+            return value if isinstance(value, str) else value.decode("utf-8", "replace")
+    return None
+
+
+class InferenceServicer(pb_grpc.InferenceServiceServicer):
+    """The gRPC face of :class:`InferenceGateway`."""
+
+    def __init__(self, gateway: InferenceGateway, tenants: TenantRegistry) -> None:
+        self.gateway = gateway
+        self.tenants = tenants
+
+    def binding(self) -> ServiceBinding:
+        return ServiceBinding(
+            SERVICE_NAME,
+            lambda server: pb_grpc.add_InferenceServiceServicer_to_server(self, server),
+        )
+
+    async def _abort(self, context: Context, error: GroundplaneError) -> None:
+        await context.abort(
+            error.code, error.message, trailing_metadata=error_metadata(error, self.gateway.clock)
+        )
+
+    async def Infer(self, request: pb.InferRequest, context: Context) -> pb.InferResponse:
+        try:
+            tenant = self.tenants.authenticate(_authorization(context))
+            answer = await self.gateway.infer(
+                call_from_proto(request), tenant, context.time_remaining()
+            )
+        except GroundplaneError as error:
+            await self._abort(context, error)
+            raise  # pragma: no cover - abort raises
+        return answer_to_proto(answer)
+
+    async def InferStream(
+        self, request: pb.InferStreamRequest, context: Context
+    ) -> AsyncIterator[pb.InferStreamResponse]:
+        try:
+            tenant = self.tenants.authenticate(_authorization(context))
+            events = self.gateway.stream(call_from_proto(request), tenant, context.time_remaining())
+            async for event in events:
+                yield event_to_proto(event)
+        except GroundplaneError as error:
+            await self._abort(context, error)

@@ -1,0 +1,169 @@
+"""The gateway's domain without a broker: deadlines, auth, admission, failover continuation."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from groundplane.gateway.admission import AdmissionControl
+from groundplane.gateway.auth import Tenant, TenantConfig, TenantRegistry
+from groundplane.gateway.execution import InferAnswer, Token
+from groundplane.gateway.service import GatewayConfig, InferCall, InferenceGateway, hop_budget
+from groundplane.gateway.sources import LocalTableSource
+from groundplane.kernel.clock import SimulatedClock
+from groundplane.kernel.errors import (
+    DeadlineExceeded,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
+)
+from groundplane.node.v1 import node_pb2
+
+from .conftest import FIRST, SECOND, SLOW, USER, route_table
+
+T0 = datetime(2026, 8, 15, 12, tzinfo=UTC)
+ONE_MS = 1e-3
+TENANT = Tenant("alpha", max_concurrent=1, max_queued=1)
+
+
+def test_hop_budget_uses_default_caps_and_subtracts_the_margin() -> None:
+    """No caller deadline → the configured default; a long one is capped; the margin comes off;
+    the hop deadline is in simulated seconds (speed × wall); too little time is refused."""
+    clock = SimulatedClock(T0, speed=10.0, monotonic=lambda: 100.0)
+    config = GatewayConfig(default_deadline_s=30.0, max_deadline_s=60.0, deadline_margin_s=0.5)
+    default = hop_budget(clock, None, config)
+    assert default.until_monotonic == pytest.approx(100.0 + 29.5, abs=ONE_MS)
+    assert default.deadline == T0 + timedelta(seconds=295.0)
+    capped = hop_budget(clock, 3600.0, config)
+    assert capped.until_monotonic == pytest.approx(100.0 + 59.5, abs=ONE_MS)
+    with pytest.raises(DeadlineExceeded, match="margin"):
+        hop_budget(clock, 0.4, config)
+
+
+def test_bearer_tokens_name_their_tenant() -> None:
+    """A configured token authenticates its tenant (scheme case-insensitive); missing, wrong or
+    non-bearer credentials are Unauthenticated; short tokens are refused at configuration."""
+    registry = TenantRegistry([TenantConfig(TENANT, ("token-of-alpha-0001",))])
+    assert registry.authenticate("Bearer token-of-alpha-0001") == TENANT
+    assert registry.authenticate("bearer token-of-alpha-0001") == TENANT
+    for bad in (None, "", "Bearer token-of-alpha-0002", "Basic token-of-alpha-0001"):
+        with pytest.raises(Unauthenticated):
+            registry.authenticate(bad)
+    with pytest.raises(ValueError, match="16 characters"):
+        TenantRegistry([TenantConfig(TENANT, ("short",))])
+
+
+async def test_admission_bounds_each_tenant_separately() -> None:
+    """With one slot and one queue place, a third concurrent call of the tenant is refused with
+    a positive retry hint, the queued one runs when the slot frees, and another tenant is
+    admitted meanwhile."""
+    admission = AdmissionControl(SimulatedClock(T0))
+    other = Tenant("beta", max_concurrent=1, max_queued=0)
+    release = asyncio.Event()
+    order: list[str] = []
+
+    async def hold(name: str) -> None:
+        async with admission.admit(TENANT, 5.0):
+            order.append(name)
+            await release.wait()
+
+    async with asyncio.TaskGroup() as tasks:
+        tasks.create_task(hold("first"), name="hold-first")
+        await asyncio.sleep(0)
+        tasks.create_task(hold("queued"), name="hold-queued")
+        await asyncio.sleep(0)
+        with pytest.raises(ResourceExhausted) as refused:
+            async with admission.admit(TENANT, 5.0):
+                pass
+        async with admission.admit(other, 0.1):
+            order.append("other")
+        release.set()
+    assert refused.value.retry_after_s is not None
+    assert refused.value.retry_after_s > 0
+    assert order == ["first", "other", "queued"]
+    assert admission.load(TENANT.tenant_id).running == 0
+
+
+class FakeCaller:
+    """Answers from scripted pieces per satellite; a satellite may fail after some pieces."""
+
+    def __init__(self, pieces: dict[str, list[str]], fail_after: dict[str, int]) -> None:
+        self.pieces = pieces
+        self.fail_after = fail_after
+        self.calls: list[str] = []
+
+    async def stream(
+        self,
+        satellite_id: str,
+        station_id: str,
+        request: node_pb2.InferRequest,
+        *,
+        request_id: str,
+        deadline: datetime,
+        traceparent: str = "",
+    ) -> AsyncIterator[node_pb2.InferChunk | node_pb2.InferResult]:
+        self.calls.append(satellite_id)
+        pieces = self.pieces[satellite_id]
+        for index, text in enumerate(pieces):
+            if index == self.fail_after.get(satellite_id):
+                raise Unavailable(f"node {satellite_id} died")
+            yield node_pb2.InferChunk(index=index, text=text)
+            await asyncio.sleep(0)
+        yield node_pb2.InferResult(text="".join(pieces), model=request.model)
+
+
+def gateway(caller: FakeCaller) -> InferenceGateway:
+    return InferenceGateway(
+        clock=SimulatedClock(T0),
+        caller=caller,
+        tables=LocalTableSource(route_table(1)),
+    )
+
+
+CALL = InferCall(model=SLOW.name, prompt="p", lat_deg=USER[0], lon_deg=USER[1])
+
+
+async def collect(gw: InferenceGateway) -> tuple[list[Token], InferAnswer]:
+    tokens: list[Token] = []
+    async for event in gw.stream(CALL, TENANT, 5.0):
+        if isinstance(event, Token):
+            tokens.append(event)
+        else:
+            return tokens, event
+    raise AssertionError("the stream ended without an answer")
+
+
+async def test_failover_continues_after_the_delivered_tokens() -> None:
+    """FIRST dies after 2 of 4 pieces; SECOND answers the same request: the caller gets the four
+    pieces once each, in order, with the last two from SECOND, and the answer counts 2 attempts."""
+    words = ["a", " b", " c", " d"]
+    caller = FakeCaller({FIRST: words, SECOND: words}, {FIRST: 2})
+    tokens, answer = await collect(gateway(caller))
+    assert [t.text for t in tokens] == words
+    assert [t.index for t in tokens] == [0, 1, 2, 3]
+    assert [t.satellite_id for t in tokens] == [FIRST, FIRST, SECOND, SECOND]
+    assert (answer.text, answer.attempts, answer.satellite_id) == ("a b c d", 2, SECOND)
+    assert caller.calls == [FIRST, SECOND]
+
+
+async def test_a_continuation_that_differs_fails_instead_of_mixing_answers() -> None:
+    """When the fallback's answer does not start with what was delivered (a lost session
+    context), the call fails UNAVAILABLE rather than sending the caller a spliced answer."""
+    caller = FakeCaller({FIRST: ["a", " b", " c"], SECOND: ["x", " y", " z"]}, {FIRST: 2})
+    with pytest.raises(Unavailable, match="could not continue"):
+        await collect(gateway(caller))
+
+
+async def test_every_candidate_failing_before_a_token_is_unavailable_and_counted() -> None:
+    """Both satellites die before their first piece: the call is UNAVAILABLE after two attempts
+    and the metrics record one UNAVAILABLE call and two attempts for the tenant."""
+    caller = FakeCaller({FIRST: ["a"], SECOND: ["a"]}, {FIRST: 0, SECOND: 0})
+    gw = gateway(caller)
+    with pytest.raises(Unavailable, match="after 2 attempts"):
+        await collect(gw)
+    assert gw.metrics.requests_total.value(tenant="alpha", outcome="UNAVAILABLE") == 1
+    assert gw.metrics.attempts.sums[(("tenant", "alpha"),)] == 2
+    assert "groundplane_gateway_attempts_bucket" in gw.metrics.render()
