@@ -87,3 +87,31 @@ def status_for(error: BaseException) -> tuple[grpc.StatusCode, str]:
     if isinstance(error, GroundplaneError):
         return error.code, error.message
     return grpc.StatusCode.INTERNAL, "internal error; the service logged the details"
+
+
+_BY_CODE: dict[grpc.StatusCode, type[GroundplaneError]] = {
+    cls.code: cls
+    for cls in (
+        InvalidArgument,
+        NotFound,
+        AlreadyExists,
+        FailedPrecondition,
+        Unavailable,
+        ResourceExhausted,
+        Unauthenticated,
+        PermissionDenied,
+        DeadlineExceeded,
+    )
+}
+
+
+def error_from_status(code: grpc.StatusCode, message: str, upstream: str = "") -> GroundplaneError:
+    """The domain error for a status another service answered with, so a caller of this service
+    sees the upstream's code (a NOT_FOUND from tracking stays NOT_FOUND) and learns where it came
+    from. Codes outside the tree (INTERNAL, UNKNOWN, …) become UNAVAILABLE: the upstream failed.
+    """
+    prefix = f"{upstream}: " if upstream else ""
+    error_type = _BY_CODE.get(code)
+    if error_type is None or error_type is Unavailable:
+        return Unavailable(f"{prefix}{message} ({code.name})")
+    return error_type(f"{prefix}{message}")

@@ -15,6 +15,12 @@ import structlog
 LogFormat = Literal["json", "console", "auto"]
 
 
+def _stderr_logger(*_args: object) -> structlog.PrintLogger:
+    """A logger writing to whatever ``sys.stderr`` is now (not the stream at configure time:
+    a replaced or closed stream, as under a test runner's capture, must not break logging)."""
+    return structlog.PrintLogger(file=sys.stderr)
+
+
 def configure_logging(fmt: LogFormat = "auto", level: str = "INFO") -> None:
     """Configure structlog and the standard library root logger.
 
@@ -39,7 +45,7 @@ def configure_logging(fmt: LogFormat = "auto", level: str = "INFO") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )
     logging.basicConfig(level=numeric_level, stream=sys.stderr, format="%(name)s %(message)s")

@@ -551,10 +551,14 @@ class MqttClient:
             ]
             if self._tasks is None:
                 return
-            task = self._tasks.create_task(
-                self._handle(received, handlers, session.acks, slot),
-                name=f"mqtt-handle:{message.topic}#{message.mid}",
-            )
+            handling = self._handle(received, handlers, session.acks, slot)
+            try:
+                task = self._tasks.create_task(
+                    handling, name=f"mqtt-handle:{message.topic}#{message.mid}"
+                )
+            except RuntimeError:  # the client is shutting down (cancelled): drop, unacked
+                handling.close()
+                return
             self._handler_tasks.add(task)
             task.add_done_callback(self._handler_tasks.discard)
 

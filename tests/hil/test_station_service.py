@@ -1,0 +1,211 @@
+"""StationControlService and `groundplane hil` against the real Hamlib dummy daemons, with
+passes and pointing from the real tracking service."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import grpc
+import pytest
+
+from groundplane.cli.main import main
+from groundplane.hil.controller import HamlibEndpoint, StationController, TrackingPassSource
+from groundplane.hil.hamlib import RigClient
+from groundplane.hil.servicer import StationControlServicer
+from groundplane.hil.tracker import TrackerConfig
+from groundplane.hil.v1 import hil_pb2 as pb
+from groundplane.hil.v1 import hil_pb2_grpc as pb_grpc
+from groundplane.kernel.clock import SimulatedClock
+from groundplane.kernel.serving import GrpcServer
+from groundplane.tracking.app import build_tracking
+from groundplane.tracking.v1 import tracking_pb2 as tpb
+from groundplane.tracking.v1 import tracking_pb2_grpc as tpb_grpc
+
+from .conftest import CATALOG, PUNTA_ARENAS, DaemonFactory
+
+C_KM_S = 299_792.458
+DOWNLINK_HZ = 437.8e6
+#: Doppler at 437.8 MHz for a LEO satellite never exceeds ±8 km/s × f / c ≈ ±11.7 kHz.
+MAX_DOPPLER_HZ = DOWNLINK_HZ * 8.0 / C_KM_S
+#: The Punta Arenas ISS pass rises at ≈21:32:27Z; start a minute before it.
+START = datetime(2026, 8, 15, 21, 31, 30, tzinfo=UTC)
+SPEED = 60.0
+
+pytestmark = pytest.mark.skipif(not CATALOG.exists(), reason=f"shared data missing at {CATALOG}")
+
+
+def _iss_text() -> str:
+    lines = CATALOG.read_text().splitlines()
+    for index in range(0, len(lines), 3):
+        if lines[index + 1][2:7].strip() == "25544":
+            return "\n".join(lines[index : index + 3]) + "\n"
+    raise AssertionError("ISS missing from the shared catalog")
+
+
+class Station:
+    def __init__(
+        self, stub: pb_grpc.StationControlServiceAsyncStub, controller: StationController
+    ) -> None:
+        self.stub = stub
+        self.controller = controller
+
+
+@pytest.fixture
+async def station(hamlib_daemon: DaemonFactory) -> AsyncIterator[Station]:
+    rot = hamlib_daemon("rotctld")
+    rig = hamlib_daemon("rigctld")
+    clock = SimulatedClock(START, speed=SPEED)
+    tracking = build_tracking(clock, unready_delay_s=0.0, drain_grace_s=0.1)
+    await tracking.server.start()
+    tracking_channel = grpc.aio.insecure_channel(tracking.server.target)
+    tracking_stub = tpb_grpc.TrackingServiceStub(tracking_channel)
+    await tracking_stub.UpsertElements(tpb.UpsertElementsRequest(text=_iss_text()), timeout=10)
+    controller = StationController(
+        site=PUNTA_ARENAS,
+        clock=clock,
+        source=TrackingPassSource(tracking_stub),
+        rotctld=HamlibEndpoint("127.0.0.1", rot.port),
+        rigctld=HamlibEndpoint("127.0.0.1", rig.port),
+        config=TrackerConfig(pointing_threshold_deg=0.5),
+    )
+    server = GrpcServer([StationControlServicer(controller).binding()], unready_delay_s=0.0)
+    await server.start()
+    channel = grpc.aio.insecure_channel(server.target)
+    try:
+        async with asyncio.TaskGroup() as group:
+            runner = group.create_task(controller.run(), name="station-under-test")
+            yield Station(pb_grpc.StationControlServiceStub(channel), controller)
+            runner.cancel()
+    finally:
+        await channel.close(None)
+        await server.stop(0)
+        await tracking_channel.close(None)
+        await tracking.server.stop(0)
+        tracking.close()
+
+
+async def test_service_tracks_the_next_pass_and_parks(station: Station) -> None:
+    """StartTracking picks the next ISS pass from the tracking service; the status stream goes
+    through tracking to parked with the rotator inside its limits and Doppler-corrected radio
+    frequencies; a second start while busy is FAILED_PRECONDITION."""
+    reply = await station.stub.StartTracking(
+        pb.StartTrackingRequest(catalog_id="25544", downlink_hz=DOWNLINK_HZ), timeout=30
+    )
+    aos = reply.tracked_pass.aos.ToDatetime(tzinfo=UTC)
+    los = reply.tracked_pass.los.ToDatetime(tzinfo=UTC)
+    assert START < aos < START + timedelta(minutes=5)
+    assert (los - aos).total_seconds() > 300
+    with pytest.raises(grpc.aio.AioRpcError) as busy:
+        await station.stub.StartTracking(pb.StartTrackingRequest(catalog_id="25544"), timeout=30)
+    assert busy.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+    phases: list[int] = []
+    downlinks: list[int] = []
+    async for update in station.stub.WatchStatus(pb.WatchStatusRequest(), timeout=60):
+        status = update.status
+        phases.append(status.phase)
+        if status.phase == pb.PHASE_TRACKING:
+            assert 0.0 <= status.reported_elevation_deg <= 90.0
+            assert -180.0 <= status.reported_azimuth_deg <= 450.0
+            if status.downlink_hz:
+                downlinks.append(status.downlink_hz)
+        if status.phase in (pb.PHASE_PARKED, pb.PHASE_FAILED):
+            break
+    assert phases[-1] == pb.PHASE_PARKED
+    assert pb.PHASE_TRACKING in phases
+    assert downlinks
+    assert all(0 < abs(f - DOWNLINK_HZ) < MAX_DOPPLER_HZ for f in downlinks)
+    # Receding at the end of the pass: the downlink is below nominal and still falling.
+    assert downlinks[-1] < DOWNLINK_HZ
+    assert downlinks[-1] <= downlinks[len(downlinks) // 2]
+
+
+async def test_stop_mid_pass_parks_and_bad_requests_are_refused(station: Station) -> None:
+    """StopTracking during a pass ends it parked; an unknown satellite is NOT_FOUND and a
+    negative frequency INVALID_ARGUMENT, and the station keeps serving."""
+    with pytest.raises(grpc.aio.AioRpcError) as unknown:
+        await station.stub.StartTracking(pb.StartTrackingRequest(catalog_id="424242"), timeout=30)
+    assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.aio.AioRpcError) as bad:
+        await station.stub.StartTracking(
+            pb.StartTrackingRequest(catalog_id="25544", downlink_hz=-1.0), timeout=30
+        )
+    assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+    await station.stub.StartTracking(pb.StartTrackingRequest(catalog_id="25544"), timeout=30)
+    async for update in station.stub.WatchStatus(pb.WatchStatusRequest(), timeout=60):
+        if update.status.phase == pb.PHASE_TRACKING:
+            break
+    stopped = await station.stub.StopTracking(pb.StopTrackingRequest(), timeout=30)
+    assert stopped.status.catalog_id == "25544"
+    status = (await station.stub.GetStatus(pb.GetStatusRequest(), timeout=10)).status
+    assert not station.controller.busy
+    assert status.phase in (pb.PHASE_TRACKING, pb.PHASE_PARKED, pb.PHASE_PARKING)
+
+
+@pytest.mark.slow
+def test_cli_tracks_one_pass_and_exits_zero_after_parking(
+    hamlib_daemon: DaemonFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`groundplane hil` follows the next ISS pass at 60× with rotctld and rigctld, prints the
+    pass and progress, exits 0 after parking, and leaves the radio on a Doppler-corrected
+    frequency below nominal (the satellite recedes at LOS)."""
+    rot = hamlib_daemon("rotctld")
+    rig = hamlib_daemon("rigctld")
+    code = main(
+        [
+            "hil",
+            "--elements",
+            str(CATALOG),
+            "--sat",
+            "25544",
+            "--site",
+            f"{PUNTA_ARENAS.lat_deg},{PUNTA_ARENAS.lon_deg},{PUNTA_ARENAS.alt_m}",
+            "--rotctld",
+            f"127.0.0.1:{rot.port}",
+            "--rigctld",
+            f"127.0.0.1:{rig.port}",
+            "--downlink-hz",
+            str(DOWNLINK_HZ),
+            "--start",
+            START.isoformat(),
+            "--speed",
+            str(SPEED),
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert out.splitlines()[0].startswith("pass: 25544 AOS 2026-08-15T21:32")
+    assert out.splitlines()[-1].startswith("finished: parked")
+
+    async def read_frequency() -> float:
+        async with RigClient("127.0.0.1", rig.port) as client:
+            return await client.get_frequency()
+
+    final_hz = asyncio.run(read_frequency())
+    assert 0 < DOWNLINK_HZ - final_hz < MAX_DOPPLER_HZ
+    assert math.isfinite(final_hz)
+
+
+def test_cli_refuses_radio_flags_without_rigctld(capsys: pytest.CaptureFixture[str]) -> None:
+    """--downlink-hz without --rigctld is an error naming the missing flag (exit 2)."""
+    code = main(
+        [
+            "hil",
+            "--elements",
+            str(CATALOG),
+            "--sat",
+            "25544",
+            "--site",
+            "0,0",
+            "--rotctld",
+            "127.0.0.1:4533",
+            "--downlink-hz",
+            "437e6",
+        ]
+    )
+    assert code == 2
+    assert "--rigctld" in capsys.readouterr().err
