@@ -17,7 +17,7 @@ Handler = Callable[[argparse.Namespace], int]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from groundplane.cli import serve, tracking, up  # noqa: PLC0415 - keeps `--help` fast
+    from groundplane.cli import hil, infer, serve, tracking, up  # noqa: PLC0415 - keeps `--help` fast
 
     parser = argparse.ArgumentParser(
         prog="groundplane",
@@ -27,6 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     tracking.register(commands)
     serve.register(commands)
     up.register(commands)
+    infer.register(commands)
+    hil.register(commands)
     return parser
 
 

@@ -1,56 +1,105 @@
 """``groundplane up``: the whole system on one machine.
 
-Today the system is the tracking service: ``up`` starts it on a simulated clock with a
-constellation and ground stations (the built-in scenario when given no files), then shows which
-satellites every station sees, asking the service over its gRPC contract like any client.
+Broker (private Mosquitto unless ``--broker``), tracking, emulated links, one node agent per
+satellite, routing, the gateway and a synthetic ground-user load, on one simulated clock
+(:mod:`groundplane.system`). With no files: the built-in scenario of :mod:`groundplane.scenario`.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
+import math
+import os
 import signal
 import sys
-from datetime import UTC
+from pathlib import Path
 from typing import Any
-
-import grpc
 
 from groundplane.kernel.clock import Clock, format_utc
 from groundplane.kernel.errors import InvalidArgument
 from groundplane.kernel.logs import configure_logging
-from groundplane.scenario import DEFAULT_CONSTELLATION, DEFAULT_MIN_ELEVATION_DEG, default_stations
-from groundplane.tracking.app import build_tracking
+from groundplane.scenario import (
+    DEFAULT_CONSTELLATION,
+    DEFAULT_MIN_ELEVATION_DEG,
+    DEFAULT_MODEL,
+    DEFAULT_RATE_RPS,
+    DEFAULT_SPEED,
+    DEFAULT_TENANT,
+    DEFAULT_TOKEN,
+    GroundUser,
+    default_stations,
+    default_users,
+)
+from groundplane.system.load import load_users, random_users
+from groundplane.system.report import Outcome, write_summary, write_trace
+from groundplane.system.system import GroundplaneSystem, SystemConfig
 from groundplane.tracking.constellations import generate
-from groundplane.tracking.v1 import tracking_pb2 as pb
-from groundplane.tracking.v1 import tracking_pb2_grpc as pb_grpc
 
 from . import inputs
 
-RPC_TIMEOUT_S = 10.0
+NODE_PASSWORD_ENV = "GROUNDPLANE_NODE_PASSWORD"
+MAX_LINK_TICKS_PER_WALL_S = 50.0
+"""Link ticks are 1 simulated second, or longer so that at most this many run per wall second."""
+MAX_ROUTE_TICKS_PER_WALL_S = 10.0
+"""Route-table refreshes likewise (each samples visibility and pushes a table to the gateway)."""
 
 
 def register(commands: Any) -> None:
     up = commands.add_parser(
         "up",
         help="run the whole system on this machine",
-        description="Start groundplane on one machine: with no files, a built-in scenario "
-        f"({DEFAULT_CONSTELLATION} and {len(default_stations())} ground stations).",
+        description="Start groundplane on one machine (broker, tracking, links, one node per "
+        "satellite, routing, gateway) with a synthetic ground-user load. With no files: "
+        f"{DEFAULT_CONSTELLATION}, {len(default_stations())} ground stations, "
+        f"{len(default_users())} users in cities, {DEFAULT_RATE_RPS:g} requests/s.",
     )
     source = up.add_mutually_exclusive_group()
     source.add_argument("--elements", action="append", metavar="FILE")
     source.add_argument("--constellation", metavar="SPEC", help=f"default {DEFAULT_CONSTELLATION}")
     up.add_argument("--stations", metavar="FILE", help="CSV id,name,lat,lon,alt_m")
     up.add_argument("--min-elevation", type=float, default=DEFAULT_MIN_ELEVATION_DEG, metavar="DEG")
+    up.add_argument(
+        "--broker",
+        metavar="URL",
+        help="use this broker (mqtt://user:pass@host:port) instead of a private Mosquitto; node "
+        f"accounts <sat>/${NODE_PASSWORD_ENV} must exist there",
+    )
     up.add_argument("--start", metavar="ISO8601", help="simulated start (default: now)")
-    up.add_argument("--speed", type=float, default=60.0, help="simulated s per wall s (60)")
+    up.add_argument(
+        "--speed",
+        type=float,
+        default=DEFAULT_SPEED,
+        help=f"simulated s per wall s ({DEFAULT_SPEED:g})",
+    )
     up.add_argument(
         "--duration",
         type=float,
         metavar="SECONDS",
         help="wall seconds to run (default: until Ctrl-C)",
     )
+    up.add_argument(
+        "--users",
+        metavar="FILE|N",
+        help="CSV id,name,lat,lon,alt (header optional), or N random users (default: cities "
+        "near the stations)",
+    )
+    up.add_argument(
+        "--rate",
+        type=float,
+        default=DEFAULT_RATE_RPS,
+        metavar="RPS",
+        help=f"stateless requests per wall second ({DEFAULT_RATE_RPS:g})",
+    )
+    up.add_argument(
+        "--sessions",
+        type=int,
+        default=0,
+        metavar="K",
+        help="K continuous multi-turn sessions, each answer checked against the session context",
+    )
+    up.add_argument("--summary", metavar="FILE", help="write the run's summary (JSON) here")
+    up.add_argument("--trace", metavar="FILE", help="write one JSON line per request here")
     up.add_argument(
         "--interval",
         type=float,
@@ -59,16 +108,19 @@ def register(commands: Any) -> None:
         help="wall seconds between status updates",
     )
     up.add_argument("--port", type=int, default=0, help="tracking gRPC port (0 = free port)")
+    up.add_argument("--gateway-port", type=int, default=0, help="gateway gRPC port (0 = free)")
     up.set_defaults(handler=run_up)
 
 
-def run_up(args: argparse.Namespace) -> int:
-    if args.duration is not None and not args.duration > 0:
-        raise InvalidArgument(f"--duration must be positive wall seconds, got {args.duration}")
-    if not args.interval > 0:
-        raise InvalidArgument(f"--interval must be positive, got {args.interval}")
-    configure_logging("json", level="WARNING")
-    clock = inputs.make_clock(args.start, args.speed)
+def _users(value: str | None) -> list[GroundUser]:
+    if value is None:
+        return default_users()
+    if value.isdigit():
+        return random_users(int(value))
+    return load_users(value)
+
+
+def _config(args: argparse.Namespace, clock: Clock) -> tuple[SystemConfig, str]:
     if args.elements:
         elements = inputs.load_elements(args.elements)
         scenario = ", ".join(args.elements)
@@ -81,89 +133,140 @@ def run_up(args: argparse.Namespace) -> int:
         if args.stations
         else default_stations(args.min_elevation)
     )
-    app = build_tracking(
-        clock,
-        address=f"127.0.0.1:{args.port}",
+    node_password = None
+    if args.broker is not None:
+        node_password = os.environ.get(NODE_PASSWORD_ENV)
+        if not node_password:
+            raise InvalidArgument(
+                f"--broker needs the node accounts' password in ${NODE_PASSWORD_ENV} (every "
+                "satellite logs in as user <satellite id> with it), got none"
+            )
+    speed = getattr(clock, "speed", 1.0)
+    config = SystemConfig(
         elements=elements,
-        sites=stations,
-        unready_delay_s=0.0,
-        drain_grace_s=1.0,
+        stations=stations,
+        users=_users(args.users),
+        rate_rps=args.rate,
+        sessions=args.sessions,
+        broker_url=args.broker,
+        node_password=node_password,
+        link_tick_s=max(1.0, speed / MAX_LINK_TICKS_PER_WALL_S),
+        route_tick_s=max(1.0, speed / MAX_ROUTE_TICKS_PER_WALL_S),
+        tracking_address=f"127.0.0.1:{args.port}",
+        gateway_address=f"127.0.0.1:{args.gateway_port}",
+        keep_trace=args.trace is not None,
     )
+    return config, scenario
+
+
+def run_up(args: argparse.Namespace) -> int:
+    if args.duration is not None and not args.duration > 0:
+        raise InvalidArgument(f"--duration must be positive wall seconds, got {args.duration}")
+    if not args.interval > 0:
+        raise InvalidArgument(f"--interval must be positive, got {args.interval}")
+    if args.rate < 0 or args.sessions < 0:
+        raise InvalidArgument(
+            f"--rate and --sessions must be ≥ 0, got {args.rate} and {args.sessions}"
+        )
+    configure_logging("json", level="WARNING")
+    clock = inputs.make_clock(args.start, args.speed)
+    config, scenario = _config(args, clock)
+    system = GroundplaneSystem(config, clock)
     print(
-        f"groundplane up: {len(elements)} satellites ({scenario}), {len(stations)} stations, "
-        f"min elevation {args.min_elevation:g}°, speed {clock.speed:g}×",
+        f"groundplane up: {len(config.elements)} satellites ({scenario}), "
+        f"{len(config.stations)} stations, min elevation {args.min_elevation:g}°, "
+        f"{len(config.users)} users, {args.rate:g} requests/s, {args.sessions} sessions, "
+        f"speed {getattr(clock, 'speed', 1.0):g}×",
         flush=True,
     )
-    try:
-        asyncio.run(_run(app, clock, args))
-    finally:
-        app.close()
+    asyncio.run(_run(system, args))
+    if args.summary:
+        write_summary(Path(args.summary), system.stats)
+    if args.trace:
+        write_trace(Path(args.trace), system.stats.trace)
+    print(_final(system), flush=True)
+    print("groundplane up: stopped cleanly", flush=True)
     return 0
 
 
-async def _run(app: Any, clock: Clock, args: argparse.Namespace) -> None:
-    await app.server.start()
-    print(f"tracking service on {app.server.target} (grpcurl -plaintext {app.server.target} list)")
-    stop = asyncio.Event()
+async def _run(system: GroundplaneSystem, args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, system.stop)
     try:
-        async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(_status_loop(app.server.target, clock, args, stop), name="status")
-            if args.duration is not None:
-                tasks.create_task(_stop_after(args.duration, stop), name="duration")
-            await stop.wait()
+        await system.run(lambda running: _supervise(running, args))
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-        await app.server.stop()
-        print("groundplane up: stopped cleanly")
 
 
-async def _stop_after(seconds: float, stop: asyncio.Event) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
-    stop.set()
-
-
-async def _status_loop(
-    target: str, clock: Clock, args: argparse.Namespace, stop: asyncio.Event
-) -> None:
+async def _supervise(system: GroundplaneSystem, args: argparse.Namespace) -> None:
+    """Announce the addresses, show the status every interval, stop at ``--duration``."""
+    user = system.config.users[0]
+    broker = system.broker_address
+    assert broker is not None
+    where = "existing broker" if args.broker else "private Mosquitto"
+    print(
+        f"  broker    {where} on {broker.host}:{broker.port}\n"
+        f"  tracking  {system.tracking_target} "
+        f"(grpcurl -plaintext {system.tracking_target} list)\n"
+        f"  gateway   {system.gateway_target}  tenant {DEFAULT_TENANT!r}, token {DEFAULT_TOKEN}\n"
+        f"  try       GROUNDPLANE_TOKEN={DEFAULT_TOKEN} groundplane infer --gateway "
+        f"{system.gateway_target} --lat {user.lat_deg:g} --lon {user.lon_deg:g} "
+        f'--model {DEFAULT_MODEL.name} "hello"',
+        flush=True,
+    )
+    loop = asyncio.get_running_loop()
+    end = None if args.duration is None else loop.time() + args.duration
     tty = sys.stdout.isatty()
-    async with grpc.aio.insecure_channel(target) as channel:
-        stub = pb_grpc.TrackingServiceStub(channel)
-        sites = (await stub.ListSites(pb.ListSitesRequest(), timeout=RPC_TIMEOUT_S)).sites
-        selector = pb.SiteSelector(site_ids=[s.id for s in sites])
-        while not stop.is_set():
-            reply = await stub.GetVisibility(
-                pb.GetVisibilityRequest(sites=selector), timeout=RPC_TIMEOUT_S
-            )
-            text = _render(reply, {s.id: s.name for s in sites})
-            if tty:
-                sys.stdout.write("\x1b[H\x1b[J" + text)
-            else:
-                sys.stdout.write(text)
-            sys.stdout.flush()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=args.interval)
-
-
-def _render(reply: pb.GetVisibilityResponse, names: dict[str, str]) -> str:
-    at = reply.time.ToDatetime(tzinfo=UTC)
-    lines = [f"{format_utc(at)}  visible satellites (threshold = station minimum elevation)\n"]
-    total = 0
-    for entry in reply.sites:
-        seen = sorted(entry.satellites, key=lambda s: -s.elevation_deg)
-        total += len(seen)
-        if seen:
-            best = seen[0]
-            detail = (
-                f"best {best.catalog_id} el {best.elevation_deg:5.1f}° az {best.azimuth_deg:5.1f}° "
-                f"{best.range_km:7.1f} km, {best.remaining_s:5.0f} s left"
-            )
+    while True:
+        wait_s = args.interval if end is None else min(args.interval, end - loop.time())
+        if wait_s > 0:
+            await asyncio.sleep(wait_s)
+        text = _render(system)
+        if tty:
+            sys.stdout.write("\x1b[s\x1b[J" + text + "\x1b[u")
         else:
-            detail = "none in view"
-        lines.append(f"  {entry.site_id:<16} {len(seen):3d}  {detail}\n")
-    lines.append(f"  {'total':<16} {total:3d}\n")
-    return "".join(lines)
+            sys.stdout.write(text)
+        sys.stdout.flush()
+        if end is not None and loop.time() >= end:
+            if tty:
+                sys.stdout.write("\x1b[J")
+            system.stop()
+            return
+
+
+def _ms(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.1f} ms"
+
+
+def _render(system: GroundplaneSystem) -> str:
+    status = system.status()
+    stats = status.stats
+    out = stats.outcomes
+    sessions = stats.sessions
+    lines = [
+        f"{format_utc(system.clock.now())}  requests {stats.submitted} submitted, "
+        f"{out[Outcome.OK]} ok, {out[Outcome.FAILED]} failed, "
+        f"{out[Outcome.REJECTED_UNAVAILABLE]} unavailable, "
+        f"{out[Outcome.REJECTED_OVERLOAD]} overload, p50 {_ms(stats.p50_ms())}",
+        f"  nodes {status.online_nodes} online, {status.visible_nodes} visible; "
+        f"links {status.links_up} up",
+    ]
+    if system.config.sessions:
+        lines.append(
+            f"  sessions {sessions.turns} turns, {sessions.failed_turns} failed, "
+            f"{sessions.context_mismatches} context mismatches"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _final(system: GroundplaneSystem) -> str:
+    summary = system.stats.summary()["requests"]
+    latency = summary["latency_ms"]
+    return (
+        f"groundplane up: {summary['submitted']} requests, {summary['succeeded']} ok, "
+        f"{summary['failed']} failed, {summary['rejected_unavailable']} unavailable, "
+        f"{summary['rejected_overload']} overload; latency p50 {latency['p50']} ms, "
+        f"p99 {latency['p99']} ms"
+    )

@@ -1,0 +1,227 @@
+"""End-to-end requests through the assembled system vs raw aiomqtt on the same broker.
+
+The system of ``groundplane up`` (private Mosquitto, link emulator, node agents, routing,
+gateway) with everything that is simulated set to zero: a one-token synthetic model with no
+compute time, links with no processing delay and range 0 (always up), routing visibility that
+sees every satellite overhead. What remains is the system's own cost: gRPC into the gateway,
+admission, the local routing decision, the requester, four MQTT hops through the link emulator,
+the node agent and engine, and back.
+
+The reference is a raw aiomqtt request/response (two clients, QoS 1, TCP_NODELAY, 2 broker
+hops) on the same broker in the same run, measured before and after the system figures.
+
+    .venv/bin/python bench/e2e_up.py [--requests 1000] [--concurrency 16] [--satellites 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import math
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+import aiomqtt
+import grpc
+
+from groundplane.gateway.v1 import gateway_pb2 as pb
+from groundplane.gateway.v1 import gateway_pb2_grpc as pb_grpc
+from groundplane.kernel.clock import SimulatedClock
+from groundplane.kernel.logs import configure_logging
+from groundplane.links.geometry import FixedGroundGeometry
+from groundplane.links.model import LinkConfig
+from groundplane.mqtt.broker import BrokerAddress
+from groundplane.node.backends import SyntheticModelSpec
+from groundplane.routing.policy import PolicyKind, RoutingPolicy, Sighting
+from groundplane.scenario import DEFAULT_TOKEN, GroundUser
+from groundplane.system.system import GroundplaneSystem, SystemConfig
+from groundplane.tracking.constellations import generate
+from groundplane.tracking.sites import Site
+
+EPOCH = datetime(2026, 8, 15, 12, tzinfo=UTC)
+STATION = Site(id="bench-gs", lat_deg=38.0, lon_deg=-75.5, min_elevation_deg=10.0)
+USER = GroundUser("bench-user", "next to the station", 38.0, -75.5)
+ZERO_MODEL = SyntheticModelSpec("synth-zero", min_answer_tokens=1, max_answer_tokens=1)
+NODELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
+
+Request = Callable[[int], Awaitable[None]]
+
+
+class Overhead:
+    """Routing visibility: every satellite straight overhead of the station, range 0."""
+
+    def __init__(self, satellite_ids: list[str]) -> None:
+        self._sightings = [
+            Sighting(STATION.id, sat, 90.0, 0.0, 0.0, math.inf) for sat in satellite_ids
+        ]
+
+    def sightings(self, at: datetime) -> list[Sighting]:
+        return list(self._sightings)
+
+
+async def measure(request: Request, count: int, concurrency: int) -> tuple[list[float], float]:
+    """Latencies (s) with one request outstanding, then requests/s with ``concurrency``."""
+    for index in range(50):
+        await request(-1 - index)
+    latencies = []
+    for index in range(count):
+        started = time.perf_counter()
+        await request(index)
+        latencies.append(time.perf_counter() - started)
+    remaining = count
+
+    async def worker() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            await request(remaining)
+
+    started = time.perf_counter()
+    async with asyncio.TaskGroup() as tasks:
+        for n in range(concurrency):
+            tasks.create_task(worker(), name=f"bench-worker-{n}")
+    return latencies, count / (time.perf_counter() - started)
+
+
+async def bench_raw(
+    address: BrokerAddress, count: int, concurrency: int
+) -> tuple[list[float], float]:
+    pending: dict[str, asyncio.Future[None]] = {}
+
+    def connect(identifier: str) -> aiomqtt.Client:
+        return aiomqtt.Client(
+            address.host,
+            address.port,
+            identifier=identifier,
+            username=address.username,
+            password=address.password,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            socket_options=NODELAY,
+        )
+
+    async with (
+        connect("e2e-raw-req") as requester,
+        connect("e2e-raw-resp") as responder,
+        asyncio.TaskGroup() as tasks,
+    ):
+        requester.pending_calls_threshold = responder.pending_calls_threshold = 10 * concurrency
+        await responder.subscribe("gp/v1/bench/e2e/req", qos=1)
+        await requester.subscribe("gp/v1/bench/e2e/resp", qos=1)
+
+        async def respond() -> None:
+            async for message in responder.messages:
+                await responder.publish("gp/v1/bench/e2e/resp", message.payload, qos=1)
+
+        async def collect() -> None:
+            async for message in requester.messages:
+                assert isinstance(message.payload, bytes)
+                future = pending.pop(message.payload.decode(), None)
+                if future is not None and not future.done():
+                    future.set_result(None)
+
+        serving = [
+            tasks.create_task(respond(), name="e2e-raw-respond"),
+            tasks.create_task(collect(), name="e2e-raw-collect"),
+        ]
+
+        async def request(index: int) -> None:
+            reply = asyncio.get_running_loop().create_future()
+            pending[str(index)] = reply
+            await requester.publish("gp/v1/bench/e2e/req", str(index).encode(), qos=1)
+            async with asyncio.timeout(10):
+                await reply
+
+        try:
+            return await measure(request, count, concurrency)
+        finally:
+            for task in serving:
+                task.cancel()
+
+
+async def bench_system(target: str, count: int, concurrency: int) -> tuple[list[float], float]:
+    auth = (("authorization", f"Bearer {DEFAULT_TOKEN}"),)
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = pb_grpc.InferenceServiceStub(channel)
+        location = pb.UserLocation(lat_deg=USER.lat_deg, lon_deg=USER.lon_deg)
+
+        async def request(index: int) -> None:
+            reply = await stub.Infer(
+                pb.InferRequest(model=ZERO_MODEL.name, prompt=f"q{index}", location=location),
+                metadata=auth,
+                timeout=10,
+            )
+            assert reply.satellite_id
+
+        return await measure(request, count, concurrency)
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--satellites", type=int, default=8)
+    args = parser.parse_args()
+    configure_logging("json", level="WARNING")
+    elements = generate(f"walker:{args.satellites}/{min(args.satellites, 4)}/1@550km:53", EPOCH)
+    ids = [e.catalog_id for e in elements]
+    config = SystemConfig(
+        elements=elements,
+        stations=[STATION],
+        users=[USER],
+        model=ZERO_MODEL,
+        policy=RoutingPolicy(kind=PolicyKind.LEAST_LOADED, stickiness=None),
+        tenants={"demo": {"tokens": [DEFAULT_TOKEN], "max_concurrent": 256, "max_queued": 1024}},
+        link_config=LinkConfig(processing_delay_s=0.0),
+        ground_geometry=FixedGroundGeometry([(STATION.id, sat) for sat in ids], range_km=0.0),
+        visibility=Overhead(ids),
+    )
+    system = GroundplaneSystem(config, SimulatedClock(EPOCH, speed=1.0))
+    results: dict[str, tuple[list[float], float]] = {}
+
+    async def run_bench(running: GroundplaneSystem) -> None:
+        try:
+            assert running.broker_address is not None
+            results["raw aiomqtt"] = await bench_raw(
+                running.broker_address, args.requests, args.concurrency
+            )
+            results["system"] = await bench_system(
+                running.gateway_target, args.requests, args.concurrency
+            )
+            results["raw again"] = await bench_raw(
+                running.broker_address, args.requests, args.concurrency
+            )
+        finally:
+            running.stop()
+
+    await system.run(run_bench)
+    raw_lat, raw_rps = results["raw aiomqtt"]
+    raw_p50, raw_p99 = percentile(raw_lat, 0.5), percentile(raw_lat, 0.99)
+    print(
+        f"{args.requests} sequential requests, then {args.requests} with {args.concurrency} "
+        f"outstanding; {args.satellites} node agents, zero compute, zero link delay"
+    )
+    print(
+        f"{'path':<13}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>9}"
+        f"{'p50 ×raw':>10}{'p99 ×raw':>10}{'req/s ×raw':>12}"
+    )
+    for name, (latencies, rps) in results.items():
+        p50, p99 = percentile(latencies, 0.5), percentile(latencies, 0.99)
+        print(
+            f"{name:<13}{p50 * 1e3:>9.3f}{p99 * 1e3:>9.3f}{rps:>9.0f}"
+            f"{p50 / raw_p50:>10.2f}{p99 / raw_p99:>10.2f}{rps / raw_rps:>12.3f}"
+        )
+    system_p50 = percentile(results["system"][0], 0.5)
+    print(f"system overhead over raw MQTT round trip: {(system_p50 - raw_p50) * 1e3:.3f} ms p50")
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main())

@@ -1,0 +1,113 @@
+"""``groundplane infer``: one inference call through the gateway, printed as it streams.
+
+The token comes from ``--token`` or ``$GROUNDPLANE_TOKEN`` (``groundplane up`` prints its
+built-in tenant's token and the gateway address at start). Tokens go to stdout as they arrive;
+the summary (satellite, station, attempts) goes to stderr. UNAVAILABLE prints the next
+opportunity the gateway announced.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from typing import Any
+
+import grpc
+
+from groundplane.gateway.servicer import NEXT_OPPORTUNITY_KEY, RETRY_AFTER_KEY
+from groundplane.gateway.v1 import gateway_pb2 as pb
+from groundplane.gateway.v1 import gateway_pb2_grpc as pb_grpc
+from groundplane.kernel.errors import InvalidArgument
+from groundplane.scenario import DEFAULT_MODEL
+
+TOKEN_ENV = "GROUNDPLANE_TOKEN"
+
+
+def register(commands: Any) -> None:
+    infer = commands.add_parser(
+        "infer",
+        help="send one prompt through a gateway and stream the answer",
+        description="Send PROMPT to the gateway as a user at LAT,LON and print the answer as it "
+        f"streams. The bearer token comes from --token or ${TOKEN_ENV}.",
+    )
+    infer.add_argument("--gateway", required=True, metavar="HOST:PORT")
+    infer.add_argument("--lat", type=float, required=True, metavar="LAT")
+    infer.add_argument("--lon", type=float, required=True, metavar="LON")
+    infer.add_argument("--model", default=DEFAULT_MODEL.name, help=f"({DEFAULT_MODEL.name})")
+    infer.add_argument("--session", metavar="ID", help="make the call a turn of this session")
+    infer.add_argument("--token", help=f"bearer token (default: ${TOKEN_ENV})")
+    infer.add_argument("--max-tokens", type=int, default=0, help="answer budget (0 = default)")
+    infer.add_argument(
+        "--timeout", type=float, default=30.0, metavar="SECONDS", help="call deadline (30)"
+    )
+    infer.add_argument(
+        "--wait",
+        action="store_true",
+        help="when no satellite is reachable, wait for the next one within the deadline",
+    )
+    infer.add_argument("prompt", metavar="PROMPT")
+    infer.set_defaults(handler=run_infer)
+
+
+def run_infer(args: argparse.Namespace) -> int:
+    token = args.token or os.environ.get(TOKEN_ENV)
+    if not token:
+        raise InvalidArgument(f"expected a bearer token in --token or ${TOKEN_ENV}, got none")
+    if not (-90.0 <= args.lat <= 90.0 and -180.0 <= args.lon <= 180.0):
+        raise InvalidArgument(
+            f"expected --lat in [-90, 90] and --lon in [-180, 180], got {args.lat}, {args.lon}"
+        )
+    if not args.prompt.strip():
+        raise InvalidArgument("expected a non-empty PROMPT, got ''")
+    if not args.timeout > 0 or args.max_tokens < 0:
+        raise InvalidArgument(
+            f"expected --timeout > 0 and --max-tokens ≥ 0, got {args.timeout}, {args.max_tokens}"
+        )
+    return asyncio.run(_infer(args, token))
+
+
+async def _infer(args: argparse.Namespace, token: str) -> int:
+    request = pb.InferStreamRequest(
+        model=args.model,
+        prompt=args.prompt,
+        location=pb.UserLocation(lat_deg=args.lat, lon_deg=args.lon),
+        session_id=args.session or "",
+        max_tokens=args.max_tokens,
+        wait_for_coverage=args.wait,
+    )
+    async with grpc.aio.insecure_channel(args.gateway) as channel:
+        stub = pb_grpc.InferenceServiceStub(channel)
+        call = stub.InferStream(
+            request, metadata=(("authorization", f"Bearer {token}"),), timeout=args.timeout
+        )
+        try:
+            async for event in call:
+                if event.HasField("token"):
+                    sys.stdout.write(event.token.text)
+                    sys.stdout.flush()
+                else:
+                    s = event.summary
+                    sys.stdout.write("\n")
+                    sys.stdout.flush()
+                    print(
+                        f"[{s.output_tokens} tokens from {s.satellite_id} via {s.station_id}, "
+                        f"{s.attempts} attempt(s), request {s.request_id}]",
+                        file=sys.stderr,
+                    )
+        except grpc.aio.AioRpcError as error:
+            print(f"groundplane infer: {_explain(error)}", file=sys.stderr)
+            return 1
+    return 0
+
+
+def _explain(error: grpc.aio.AioRpcError) -> str:
+    text = f"{error.code().name}: {error.details()}"
+    pairs: Any = error.trailing_metadata() or ()
+    for key, value in pairs:
+        if key == NEXT_OPPORTUNITY_KEY:
+            text += f" (next opportunity {value})"
+        elif key == RETRY_AFTER_KEY:
+            text += f" (retry after {value} s)"
+    return text

@@ -1,0 +1,449 @@
+"""The whole system on one machine, supervised in one asyncio TaskGroup.
+
+:class:`GroundplaneSystem` starts, in order:
+
+1. the **broker**: a private Mosquitto (:class:`~groundplane.mqtt.broker.PrivateBroker`, which
+   creates the service account and one account per satellite) or an existing broker given by
+   URL (its accounts must exist: the URL's user is the service account, node ``<sat>`` logs in as
+   user ``<sat>`` with the node password);
+2. **tracking** (``groundplane.tracking.v1.TrackingService`` on loopback) with the catalog and
+   the stations;
+3. **links**: the :class:`~groundplane.links.emulator.LinkEmulator` driven by
+   :class:`~groundplane.links.geometry.TrackedGroundGeometry` on a tick of simulated time;
+4. **nodes**: one agent per satellite in one :class:`~groundplane.node.host.NodeHost`;
+5. **routing**: :class:`~groundplane.routing.service.RoutingService` fed with tracking's
+   visibility, the node directory (birth/will over MQTT), the retained link states and pass
+   predictions (refreshed every half horizon in a worker thread), served over gRPC;
+6. the **gateway** (``groundplane.gateway.v1.InferenceService``) following the routing service's
+   ``WatchRouteTable`` stream;
+7. the synthetic **load** (:mod:`groundplane.system.load`), when configured.
+
+Every task is named and owned by the system's TaskGroup (or by a component's own group); a
+failing task cancels the rest and the error propagates out of :meth:`GroundplaneSystem.run`.
+:meth:`GroundplaneSystem.stop` shuts down in reverse: load (outstanding calls finish), gateway
+(drains), nodes (drain), routing and links, tracking, broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+import structlog
+from google.protobuf.message import DecodeError
+
+from groundplane.gateway.app import GatewayApp, GatewaySettings
+from groundplane.gateway.auth import TenantRegistry
+from groundplane.gateway.service import GatewayConfig
+from groundplane.gateway.sources import WatchedTableSource
+from groundplane.kernel.clock import Clock
+from groundplane.kernel.errors import DeadlineExceeded, GroundplaneError, InvalidArgument
+from groundplane.kernel.serving import GrpcServer
+from groundplane.link.v1 import link_pb2
+from groundplane.links.emulator import GroundGeometryProvider, LinkEmulator
+from groundplane.links.geometry import TrackedGroundGeometry
+from groundplane.links.model import LinkConfig
+from groundplane.mqtt import topics
+from groundplane.mqtt.broker import BrokerAddress, PrivateBroker
+from groundplane.mqtt.client import MqttClient, ReceivedMessage
+from groundplane.node.agent import AgentConfig
+from groundplane.node.backends import SyntheticBackend, SyntheticModelSpec
+from groundplane.node.directory import ONLINE, NodeDirectory, NodeView
+from groundplane.node.engine import EngineConfig
+from groundplane.node.host import HostedNode, NodeHost
+from groundplane.routing.policy import NodeState, RoutingPolicy, VisibilitySource
+from groundplane.routing.service import (
+    RoutingService,
+    TrackingVisibility,
+    link_quality_from_proto,
+    stations_from_sites,
+    upcoming_from_passes,
+)
+from groundplane.routing.servicer import RoutingServicer
+from groundplane.routing.table import RouteTable
+from groundplane.scenario import (
+    DEFAULT_MODEL,
+    DEFAULT_POLICY,
+    DEFAULT_TOKEN,
+    GroundUser,
+    default_tenants,
+)
+from groundplane.system.load import GroundLoad, LoadConfig
+from groundplane.system.report import RunStats
+from groundplane.tracking.app import TrackingApp, build_tracking
+from groundplane.tracking.elements import ElementSet
+from groundplane.tracking.geometry import SatelliteBatch
+from groundplane.tracking.passes import find_passes
+from groundplane.tracking.sites import Site
+
+log = structlog.get_logger("groundplane.system")
+
+LINK_STATE_FILTER = f"{topics.PREFIX}/link/+/+/state"
+STARTUP_TIMEOUT_S = 60.0
+"""Wall seconds for the whole system to come up (node births included)."""
+STOP_TIMEOUT_S = 15.0
+"""Wall seconds each shutdown step may take before its task is cancelled."""
+
+
+@dataclass(frozen=True)
+class SystemConfig:
+    """Everything one system run needs. Times are simulated seconds unless named ``wall``."""
+
+    elements: Sequence[ElementSet]
+    stations: Sequence[Site]
+    users: Sequence[GroundUser] = ()
+    rate_rps: float = 0.0
+    sessions: int = 0
+    broker_url: str | None = None
+    node_password: str | None = None
+    model: SyntheticModelSpec = DEFAULT_MODEL
+    policy: RoutingPolicy = DEFAULT_POLICY
+    tenants: Mapping[str, Mapping[str, object]] = field(default_factory=default_tenants)
+    token: str = DEFAULT_TOKEN
+    link_config: LinkConfig = field(default_factory=LinkConfig)
+    ground_geometry: GroundGeometryProvider | None = None
+    """Override of the link geometry (benchmarks); default: tracked from the elements."""
+    visibility: VisibilitySource | None = None
+    """Override of routing's visibility (benchmarks); default: tracking's, from the elements."""
+    link_tick_s: float = 1.0
+    route_tick_s: float = 1.0
+    pass_horizon_s: float = 4 * 3600.0
+    tracking_address: str = "127.0.0.1:0"
+    gateway_address: str = "127.0.0.1:0"
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    load_interval_wall_s: float = 2.0
+    load_deadline_wall_s: float = 10.0
+    gateway_deadline_wall_s: float = 10.0
+    keep_trace: bool = True
+    workdir: Path | None = None
+
+    def __post_init__(self) -> None:
+        if not self.elements:
+            raise InvalidArgument("the system needs at least one satellite, got none")
+        if not self.stations:
+            raise InvalidArgument("the system needs at least one ground station, got none")
+        for name in ("link_tick_s", "route_tick_s", "pass_horizon_s"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise InvalidArgument(f"{name} must be positive seconds, got {value!r}")
+        if (self.rate_rps > 0 or self.sessions > 0) and not self.users:
+            raise InvalidArgument("a load (rate or sessions) needs ground users, got none")
+        if self.broker_url is not None and self.node_password is None:
+            raise InvalidArgument(
+                "with an existing broker the node agents need their password (every node "
+                "account is user <satellite id> with this password), got none"
+            )
+
+
+class DirectoryNodes:
+    """Routing's :class:`NodeSnapshotSource` over a :class:`NodeDirectory`."""
+
+    def __init__(self, directory: NodeDirectory) -> None:
+        self._directory = directory
+
+    def snapshot(self) -> dict[str, NodeState]:
+        states: dict[str, NodeState] = {}
+        for view in self._directory.nodes():
+            load = view.load
+            states[view.satellite_id] = NodeState(
+                satellite_id=view.satellite_id,
+                online=view.state == ONLINE,
+                models=frozenset(view.served_models),
+                epoch=view.epoch,
+                queue_depth=load.queue_depth if load is not None else 0,
+                in_flight=load.in_flight if load is not None else 0,
+                free_slots=load.free_slots if load is not None else view.slots,
+            )
+        return states
+
+
+@dataclass(frozen=True)
+class Status:
+    """What the live view shows."""
+
+    stats: RunStats
+    visible_nodes: int
+    links_up: int
+    online_nodes: int
+
+
+class GroundplaneSystem:
+    """One running system; :meth:`run` serves until :meth:`stop` (or a task fails)."""
+
+    def __init__(self, config: SystemConfig, clock: Clock) -> None:
+        self.config = config
+        self.clock = clock
+        self.stats = RunStats(keep_trace=config.keep_trace)
+        self.batch = SatelliteBatch(
+            [e.catalog_id for e in config.elements], [e.to_satrec() for e in config.elements]
+        )
+        self.stations = tuple(config.stations)
+        self.directory = NodeDirectory()
+        self.links_up: set[tuple[str, str]] = set()
+        self.routing: RoutingService | None = None
+        self.gateway: GatewayApp | None = None
+        self.tracking: TrackingApp | None = None
+        self.broker_address: BrokerAddress | None = None
+        self.load: GroundLoad | None = None
+        self._stop = asyncio.Event()
+        self._ready = asyncio.Event()
+
+    # -- what is running ----------------------------------------------------------------------
+
+    @property
+    def gateway_target(self) -> str:
+        if self.gateway is None:
+            raise RuntimeError("the system is not running")
+        return self.gateway.target
+
+    @property
+    def tracking_target(self) -> str:
+        if self.tracking is None:
+            raise RuntimeError("the system is not running")
+        return self.tracking.server.target
+
+    def route_table(self) -> RouteTable | None:
+        return self.routing.table if self.routing is not None else None
+
+    def status(self) -> Status:
+        table = self.route_table()
+        visible = (
+            {p.satellite_id for s in table.stations for p in s.paths}
+            if table is not None
+            else set()
+        )
+        online = sum(1 for view in self.directory.nodes() if view.state == ONLINE)
+        return Status(self.stats, len(visible), len(self.links_up), online)
+
+    async def wait_ready(self, timeout_s: float = STARTUP_TIMEOUT_S) -> None:
+        async with asyncio.timeout(timeout_s):
+            await self._ready.wait()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    # -- assembly -----------------------------------------------------------------------------
+
+    async def run(
+        self, on_ready: Callable[[GroundplaneSystem], Awaitable[None]] | None = None
+    ) -> None:
+        """Start everything, call ``on_ready`` (a task of the group), serve until stopped."""
+        config = self.config
+        async with AsyncExitStack() as stack:
+            broker_address, node_address = await self._broker(stack)
+            self.broker_address = broker_address
+            tracking = build_tracking(
+                self.clock,
+                address=config.tracking_address,
+                elements=config.elements,
+                sites=config.stations,
+                unready_delay_s=0.0,
+                drain_grace_s=1.0,
+            )
+            stack.callback(tracking.close)
+            await tracking.server.start()
+            stack.push_async_callback(tracking.server.stop)
+            self.tracking = tracking
+
+            links_client = await stack.enter_async_context(
+                MqttClient(broker_address, client_id="groundplane-links", clock=self.clock)
+            )
+            routing_client = await stack.enter_async_context(
+                MqttClient(broker_address, client_id="groundplane-routing", clock=self.clock)
+            )
+            tasks = await stack.enter_async_context(asyncio.TaskGroup())
+            background: list[asyncio.Task[None]] = []
+            stack.callback(lambda: [task.cancel() for task in background])
+
+            # links
+            geometry = config.ground_geometry or TrackedGroundGeometry(self.batch, self.stations)
+            emulator = LinkEmulator(
+                links_client,
+                self.clock,
+                geometry,
+                config=config.link_config,
+                tick_s=config.link_tick_s,
+            )
+            background.append(tasks.create_task(emulator.run(), name="links-emulator"))
+            await emulator.wait_ready(STARTUP_TIMEOUT_S)
+
+            # routing
+            await routing_client.wait_connected(STARTUP_TIMEOUT_S)
+            await self.directory.attach(routing_client)
+            routing = RoutingService(
+                clock=self.clock,
+                stations=stations_from_sites(self.stations),
+                visibility=config.visibility or TrackingVisibility(self.batch, self.stations),
+                nodes=DirectoryNodes(self.directory),
+                policy=config.policy,
+                tick_s=config.route_tick_s,
+            )
+            self.routing = routing
+            self.directory.add_listener(lambda _view: routing.invalidate())
+            await routing_client.subscribe(LINK_STATE_FILTER, self._on_link_state)
+            await self._refresh_passes(routing)
+            background.append(tasks.create_task(routing.run(), name="routing-service"))
+            background.append(tasks.create_task(self._passes_loop(routing), name="routing-passes"))
+            routing_server = GrpcServer(
+                [RoutingServicer(routing).binding()],
+                address="127.0.0.1:0",
+                drain_grace_s=0.5,
+                unready_delay_s=0.0,
+            )
+            await routing_server.start()
+            stack.push_async_callback(routing_server.stop)
+
+            # nodes (stopped after the gateway: the exit stack unwinds in reverse)
+            host = NodeHost(
+                [
+                    HostedNode(
+                        sat,
+                        node_address(sat),
+                        SyntheticBackend([config.model], self.clock),
+                        config.engine,
+                    )
+                    for sat in self.batch.ids
+                ],
+                self.clock,
+                agent_config=AgentConfig(load_interval_s=config.load_interval_wall_s),
+            )
+            host_task = tasks.create_task(host.run(), name="node-host")
+            stack.push_async_callback(self._stop_host, host, host_task)
+            epochs = await host.wait_ready(STARTUP_TIMEOUT_S)
+            for sat, epoch in epochs.items():
+                await self.directory.wait_for(sat, _has_epoch(epoch), STARTUP_TIMEOUT_S)
+
+            # gateway
+            tables = WatchedTableSource(routing_server.target)
+            background.append(tasks.create_task(tables.run(), name="gateway-route-table-watch"))
+            gateway = await stack.enter_async_context(
+                GatewayApp(
+                    GatewaySettings(
+                        broker=broker_address,
+                        tenants=TenantRegistry.from_mapping(config.tenants),
+                        instance_id="gw-up",
+                        grpc_address=config.gateway_address,
+                        config=GatewayConfig(default_deadline_s=config.gateway_deadline_wall_s),
+                        drain_grace_s=2.0,
+                        unready_delay_s=0.0,
+                    ),
+                    self.clock,
+                    tables=tables,
+                )
+            )
+            self.gateway = gateway
+            await self._wait_first_table(tables)
+
+            # load
+            if config.rate_rps > 0 or config.sessions > 0:
+                load = GroundLoad(
+                    LoadConfig(
+                        target=gateway.target,
+                        token=config.token,
+                        users=config.users,
+                        model=config.model,
+                        rate_rps=config.rate_rps,
+                        sessions=config.sessions,
+                        deadline_s=config.load_deadline_wall_s,
+                    ),
+                    self.clock,
+                    self.stats,
+                )
+                self.load = load
+                load_task = tasks.create_task(load.run(), name="ground-load")
+                stack.push_async_callback(self._stop_load, load, load_task)
+            self._ready.set()
+            if on_ready is not None:
+                background.append(tasks.create_task(self._call(on_ready), name="system-on-ready"))
+            await self._stop.wait()
+            log.info("system_stopping")
+
+    async def _call(self, on_ready: Callable[[GroundplaneSystem], Awaitable[None]]) -> None:
+        await on_ready(self)
+
+    async def _broker(
+        self, stack: AsyncExitStack
+    ) -> tuple[BrokerAddress, Callable[[str], BrokerAddress]]:
+        config = self.config
+        if config.broker_url is None:
+            broker = await stack.enter_async_context(
+                PrivateBroker(nodes=self.batch.ids, workdir=config.workdir)
+            )
+            return broker.address, broker.node_address
+        address = BrokerAddress.from_url(config.broker_url)
+        password = config.node_password or ""
+
+        def node_address(sat: str) -> BrokerAddress:
+            return address.with_credentials(sat, password)
+
+        return address, node_address
+
+    async def _on_link_state(self, message: ReceivedMessage) -> None:
+        if not message.payload or self.routing is None:
+            return
+        state = link_pb2.LinkState()
+        try:
+            state.ParseFromString(message.payload)
+            quality = link_quality_from_proto(state)
+        except (DecodeError, GroundplaneError):
+            log.warning("link_state_rejected", topic=message.topic)
+            return
+        key = (quality.station_id, quality.satellite_id)
+        if quality.up:
+            self.links_up.add(key)
+        else:
+            self.links_up.discard(key)
+        self.routing.update_link(quality)
+
+    async def _refresh_passes(self, routing: RoutingService) -> None:
+        start = self.clock.now()
+        stop = start + timedelta(seconds=self.config.pass_horizon_s)
+        passes = await asyncio.to_thread(find_passes, self.batch, self.stations, start, stop)
+        routing.set_upcoming(upcoming_from_passes(passes))
+
+    async def _passes_loop(self, routing: RoutingService) -> None:
+        while True:
+            await self.clock.sleep(self.config.pass_horizon_s / 2)
+            await self._refresh_passes(routing)
+
+    async def _wait_first_table(self, tables: WatchedTableSource) -> None:
+        """The gateway holds a route table in which the model is served."""
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while time.monotonic() < deadline:
+            table = tables.current()
+            if table is not None and self.config.model.name in table.known_models:
+                return
+            await tables.wait_for_update(0.2)
+        raise DeadlineExceeded(
+            f"the gateway received no route table serving {self.config.model.name!r} within "
+            f"{STARTUP_TIMEOUT_S} s"
+        )
+
+    async def _stop_load(self, load: GroundLoad, task: asyncio.Task[None]) -> None:
+        load.stop()
+        await _bounded(task, STOP_TIMEOUT_S)
+
+    async def _stop_host(self, host: NodeHost, task: asyncio.Task[None]) -> None:
+        host.stop()
+        await _bounded(task, STOP_TIMEOUT_S)
+
+
+def _has_epoch(epoch: int) -> Callable[[NodeView], bool]:
+    return lambda view: view.epoch == epoch
+
+
+async def _bounded(task: asyncio.Task[None], timeout_s: float) -> None:
+    """Wait for ``task`` to finish on its own; cancel it after ``timeout_s``."""
+    done, _ = await asyncio.wait({task}, timeout=timeout_s)
+    if not done:
+        log.warning("shutdown_step_timed_out", task=task.get_name(), timeout_s=timeout_s)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
