@@ -1,0 +1,1 @@
+"""Handoff: sessions and long jobs that outlive a satellite pass (planner, manager, store)."""

@@ -1,0 +1,1 @@
+"""Generated gRPC contract; regenerate with `python proto/generate.py`."""
