@@ -6,8 +6,8 @@ use ``gp/v1/node/<sat>/#``) and
 * serves inference: an :class:`~groundplane.node.v1.node_pb2.InferRequest` arriving on
   ``gp/v1/node/<sat>/rx/gs/<station>/infer/req`` is admitted into the :class:`Engine` and the
   MQTT message is acknowledged only then (a crash before admission makes the broker redeliver it
-  to the persistent session); the answer streams back as one ``InferChunk`` envelope per piece
-  and a final ``InferResult`` (or one ``InferError``) on the downlink topic
+  to the persistent session); the answer streams back as ``InferChunk`` envelopes (one per
+  piece, or several pieces in one when the model outpaces the link's publishing) and a final ``InferResult`` (or one ``InferError``) on the downlink topic
   ``topics.reply_via_downlink(sat, envelope.reply_topic)``. A retried request id is answered from
   the engine's de-duplication (never executed twice);
 * exports, imports and fences sessions (channels ``session/export|import|fence``), answering a
@@ -482,12 +482,28 @@ class NodeAgent:
         deadline: datetime | None,
     ) -> None:
         index = 0
+        produced: asyncio.Queue[str | None] = asyncio.Queue()
+        failure: list[BaseException] = []
+        self._spawn(_pump_pieces(ticket, produced, failure), f"node-pieces:{envelope.request_id}")
         try:
-            async for piece in ticket.pieces():
-                chunk = node_pb2.InferChunk(index=index, text=piece)
+            finished = False
+            while not finished:
+                first = await produced.get()
+                if first is None:
+                    break
+                batch = [first]
+                while not produced.empty():  # everything produced while the last chunk went out
+                    more = produced.get_nowait()
+                    if more is None:
+                        finished = True
+                        break
+                    batch.append(more)
+                chunk = node_pb2.InferChunk(index=index, text=batch[0], more_pieces=batch[1:])
                 if not await self._reply(reply_topic, envelope, chunk, epoch, deadline):
                     return
-                index += 1
+                index += len(batch)
+            if failure:
+                raise failure[0]
             result = await ticket.result()
         except GroundplaneError as error:
             await self._reply(reply_topic, envelope, wire.error_message(error), epoch, deadline)
@@ -668,3 +684,19 @@ class NodeAgent:
 
 async def _ready(message: Message) -> Message:
     return message
+
+
+async def _pump_pieces(
+    ticket: Ticket, produced: asyncio.Queue[str | None], failure: list[BaseException]
+) -> None:
+    """Move a ticket's pieces into ``produced`` as the model makes them; ``None`` ends it.
+
+    An error of the execution is left in ``failure`` for the sender, which reports it.
+    """
+    try:
+        async for piece in ticket.pieces():
+            produced.put_nowait(piece)
+    except GroundplaneError as error:
+        failure.append(error)
+    finally:
+        produced.put_nowait(None)

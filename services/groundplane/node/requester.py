@@ -370,10 +370,13 @@ class Requester:
                     return
                 if reply.payload_type == wire.type_name(node_pb2.InferChunk()):
                     chunk = wire.unpack(reply, node_pb2.InferChunk)
-                    if chunk.index < next_index or chunk.index in held:
-                        self.duplicate_replies_total += 1
-                        continue
-                    held[chunk.index] = chunk
+                    # A chunk may carry several consecutive pieces; callers see one per piece.
+                    for offset, text in enumerate([chunk.text, *chunk.more_pieces]):
+                        index = chunk.index + offset
+                        if index < next_index or index in held:
+                            self.duplicate_replies_total += 1
+                            continue
+                        held[index] = node_pb2.InferChunk(index=index, text=text)
                     while next_index in held:
                         yield held.pop(next_index), reply.epoch
                         next_index += 1

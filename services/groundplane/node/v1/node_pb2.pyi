@@ -107,19 +107,27 @@ class InferChunk(_message.Message):
 
     INDEX_FIELD_NUMBER: _builtins.int
     TEXT_FIELD_NUMBER: _builtins.int
+    MORE_PIECES_FIELD_NUMBER: _builtins.int
     index: _builtins.int
     """Position of this piece, from 0."""
     text: _builtins.str
     """The text of the piece."""
+    @_builtins.property
+    def more_pieces(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Pieces index+1, index+2, … that the model produced while the previous chunk was being
+        sent: one message carries them all, so a fast model does not cost one link message per token.
+        """
+
     def __init__(
         self,
         *,
         index: _builtins.int = ...,
         text: _builtins.str = ...,
+        more_pieces: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["index", b"index", "text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["index", b"index", "more_pieces", b"more_pieces", "text", b"text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
