@@ -109,7 +109,10 @@ class WatchedTableSource(_Updates):
                     while True:
                         async with asyncio.timeout(self._idle_timeout_s):
                             response = await anext(iterator)
-                        self.publish(table_from_proto(response.table, self._backhaul))
+                        table = await asyncio.to_thread(
+                            table_from_proto, response.table, self._backhaul
+                        )
+                        self.publish(table)
                         self.tables_received_total += 1
             except (grpc.aio.AioRpcError, TimeoutError, StopAsyncIteration, GroundplaneError) as e:
                 log.warning("route_table_watch_broken", target=self._target, error=str(e))

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import datetime
@@ -186,17 +187,22 @@ class RoutingService:
         """The latest table (``None`` before the first refresh)."""
         return self._table
 
-    def _build(self, sightings: Sequence[Sighting], at: datetime) -> RouteTable:
-        return build_table(
-            version=self._version + 1,
-            computed_at=at,
-            stations=self._stations,
-            sightings=sightings,
-            links=dict(self._links),
-            nodes=dict(self._nodes.snapshot()),
-            policy=self._policy,
-            upcoming=self._upcoming,
-            backhaul=self._backhaul,
+    async def _build(self, sightings: Sequence[Sighting], at: datetime) -> RouteTable:
+        # Inputs are copied on the event loop (they change there); the build itself runs in a
+        # worker thread so a large table does not stall the loop's other work.
+        return await asyncio.to_thread(
+            functools.partial(
+                build_table,
+                version=self._version + 1,
+                computed_at=at,
+                stations=self._stations,
+                sightings=sightings,
+                links=dict(self._links),
+                nodes=dict(self._nodes.snapshot()),
+                policy=self._policy,
+                upcoming=self._upcoming,
+                backhaul=self._backhaul,
+            )
         )
 
     async def refresh(self, *, resample: bool = True) -> RouteTable:
@@ -206,7 +212,7 @@ class RoutingService:
             at = self._clock.now()
             sightings = tuple(await asyncio.to_thread(self._visibility.sightings, at))
             self._sightings, self._sampled_at = sightings, at
-        table = self._build(self._sightings, self._sampled_at)
+        table = await self._build(self._sightings, self._sampled_at)
         await self._publish(table)
         return table
 

@@ -7,6 +7,7 @@ streamed table back into a :class:`~groundplane.routing.table.RouteTable` and de
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -317,7 +318,8 @@ class RoutingServicer(pb_grpc.RoutingServiceServicer):
         self, request: pb.WatchRouteTableRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.WatchRouteTableResponse]:
         async for table in self.service.watch():
-            yield pb.WatchRouteTableResponse(table=table_to_proto(table))
+            encoded = await asyncio.to_thread(table_to_proto, table)
+            yield pb.WatchRouteTableResponse(table=encoded)
 
     async def GetRoutingPolicy(
         self, request: pb.GetRoutingPolicyRequest, context: grpc.aio.ServicerContext[Any, Any]
