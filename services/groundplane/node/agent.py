@@ -7,7 +7,8 @@ use ``gp/v1/node/<sat>/#``) and
   ``gp/v1/node/<sat>/rx/gs/<station>/infer/req`` is admitted into the :class:`Engine` and the
   MQTT message is acknowledged only then (a crash before admission makes the broker redeliver it
   to the persistent session); the answer streams back as ``InferChunk`` envelopes (one per
-  piece, or several pieces in one when the model outpaces the link's publishing) and a final ``InferResult`` (or one ``InferError``) on the downlink topic
+  piece, or several pieces in one when the model outpaces the link's publishing) and a final
+  ``InferResult`` (or one ``InferError``) on the downlink topic
   ``topics.reply_via_downlink(sat, envelope.reply_topic)``. A retried request id is answered from
   the engine's de-duplication (never executed twice);
 * exports, imports and fences sessions (channels ``session/export|import|fence``), answering a
