@@ -340,3 +340,31 @@ async def test_manager_killed_and_restarted_loses_no_session_or_job(
     assert done.done_count == len(prompts)
     for index, prompt in enumerate(prompts):
         assert done.results[index] == predict_answer(BATCH, (), prompt, MAX_TOKENS).text
+
+
+async def test_concurrent_calls_with_one_turn_id_run_the_turn_once(
+    make_system: SystemFactory,
+) -> None:
+    """Three concurrent SendTurn calls with the same turn id (a client retrying before its first
+    call returned) run the turn once on the node and all get the same recorded answer."""
+    schedule = PassSchedule(
+        [PassWindow("sat-a", STATION, EPOCH - timedelta(seconds=1), EPOCH + timedelta(hours=1))]
+    )
+    async with make_system(schedule, speed=10.0, satellites=("sat-a",)) as system:
+        manager = await system.start_manager("handoff-1")
+        info = await manager.create_session("chat")
+        deadline = system.clock.now() + timedelta(seconds=60)
+        results = await asyncio.gather(
+            *(
+                manager.send_turn(info.session_id, "hello", deadline=deadline, turn_id="turn-1")
+                for _ in range(3)
+            )
+        )
+        turns = manager.session_turns(info.session_id)
+    assert len({r.text for r in results}) == 1
+    assert {r.turn_index for r in results} == {0}
+    assert len(turns) == 1
+    assert [request_id for _, request_id in system.executions].count(
+        f"{info.session_id}.t0.e{results[0].session_epoch}"
+    ) == 1
+    assert len([r for _, r in system.executions if r.startswith(info.session_id)]) == 1

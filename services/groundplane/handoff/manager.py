@@ -478,6 +478,11 @@ class HandoffManager:
             try:
                 if not session.active.is_set():
                     continue
+                # Another call with the same turn id may have answered it while this one
+                # waited for the lock: answer from the store, never run the turn twice.
+                stored = self._store.turn_by_id(session.session_id, turn_id)
+                if stored is not None:
+                    return self._turn_result(session, stored, attempts, replayed=True)
                 record = session.record
                 index, epoch = len(session.turns), record.epoch
                 attempts += 1
