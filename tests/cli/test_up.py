@@ -149,3 +149,56 @@ def test_infer_without_a_token_teaches_where_it_comes_from() -> None:
     assert result.returncode == 2
     assert "GROUNDPLANE_TOKEN" in result.stderr
     assert "--token" in result.stderr
+
+
+def test_up_runs_sessions_and_jobs_through_the_handoff_manager(tmp_path: Path) -> None:
+    """`up --sessions 1 --jobs 1 --job-items 5` with the handoff flags set prints the handoff
+    service's address and writes a summary in which the session's turns all succeeded with the
+    full context, and the job completed its five items with none executed twice; a negative
+    --handoff-margin is refused with exit 2 and a message naming the setting."""
+    _need_mosquitto()
+    summary_path = tmp_path / "summary.json"
+    process = _run_up(
+        "--duration",
+        "5",
+        "--rate",
+        "0",
+        "--sessions",
+        "1",
+        "--jobs",
+        "1",
+        "--job-items",
+        "5",
+        "--successor-policy",
+        "max-elevation",
+        "--transfer-path",
+        "ground-only",
+        "--handoff-margin",
+        "8",
+        "--min-dwell",
+        "20",
+        "--data-dir",
+        str(tmp_path / "handoff"),
+        "--summary",
+        str(summary_path),
+    )
+    out, err = process.communicate(timeout=90)
+    assert process.returncode == 0, err
+    assert re.search(r"handoff\s+\S+:\d+", out), out
+    summary = json.loads(summary_path.read_text())
+    sessions = summary["sessions"]
+    assert sessions["turns"] >= 3
+    assert sessions["failed_turns"] == 0
+    assert sessions["context_mismatches"] == 0
+    assert summary["jobs"] == {"items": 5, "completed_items": 5, "duplicate_items": 0}
+    assert set(summary["handoffs"]) >= {"planned", "completed", "failed"}
+    assert (tmp_path / "handoff" / "handoff.sqlite").exists()
+    refused = subprocess.run(
+        _groundplane("up", "--handoff-margin", "-1", "--duration", "1"),
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode == 2
+    assert "--handoff-margin" in refused.stderr

@@ -11,6 +11,11 @@
 Without ``routing_target`` the caller hands a :class:`RouteTableSource` in (``tables=``), e.g. a
 :class:`LocalTableSource` fed by a routing service in the same process. With ``metrics_port``
 set, ``GET /metrics`` on that port serves the Prometheus text exposition.
+
+Session turns (calls with a ``session_id``) go to the handoff manager when one is given: an
+in-process :class:`~groundplane.gateway.turns.SessionTurns` (``session_turns=``, as
+``groundplane up`` does) or ``handoff_target`` (host:port of a ``HandoffService``). Without
+either, sessions stick to their satellite and lose their context when it sets.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
 
+import grpc
 import structlog
 
 from groundplane.gateway.auth import TenantRegistry
@@ -33,6 +39,7 @@ from groundplane.gateway.sources import (
     SessionRouter,
     WatchedTableSource,
 )
+from groundplane.gateway.turns import GrpcSessionTurns, SessionTurns
 from groundplane.kernel.clock import Clock
 from groundplane.kernel.errors import InvalidArgument
 from groundplane.kernel.serving import GrpcServer
@@ -55,6 +62,8 @@ class GatewaySettings:
     instance_id: str = "gw-1"
     grpc_address: str = "127.0.0.1:0"
     routing_target: str | None = None
+    handoff_target: str | None = None
+    """host:port of a ``groundplane.handoff.v1.HandoffService`` serving session turns."""
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = None
     config: GatewayConfig = field(default_factory=GatewayConfig)
@@ -74,11 +83,17 @@ class GatewayApp:
         *,
         tables: RouteTableSource | None = None,
         sessions: SessionRouter | None = None,
+        session_turns: SessionTurns | None = None,
     ) -> None:
         if tables is None and settings.routing_target is None:
             raise InvalidArgument(
                 "the gateway needs route tables: set routing_target (host:port of the routing "
                 "service) or pass tables="
+            )
+        if session_turns is not None and settings.handoff_target is not None:
+            raise InvalidArgument(
+                "the gateway takes session turns from one handoff manager: set handoff_target "
+                "or pass session_turns=, not both"
             )
         self.settings = settings
         self.clock = clock
@@ -87,6 +102,7 @@ class GatewayApp:
         self.metrics = GatewayMetrics()
         self._tables = tables
         self._sessions = sessions
+        self._session_turns = session_turns
         self._stack: AsyncExitStack | None = None
         self._server: GrpcServer | None = None
         self._gateway: InferenceGateway | None = None
@@ -142,6 +158,11 @@ class GatewayApp:
                 watch = tasks.create_task(watched.run(), name="gateway-route-table-watch")
                 stack.callback(watch.cancel)
                 tables = watched
+            session_turns = self._session_turns
+            if settings.handoff_target is not None:
+                channel = grpc.aio.insecure_channel(settings.handoff_target)
+                stack.push_async_callback(channel.close, None)
+                session_turns = GrpcSessionTurns(channel, self.clock)
             self._gateway = InferenceGateway(
                 clock=self.clock,
                 caller=requester,
@@ -151,6 +172,7 @@ class GatewayApp:
                 links=self.links,
                 directory=self.directory,
                 metrics=self.metrics,
+                session_turns=session_turns,
             )
             if settings.metrics_port is not None:
                 server = await asyncio.start_server(

@@ -21,6 +21,14 @@ like this:
    delivered, checking that it matches, so the caller sees every token exactly once. A
    continuation that does not match (a session's context was lost) fails the call.
 
+**Session turns.** With a :class:`~groundplane.gateway.turns.SessionTurns` (``session_turns=``),
+a call with a ``session_id`` skips steps 4 and 5: the turn goes to the handoff manager, which
+serves it on the session's current assignment (holding it across a handoff), with the caller's
+idempotency key as the turn id (a fresh id without one) and the call's remaining deadline. Session
+ids are scoped by tenant (``<tenant>:<session id>`` in the manager). The answer arrives whole (the
+manager records it before returning it), so a streamed session turn yields one token. Without
+``session_turns`` sessions stick to their satellite through the :class:`SessionRouter`.
+
 One canonical log line per call: ``gateway_request`` with request id, tenant, model, satellite,
 station, attempts, outcome and latency_ms.
 """
@@ -50,6 +58,7 @@ from groundplane.gateway.execution import (
 from groundplane.gateway.metrics import GatewayMetrics
 from groundplane.gateway.sources import LinkWatch, RouteTableSource, SessionRouter
 from groundplane.gateway.sources import StickySessionRouter as _Sticky
+from groundplane.gateway.turns import SessionTurns
 from groundplane.kernel.clock import Clock
 from groundplane.kernel.errors import (
     DeadlineExceeded,
@@ -222,6 +231,7 @@ class InferenceGateway:
         directory: NodeDirectory | None = None,
         metrics: GatewayMetrics | None = None,
         admission: AdmissionControl | None = None,
+        session_turns: SessionTurns | None = None,
     ) -> None:
         self.clock = clock
         self.config = config or GatewayConfig()
@@ -238,6 +248,7 @@ class InferenceGateway:
         self._tables = tables
         self._links = links
         self._directory = directory
+        self._session_turns = session_turns
 
     # -- public ----------------------------------------------------------------------------------
 
@@ -353,6 +364,12 @@ class InferenceGateway:
     async def _run(
         self, call: InferCall, execution: Execution, budget: Budget, record: _Record
     ) -> AsyncIterator[Token | InferAnswer]:
+        if call.session_id and self._session_turns is not None:
+            async for event in self._session_turn(
+                self._session_turns, call, execution, budget, record
+            ):
+                yield event
+            return
         request = node_pb2.InferRequest(
             model=call.model,
             prompt=call.prompt,
@@ -397,6 +414,48 @@ class InferenceGateway:
                     f"after {len(execution.tokens)} tokens and {candidate.satellite_id} could "
                     f"not continue the same answer ({error}); retry the call"
                 ) from None
+
+    async def _session_turn(
+        self,
+        turns: SessionTurns,
+        call: InferCall,
+        execution: Execution,
+        budget: Budget,
+        record: _Record,
+    ) -> AsyncIterator[Token | InferAnswer]:
+        """One session turn through the handoff manager (see the module doc)."""
+        record.attempts = 1
+        try:
+            async with asyncio.timeout(max(0.0, budget.left_s())):
+                turn = await turns.send_turn(
+                    f"{record.tenant}:{call.session_id}",
+                    call.model,
+                    call.prompt,
+                    turn_id=call.idempotency_key or execution.request_id,
+                    max_tokens=call.max_tokens or self.config.default_max_tokens,
+                    deadline=budget.deadline,
+                )
+        except TimeoutError:
+            raise DeadlineExceeded(
+                f"turn {execution.request_id!r} of session {call.session_id!r} got no answer "
+                "before the call's deadline; retry with the same idempotency key"
+            ) from None
+        record.attempts = max(1, turn.attempts)
+        record.satellite_id, record.station_id = turn.satellite_id, turn.station_id
+        if turn.text:
+            yield execution.push(turn.text, turn.satellite_id)
+        answer = InferAnswer(
+            execution.request_id,
+            execution.text,
+            tuple(t.text for t in execution.tokens),
+            turn.satellite_id,
+            turn.station_id,
+            record.attempts,
+            call.model,
+            deduplicated=turn.replayed,
+        )
+        execution.finish(answer)
+        yield answer
 
     async def _next_candidate(
         self,

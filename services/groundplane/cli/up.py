@@ -1,8 +1,10 @@
 """``groundplane up``: the whole system on one machine.
 
 Broker (private Mosquitto unless ``--broker``), tracking, emulated links, one node agent per
-satellite, routing, the gateway and a synthetic ground-user load, on one simulated clock
-(:mod:`groundplane.system`). With no files: the built-in scenario of :mod:`groundplane.scenario`.
+satellite, routing, the handoff manager, the gateway and a synthetic ground-user load (stateless
+requests, ``--sessions`` conversations through the gateway and the handoff manager, ``--jobs``
+batch jobs through the manager), on one simulated clock (:mod:`groundplane.system`). With no
+files: the built-in scenario of :mod:`groundplane.scenario`, without sessions or jobs.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from groundplane.handoff.planner import HandoffSettings, PathPreference
 from groundplane.kernel.clock import Clock, format_utc
 from groundplane.kernel.errors import InvalidArgument
 from groundplane.kernel.logs import configure_logging
+from groundplane.routing.policy import PolicyKind, RoutingPolicy
 from groundplane.scenario import (
     DEFAULT_CONSTELLATION,
     DEFAULT_MIN_ELEVATION_DEG,
@@ -33,7 +37,13 @@ from groundplane.scenario import (
 )
 from groundplane.system.load import load_users, random_users
 from groundplane.system.report import Outcome, write_summary, write_trace
-from groundplane.system.system import GroundplaneSystem, SystemConfig
+from groundplane.system.system import (
+    DEFAULT_HANDOFF_MARGIN_S,
+    DEFAULT_JOB_ITEMS,
+    DEFAULT_MIN_DWELL_S,
+    GroundplaneSystem,
+    SystemConfig,
+)
 from groundplane.tracking.constellations import generate
 
 from . import inputs
@@ -43,6 +53,9 @@ MAX_LINK_TICKS_PER_WALL_S = 50.0
 """Link ticks are 1 simulated second, or longer so that at most this many run per wall second."""
 MAX_ROUTE_TICKS_PER_WALL_S = 10.0
 """Route-table refreshes likewise (each samples visibility and pushes a table to the gateway)."""
+SUCCESSOR_POLICIES = (PolicyKind.LONGEST_VISIBILITY, PolicyKind.MAX_ELEVATION)
+"""Policies the handoff planner can rank pass windows by (the windows carry remaining visibility
+and peak elevation; load and latency are not part of a pass window)."""
 
 
 def register(commands: Any) -> None:
@@ -98,6 +111,55 @@ def register(commands: Any) -> None:
         metavar="K",
         help="K continuous multi-turn sessions, each answer checked against the session context",
     )
+    up.add_argument(
+        "--jobs",
+        type=int,
+        default=0,
+        metavar="J",
+        help="J batch jobs submitted to the handoff manager at start",
+    )
+    up.add_argument(
+        "--job-items",
+        type=int,
+        default=DEFAULT_JOB_ITEMS,
+        metavar="N",
+        help=f"items (prompts) per job ({DEFAULT_JOB_ITEMS})",
+    )
+    up.add_argument(
+        "--handoff-margin",
+        type=float,
+        default=DEFAULT_HANDOFF_MARGIN_S,
+        metavar="S",
+        help="simulated seconds a session handoff ends before LOS, beyond the state transfer "
+        f"({DEFAULT_HANDOFF_MARGIN_S:g})",
+    )
+    up.add_argument(
+        "--min-dwell",
+        type=float,
+        default=DEFAULT_MIN_DWELL_S,
+        metavar="S",
+        help="least simulated seconds a successor must stay in view after a handoff "
+        f"({DEFAULT_MIN_DWELL_S:g})",
+    )
+    up.add_argument(
+        "--successor-policy",
+        choices=[kind.value for kind in SUCCESSOR_POLICIES],
+        default=PolicyKind.LONGEST_VISIBILITY.value,
+        help="how the successor pass is chosen (longest-visibility)",
+    )
+    up.add_argument(
+        "--transfer-path",
+        choices=[path.value for path in PathPreference],
+        default=PathPreference.ISL_FIRST.value,
+        help="model state transfers over an inter-satellite link when the two satellites see "
+        "each other (isl-first), or always down and up through the ground (ground-only)",
+    )
+    up.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="keep the handoff store (handoff.sqlite) here (default: a temporary folder)",
+    )
+    up.add_argument("--handoff-port", type=int, default=0, help="handoff gRPC port (0 = free)")
     up.add_argument("--summary", metavar="FILE", help="write the run's summary (JSON) here")
     up.add_argument("--trace", metavar="FILE", help="write one JSON line per request here")
     up.add_argument(
@@ -142,12 +204,23 @@ def _config(args: argparse.Namespace, clock: Clock) -> tuple[SystemConfig, str]:
                 "satellite logs in as user <satellite id> with it), got none"
             )
     speed = getattr(clock, "speed", 1.0)
+    handoff = HandoffSettings(
+        lead_margin_s=args.handoff_margin,
+        min_dwell_s=args.min_dwell,
+        policy=RoutingPolicy(kind=PolicyKind(args.successor_policy), stickiness=None),
+        path_preference=PathPreference(args.transfer_path),
+    )
     config = SystemConfig(
         elements=elements,
         stations=stations,
         users=_users(args.users),
         rate_rps=args.rate,
         sessions=args.sessions,
+        jobs=args.jobs,
+        job_items=args.job_items,
+        handoff=handoff,
+        handoff_dir=Path(args.data_dir) if args.data_dir else None,
+        handoff_address=f"127.0.0.1:{args.handoff_port}",
         broker_url=args.broker,
         node_password=node_password,
         link_tick_s=max(1.0, speed / MAX_LINK_TICKS_PER_WALL_S),
@@ -164,10 +237,16 @@ def run_up(args: argparse.Namespace) -> int:
         raise InvalidArgument(f"--duration must be positive wall seconds, got {args.duration}")
     if not args.interval > 0:
         raise InvalidArgument(f"--interval must be positive, got {args.interval}")
-    if args.rate < 0 or args.sessions < 0:
+    if args.rate < 0 or args.sessions < 0 or args.jobs < 0:
         raise InvalidArgument(
-            f"--rate and --sessions must be ≥ 0, got {args.rate} and {args.sessions}"
+            f"--rate, --sessions and --jobs must be ≥ 0, got {args.rate}, {args.sessions} and "
+            f"{args.jobs}"
         )
+    for flag, value in (("--handoff-margin", args.handoff_margin), ("--min-dwell", args.min_dwell)):
+        if not (math.isfinite(value) and value >= 0):
+            raise InvalidArgument(f"{flag} must be simulated seconds ≥ 0, got {value}")
+    if args.job_items < 1:
+        raise InvalidArgument(f"--job-items must be ≥ 1, got {args.job_items}")
     configure_logging("json", level="WARNING")
     clock = inputs.make_clock(args.start, args.speed)
     config, scenario = _config(args, clock)
@@ -176,6 +255,7 @@ def run_up(args: argparse.Namespace) -> int:
         f"groundplane up: {len(config.elements)} satellites ({scenario}), "
         f"{len(config.stations)} stations, min elevation {args.min_elevation:g}°, "
         f"{len(config.users)} users, {args.rate:g} requests/s, {args.sessions} sessions, "
+        f"{args.jobs} jobs of {args.job_items} items, "
         f"speed {getattr(clock, 'speed', 1.0):g}×",
         flush=True,
     )
@@ -210,6 +290,8 @@ async def _supervise(system: GroundplaneSystem, args: argparse.Namespace) -> Non
         f"  broker    {where} on {broker.host}:{broker.port}\n"
         f"  tracking  {system.tracking_target} "
         f"(grpcurl -plaintext {system.tracking_target} list)\n"
+        f"  handoff   {system.handoff_target} "
+        f"(grpcurl -plaintext {system.handoff_target} list)\n"
         f"  gateway   {system.gateway_target}  tenant {DEFAULT_TENANT!r}, token {DEFAULT_TOKEN}\n"
         f"  try       GROUNDPLANE_TOKEN={DEFAULT_TOKEN} groundplane infer --gateway "
         f"{system.gateway_target} --lat {user.lat_deg:g} --lon {user.lon_deg:g} "
@@ -241,6 +323,7 @@ def _ms(value: float) -> str:
 
 
 def _render(system: GroundplaneSystem) -> str:
+    system.refresh_counters()
     status = system.status()
     stats = status.stats
     out = stats.outcomes
@@ -258,15 +341,34 @@ def _render(system: GroundplaneSystem) -> str:
             f"  sessions {sessions.turns} turns, {sessions.failed_turns} failed, "
             f"{sessions.context_mismatches} context mismatches"
         )
+    if system.config.jobs:
+        jobs = stats.jobs
+        lines.append(
+            f"  jobs {jobs.completed_items}/{jobs.items} items done, "
+            f"{jobs.duplicate_items} executed twice"
+        )
+    handoffs = stats.handoffs
+    lines.append(
+        f"  handoffs {handoffs.planned} planned, {handoffs.completed} completed, "
+        f"{handoffs.failed} failed, {handoffs.checkpointed} checkpointed, "
+        f"{handoffs.resumed} resumed"
+    )
     return "\n".join(lines) + "\n"
 
 
 def _final(system: GroundplaneSystem) -> str:
-    summary = system.stats.summary()["requests"]
+    full = system.stats.summary()
+    summary = full["requests"]
     latency = summary["latency_ms"]
+    sessions, jobs, handoffs = full["sessions"], full["jobs"], full["handoffs"]
     return (
         f"groundplane up: {summary['submitted']} requests, {summary['succeeded']} ok, "
         f"{summary['failed']} failed, {summary['rejected_unavailable']} unavailable, "
         f"{summary['rejected_overload']} overload; latency p50 {latency['p50']} ms, "
-        f"p99 {latency['p99']} ms"
+        f"p99 {latency['p99']} ms\n"
+        f"groundplane up: sessions {sessions['turns']} turns, {sessions['failed_turns']} failed, "
+        f"{sessions['context_mismatches']} context mismatches; jobs "
+        f"{jobs['completed_items']}/{jobs['items']} items, {jobs['duplicate_items']} duplicates; "
+        f"handoffs {handoffs['planned']} planned, {handoffs['completed']} completed, "
+        f"{handoffs['failed']} failed"
     )

@@ -5,10 +5,14 @@
   outstanding, beyond that arrivals wait). Users take turns in order; each call is a unary
   ``Infer`` from the user's position with a deadline of ``deadline_s``.
 * **Sessions**: ``sessions`` continuous multi-turn conversations, each of one user, one turn after
-  another (``session_think_s`` wall seconds apart). Every answer is checked against
-  :func:`~groundplane.node.backends.predict_answer` of the session's full context as the user saw
-  it: a node that lost (or never had) the context answers differently, which counts as a context
-  mismatch.
+  another (``session_think_s`` wall seconds apart). Session ids are
+  ``load-<run id>-session-<k>``. Every turn carries the idempotency key
+  ``<session id>-turn-<n>``; a turn that fails UNAVAILABLE or DEADLINE_EXCEEDED is sent again
+  with the same key (at most ``session_turn_tries`` times, so a turn that did run is answered
+  from the record and never runs twice) and counts as failed only when no try answered. Every
+  answer is checked against :func:`~groundplane.node.backends.predict_answer` of the session's
+  full context as the user saw it: a node that lost (or never had) the context answers
+  differently, which counts as a context mismatch.
 
 Every call ends in exactly one :class:`~.report.Outcome`; UNAVAILABLE keeps the next opportunity
 the gateway announced (trailing metadata ``groundplane-next-opportunity``).
@@ -57,6 +61,8 @@ class LoadConfig:
     session_think_s: float = 0.5
     deadline_s: float = 10.0
     max_in_flight: int = 256
+    run_id: str = "run"
+    session_turn_tries: int = 3
 
     def __post_init__(self) -> None:
         if not self.users:
@@ -65,6 +71,8 @@ class LoadConfig:
             raise InvalidArgument(f"--rate must be ≥ 0 requests per second, got {self.rate_rps}")
         if self.sessions < 0:
             raise InvalidArgument(f"--sessions must be ≥ 0, got {self.sessions}")
+        if self.session_turn_tries < 1:
+            raise InvalidArgument(f"expected session_turn_tries ≥ 1, got {self.session_turn_tries}")
         if not self.deadline_s > 0 or self.max_in_flight < 1:
             raise InvalidArgument(
                 f"expected deadline_s > 0 and max_in_flight ≥ 1, got {self.deadline_s} and "
@@ -238,30 +246,26 @@ class GroundLoad:
         index: int,
     ) -> None:
         user = self.config.users[index % len(self.config.users)]
-        session_id = f"load-session-{index}"
+        session_id = f"load-{self.config.run_id}-session-{index}"
         context: list[Turn] = []
         counters = self.stats.sessions
         for turn in itertools.count():
             if self._stopping.is_set():
                 return
             prompt = f"turn {turn} of session {index} from {user.name}"
-            try:
-                reply = await stub.Infer(
-                    pb.InferRequest(
-                        model=self.config.model.name,
-                        prompt=prompt,
-                        location=pb.UserLocation(lat_deg=user.lat_deg, lon_deg=user.lon_deg),
-                        session_id=session_id,
-                        max_tokens=SESSION_MAX_TOKENS,
-                    ),
-                    metadata=auth,
-                    timeout=self.config.deadline_s,
-                )
-            except grpc.aio.AioRpcError:
-                counters.turns += 1
+            request = pb.InferRequest(
+                model=self.config.model.name,
+                prompt=prompt,
+                location=pb.UserLocation(lat_deg=user.lat_deg, lon_deg=user.lon_deg),
+                session_id=session_id,
+                max_tokens=SESSION_MAX_TOKENS,
+                idempotency_key=f"{session_id}-turn-{turn}",
+            )
+            reply = await self._session_turn(stub, auth, request)
+            counters.turns += 1
+            if reply is None:
                 counters.failed_turns += 1
             else:
-                counters.turns += 1
                 expected = predict_answer(
                     self.config.model, tuple(context), prompt, SESSION_MAX_TOKENS
                 )
@@ -270,6 +274,27 @@ class GroundLoad:
                 context.append(Turn(prompt, reply.text))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), timeout=self.config.session_think_s)
+
+    async def _session_turn(
+        self,
+        stub: pb_grpc.InferenceServiceAsyncStub,
+        auth: tuple[tuple[str, str]],
+        request: pb.InferRequest,
+    ) -> pb.InferResponse | None:
+        """The turn's answer, retried with the same idempotency key; None when none came."""
+        for attempt in range(self.config.session_turn_tries):
+            try:
+                return await stub.Infer(request, metadata=auth, timeout=self.config.deadline_s)
+            except grpc.aio.AioRpcError as error:
+                retryable = error.code() in (
+                    grpc.StatusCode.UNAVAILABLE,
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                )
+                if not retryable or attempt + 1 >= self.config.session_turn_tries:
+                    return None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=self.config.session_think_s)
+        return None
 
 
 def _next_opportunity(error: grpc.aio.AioRpcError) -> datetime | None:

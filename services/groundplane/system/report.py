@@ -4,12 +4,20 @@ The summary (``--summary FILE``) is one JSON object::
 
     {"requests": {"submitted", "succeeded", "failed", "rejected_unavailable",
                   "rejected_overload", "latency_ms": {"p50", "p99"}},
-     "handoffs": {"planned", "completed", "failed"},
+     "handoffs": {"planned", "completed", "failed", "checkpointed", "resumed"},
      "sessions": {"turns", "failed_turns", "context_mismatches"},
      "jobs": {"items", "completed_items", "duplicate_items"}}
 
-``handoffs`` and ``jobs`` stay zero until the handoff service exists. The trace (``--trace
-FILE``) is one JSON object per request and line (:class:`TraceRecord`), times in simulated UTC.
+``handoffs`` counts the handoff manager's recorded events of this run (sessions and jobs):
+``planned`` plans made (one per serving assignment of a session), ``completed`` moves to a
+successor that finished (a job moving to another satellite counts too), ``failed`` moves that
+failed (the session stayed where it was and was moved again), ``checkpointed`` states parked on
+the ground for lack of a successor, ``resumed`` sessions brought back from such a checkpoint.
+``sessions`` counts the turns of the load's sessions (a turn failed when no answer came after its
+retries; a context mismatch is an answer that differs from the synthetic model's answer over the
+session's whole context). ``jobs``: items submitted, items with a kept result, and items the
+nodes executed more than once (counted at the node backends). The trace (``--trace FILE``) is
+one JSON object per request and line (:class:`TraceRecord`), times in simulated UTC.
 """
 
 from __future__ import annotations
@@ -95,6 +103,27 @@ class SessionCounters:
 
 
 @dataclass
+class HandoffCounters:
+    planned: int = 0
+    completed: int = 0
+    failed: int = 0
+    checkpointed: int = 0
+    resumed: int = 0
+
+    def count(self, state: str) -> None:
+        """Count one handoff event by its state (``started`` and others are not counted)."""
+        if state in ("planned", "completed", "failed", "checkpointed", "resumed"):
+            setattr(self, state, getattr(self, state) + 1)
+
+
+@dataclass
+class JobCounters:
+    items: int = 0
+    completed_items: int = 0
+    duplicate_items: int = 0
+
+
+@dataclass
 class RunStats:
     """Counters of a run, updated by the load as requests finish."""
 
@@ -102,6 +131,8 @@ class RunStats:
     outcomes: dict[Outcome, int] = field(default_factory=lambda: dict.fromkeys(Outcome, 0))
     latencies_ms: list[float] = field(default_factory=list)
     sessions: SessionCounters = field(default_factory=SessionCounters)
+    handoffs: HandoffCounters = field(default_factory=HandoffCounters)
+    jobs: JobCounters = field(default_factory=JobCounters)
     trace: list[TraceRecord] = field(default_factory=list)
     keep_trace: bool = True
 
@@ -139,14 +170,23 @@ class RunStats:
                     "p99": ms(percentile(self.latencies_ms, 0.99)),
                 },
             },
-            # The handoff service does not exist yet: nothing is planned or carried over.
-            "handoffs": {"planned": 0, "completed": 0, "failed": 0},
+            "handoffs": {
+                "planned": self.handoffs.planned,
+                "completed": self.handoffs.completed,
+                "failed": self.handoffs.failed,
+                "checkpointed": self.handoffs.checkpointed,
+                "resumed": self.handoffs.resumed,
+            },
             "sessions": {
                 "turns": self.sessions.turns,
                 "failed_turns": self.sessions.failed_turns,
                 "context_mismatches": self.sessions.context_mismatches,
             },
-            "jobs": {"items": 0, "completed_items": 0, "duplicate_items": 0},
+            "jobs": {
+                "items": self.jobs.items,
+                "completed_items": self.jobs.completed_items,
+                "duplicate_items": self.jobs.duplicate_items,
+            },
         }
 
 

@@ -14,14 +14,21 @@
 5. **routing**: :class:`~groundplane.routing.service.RoutingService` fed with tracking's
    visibility, the node directory (birth/will over MQTT), the retained link states and pass
    predictions (refreshed every half horizon in a worker thread), served over gRPC;
-6. the **gateway** (``groundplane.gateway.v1.InferenceService``) following the routing service's
-   ``WatchRouteTable`` stream;
-7. the synthetic **load** (:mod:`groundplane.system.load`), when configured.
+6. the **handoff manager** (:class:`~groundplane.handoff.manager.HandoffManager`) on its own
+   MQTT client and requester, the shared node directory and clock, a SQLite store in
+   ``handoff_dir`` (a temporary folder when unset), pass windows from the same tracking
+   predictions as routing (:class:`~groundplane.system.handoff.RefreshedPasses`) and ISL line of
+   sight from the elements; ``groundplane.handoff.v1.HandoffService`` is served on loopback;
+7. the **gateway** (``groundplane.gateway.v1.InferenceService``) following the routing service's
+   ``WatchRouteTable`` stream and sending session turns to the handoff manager in-process;
+8. the synthetic **load** (:mod:`groundplane.system.load`) and the **jobs**
+   (:class:`~groundplane.system.handoff.JobLoad`), when configured.
 
 Every task is named and owned by the system's TaskGroup (or by a component's own group); a
 failing task cancels the rest and the error propagates out of :meth:`GroundplaneSystem.run`.
-:meth:`GroundplaneSystem.stop` shuts down in reverse: load (outstanding calls finish), gateway
-(drains), nodes (drain), routing and links, tracking, broker.
+:meth:`GroundplaneSystem.stop` shuts down in reverse: jobs, load (outstanding calls finish), gateway
+(drains), handoff (this run's sessions are closed, the manager stops), nodes (drain), routing and
+links, tracking, broker.
 """
 
 from __future__ import annotations
@@ -29,11 +36,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import tempfile
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import structlog
@@ -43,6 +52,11 @@ from groundplane.gateway.app import GatewayApp, GatewaySettings
 from groundplane.gateway.auth import TenantRegistry
 from groundplane.gateway.service import GatewayConfig
 from groundplane.gateway.sources import WatchedTableSource
+from groundplane.gateway.turns import ManagerSessionTurns
+from groundplane.handoff.manager import HandoffManager, ManagerConfig
+from groundplane.handoff.planner import HandoffSettings
+from groundplane.handoff.servicer import HandoffServicer
+from groundplane.handoff.store import HandoffStore
 from groundplane.kernel.clock import Clock
 from groundplane.kernel.errors import DeadlineExceeded, GroundplaneError, InvalidArgument
 from groundplane.kernel.serving import GrpcServer
@@ -54,10 +68,11 @@ from groundplane.mqtt import topics
 from groundplane.mqtt.broker import BrokerAddress, PrivateBroker
 from groundplane.mqtt.client import MqttClient, ReceivedMessage
 from groundplane.node.agent import AgentConfig
-from groundplane.node.backends import SyntheticBackend, SyntheticModelSpec
+from groundplane.node.backends import SyntheticModelSpec
 from groundplane.node.directory import ONLINE, NodeDirectory, NodeView
 from groundplane.node.engine import EngineConfig
 from groundplane.node.host import HostedNode, NodeHost
+from groundplane.node.requester import Requester
 from groundplane.routing.policy import NodeState, RoutingPolicy, VisibilitySource
 from groundplane.routing.service import (
     RoutingService,
@@ -75,6 +90,13 @@ from groundplane.scenario import (
     GroundUser,
     default_tenants,
 )
+from groundplane.system.handoff import (
+    CountingBackend,
+    ExecutionLog,
+    IslLineOfSight,
+    JobLoad,
+    RefreshedPasses,
+)
 from groundplane.system.load import GroundLoad, LoadConfig
 from groundplane.system.report import RunStats
 from groundplane.tracking.app import TrackingApp, build_tracking
@@ -90,6 +112,15 @@ STARTUP_TIMEOUT_S = 60.0
 """Wall seconds for the whole system to come up (node births included)."""
 STOP_TIMEOUT_S = 15.0
 """Wall seconds each shutdown step may take before its task is cancelled."""
+DEFAULT_HANDOFF_MARGIN_S = 5.0
+"""Simulated seconds a handoff finishes before LOS beyond the modelled transfer (the manager adds
+the control overhead it measures)."""
+DEFAULT_MIN_DWELL_S = 30.0
+"""Least simulated time a successor must stay in view after a handoff."""
+DEFAULT_JOB_ITEMS = 20
+MANAGER_WALL_S = 2.0
+"""Wall seconds one node attempt or state export/import of the manager may take (at least 10
+simulated seconds)."""
 
 
 @dataclass(frozen=True)
@@ -101,6 +132,16 @@ class SystemConfig:
     users: Sequence[GroundUser] = ()
     rate_rps: float = 0.0
     sessions: int = 0
+    jobs: int = 0
+    job_items: int = DEFAULT_JOB_ITEMS
+    handoff: HandoffSettings = field(
+        default_factory=lambda: HandoffSettings(
+            lead_margin_s=DEFAULT_HANDOFF_MARGIN_S, min_dwell_s=DEFAULT_MIN_DWELL_S
+        )
+    )
+    handoff_dir: Path | None = None
+    """Folder of the handoff store (``handoff.sqlite``); a temporary folder when None."""
+    handoff_address: str = "127.0.0.1:0"
     broker_url: str | None = None
     node_password: str | None = None
     model: SyntheticModelSpec = DEFAULT_MODEL
@@ -135,6 +176,10 @@ class SystemConfig:
                 raise InvalidArgument(f"{name} must be positive seconds, got {value!r}")
         if (self.rate_rps > 0 or self.sessions > 0) and not self.users:
             raise InvalidArgument("a load (rate or sessions) needs ground users, got none")
+        if self.jobs < 0 or self.job_items < 1:
+            raise InvalidArgument(
+                f"expected --jobs ≥ 0 and --job-items ≥ 1, got {self.jobs} and {self.job_items}"
+            )
         if self.broker_url is not None and self.node_password is None:
             raise InvalidArgument(
                 "with an existing broker the node agents need their password (every node "
@@ -192,6 +237,16 @@ class GroundplaneSystem:
         self.tracking: TrackingApp | None = None
         self.broker_address: BrokerAddress | None = None
         self.load: GroundLoad | None = None
+        self.jobs: JobLoad | None = None
+        self.handoff: HandoffManager | None = None
+        self.passes = RefreshedPasses()
+        self.executions = ExecutionLog()
+        self.run_id = uuid.uuid4().hex[:8]
+        """Distinguishes this run's session and job ids from earlier runs on the same store."""
+        self._handoff_server: GrpcServer | None = None
+        self._handoff_store: HandoffStore | None = None
+        self._handoff_after_id = 0
+        self._started_at: datetime | None = None
         self._stop = asyncio.Event()
         self._ready = asyncio.Event()
 
@@ -202,6 +257,25 @@ class GroundplaneSystem:
         if self.gateway is None:
             raise RuntimeError("the system is not running")
         return self.gateway.target
+
+    @property
+    def handoff_target(self) -> str:
+        if self._handoff_server is None:
+            raise RuntimeError("the system is not running")
+        return self._handoff_server.target
+
+    def refresh_counters(self) -> None:
+        """Bring the handoff and job counters of :attr:`stats` up to date."""
+        if self.handoff is not None:
+            while True:
+                page = self.handoff.list_handoffs(after_id=self._handoff_after_id, limit=10_000)
+                if not page:
+                    break
+                for event in page:
+                    self.stats.handoffs.count(event.state)
+                self._handoff_after_id = page[-1].event_id
+        if self.jobs is not None:
+            self.jobs.update()
 
     @property
     def tracking_target(self) -> str:
@@ -306,7 +380,7 @@ class GroundplaneSystem:
                     HostedNode(
                         sat,
                         node_address(sat),
-                        SyntheticBackend([config.model], self.clock),
+                        CountingBackend([config.model], self.clock, self.executions),
                         config.engine,
                     )
                     for sat in self.batch.ids
@@ -319,6 +393,8 @@ class GroundplaneSystem:
             epochs = await host.wait_ready(STARTUP_TIMEOUT_S)
             for sat, epoch in epochs.items():
                 await self.directory.wait_for(sat, _has_epoch(epoch), STARTUP_TIMEOUT_S)
+
+            manager = await self._start_handoff(stack, tasks, broker_address)
 
             # gateway
             tables = WatchedTableSource(routing_server.target)
@@ -336,6 +412,7 @@ class GroundplaneSystem:
                     ),
                     self.clock,
                     tables=tables,
+                    session_turns=ManagerSessionTurns(manager),
                 )
             )
             self.gateway = gateway
@@ -352,6 +429,7 @@ class GroundplaneSystem:
                         rate_rps=config.rate_rps,
                         sessions=config.sessions,
                         deadline_s=config.load_deadline_wall_s,
+                        run_id=self.run_id,
                     ),
                     self.clock,
                     self.stats,
@@ -359,11 +437,100 @@ class GroundplaneSystem:
                 self.load = load
                 load_task = tasks.create_task(load.run(), name="ground-load")
                 stack.push_async_callback(self._stop_load, load, load_task)
+            if config.jobs > 0:
+                jobs = JobLoad(
+                    manager,
+                    self.stats.jobs,
+                    self.executions,
+                    run_id=self.run_id,
+                    model=config.model.name,
+                    jobs=config.jobs,
+                    items=config.job_items,
+                )
+                self.jobs = jobs
+                jobs_task = tasks.create_task(jobs.run(), name="handoff-jobs")
+                stack.push_async_callback(self._stop_jobs, jobs_task)
             self._ready.set()
             if on_ready is not None:
                 background.append(tasks.create_task(self._call(on_ready), name="system-on-ready"))
             await self._stop.wait()
             log.info("system_stopping")
+
+    async def _start_handoff(
+        self, stack: AsyncExitStack, tasks: asyncio.TaskGroup, broker_address: BrokerAddress
+    ) -> HandoffManager:
+        """The handoff manager, its store and its gRPC server (stopped before the nodes)."""
+        config = self.config
+        folder = config.handoff_dir
+        if folder is None:
+            folder = Path(
+                stack.enter_context(tempfile.TemporaryDirectory(prefix="groundplane-handoff-"))
+            )
+        folder.mkdir(parents=True, exist_ok=True)
+        client = await stack.enter_async_context(
+            MqttClient(broker_address, client_id="groundplane-handoff", clock=self.clock)
+        )
+        await client.wait_connected(STARTUP_TIMEOUT_S)
+        requester = await stack.enter_async_context(
+            Requester(client, self.clock, instance_id="handoff", directory=self.directory)
+        )
+        store = HandoffStore(folder / "handoff.sqlite")
+        stack.callback(store.close)
+        self._handoff_store = store
+        manager_s = max(10.0, MANAGER_WALL_S * self.clock.speed)
+        manager = HandoffManager(
+            requester,
+            self.directory,
+            self.clock,
+            store,
+            self.passes,
+            config=ManagerConfig(
+                settings=config.handoff, turn_attempt_s=manager_s, operation_s=manager_s
+            ),
+            isl_in_view=IslLineOfSight(self.batch),
+        )
+        last = store.events(after_id=0, limit=1_000_000)
+        self._handoff_after_id = last[-1].event_id if last else 0
+        self._started_at = self.clock.now()
+        manager_task = tasks.create_task(manager.run(), name="handoff-manager")
+        stack.push_async_callback(self._stop_handoff, manager, manager_task)
+        await manager.wait_ready(STARTUP_TIMEOUT_S)
+        self.handoff = manager
+        server = GrpcServer(
+            [HandoffServicer(manager, self.clock).binding()],
+            address=config.handoff_address,
+            drain_grace_s=0.5,
+            unready_delay_s=0.0,
+        )
+        await server.start()
+        stack.push_async_callback(server.stop)
+        self._handoff_server = server
+        return manager
+
+    async def _stop_handoff(self, manager: HandoffManager, task: asyncio.Task[None]) -> None:
+        """Close this run's sessions (fencing them on their nodes), count, stop the manager."""
+        store, started = self._handoff_store, self._started_at
+        if store is not None and started is not None:
+            # An earlier run's sessions (a kept --data-dir) stay open for the next run.
+            ours = [r.session_id for r in store.sessions() if r.created_at >= started]
+            async with asyncio.TaskGroup() as closing:
+                for session_id in ours:
+                    closing.create_task(
+                        _close_session(manager, session_id), name=f"handoff-close:{session_id}"
+                    )
+        self.refresh_counters()
+        # The store closes next: the counters are final, nothing reads the manager any more.
+        self.handoff, self.jobs = None, None
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    async def _stop_jobs(self, task: asyncio.Task[None]) -> None:
+        if self.jobs is not None:
+            self.jobs.update()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
     async def _call(self, on_ready: Callable[[GroundplaneSystem], Awaitable[None]]) -> None:
         await on_ready(self)
@@ -407,6 +574,7 @@ class GroundplaneSystem:
         stop = start + timedelta(seconds=self.config.pass_horizon_s)
         passes = await asyncio.to_thread(find_passes, self.batch, self.stations, start, stop)
         routing.set_upcoming(upcoming_from_passes(passes))
+        self.passes.update(passes)
 
     async def _passes_loop(self, routing: RoutingService) -> None:
         while True:
@@ -433,6 +601,14 @@ class GroundplaneSystem:
     async def _stop_host(self, host: NodeHost, task: asyncio.Task[None]) -> None:
         host.stop()
         await _bounded(task, STOP_TIMEOUT_S)
+
+
+async def _close_session(manager: HandoffManager, session_id: str) -> None:
+    try:
+        async with asyncio.timeout(STOP_TIMEOUT_S):
+            await manager.close_session(session_id)
+    except (TimeoutError, GroundplaneError) as error:
+        log.warning("handoff_close_failed", session_id=session_id, error=str(error))
 
 
 def _has_epoch(epoch: int) -> Callable[[NodeView], bool]:
