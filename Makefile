@@ -37,6 +37,7 @@ lint: $(STAMP)
 	$(VENV)/bin/python proto/generate.py --check
 	cd proto && ../$(VENV)/bin/buf lint
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
