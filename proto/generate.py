@@ -90,7 +90,8 @@ def main() -> int:
         orphans = _existing_generated() - set(expected)
         if args.check:
             stale = [
-                dst for dst, src in expected.items()
+                dst
+                for dst, src in expected.items()
                 if not dst.exists() or not filecmp.cmp(dst, src, shallow=False)
             ]
             problems = [f"stale or missing: {p.relative_to(ROOT)}" for p in stale]
