@@ -25,7 +25,6 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from groundplane.handoff.manager import HandoffManager
 from groundplane.handoff.v1 import handoff_pb2 as hpb
@@ -40,6 +39,7 @@ from groundplane.kernel.errors import (
     Unavailable,
     error_from_status,
 )
+from groundplane.kernel.timestamps import to_timestamp
 
 KNOWN_SESSIONS = 100_000
 """Session ids whose existence and model an adapter remembers (oldest forgotten first)."""
@@ -164,12 +164,6 @@ class ManagerSessionTurns:
             self._known.release(session_id, lock)
 
 
-def _stamp(value: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(value.astimezone(UTC))
-    return stamp
-
-
 class GrpcSessionTurns:
     """:class:`SessionTurns` on a ``HandoffService`` reached over gRPC (``channel``)."""
 
@@ -204,7 +198,7 @@ class GrpcSessionTurns:
                     prompt=prompt,
                     max_tokens=max_tokens,
                     turn_id=turn_id,
-                    deadline=_stamp(deadline),
+                    deadline=to_timestamp(deadline),
                 ),
                 timeout=timeout_s + 1.0,  # the manager answers at its deadline; a little slack
             )

@@ -18,6 +18,7 @@ from groundplane.handoff.v1 import handoff_pb2 as pb
 from groundplane.handoff.v1 import handoff_pb2_grpc as pb_grpc
 from groundplane.kernel.clock import Clock
 from groundplane.kernel.serving import ServiceBinding
+from groundplane.kernel.timestamps import to_timestamp
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["HandoffService"].full_name
 DEFAULT_TURN_S = 60.0
@@ -25,11 +26,7 @@ DEFAULT_MAX_TOKENS = 32
 
 
 def _stamp(value: datetime | None) -> Timestamp | None:
-    if value is None:
-        return None
-    stamp = Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
+    return None if value is None else to_timestamp(value)
 
 
 def session_to_proto(info: SessionInfo) -> pb.Session:

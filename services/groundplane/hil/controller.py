@@ -18,7 +18,6 @@ from typing import Protocol
 import grpc
 import numpy as np
 import structlog
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from groundplane.hil.hamlib import HamlibConnectionError, HamlibReplyError, RigClient, RotatorClient
 from groundplane.hil.pointing import SampledPointing, choose_pass, pointing_from_elements
@@ -39,6 +38,7 @@ from groundplane.kernel.errors import (
     NotFound,
     error_from_status,
 )
+from groundplane.kernel.timestamps import to_timestamp
 from groundplane.tracking.elements import ElementSet, canonical_catalog_id
 from groundplane.tracking.geometry import FloatArray, SatelliteBatch
 from groundplane.tracking.passes import Pass, find_passes
@@ -104,12 +104,6 @@ def _plan_locally(
     return PlannedPass(found, pointing)
 
 
-def _stamp(value: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
-
-
 class TrackingPassSource:
     """Passes and pointing asked of the tracking service (its gRPC contract)."""
 
@@ -141,7 +135,10 @@ class TrackingPassSource:
         passes: list[Pass] = []
         async for chunk in self._stub.ListPasses(
             tpb.ListPassesRequest(
-                catalog_ids=[catalog_id], sites=selector, start=_stamp(start), end=_stamp(end)
+                catalog_ids=[catalog_id],
+                sites=selector,
+                start=to_timestamp(start),
+                end=to_timestamp(end),
             ),
             timeout=RPC_TIMEOUT_S,
         ):
@@ -152,7 +149,7 @@ class TrackingPassSource:
         times = [first + timedelta(seconds=i * POINTING_STEP_S) for i in range(count + 1)]
         reply = await self._stub.GetLookAngles(
             tpb.GetLookAnglesRequest(
-                catalog_ids=[catalog_id], sites=selector, times=[_stamp(t) for t in times]
+                catalog_ids=[catalog_id], sites=selector, times=[to_timestamp(t) for t in times]
             ),
             timeout=RPC_TIMEOUT_S,
         )

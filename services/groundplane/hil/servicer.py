@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from groundplane.hil.controller import StationController
 from groundplane.hil.tracker import RadioPlan, TrackerStatus
@@ -16,6 +15,7 @@ from groundplane.hil.v1 import hil_pb2 as pb
 from groundplane.hil.v1 import hil_pb2_grpc as pb_grpc
 from groundplane.kernel.errors import InvalidArgument
 from groundplane.kernel.serving import ServiceBinding
+from groundplane.kernel.timestamps import to_timestamp
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["StationControlService"].full_name
 
@@ -29,15 +29,9 @@ _PHASES = {
 }
 
 
-def _stamp(value: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(value.astimezone(UTC))
-    return stamp
-
-
 def status_to_proto(status: TrackerStatus) -> pb.StationStatus:
     message = pb.StationStatus(
-        time=_stamp(status.at),
+        time=to_timestamp(status.at),
         catalog_id=status.satellite_id,
         phase=_PHASES.get(status.phase, pb.PHASE_UNSPECIFIED),
         plan_mode=status.plan_mode or "",
@@ -109,9 +103,9 @@ class StationControlServicer(pb_grpc.StationControlServiceServicer):
         return pb.StartTrackingResponse(
             tracked_pass=pb.TrackedPass(
                 catalog_id=found.catalog_id,
-                aos=_stamp(found.aos),
-                tca=_stamp(found.tca),
-                los=_stamp(found.los),
+                aos=to_timestamp(found.aos),
+                tca=to_timestamp(found.tca),
+                los=to_timestamp(found.los),
                 max_elevation_deg=found.max_elevation_deg,
                 aos_azimuth_deg=found.aos_azimuth_deg,
                 los_azimuth_deg=found.los_azimuth_deg,

@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import structlog
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from groundplane.kernel.clock import Clock
 from groundplane.kernel.errors import GroundplaneError, InvalidArgument
+from groundplane.kernel.timestamps import to_timestamp
 from groundplane.link.v1 import link_pb2
 from groundplane.links.model import Admission, Direction, Fate, Link, LinkConfig, LinkGeometry
 from groundplane.mqtt import topics
@@ -85,12 +85,6 @@ def ground_link_id(station_id: str, sat_id: str) -> str:
 def isl_link_id(sat_a: str, sat_b: str) -> str:
     first, second = sorted((sat_a, sat_b))
     return f"isl:{first}/{second}"
-
-
-def _timestamp(value: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
 
 
 class LinkEmulator:
@@ -234,7 +228,7 @@ class LinkEmulator:
             delay_s=link.delay_s(),
             rate_bps=link.config.rate_bps,
             loss_rate=link.config.loss_rate,
-            updated_at=_timestamp(now),
+            updated_at=to_timestamp(now),
             range_km=geometry.range_km,
             elevation_deg=geometry.elevation_deg,
             carrier=link_pb2.LINK_CARRIER_REAL if endpoint.real else link_pb2.LINK_CARRIER_EMULATED,
@@ -253,7 +247,7 @@ class LinkEmulator:
             dropped_link_down_messages=counters.dropped_link_down,
             dropped_in_flight_messages=counters.dropped_in_flight,
             dropped_expired_messages=counters.dropped_expired,
-            updated_at=_timestamp(self._clock.now()),
+            updated_at=to_timestamp(self._clock.now()),
         )
 
     async def _publish_state(self, endpoint: _Endpoint, now: datetime, at_s: float) -> None:

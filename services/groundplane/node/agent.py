@@ -48,6 +48,7 @@ from groundplane.kernel.errors import (
     InvalidArgument,
     Unavailable,
 )
+from groundplane.kernel.timestamps import to_timestamp
 from groundplane.link.v1 import link_pb2
 from groundplane.mqtt import topics
 from groundplane.mqtt.broker import BrokerAddress
@@ -223,7 +224,7 @@ class NodeAgent:
             state=self._state if state is None else state,
             served_models=list(load.served_models),
             slots=load.slots,
-            updated_at=wire.timestamp(self._clock.now()),
+            updated_at=to_timestamp(self._clock.now()),
             drained=drained,
         )
 
@@ -244,7 +245,7 @@ class NodeAgent:
             executed_total=load.executed_total,
             deduplicated_total=load.deduplicated_total,
             rejected_total=load.rejected_total,
-            updated_at=wire.timestamp(self._clock.now()),
+            updated_at=to_timestamp(self._clock.now()),
         )
 
     # -- lifecycle -------------------------------------------------------------------------------

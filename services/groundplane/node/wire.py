@@ -9,12 +9,11 @@ and become the matching :class:`~groundplane.kernel.errors.GroundplaneError` aga
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError, Message
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from groundplane.kernel.errors import (
     AlreadyExists,
@@ -28,6 +27,7 @@ from groundplane.kernel.errors import (
     Unauthenticated,
     Unavailable,
 )
+from groundplane.kernel.timestamps import from_timestamp, to_timestamp
 from groundplane.link.v1 import link_pb2
 from groundplane.node.v1 import node_pb2
 
@@ -62,16 +62,6 @@ def type_name(message: Message) -> str:
     return str(message.DESCRIPTOR.full_name)
 
 
-def timestamp(value: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
-
-
-def from_timestamp(stamp: Timestamp) -> datetime:
-    return stamp.ToDatetime(tzinfo=UTC)
-
-
 def envelope(
     payload: Message,
     *,
@@ -93,7 +83,7 @@ def envelope(
         payload_type=type_name(payload),
     )
     if deadline is not None:
-        wrapped.deadline.CopyFrom(timestamp(deadline))
+        wrapped.deadline.CopyFrom(to_timestamp(deadline))
     return wrapped
 
 
@@ -148,7 +138,7 @@ def error_message(error: BaseException) -> node_pb2.InferError:
     if isinstance(error, ResourceExhausted) and error.retry_after_s is not None:
         reply.retry_after_s = error.retry_after_s
     if isinstance(error, Unavailable) and error.next_opportunity is not None:
-        reply.next_opportunity.CopyFrom(timestamp(error.next_opportunity))
+        reply.next_opportunity.CopyFrom(to_timestamp(error.next_opportunity))
     return reply
 
 

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from typing import Any
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from groundplane.kernel.errors import InvalidArgument
 from groundplane.kernel.serving import ServiceBinding
+from groundplane.kernel.timestamps import from_timestamp, to_timestamp
 from groundplane.routing.backhaul import BackhaulModel
 from groundplane.routing.policy import (
     DEFAULT_POLICY,
@@ -65,16 +64,6 @@ _LIVENESS_FROM_PROTO = {v: k for k, v in _LIVENESS_TO_PROTO.items()}
 
 
 # -------------------------------------------------------------------------------- conversion
-
-
-def to_timestamp(value: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(value.astimezone(UTC))
-    return stamp
-
-
-def from_timestamp(stamp: Timestamp) -> datetime:
-    return stamp.ToDatetime(tzinfo=UTC)
 
 
 def policy_to_proto(policy: RoutingPolicy) -> pb.RoutingPolicy:

@@ -14,11 +14,11 @@ from typing import Any
 
 import grpc
 import numpy as np
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from groundplane.kernel.clock import Clock
 from groundplane.kernel.errors import InvalidArgument
 from groundplane.kernel.serving import ServiceBinding
+from groundplane.kernel.timestamps import required_timestamp, to_timestamp
 from groundplane.tracking.catalog import AgeVerdict, ElementRecord
 from groundplane.tracking.core import TrackingCore
 from groundplane.tracking.elements import (
@@ -60,18 +60,6 @@ _AGE = {
 # -------------------------------------------------------------------------------- conversion
 
 
-def to_timestamp(value: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(value.astimezone(UTC))
-    return stamp
-
-
-def from_timestamp(stamp: Timestamp, name: str) -> datetime:
-    if stamp.seconds == 0 and stamp.nanos == 0:
-        raise InvalidArgument(f"{name} is required: expected a UTC timestamp, got none")
-    return stamp.ToDatetime(tzinfo=UTC)
-
-
 def site_from_proto(message: pb.Site) -> Site:
     mask = HorizonMask.from_points((p.azimuth_deg, p.elevation_deg) for p in message.mask)
     return Site(
@@ -101,7 +89,7 @@ def element_set_from_proto(message: pb.ElementSet) -> ElementSet:
     return ElementSet(
         catalog_id=message.catalog_id,
         name=message.name,
-        epoch=from_timestamp(message.epoch, f"element set {message.catalog_id!r} epoch"),
+        epoch=required_timestamp(message.epoch, f"element set {message.catalog_id!r} epoch"),
         mean_motion_rev_per_day=message.mean_motion_rev_per_day,
         eccentricity=message.eccentricity,
         inclination_deg=message.inclination_deg,
@@ -308,7 +296,7 @@ class TrackingServicer(pb_grpc.TrackingServiceServicer):
         sites = self._sites(request.sites)
         if not request.times:
             raise InvalidArgument("times: expected at least one timestamp, got none")
-        times = [from_timestamp(t, f"times[{i}]") for i, t in enumerate(request.times)]
+        times = [required_timestamp(t, f"times[{i}]") for i, t in enumerate(request.times)]
         frequency = _finite_frequency(request.frequency_hz)
         now = self.clock.now()
         selection = self.core.select(list(request.catalog_ids), now)
@@ -325,8 +313,8 @@ class TrackingServicer(pb_grpc.TrackingServiceServicer):
         self, request: pb.ListPassesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.ListPassesResponse]:
         sites = self._sites(request.sites)
-        start = from_timestamp(request.start, "start")
-        end = from_timestamp(request.end, "end")
+        start = required_timestamp(request.start, "start")
+        end = required_timestamp(request.end, "end")
         self.core.check_window(start, end)
         for name, value in (
             ("min_culmination_deg", request.min_culmination_deg),

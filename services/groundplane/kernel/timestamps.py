@@ -1,0 +1,33 @@
+"""Instants on the wire: ``google.protobuf.Timestamp`` ↔ aware UTC ``datetime``.
+
+Every contract carries time as a protobuf Timestamp; every service works with aware UTC
+datetimes. These are the only conversions, so naive datetimes and unset fields are handled the
+same way everywhere.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from groundplane.kernel.errors import InvalidArgument
+
+
+def to_timestamp(value: datetime) -> Timestamp:
+    """The Timestamp of an aware datetime (a naive one is read as UTC)."""
+    stamp = Timestamp()
+    stamp.FromDatetime(value if value.tzinfo is None else value.astimezone(UTC))
+    return stamp
+
+
+def from_timestamp(stamp: Timestamp) -> datetime:
+    """The aware UTC datetime of a Timestamp (microsecond resolution)."""
+    return stamp.ToDatetime(tzinfo=UTC)
+
+
+def required_timestamp(stamp: Timestamp, name: str) -> datetime:
+    """Like :func:`from_timestamp`, but an unset field is INVALID_ARGUMENT naming ``name``."""
+    if stamp.seconds == 0 and stamp.nanos == 0:
+        raise InvalidArgument(f"{name} is required: expected a UTC timestamp, got none")
+    return from_timestamp(stamp)
