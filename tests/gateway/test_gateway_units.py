@@ -167,3 +167,34 @@ async def test_every_candidate_failing_before_a_token_is_unavailable_and_counted
     assert gw.metrics.requests_total.value(tenant="alpha", outcome="UNAVAILABLE") == 1
     assert gw.metrics.attempts.sums[(("tenant", "alpha"),)] == 2
     assert "groundplane_gateway_attempts_bucket" in gw.metrics.render()
+
+
+class FullCaller(FakeCaller):
+    """Every node is full and hints a retry in simulated seconds."""
+
+    async def stream(
+        self,
+        satellite_id: str,
+        station_id: str,
+        request: node_pb2.InferRequest,
+        *,
+        request_id: str,
+        deadline: datetime,
+        traceparent: str = "",
+    ) -> AsyncIterator[node_pb2.InferChunk | node_pb2.InferResult]:
+        self.calls.append(satellite_id)
+        if satellite_id:  # always: the yield below only makes this an async generator
+            raise ResourceExhausted(f"{satellite_id} is full", retry_after_s=120.0)
+        yield node_pb2.InferResult()
+
+
+async def test_node_retry_hints_in_simulated_seconds_reach_callers_in_wall_seconds() -> None:
+    """At speed 60, nodes hinting 120 simulated seconds give the caller a 2 s (wall) hint."""
+    gw = InferenceGateway(
+        clock=SimulatedClock(T0, speed=60.0),
+        caller=FullCaller({FIRST: [], SECOND: []}, {}),
+        tables=LocalTableSource(route_table(1)),
+    )
+    with pytest.raises(ResourceExhausted) as full:
+        await collect(gw)
+    assert full.value.retry_after_s == pytest.approx(2.0)

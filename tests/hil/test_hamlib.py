@@ -146,3 +146,24 @@ def test_backoff_grows_exponentially_with_jitter() -> None:
         assert max(delays) - min(delays) > 0.1 * ceiling  # really jittered
     with pytest.raises(InvalidArgument):
         Backoff(initial_s=2.0, max_s=1.0)
+
+
+async def test_cancelled_request_drops_the_connection(hamlib_daemon: DaemonFactory) -> None:
+    """A request cancelled after its command went out leaves a reply unread; the client drops
+    the connection so the next command cannot read that stale reply as its own, and a
+    reconnect answers correctly."""
+    daemon = hamlib_daemon("rotctld")
+    client = RotatorClient("127.0.0.1", daemon.port)
+    await client.connect()
+    try:
+        pending = asyncio.ensure_future(client.get_position())
+        await asyncio.sleep(0)  # the command is written; the reply is not read yet
+        pending.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await pending
+        assert not client.connected
+        await client.connect()
+        azimuth, elevation = await client.get_position()
+        assert (azimuth, elevation) == pytest.approx((0.0, 0.0), abs=0.01)
+    finally:
+        await client.close()

@@ -277,3 +277,15 @@ async def test_policy_round_trips_and_changes_decisions() -> None:
     assert read.max_stations == 3  # 0 in the request means the default
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "policy.kind must be one of" in (caught.value.details() or "")
+
+
+async def test_concurrent_refreshes_publish_distinct_increasing_versions() -> None:
+    """Refreshes that overlap (a tick, a policy change, a node change) are serialised: each
+    publishes its own version and the newest table is the one served."""
+    async with serving([sight("sat-a", 40.0)], online("sat-a")) as harness:
+        await harness.service.current_table()
+        tables = await asyncio.gather(*(harness.service.refresh() for _ in range(4)))
+        versions = sorted(t.version for t in tables)
+        assert len(set(versions)) == 4
+        assert versions == list(range(versions[0], versions[0] + 4))
+        assert (await harness.service.current_table()).version == versions[-1]

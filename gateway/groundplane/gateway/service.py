@@ -527,7 +527,8 @@ class InferenceGateway:
         tried = "; ".join(f"{f}" for f in record.failures) or "none"
         if errors and all(isinstance(e, ResourceExhausted) for e in errors):
             hints = [e.retry_after_s for e in errors if isinstance(e, ResourceExhausted)]
-            known = [h for h in hints if h is not None]
+            # Nodes estimate in simulated seconds; callers wait in wall seconds.
+            known = [h / self.clock.speed for h in hints if h is not None]
             return ResourceExhausted(
                 f"every candidate satellite is full ({tried})",
                 retry_after_s=min(known) if known else None,

@@ -240,6 +240,12 @@ class HamlibClient:
         self._reader, self._writer = reader, writer
         self._log.info("hamlib_connected")
 
+    def _drop_connection(self) -> None:
+        """Close the socket at once (no await: usable while being cancelled)."""
+        writer, self._reader, self._writer = self._writer, None, None
+        if writer is not None:
+            writer.close()
+
     async def close(self) -> None:
         writer, self._reader, self._writer = self._writer, None, None
         if writer is None:
@@ -298,6 +304,11 @@ class HamlibClient:
                 ) from None
             except (OSError, UnicodeError) as exc:
                 raise await self._fail(command, f"{exc.__class__.__name__} {exc}") from None
+            except asyncio.CancelledError:
+                # The reply to this command may still arrive: the next command would read it
+                # as its own. An unfinished exchange puts the stream out of step, so drop it.
+                self._drop_connection()
+                raise
         if not lines or not lines[0].startswith(f"{echo}:"):
             got = lines[0] if lines else f"RPRT {rprt}"
             raise await self._fail(command, f"reply echoed {got!r}, expected {echo}:")

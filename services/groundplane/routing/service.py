@@ -21,7 +21,6 @@ This module also holds the adapters from the other services' outputs to routing'
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import math
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
@@ -147,6 +146,9 @@ class RoutingService:
         self._version = 0
         self._changed = asyncio.Condition()
         self._dirty = asyncio.Event()
+        # One refresh at a time: a policy change and a tick must not build the same version
+        # twice, nor publish an older table over a newer one.
+        self._refreshing = asyncio.Lock()
         self.memory = StickyMemory()
         self.in_flight = InFlightCounter()
 
@@ -207,14 +209,15 @@ class RoutingService:
 
     async def refresh(self, *, resample: bool = True) -> RouteTable:
         """Rebuild the table now (sampling visibility again unless ``resample`` is false)."""
-        self._dirty.clear()
-        if resample or self._sightings is None or self._sampled_at is None:
-            at = self._clock.now()
-            sightings = tuple(await asyncio.to_thread(self._visibility.sightings, at))
-            self._sightings, self._sampled_at = sightings, at
-        table = await self._build(self._sightings, self._sampled_at)
-        await self._publish(table)
-        return table
+        async with self._refreshing:
+            self._dirty.clear()
+            if resample or self._sightings is None or self._sampled_at is None:
+                at = self._clock.now()
+                sightings = tuple(await asyncio.to_thread(self._visibility.sightings, at))
+                self._sightings, self._sampled_at = sightings, at
+            table = await self._build(self._sightings, self._sampled_at)
+            await self._publish(table)
+            return table
 
     async def _publish(self, table: RouteTable) -> None:
         async with self._changed:
@@ -232,20 +235,14 @@ class RoutingService:
         """Refresh on every tick of simulated time and on every change, until cancelled."""
         while True:
             await self.refresh(resample=True)
-            tick = asyncio.ensure_future(self._clock.sleep(self._tick_s))
-            try:
-                while not tick.done():
-                    dirty = asyncio.ensure_future(self._dirty.wait())
-                    try:
-                        await asyncio.wait({tick, dirty}, return_when=asyncio.FIRST_COMPLETED)
-                    finally:
-                        dirty.cancel()
-                    if self._dirty.is_set() and not tick.done():
-                        await self.refresh(resample=False)
-            finally:
-                tick.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await tick
+            tick_ends = self._clock.monotonic() + self._tick_s / self._clock.speed
+            while (left_wall_s := tick_ends - self._clock.monotonic()) > 0:
+                try:
+                    async with asyncio.timeout(left_wall_s):
+                        await self._dirty.wait()
+                except TimeoutError:
+                    break
+                await self.refresh(resample=False)
 
     async def watch(self) -> AsyncIterator[RouteTable]:
         """The current table, then every newer one (the latest only, never a backlog)."""
