@@ -182,3 +182,20 @@ async def test_sigterm_drains_in_flight_call_then_exits_cleanly() -> None:
             process.wait()
         if process.stdout is not None:
             process.stdout.close()
+
+
+async def test_a_port_in_use_is_a_clear_error_and_leaves_the_server_restartable() -> None:
+    """Binding to a port another server holds raises OSError naming the address; the failed
+    server can be started again (on a free port) instead of claiming it already runs."""
+    first = GrpcServer([_echo_binding()], unready_delay_s=0.0)
+    port = await first.start()
+    second = GrpcServer([_echo_binding()], address=f"127.0.0.1:{port}", unready_delay_s=0.0)
+    try:
+        with pytest.raises(OSError, match=f"127.0.0.1:{port}"):
+            await second.start()
+        with pytest.raises(OSError, match=f"127.0.0.1:{port}"):
+            await second.start()
+    finally:
+        await first.stop(0)
+    assert await second.start() == port
+    await second.stop(0)

@@ -264,7 +264,7 @@ class InferenceGateway:
 
     def stream(
         self, call: InferCall, tenant: Tenant, remaining_s: float | None
-    ) -> AsyncIterator[Token | InferAnswer]:
+    ) -> AsyncGenerator[Token | InferAnswer, None]:
         """Each :class:`Token` as it is produced, then the :class:`InferAnswer`."""
         return self._serve(call, tenant, remaining_s, "infer_stream")
 

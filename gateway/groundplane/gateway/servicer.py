@@ -12,6 +12,7 @@ into status codes with their trailing metadata:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -152,7 +153,9 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
         try:
             tenant = self.tenants.authenticate(_authorization(context))
             events = self.gateway.stream(call_from_proto(request), tenant, context.time_remaining())
-            async for event in events:
-                yield event_to_proto(event)
+            # aclosing: a client gone at a yield releases admission and in-flight counts now.
+            async with contextlib.aclosing(events) as stream:
+                async for event in stream:
+                    yield event_to_proto(event)
         except GroundplaneError as error:
             await self._abort(context, error)

@@ -18,9 +18,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,7 +129,8 @@ def _wrap_unary(
 
 
 def _wrap_stream(
-    method: str, behaviour: Callable[[Any, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Any]]
+    method: str,
+    behaviour: Callable[[Any, grpc.aio.ServicerContext[Any, Any]], AsyncGenerator[Any, None]],
 ) -> Callable[[Any, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Any]]:
     async def wrapped(
         request: Any, context: grpc.aio.ServicerContext[Any, Any]
@@ -136,8 +138,11 @@ def _wrap_stream(
         started = time.monotonic()
         code = grpc.StatusCode.OK
         try:
-            async for item in behaviour(request, context):
-                yield item
+            # aclosing: a stream the client drops at a yield runs its finally blocks now, not
+            # whenever the garbage collector finalises the generator.
+            async with contextlib.aclosing(behaviour(request, context)) as items:
+                async for item in items:
+                    yield item
         except grpc.aio.AbortError:
             code = _context_code(context)
             raise
@@ -211,9 +216,15 @@ class GrpcServer:
             ],
             self._server,
         )
-        port = int(self._server.add_insecure_port(self._address))
+        cause: RuntimeError | None = None
+        try:
+            port = int(self._server.add_insecure_port(self._address))
+        except RuntimeError as error:  # grpc raises RuntimeError when the port is taken
+            port, cause = 0, error
         if port == 0:
-            raise OSError(f"could not bind gRPC server to {self._address}")
+            await self._server.stop(None)
+            self._server = None
+            raise OSError(f"could not bind gRPC server to {self._address}: {cause}")
         self._port = port
         await self._server.start()
         await self._health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
