@@ -418,3 +418,26 @@ def test_snapshots_round_trip_and_corruption_is_refused() -> None:
         decode_session(b'{"format": "something-else"}')
     with pytest.raises(InvalidArgument, match="'epoch' of type int"):
         decode_session(data.replace(b'"epoch":3', b'"epoch":"3"'))
+
+
+class BuggyBackend(InstrumentedBackend):
+    """A backend with a bug: its first generation raises a plain Python exception."""
+
+    async def generate(self, request: GenerateRequest) -> AsyncIterator[str]:
+        self.calls[request.request_id] += 1
+        if self.calls[request.request_id] == 1:
+            raise KeyError("tokenizer table")
+        async for piece in self.inner.generate(request):
+            yield piece
+
+
+async def test_a_backend_bug_is_unavailable_for_the_caller_and_the_engine_keeps_serving() -> None:
+    """A non-domain exception from the backend reaches the caller as UNAVAILABLE naming the
+    request (never the raw exception), and the engine answers the retry."""
+    backend = BuggyBackend(make_clock())
+    async with Engine(backend, make_clock()) as engine:
+        with pytest.raises(Unavailable, match="backend failed on request 'buggy'"):
+            await engine.submit(ask("buggy"))
+        result = await engine.submit(ask("buggy"))
+    assert backend.calls["buggy"] == 2
+    assert result.output_tokens > 0

@@ -30,9 +30,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import TracebackType
 
+import structlog
+
 from groundplane.kernel.clock import Clock
 from groundplane.kernel.errors import (
     FailedPrecondition,
+    GroundplaneError,
     InvalidArgument,
     NotFound,
     ResourceExhausted,
@@ -46,6 +49,8 @@ from groundplane.node.sessions import (
     decode_session,
     encode_session,
 )
+
+log = structlog.get_logger("groundplane.node.engine")
 
 DEFAULT_BYTES_PER_TOKEN = 131_072
 """Modelled session bytes per context token when a model has no figure of its own (the order of
@@ -479,8 +484,18 @@ class Engine:
                 )
             )
             raise
-        except Exception as error:
+        except GroundplaneError as error:
             execution.fail(error)
+        except Exception as error:
+            # A backend bug must not escape the reply tasks that await this execution (and take
+            # the agent, its host and every other node down): log it, answer UNAVAILABLE.
+            log.error("backend_failed", request_id=request.request_id, exc_info=error)
+            execution.fail(
+                Unavailable(
+                    f"the node's backend failed on request {request.request_id!r} "
+                    f"({type(error).__name__}); retry on another node"
+                )
+            )
         finally:
             del self._active[request.request_id]
             if not self._active:
