@@ -381,3 +381,18 @@ async def test_service_keeps_serving_during_a_large_pass_request(service: Runnin
     found = await big
     assert found
     assert small_latency < 0.5
+
+
+async def test_out_of_range_timestamps_are_invalid_argument(service: Running) -> None:
+    """A visibility time beyond year 9999 is INVALID_ARGUMENT naming the field, not INTERNAL."""
+    beyond = Timestamp(seconds=400_000_000_000)
+    with pytest.raises(grpc.aio.AioRpcError) as bad:
+        await service.stub.GetVisibility(
+            pb.GetVisibilityRequest(
+                sites=pb.SiteSelector(sites=[pb.Site(id="eq", lat_deg=0, lon_deg=0)]),
+                time=beyond,
+            ),
+            timeout=10,
+        )
+    assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "time" in (bad.value.details() or "")

@@ -9,7 +9,6 @@ tracking service over gRPC (the service).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -263,8 +262,8 @@ class StationController:
         current = self._current
         if current is not None:
             current.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await current
+            # wait() (not await): a cancellation of stop() itself must still propagate.
+            await asyncio.wait({current})
             await self._park()
         return self.status
 

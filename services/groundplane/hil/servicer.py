@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator
-from datetime import UTC
 from typing import Any
 
 import grpc
@@ -15,7 +14,7 @@ from groundplane.hil.v1 import hil_pb2 as pb
 from groundplane.hil.v1 import hil_pb2_grpc as pb_grpc
 from groundplane.kernel.errors import InvalidArgument
 from groundplane.kernel.serving import ServiceBinding
-from groundplane.kernel.timestamps import to_timestamp
+from groundplane.kernel.timestamps import from_timestamp, to_timestamp
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["StationControlService"].full_name
 
@@ -94,7 +93,9 @@ class StationControlServicer(pb_grpc.StationControlServiceServicer):
                 "this station has no radio (rigctld) configured; send frequencies of 0"
             )
         pass_time = (
-            request.pass_time.ToDatetime(tzinfo=UTC) if request.HasField("pass_time") else None
+            from_timestamp(request.pass_time, "pass_time")
+            if request.HasField("pass_time")
+            else None
         )
         planned = await self.controller.plan(request.catalog_id, pass_time)
         radio = RadioPlan(downlink, uplink) if (downlink or uplink) else None

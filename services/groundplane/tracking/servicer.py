@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import AsyncIterator, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import grpc
@@ -18,7 +18,7 @@ import numpy as np
 from groundplane.kernel.clock import Clock
 from groundplane.kernel.errors import InvalidArgument
 from groundplane.kernel.serving import ServiceBinding
-from groundplane.kernel.timestamps import required_timestamp, to_timestamp
+from groundplane.kernel.timestamps import from_timestamp, required_timestamp, to_timestamp
 from groundplane.tracking.catalog import AgeVerdict, ElementRecord
 from groundplane.tracking.core import TrackingCore
 from groundplane.tracking.elements import (
@@ -200,7 +200,9 @@ class TrackingServicer(pb_grpc.TrackingServiceServicer):
             sets.extend(await asyncio.to_thread(parse_elements, request.text, source))
         sets.extend(element_set_from_proto(m) for m in request.element_sets)
         expires = (
-            request.expires_at.ToDatetime(tzinfo=UTC) if request.HasField("expires_at") else None
+            from_timestamp(request.expires_at, "expires_at")
+            if request.HasField("expires_at")
+            else None
         )
         now = self.clock.now()
         records, warnings = await asyncio.to_thread(
@@ -350,7 +352,7 @@ class TrackingServicer(pb_grpc.TrackingServiceServicer):
         self, request: pb.GetVisibilityRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.GetVisibilityResponse:
         sites = self._sites(request.sites)
-        at = request.time.ToDatetime(tzinfo=UTC) if request.HasField("time") else self.clock.now()
+        at = from_timestamp(request.time, "time") if request.HasField("time") else self.clock.now()
         selection = self.core.select(list(request.catalog_ids), at)
         return await asyncio.to_thread(_visibility_message, selection.batch, sites, at)
 
