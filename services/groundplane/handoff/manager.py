@@ -29,7 +29,9 @@ deadline or fail ``UNAVAILABLE`` with the next AOS as ``next_opportunity``.
 A node that dies (its Will) or stops answering is replaced at once: the session is imported from
 the ground checkpoint at a new epoch on the best node in view, and the turn in flight is sent
 again there (same turn index, new epoch, so it runs against the same context); its first answer
-is the only one recorded and returned.
+is the only one recorded and returned. Such a recovery runs as a manager task, one at a time per
+session; a turn waits for it within its own deadline, so a caller giving up never leaves a move
+half done (the old node fenced, the store still pointing at it).
 
 **Jobs.** A job is a list of prompts run on whichever node is in view, ``job_parallelism`` at a
 time; dispatch to a node stops one item-time (plus the margin) before its LOS, so nothing is in
@@ -39,6 +41,10 @@ restart, a lost reply) is answered from the node's stored result and never runs 
 result is kept once (the first).
 
 Every task belongs to the manager's TaskGroup and is named; every network wait has a deadline.
+A bug in one session's supervisor or one job's task is logged with its traceback and that task
+restarts after a pause; the manager and the other sessions and jobs keep running. A watcher that
+falls more than ``watch_queue`` events behind is ended with RESOURCE_EXHAUSTED naming the event
+id to resume after.
 """
 
 from __future__ import annotations
@@ -47,7 +53,7 @@ import asyncio
 import contextlib
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncGenerator, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -105,6 +111,7 @@ class ManagerConfig:
     job_item_estimate_s: float = 5.0
     """Initial estimate of one job item's duration (then measured)."""
     watch_queue: int = 10_000
+    """Events a watcher may have waiting; a watcher further behind is ended (it may resume)."""
 
     def __post_init__(self) -> None:
         for name in ("turn_attempt_s", "operation_s", "replan_interval_s", "job_item_estimate_s"):
@@ -112,6 +119,15 @@ class ManagerConfig:
                 raise InvalidArgument(f"{name} must be > 0 seconds, got {getattr(self, name)}")
         if self.job_parallelism < 1:
             raise InvalidArgument(f"job_parallelism must be ≥ 1, got {self.job_parallelism}")
+
+
+@dataclass(eq=False)
+class _Watcher:
+    """One :meth:`HandoffManager.watch` stream. ``None`` in the queue ends it: the manager
+    stopped, or (``fell_behind``) more than ``watch_queue`` events were waiting for it."""
+
+    queue: asyncio.Queue[HandoffEvent | None] = field(default_factory=asyncio.Queue)
+    fell_behind: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +172,12 @@ class JobInfo:
     results: dict[int, str]
 
 
+REPLAY_PAGE = 1000
+"""Events read from the store at a time when a watch replays history."""
+RETRY_CAP_S = 60.0
+"""Longest pause (simulated s) before a session's or job's task retries after a bug."""
+
+
 @dataclass
 class _Session:
     record: SessionRecord
@@ -165,6 +187,8 @@ class _Session:
     active: asyncio.Event = field(default_factory=asyncio.Event)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     planned_epoch: int = -1
+    recovery: asyncio.Task[None] | None = None
+    """The recovery a turn asked for (a manager task: no caller's deadline can cancel it)."""
 
     @property
     def session_id(self) -> str:
@@ -202,7 +226,7 @@ class HandoffManager:
         self._sessions: dict[str, _Session] = {}
         self._tasks: asyncio.TaskGroup | None = None
         self._ready = asyncio.Event()
-        self._watchers: set[asyncio.Queue[HandoffEvent | None]] = set()
+        self._watchers: set[_Watcher] = set()
         self._node_states: dict[str, tuple[int, int]] = {}
         self._reported_bytes_per_token: dict[str, int] = {}
         self._overhead_s = 0.0
@@ -226,9 +250,8 @@ class HandoffManager:
             self._tasks = None
             self._ready.clear()
             remove()
-            for queue in self._watchers:
-                with contextlib.suppress(asyncio.QueueFull):
-                    queue.put_nowait(None)
+            for watcher in self._watchers:
+                watcher.queue.put_nowait(None)  # unbounded: the end always gets in
 
     async def wait_ready(self, timeout_s: float = 10.0) -> None:
         async with asyncio.timeout(timeout_s):
@@ -404,6 +427,8 @@ class HandoffManager:
                 session.record = self._store.session(session_id)
                 session.active.clear()
                 session.wake.set()
+                # Closed sessions live in the store only (reads fall back to it).
+                self._sessions.pop(session_id, None)
                 if session.record.satellite_id and session.turns:
                     with contextlib.suppress(GroundplaneError):
                         await self._requester.fence_session(
@@ -457,7 +482,15 @@ class HandoffManager:
     ) -> TurnResult:
         attempts = 0
         failures_here = 0
+        recovery: tuple[int, str] | None = None
         while True:
+            if recovery is not None:
+                await self._await_recovery(session, *recovery, deadline)
+                recovery = None
+            if session.record.state == st.CLOSED:
+                raise FailedPrecondition(
+                    f"session {session.session_id!r} is closed; open a new one"
+                )
             stored = self._store.turn_by_id(session.session_id, turn_id)
             if stored is not None:
                 return self._turn_result(session, stored, attempts, replayed=True)
@@ -520,11 +553,11 @@ class HandoffManager:
                         or isinstance(error, FailedPrecondition | NotFound)
                     ):
                         failures_here = 0
-                        await self._recover(session, reason=f"turn failed: {error}")
+                        recovery = (epoch, f"turn failed: {error}")
                     continue
                 result = outcome.result
                 if not result.session_applied or result.session_epoch != epoch:
-                    await self._recover(session, reason="answer was not applied at the epoch")
+                    recovery = (epoch, "answer was not applied at the epoch")
                     continue
                 turn = TurnRecord(
                     index,
@@ -574,9 +607,50 @@ class HandoffManager:
             async with asyncio.timeout(self._wall(deadline)):
                 await session.active.wait()
 
+    async def _await_recovery(
+        self, session: _Session, epoch: int, reason: str, deadline: datetime
+    ) -> None:
+        """Start (or join) the session's recovery off ``epoch`` and wait for it until
+        ``deadline``. The recovery is a manager task: a caller that stops waiting (its deadline,
+        its cancellation) never cancels a move halfway, e.g. after the old node was fenced."""
+        task = session.recovery
+        if task is None or task.done():
+            task = self._spawn(
+                self._recovery(session, epoch, reason), f"handoff-recovery:{session.session_id}"
+            )
+            session.recovery = task
+        await asyncio.wait({task}, timeout=self._wall(deadline))
+
+    async def _recovery(self, session: _Session, epoch: int, reason: str) -> None:
+        try:
+            async with session.lock:
+                if (
+                    session.record.state == st.CLOSED
+                    or not session.active.is_set()
+                    or session.record.epoch != epoch
+                ):
+                    return  # closed, checkpointed or moved meanwhile: nothing left to recover
+                await self._recover(session, reason=reason)
+        except Exception:  # a bug: logged; the next failed turn asks again
+            log.exception("handoff_recovery_crashed", session_id=session.session_id)
+
     # -- sessions: supervision and moves ---------------------------------------------------------
 
     async def _supervise(self, session: _Session) -> None:
+        """Supervise the session until it is closed; a bug is logged and supervision restarts
+        after a pause (doubling up to ``RETRY_CAP_S``), the manager and other sessions unharmed."""
+        pause_s = min(1.0, self._config.replan_interval_s)
+        while session.record.state != st.CLOSED:
+            try:
+                await self._supervision(session)
+            except Exception:
+                log.exception(
+                    "handoff_supervisor_crashed", session_id=session.session_id, retry_s=pause_s
+                )
+                await self._clock.sleep(pause_s)
+                pause_s = min(2 * pause_s, RETRY_CAP_S)
+
+    async def _supervision(self, session: _Session) -> None:
         settings = self._settings
         while session.record.state != st.CLOSED:
             session.wake.clear()
@@ -862,11 +936,14 @@ class HandoffManager:
         self._publish(_with_id(event, event_id))
 
     def _publish(self, event: HandoffEvent) -> None:
-        for queue in list(self._watchers):
-            try:
-                queue.put_nowait(event)
-            except asyncio.QueueFull:
-                self._watchers.discard(queue)
+        for watcher in list(self._watchers):
+            if watcher.queue.qsize() >= self._config.watch_queue:
+                # Too far behind: end its stream after what it has queued (it may resume).
+                watcher.fell_behind = True
+                self._watchers.discard(watcher)
+                watcher.queue.put_nowait(None)
+            else:
+                watcher.queue.put_nowait(event)
 
     def list_handoffs(
         self, *, subject_id: str | None = None, after_id: int = 0, limit: int = 1000
@@ -875,25 +952,45 @@ class HandoffManager:
 
     async def watch(
         self, *, subject_id: str | None = None, after_id: int | None = None
-    ) -> AsyncIterator[HandoffEvent]:
-        """Handoff events as they happen (after replaying history past ``after_id`` if given)."""
-        queue: asyncio.Queue[HandoffEvent | None] = asyncio.Queue(self._config.watch_queue)
-        self._watchers.add(queue)
+    ) -> AsyncGenerator[HandoffEvent, None]:
+        """Handoff events as they happen (after replaying history past ``after_id`` if given).
+
+        A watcher that lets more than ``watch_queue`` events wait gets, after the events queued
+        for it, :class:`ResourceExhausted` naming the event id to resume from (``after_id``).
+        """
+        watcher = _Watcher()
+        self._watchers.add(watcher)
+        # Everything up to ``last`` was delivered or is not wanted (no await since registering,
+        # so every later event is in the queue).
+        last = self._store.last_event_id() if after_id is None else after_id
         try:
-            last = 0
             if after_id is not None:
-                for event in self._store.events(subject_id=subject_id, after_id=after_id):
-                    last = event.event_id
-                    yield event
+                while True:
+                    page = self._store.events(
+                        subject_id=subject_id, after_id=last, limit=REPLAY_PAGE
+                    )
+                    for event in page:
+                        last = event.event_id
+                        yield event
+                    if len(page) < REPLAY_PAGE:
+                        break
             while True:
-                item = await queue.get()
+                item = await watcher.queue.get()
                 if item is None:
+                    if watcher.fell_behind:
+                        raise ResourceExhausted(
+                            f"watcher fell behind: more than {self._config.watch_queue} events "
+                            f"were waiting for it; resume with replay and after_event_id={last}"
+                        )
                     return
-                if item.event_id <= last or (subject_id and item.subject_id != subject_id):
+                if item.event_id <= last:
+                    continue
+                last = item.event_id
+                if subject_id and item.subject_id != subject_id:
                     continue
                 yield item
         finally:
-            self._watchers.discard(queue)
+            self._watchers.discard(watcher)
 
     # -- jobs ------------------------------------------------------------------------------------
 
@@ -931,6 +1028,23 @@ class HandoffManager:
         )
 
     async def _run_job(self, job_id: str) -> None:
+        """Run the job to the end; a bug is logged and the job restarts from the store (its kept
+        results stay) after a pause, the manager and other jobs unharmed."""
+        pause_s = min(1.0, self._config.replan_interval_s)
+        while True:
+            try:
+                await self._job(job_id)
+            except NotFound:
+                log.warning("handoff_job_missing", job_id=job_id)
+                return
+            except Exception:
+                log.exception("handoff_job_crashed", job_id=job_id, retry_s=pause_s)
+                await self._clock.sleep(pause_s)
+                pause_s = min(2 * pause_s, RETRY_CAP_S)
+            else:
+                return
+
+    async def _job(self, job_id: str) -> None:
         record = self._store.job(job_id)
         pending: deque[tuple[int, str]] = deque(self._store.pending_items(job_id))
         estimate = [self._config.job_item_estimate_s]

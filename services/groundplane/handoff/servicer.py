@@ -17,6 +17,7 @@ from groundplane.handoff.store import HandoffEvent
 from groundplane.handoff.v1 import handoff_pb2 as pb
 from groundplane.handoff.v1 import handoff_pb2_grpc as pb_grpc
 from groundplane.kernel.clock import Clock
+from groundplane.kernel.errors import InvalidArgument
 from groundplane.kernel.serving import ServiceBinding
 from groundplane.kernel.timestamps import to_timestamp
 
@@ -27,6 +28,25 @@ DEFAULT_MAX_TOKENS = 32
 
 def _stamp(value: datetime | None) -> Timestamp | None:
     return None if value is None else to_timestamp(value)
+
+
+def default_turn_s(time_remaining_wall_s: float | None, speed: float) -> float:
+    """A turn's budget in simulated seconds when the request names no deadline: the default,
+    or less when the call's own gRPC deadline (wall seconds left) comes sooner."""
+    if time_remaining_wall_s is None:
+        return DEFAULT_TURN_S
+    return max(0.0, min(DEFAULT_TURN_S, time_remaining_wall_s * speed))
+
+
+def _turn_deadline(stamp: Timestamp) -> datetime:
+    try:
+        return stamp.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        raise InvalidArgument(
+            "expected deadline to be a valid UTC timestamp (seconds from 0001-01-01T00:00:00Z "
+            "to 9999-12-31T23:59:59Z, nanos 0 to 999,999,999), got "
+            f"seconds={stamp.seconds} nanos={stamp.nanos}"
+        ) from None
 
 
 def session_to_proto(info: SessionInfo) -> pb.Session:
@@ -112,11 +132,12 @@ class HandoffServicer(pb_grpc.HandoffServiceServicer):
     async def SendTurn(
         self, request: pb.SendTurnRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.SendTurnResponse:
-        deadline = (
-            request.deadline.ToDatetime(tzinfo=UTC)
-            if request.HasField("deadline")
-            else self._clock.now() + timedelta(seconds=DEFAULT_TURN_S)
-        )
+        if request.HasField("deadline"):
+            deadline = _turn_deadline(request.deadline)
+        else:
+            deadline = self._clock.now() + timedelta(
+                seconds=default_turn_s(context.time_remaining(), self._clock.speed)
+            )
         result = await self.manager.send_turn(
             request.session_id,
             request.prompt,

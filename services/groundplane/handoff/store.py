@@ -454,6 +454,11 @@ class HandoffStore:
         )
         return int(cursor.lastrowid or 0)
 
+    def last_event_id(self) -> int:
+        """The id of the newest handoff event (0 when there is none)."""
+        row = self._db.execute("SELECT MAX(event_id) FROM handoffs").fetchone()
+        return 0 if row is None or row[0] is None else int(row[0])
+
     def events(
         self, *, subject_id: str | None = None, after_id: int = 0, limit: int = 1000
     ) -> list[HandoffEvent]:

@@ -489,8 +489,7 @@ class GroundplaneSystem:
             ),
             isl_in_view=IslLineOfSight(self.batch),
         )
-        last = store.events(after_id=0, limit=1_000_000)
-        self._handoff_after_id = last[-1].event_id if last else 0
+        self._handoff_after_id = store.last_event_id()
         self._started_at = self.clock.now()
         manager_task = tasks.create_task(manager.run(), name="handoff-manager")
         stack.push_async_callback(self._stop_handoff, manager, manager_task)
