@@ -14,7 +14,6 @@ COPY gateway ./gateway
 RUN pip install --no-cache-dir .
 
 USER groundplane
-ENV GROUNDPLANE_DATA_DIR=/var/lib/groundplane
 EXPOSE 50051
 ENTRYPOINT ["groundplane"]
 CMD ["serve", "tracking", "--host", "0.0.0.0", "--port", "50051", "--db", "/var/lib/groundplane/tracking.sqlite3"]

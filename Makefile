@@ -9,25 +9,27 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: up test check lint typecheck proto system-deps
 
-$(STAMP): pyproject.toml
-	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+$(STAMP): pyproject.toml | system-deps
+	test -x $(VENV)/bin/pip || { rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); }
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# Mosquitto (the broker the tests start on free ports) and Hamlib's rotctld/rigctld (the HIL
-# tests drive the real dummy daemons). Installed from Debian's packages when missing.
+# Mosquitto (the broker the tests start on free ports), Hamlib's rotctld/rigctld (the HIL tests
+# drive the real dummy daemons) and, on Debian's own Python, venv support (python3-venv).
+# Installed from Debian's packages when missing.
 system-deps:
 	@missing=""; \
 	command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
 	command -v rotctld >/dev/null 2>&1 || missing="$$missing libhamlib-utils"; \
+	$(PYTHON) -c 'import ensurepip' >/dev/null 2>&1 || missing="$$missing python3-venv"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
 
-up: $(STAMP) system-deps
+up: $(STAMP)
 	$(VENV)/bin/groundplane up
 
 proto: $(STAMP)
@@ -42,5 +44,5 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-test: $(STAMP) system-deps lint typecheck
+test: $(STAMP) lint typecheck
 	$(VENV)/bin/pytest

@@ -5,15 +5,23 @@ from __future__ import annotations
 import csv
 import io
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from groundplane.cli.main import main
+from groundplane.kernel.clock import format_utc
+from groundplane.tracking.elements import parse_elements
+from groundplane.tracking.geometry import SatelliteBatch, look_angles, utc_jd_fr
+from groundplane.tracking.passes import find_passes
+from groundplane.tracking.sites import Site
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 ELEMENTS = str(DATA / "satellites-2026-08.3le")
+#: The CLI prints what the library computes; only JSON float formatting may differ.
+EXACT_DEG = 1e-9
+EXACT_KM = 1e-9
 PASS_KEYS = {
     "catalog_id",
     "name",
@@ -64,6 +72,20 @@ def test_passes_json_contract(capsys: pytest.CaptureFixture[str]) -> None:
     passes = json.loads(capsys.readouterr().out)["passes"]
     assert passes
     assert {p["site"] for p in passes} == {"0", "1"}
+    (iss,) = [e for e in parse_elements(Path(ELEMENTS).read_text()) if e.catalog_id == "25544"]
+    expected = find_passes(
+        SatelliteBatch(["25544"], [iss.to_satrec()]),
+        [
+            Site("0", 52.2, 0.1, 30.0, min_elevation_deg=10),
+            Site("1", -33.9, 18.4, 0.0, min_elevation_deg=10),
+        ],
+        datetime(2026, 8, 15, tzinfo=UTC),
+        datetime(2026, 8, 16, tzinfo=UTC),
+    )
+    # The same window asked of the pass search directly: the same passes, to the millisecond.
+    assert sorted((p["site"], p["aos"], p["los"]) for p in passes) == sorted(
+        (p.site_id, format_utc(p.aos), format_utc(p.los)) for p in expected
+    )
     for found in passes:
         assert set(found) == PASS_KEYS
         assert found["catalog_id"] == "25544"
@@ -137,7 +159,15 @@ def test_look_json_contract(capsys: pytest.CaptureFixture[str]) -> None:
     ratio = result["range_rate_km_s"] / 299_792.458
     assert result["downlink_hz"] == pytest.approx(437.8e6 * (1 - ratio))
     assert result["uplink_hz"] == pytest.approx(437.8e6 * (1 + ratio))
-    assert -90 <= result["elevation_deg"] <= 90
+    # The same question asked of the geometry library directly (ISS from 52.2 N 0.1 E, 30 m).
+    (iss,) = [e for e in parse_elements(Path(ELEMENTS).read_text()) if e.catalog_id == "25544"]
+    jd, fr = utc_jd_fr([datetime(2026, 8, 15, 12, tzinfo=UTC)])
+    angles = look_angles(
+        SatelliteBatch(["25544"], [iss.to_satrec()]), [Site("x", 52.2, 0.1, 30.0)], jd, fr
+    )
+    assert result["azimuth_deg"] == pytest.approx(angles.azimuth_deg[0, 0, 0], abs=EXACT_DEG)
+    assert result["elevation_deg"] == pytest.approx(angles.elevation_deg[0, 0, 0], abs=EXACT_DEG)
+    assert result["range_km"] == pytest.approx(angles.range_km[0, 0, 0], abs=EXACT_KM)
 
 
 @pytest.mark.parametrize(

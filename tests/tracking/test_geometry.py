@@ -34,9 +34,14 @@ SGP4_DIR = Path(sgp4.__file__).resolve().parent
 #: tcppver.out prints positions with 8 decimals (km) and velocities with 9 (km/s).
 ONE_MILLIMETRE_KM = 1e-6
 VELOCITY_TOL_KM_S = 2e-9
-ANGLE_TOL_DEG = 0.01
-RANGE_TOL_KM = 0.1
-RANGE_RATE_TOL_KM_S = 0.001
+#: The issue asks for 0.01°, 0.1 km and 1 m/s; with the same frame conventions (UT1 = UTC, no
+#: polar motion) agreement is about 4e-8°, 1e-7 km, 1e-8 km/s, so these catch small errors
+#: (ellipsoid constants, a site metres off) that the issue's tolerances would let through.
+ANGLE_TOL_DEG = 1e-5
+RANGE_TOL_KM = 1e-5
+RANGE_RATE_TOL_KM_S = 1e-6
+#: A central difference of range over ±0.5 s carries its own truncation error: 1 m/s.
+DERIVATIVE_TOL_KM_S = 1e-3
 #: The error codes Vallado's run reports, in file order (see the sgp4 package's own tests).
 VALLADO_ERRORS = [1, 1, 6, 6, 4, 3, 6]
 
@@ -207,7 +212,7 @@ def test_range_rate_is_the_time_derivative_of_range() -> None:
     jd, fr = offset_jd_fr(float(jd0[0]), float(fr0[0]), [-0.5, 0.0, 0.5])
     looks = look_angles(batch, site, jd, fr)
     numeric = looks.range_km[:, 0, 2] - looks.range_km[:, 0, 0]
-    assert np.abs(numeric - looks.range_rate_km_s[:, 0, 1]).max() < RANGE_RATE_TOL_KM_S
+    assert np.abs(numeric - looks.range_rate_km_s[:, 0, 1]).max() < DERIVATIVE_TOL_KM_S
 
 
 def test_doppler_formulas() -> None:

@@ -23,6 +23,9 @@ DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 SGP4_DIR = Path(sgp4.__file__).resolve().parent
 
 ONE_SECOND = 1.0
+#: AOS/LOS agreement actually required of the search: the issue asks for 1 s, the refinement
+#: reaches about 1 ms (worst seen 6 ms), so a regression to coarse interpolation fails here.
+FIFTY_MILLISECONDS = 0.05
 MAX_ELEVATION_TOL_DEG = 0.05
 #: Reference sampling step; a pass shorter than this can be missed by the reference.
 REFERENCE_STEP_S = 5.0
@@ -83,8 +86,8 @@ def compare(mine: list[Pass], ref: list[RefPass], label: str) -> None:
     matched = [nearest(r) for r in ref]
     assert len({id(p) for p in matched}) == len(ref), label
     for p, r in zip(matched, ref, strict=True):
-        assert abs((p.aos - r.aos).total_seconds()) < ONE_SECOND, (label, p, r)
-        assert abs((p.los - r.los).total_seconds()) < ONE_SECOND, (label, p, r)
+        assert abs((p.aos - r.aos).total_seconds()) < FIFTY_MILLISECONDS, (label, p, r)
+        assert abs((p.los - r.los).total_seconds()) < FIFTY_MILLISECONDS, (label, p, r)
         assert abs(p.max_elevation_deg - r.max_elevation_deg) < MAX_ELEVATION_TOL_DEG, (label, p, r)
         assert p.aos <= p.tca <= p.los
         assert (p.aos_clipped, p.los_clipped) == (r.aos_clipped, r.los_clipped), (label, p, r)

@@ -95,6 +95,7 @@ def _plannable(
     """Drop (with a warning) or refuse element sets too old for planning this window."""
     policy = ElementAgePolicy()
     kept = []
+    aging = 0
     for element_set in elements:
         worst = max(
             (policy.judge(element_set, start), policy.judge(element_set, end)),
@@ -105,9 +106,18 @@ def _plannable(
                 raise InvalidArgument(worst.message)
             print(f"warning: skipped: {worst.message}", file=sys.stderr)
             continue
-        if worst.verdict is AgeVerdict.WARN and named:
-            print(f"warning: {worst.message}", file=sys.stderr)
+        if worst.verdict is AgeVerdict.WARN:
+            aging += 1
+            if named:
+                print(f"warning: {worst.message}", file=sys.stderr)
         kept.append(element_set)
+    if aging and not named:
+        print(
+            f"warning: {aging} of {len(kept)} satellites have elements more than "
+            f"{policy.warn_after_days:g} days from the window; expect kilometre-level position "
+            "errors and pass times off by seconds for them (fresher elements are advised)",
+            file=sys.stderr,
+        )
     return kept
 
 
