@@ -132,7 +132,7 @@ SERVER_SCRIPT = textwrap.dedent(
 
     async def main():
         configure_logging("json")
-        server = GrpcServer([_echo_binding()], drain_grace_s=3.0, unready_delay_s=0.5)
+        server = GrpcServer([_echo_binding()], drain_grace_s=5.0, unready_delay_s=1.5)
         await server.start()
         print(server.port, flush=True)
         await server.serve_until_signal()
@@ -167,12 +167,17 @@ async def test_sigterm_drains_in_flight_call_then_exits_cleanly() -> None:
             in_flight = asyncio.create_task(slow_call(), name="slow-call")
             await asyncio.sleep(0.3)
             os.kill(process.pid, signal.SIGTERM)
-            await asyncio.sleep(0.2)
+            # Readiness turns NOT_SERVING while calls are still accepted (1.5 s window): poll
+            # for it rather than guess when the signal was handled on a loaded machine.
             health = health_pb2_grpc.HealthStub(channel)
-            reply = await health.Check(
-                health_pb2.HealthCheckRequest(service="readiness"), timeout=5
-            )
-            assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
+            status = health_pb2.HealthCheckResponse.SERVING
+            async with asyncio.timeout(1.4):
+                while status != health_pb2.HealthCheckResponse.NOT_SERVING:
+                    reply = await health.Check(
+                        health_pb2.HealthCheckRequest(service="readiness"), timeout=1
+                    )
+                    status = reply.status
+                    await asyncio.sleep(0.05)
             assert await in_flight == b"sleep1.0"
         assert process.wait(timeout=10) == 0
         assert process.stdout.read().strip() == "clean-exit"
