@@ -6,7 +6,9 @@ import asyncio
 import itertools
 import math
 import shutil
-from collections.abc import AsyncIterator, Mapping
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -15,8 +17,9 @@ from pathlib import Path
 import pytest
 
 from groundplane.kernel.clock import SimulatedClock
+from groundplane.kernel.errors import InvalidArgument
 from groundplane.link.v1 import link_pb2
-from groundplane.links.emulator import GroundKey, LinkEmulator
+from groundplane.links.emulator import OFFLOAD_SAMPLE_S, GroundKey, LinkEmulator, isl_link_id
 from groundplane.links.model import SPEED_OF_LIGHT_KM_S, LinkConfig, LinkGeometry
 from groundplane.mqtt import topics
 from groundplane.mqtt.broker import PrivateBroker
@@ -30,6 +33,9 @@ scheduling take up to ~16 ms of wall time on a loaded 2-core machine."""
 RATE_TOLERANCE_S = 0.015
 """Wall (= simulated, speed 1) seconds an inter-arrival gap may differ from the serialisation
 time."""
+SETTLE_S = 5.0
+"""Wall seconds a test waits for the emulator to reach a state it must reach within a few ticks
+(generous: a loaded 2-core machine)."""
 
 
 @pytest.fixture
@@ -77,6 +83,8 @@ async def running(
     *,
     speed: float = 1.0,
     tick_s: float = 0.05,
+    state_interval_s: float = 10.0,
+    satellites: tuple[str, ...] = (),
 ) -> AsyncIterator[Harness]:
     """An emulator plus a ground client that records every delivery to any satellite."""
     clock = SimulatedClock(EPOCH, speed=speed)
@@ -90,7 +98,15 @@ async def running(
         MqttClient(broker.address, client_id="ground", clock=clock) as ground,
         asyncio.TaskGroup() as tasks,
     ):
-        emulator = LinkEmulator(emulator_client, clock, geometry, config=config, tick_s=tick_s)
+        emulator = LinkEmulator(
+            emulator_client,
+            clock,
+            geometry,
+            config=config,
+            tick_s=tick_s,
+            state_interval_s=state_interval_s,
+            satellites=satellites,
+        )
         service = tasks.create_task(emulator.run(), name="link-emulator")
         await ground.subscribe("gp/v1/node/+/rx/#", record)
         await ground.wait_connected()
@@ -131,7 +147,9 @@ async def test_serialisation_delay_matches_the_rate(broker: PrivateBroker) -> No
     rate_bps = 80_000.0
     size_bytes = 1_000  # 0.1 s each at 80 kbit/s
     geometry = Geometry({(STATION, "2001"): LinkGeometry(True, 1_000.0, 45.0)})
-    async with running(broker, geometry, LinkConfig(rate_bps=rate_bps)) as h:
+    # Slowed to 0.25×: scheduling jitter of a loaded machine (tens of wall milliseconds) shrinks
+    # fourfold in simulated time, well inside the tolerance.
+    async with running(broker, geometry, LinkConfig(rate_bps=rate_bps), speed=0.25) as h:
         sent = h.clock.now()
         for index in range(4):
             payload = bytes([index]) * size_bytes
@@ -236,3 +254,185 @@ async def test_real_link_is_left_alone(broker: PrivateBroker) -> None:
         h.emulator.set_real(STATION, "6001", real=False)
         await h.ground.publish(topics.ground_tx(STATION, "6001", "cmd"), b"emulated again")
         assert (await h.next()).payload == b"emulated again"
+
+
+async def eventually(condition: Callable[[], bool], timeout_s: float = SETTLE_S) -> None:
+    """Wait until ``condition()`` holds, polling every 10 ms; fail after ``timeout_s``."""
+    async with asyncio.timeout(timeout_s):
+        while not condition():  # noqa: ASYNC110 (emulator state has no event to wait on)
+            await asyncio.sleep(0.01)
+
+
+def forgotten(emulator: LinkEmulator, link_id: str) -> bool:
+    try:
+        emulator.link(link_id)
+    except InvalidArgument:
+        return True
+    return False
+
+
+async def retained_counters(
+    broker: PrivateBroker, clock: SimulatedClock, sat: str
+) -> link_pb2.LinkCounters:
+    """The LinkCounters of (STATION, sat) that the broker holds retained (waits for them)."""
+    received: asyncio.Queue[link_pb2.LinkCounters] = asyncio.Queue()
+
+    async def record(message: ReceivedMessage) -> None:
+        await received.put(link_pb2.LinkCounters.FromString(message.payload))
+
+    async with MqttClient(broker.address, client_id=f"counters-{sat}", clock=clock) as client:
+        await client.subscribe(topics.link_counters(STATION, sat), record)
+        return await asyncio.wait_for(received.get(), SETTLE_S)
+
+
+class StateWatcher:
+    """A client recording every LinkState published under gp/v1/link/<STATION>/+/state."""
+
+    def __init__(self) -> None:
+        self.states: list[link_pb2.LinkState] = []
+
+    async def __call__(self, message: ReceivedMessage) -> None:
+        state = link_pb2.LinkState()
+        state.ParseFromString(message.payload)
+        self.states.append(state)
+
+    def of(self, sat: str) -> list[link_pb2.LinkState]:
+        return [state for state in self.states if state.satellite_id == sat]
+
+
+async def test_heartbeat_only_for_links_that_are_up(broker: PrivateBroker) -> None:
+    """Every state_interval_s the state of an up link is published again, but a link that is
+    down (and stays down) is published once and then left alone; a change of state is
+    published at once."""
+    interval_s = 0.2
+    watch_s = 1.2
+    geometry = Geometry(
+        {
+            (STATION, "7001"): LinkGeometry(True, 900.0, 40.0),
+            (STATION, "7002"): LinkGeometry(False, 3_000.0, -3.0),
+        }
+    )
+    async with running(broker, geometry, LinkConfig(), state_interval_s=interval_s) as h:
+        watcher = StateWatcher()
+        async with MqttClient(broker.address, client_id="watcher", clock=h.clock) as client:
+            await client.subscribe(f"gp/v1/link/{STATION}/+/state", watcher)
+            await client.wait_connected()
+            await asyncio.sleep(watch_s)
+            up_states, down_states = len(watcher.of("7001")), len(watcher.of("7002"))
+            geometry.links[(STATION, "7002")] = LinkGeometry(True, 1_500.0, 12.0)
+            await eventually(lambda: any(state.up for state in watcher.of("7002")))
+    # The retained state plus ~watch_s / interval_s heartbeats; half of them is plenty.
+    assert up_states >= 1 + watch_s / interval_s / 2
+    assert all(state.up for state in watcher.of("7001"))
+    assert down_states == 1  # the retained state, never republished
+    assert not watcher.of("7002")[0].up
+
+
+async def test_link_out_of_view_is_forgotten_and_comes_back(broker: PrivateBroker) -> None:
+    """A link that leaves the geometry is forgotten once its down state is published (the
+    broker keeps that retained state and the counters); when it comes back it is a new
+    acquisition (the handover outage applies) and its counters carry on from before."""
+    outage_s = 1.0
+    link_id = f"{STATION}/8001"
+    geometry = Geometry({(STATION, "8001"): LinkGeometry(True, 1_000.0, 30.0)})
+    config = LinkConfig(handover_outage_s=outage_s)
+    async with running(broker, geometry, config) as h:
+        topic = topics.ground_tx(STATION, "8001", "cmd")
+        await h.ground.publish(topic, b"first pass")
+        assert (await h.next()).payload == b"first pass"
+
+        del geometry.links[(STATION, "8001")]
+        await eventually(lambda: forgotten(h.emulator, link_id))
+        assert link_id not in h.emulator.link_ids()
+        watcher = StateWatcher()
+        async with MqttClient(broker.address, client_id="watcher", clock=h.clock) as client:
+            await client.subscribe(f"gp/v1/link/{STATION}/8001/state", watcher)
+            await eventually(lambda: bool(watcher.states))
+        assert [state.up for state in watcher.states] == [False]
+        counters = await retained_counters(broker, h.clock, "8001")
+        assert (counters.sent_messages, counters.delivered_messages) == (1, 1)
+
+        geometry.links[(STATION, "8001")] = LinkGeometry(True, 1_100.0, 25.0)
+        await eventually(lambda: not forgotten(h.emulator, link_id))
+        reacquired = h.emulator.link(link_id)
+        assert not reacquired.is_up(h.emulator.sim_s())  # in the handover outage
+        await h.ground.publish(topic, b"during the outage")
+        await eventually(lambda: reacquired.is_up(h.emulator.sim_s()), outage_s + SETTLE_S)
+        await h.ground.publish(topic, b"second pass")
+        assert (await h.next()).payload == b"second pass"
+        assert h.arrivals.empty()
+        totals = h.emulator.link(link_id).counters
+    assert (totals.sent_messages, totals.delivered_messages) == (3, 2)
+    assert totals.dropped_link_down == 1
+
+
+async def test_transmission_to_unknown_id_is_dropped_and_counted(broker: PrivateBroker) -> None:
+    """Transmissions naming a station or satellite the geometry never reported are dropped,
+    counted once each in dropped_unknown_messages, and create no link; an id given up front
+    is known (a link-down drop on its own link), and a real link is left alone even to an
+    unknown id."""
+    geometry = Geometry({(STATION, "9001"): LinkGeometry(True, 800.0, 55.0)})
+    async with running(broker, geometry, LinkConfig(), satellites=("9002",)) as h:
+        h.emulator.set_real(STATION, "9997")
+        junk = [
+            topics.ground_tx(STATION, "9999", "cmd"),  # unknown satellite
+            topics.ground_tx("atlantis", "9001", "cmd"),  # unknown station
+            topics.node_tx_ground("9001", "atlantis", "telemetry"),  # downlink to nowhere
+            topics.node_tx_isl("9001", "9998", "route"),  # inter-satellite to nowhere
+        ]
+        for topic in junk:
+            await h.ground.publish(topic, b"junk")
+        await h.ground.publish(topics.ground_tx(STATION, "9997", "cmd"), b"over the air")
+        await h.ground.publish(topics.ground_tx(STATION, "9002", "cmd"), b"known, out of view")
+        await h.ground.publish(topics.ground_tx(STATION, "9001", "cmd"), b"known")
+        assert (await h.next()).payload == b"known"
+        await asyncio.sleep(0.2)
+        assert h.arrivals.empty()
+        assert h.emulator.dropped_unknown_messages == len(junk)
+        for link_id in (
+            f"{STATION}/9999",
+            "atlantis/9001",
+            f"{STATION}/9997",
+            isl_link_id("9001", "9998"),
+        ):
+            assert forgotten(h.emulator, link_id), link_id
+        # The known link out of view counted its drop, published it retained, and was forgotten.
+        known = await retained_counters(broker, h.clock, "9002")
+    assert (known.sent_messages, known.dropped_link_down_messages) == (1, 1)
+
+
+class TimedGeometry(Geometry):
+    """A geometry provider that takes ``cost_s`` of wall time and records its thread."""
+
+    def __init__(self, links: Mapping[GroundKey, LinkGeometry], cost_s: float) -> None:
+        super().__init__(links)
+        self.cost_s = cost_s
+        self.threads: list[int] = []
+
+    def __call__(self, at: datetime) -> Mapping[GroundKey, LinkGeometry]:
+        self.threads.append(threading.get_ident())
+        time.sleep(self.cost_s)
+        return super().__call__(at)
+
+
+@pytest.mark.parametrize(("cost_s", "off_loop"), [(0.0, False), (5 * OFFLOAD_SAMPLE_S, True)])
+async def test_expensive_geometry_is_sampled_off_the_event_loop(
+    broker: PrivateBroker, cost_s: float, off_loop: bool
+) -> None:
+    """A provider costing OFFLOAD_SAMPLE_S or more is called in a worker thread after the first
+    (measured) sample, and messages still arrive range/c after they were sent; a cheap provider
+    stays on the event loop's thread."""
+    range_km = 2_000.0
+    geometry = TimedGeometry({(STATION, "9101"): LinkGeometry(True, range_km, 30.0)}, cost_s)
+    async with running(broker, geometry, LinkConfig(), speed=0.25) as h:
+        loop_thread = threading.get_ident()
+        await eventually(lambda: len(geometry.threads) >= 5)
+        sent = h.clock.now()
+        await h.ground.publish(topics.ground_tx(STATION, "9101", "ping"), b"ping")
+        arrival = await h.next()
+    measured_s = (arrival.at - sent).total_seconds()
+    expected_s = range_km / SPEED_OF_LIGHT_KM_S
+    assert expected_s - 1e-4 <= measured_s <= expected_s + DELAY_TOLERANCE_S
+    assert geometry.threads[0] == loop_thread  # the first sample is measured on the loop
+    later_off_loop = {thread != loop_thread for thread in geometry.threads[1:]}
+    assert later_off_loop == {off_loop}

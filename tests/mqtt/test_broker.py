@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import shutil
+import signal
 import time
 import uuid
 from pathlib import Path
@@ -12,6 +15,7 @@ import pytest
 
 from groundplane.kernel.clock import SimulatedClock
 from groundplane.kernel.errors import InvalidArgument
+from groundplane.mqtt import broker as broker_module
 from groundplane.mqtt import topics
 from groundplane.mqtt.broker import BrokerAddress, PrivateBroker
 from groundplane.mqtt.client import NOT_AUTHORIZED, BrokerRefusedError, MqttClient, ReceivedMessage
@@ -174,3 +178,93 @@ async def test_mosquitto_default_autosave_loses_queued_messages(
         survivors = await _queued_survivors(default_broker, clock, save_wait_s=0.0)
     print(f"queued QoS 1 messages surviving SIGKILL (autosave 1800 s): {survivors}/{QUEUED}")
     assert survivors < QUEUED
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process with this id exists (a child not yet reaped counts as existing)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("failure", ["cancelled", "raises"])
+async def test_failed_start_leaves_no_mosquitto_and_no_workdir(
+    monkeypatch: pytest.MonkeyPatch, failure: str
+) -> None:
+    """When starting is cancelled, or fails, after mosquitto was spawned, the process is killed
+    and reaped and the broker's own temporary working directory is removed."""
+    if shutil.which("mosquitto") is None and shutil.which("/usr/sbin/mosquitto") is None:
+        pytest.skip("mosquitto is not installed")
+    probing = asyncio.Event()
+
+    async def never_ready(host: str, port: int, timeout_s: float) -> bool:
+        probing.set()
+        if failure == "raises":
+            raise RuntimeError("probe failed")
+        await asyncio.Event().wait()
+        return False
+
+    monkeypatch.setattr(broker_module, "_accepts", never_ready)
+    broker = PrivateBroker()
+
+    async def enter() -> None:
+        async with broker:
+            pass
+
+    entering = asyncio.create_task(enter())
+    await asyncio.wait_for(probing.wait(), 10)
+    pid = broker.pid
+    assert pid is not None
+    try:
+        if failure == "cancelled":
+            entering.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await entering
+        else:
+            with pytest.raises(RuntimeError, match="probe failed"):
+                await entering
+        assert not _alive(pid)
+        assert not broker.running
+        assert not broker.workdir.exists()
+    finally:  # never leave a broker behind, even when the test fails
+        if broker.running:
+            await broker.kill()
+        shutil.rmtree(broker.workdir, ignore_errors=True)
+
+
+async def test_hung_password_tool_is_killed(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A mosquitto_passwd that does not finish within the start timeout is killed and reaped
+    (start fails with the timeout), and the broker's temporary working directory is removed."""
+    pid_file = tmp_path / "passwd.pid"
+    tool = tmp_path / "mosquitto_passwd"
+    tool.write_text(f"#!/bin/sh\necho $$ > {pid_file}\nexec sleep 60\n")
+    tool.chmod(0o755)
+    monkeypatch.setattr(broker_module, "START_TIMEOUT_S", 1.0)
+    real_which = shutil.which
+    monkeypatch.setattr(
+        shutil,
+        "which",
+        lambda name, *args, **kwargs: (
+            str(tool) if name == "mosquitto_passwd" else real_which(name, *args, **kwargs)
+        ),
+    )
+    broker = PrivateBroker()
+    pid: int | None = None
+    try:
+        with pytest.raises(TimeoutError):
+            async with broker:
+                pass
+        pid = int(pid_file.read_text())
+        assert not _alive(pid)
+        assert not broker.workdir.exists()
+    finally:  # never leave the stand-in tool behind, even when the test fails
+        if pid is None and pid_file.exists():
+            pid = int(pid_file.read_text())
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(broker.workdir, ignore_errors=True)

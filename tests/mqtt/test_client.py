@@ -6,14 +6,24 @@ import asyncio
 import random
 import uuid
 from datetime import timedelta
+from typing import Any
 
+import aiomqtt
 import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.reasoncodes import ReasonCode
 
 from groundplane.kernel.clock import SimulatedClock
 from groundplane.kernel.errors import DeadlineExceeded
 from groundplane.mqtt import topics
 from groundplane.mqtt.broker import PrivateBroker
-from groundplane.mqtt.client import Backoff, MqttClient, ReceivedMessage
+from groundplane.mqtt.client import (
+    NOT_AUTHORIZED,
+    Backoff,
+    BrokerRefusedError,
+    MqttClient,
+    ReceivedMessage,
+)
 
 from .conftest import FAST_BACKOFF
 
@@ -177,3 +187,52 @@ async def test_deadline_sets_message_expiry(broker: PrivateBroker, clock: Simula
         assert 55 <= message.message_expiry_s <= 60
         await asyncio.sleep(0.3)
         assert inbox.queue.empty()
+
+
+async def test_filter_refused_on_resubscribe_is_dropped_and_the_connection_survives(
+    broker: PrivateBroker, clock: SimulatedClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A filter registered while the broker is down and refused (0x87) when the client
+    reconnects is dropped and reported to its subscriber (on_refused, refused_subscriptions);
+    the client stays connected, its allowed filter still delivers, and its owner does not fail."""
+    own_topic = topics.node_rx_ground("25544", "svalbard", "jobs")
+    forbidden = "gp/v1/node/48274/#"
+    # Mosquitto 2.0 grants every subscription and applies its ACL on delivery; brokers that check
+    # subscriptions (EMQX, Mosquitto's dynamic-security plugin) answer 0x87 in the SUBACK. Stand
+    # in for one: the real SUBACK's code for the forbidden filter becomes 0x87.
+    real_subscribe = aiomqtt.Client.subscribe
+
+    async def checking_subscribe(
+        self: aiomqtt.Client, request: list[tuple[str, Any]], *args: Any, **kwargs: Any
+    ) -> list[Any]:
+        codes = await real_subscribe(self, request, *args, **kwargs)
+        refused = ReasonCode(PacketTypes.SUBACK, identifier=NOT_AUTHORIZED)
+        return [
+            refused if topic_filter == forbidden else code
+            for (topic_filter, _), code in zip(request, codes, strict=True)
+        ]
+
+    monkeypatch.setattr(aiomqtt.Client, "subscribe", checking_subscribe)
+    inbox = Inbox()
+    refusals: list[BrokerRefusedError] = []
+    node = MqttClient(
+        broker.node_address("25544"), client_id="node-25544", clock=clock, backoff=FAST_BACKOFF
+    )
+    async with (
+        node,
+        MqttClient(broker.address, client_id="ground", clock=clock, backoff=FAST_BACKOFF) as g,
+    ):
+        await node.subscribe(own_topic, inbox)
+        await node.wait_connected()
+        await broker.kill()
+        await node.subscribe(forbidden, inbox, on_refused=refusals.append)  # not connected
+        await broker.start()
+        await node.wait_connected(timeout_s=10)
+        await g.wait_connected(timeout_s=10)
+        await g.publish(own_topic, b"still served")
+        assert (await inbox.next()).payload == b"still served"
+        assert node.connected
+        assert node.connections == 2
+    assert [refusal.topic for refusal in refusals] == [forbidden]
+    assert refusals[0].reason_code == NOT_AUTHORIZED
+    assert set(node.refused_subscriptions) == {forbidden}

@@ -5,10 +5,32 @@ see :mod:`groundplane.mqtt.topics`), hands each message to the :class:`~.model.L
 (station, satellite) pair, and republishes it on the matching ``rx`` topic when the model says it
 arrives; dropped messages are only counted. Every ``tick_s`` of simulated time it asks the
 geometry provider where everything is, updates the links, and publishes the retained
-``LinkState`` of links whose state changed (and of every link each ``state_interval_s``).
+``LinkState`` of links whose state changed, plus a heartbeat of every link that is **up** each
+``state_interval_s`` (a down link's retained state stays on the broker, unchanged, until it comes
+up again). The retained ``LinkCounters`` of a ground link go out with its state when they changed,
+and at most every ``state_interval_s`` otherwise.
+
+What the emulator keeps in memory is bounded by what is in view, not by history:
+
+* a link exists while the geometry reports it (up, or down but still reported), while it has a
+  message in flight, and until its final down state was published; then it is forgotten (its
+  retained state stays on the broker). Its traffic counters are kept (only for links that ever
+  carried traffic) so the retained counters stay cumulative when it comes back;
+* a link that comes back after being forgotten is an acquisition like any other: the handover
+  outage applies (only links already in view at the first tick are taken as acquired);
+* a transmission naming a station or satellite id that the geometry has never reported (nor the
+  ``stations`` / ``satellites`` given up front) is dropped without creating a link: it is counted
+  in :attr:`LinkEmulator.dropped_unknown_messages`, one emulator-wide count (unknown ids are
+  unbounded, so there is no per-id breakdown), and logged at 1, 2, 4, 8, … such drops.
+
+Sampling the geometry runs on the event loop while it is cheap and in a worker thread
+(``asyncio.to_thread``) once a sample took :data:`OFFLOAD_SAMPLE_S` or more (a large
+constellation): the thread hop costs ~50–90 µs, which cheap providers should not pay. Providers
+must therefore tolerate being called from a worker thread (never two calls at once).
 
 A link marked real (:meth:`LinkEmulator.set_real`) is left alone: a radio link in the loop
-carries its traffic and the emulator neither forwards nor drops its messages.
+carries its traffic and the emulator neither forwards nor drops nor counts its messages (also when
+its ids are unknown to the geometry).
 
 Messages are acknowledged to the broker once they are in flight on the model: like a real link,
 a message in flight is lost if the emulator process dies.
@@ -17,8 +39,9 @@ a message in flight is lost if the emulator process dies.
 from __future__ import annotations
 
 import asyncio
+import time
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -28,7 +51,15 @@ from groundplane.kernel.clock import Clock
 from groundplane.kernel.errors import GroundplaneError, InvalidArgument
 from groundplane.kernel.timestamps import to_timestamp
 from groundplane.link.v1 import link_pb2
-from groundplane.links.model import Admission, Direction, Fate, Link, LinkConfig, LinkGeometry
+from groundplane.links.model import (
+    Admission,
+    Counters,
+    Direction,
+    Fate,
+    Link,
+    LinkConfig,
+    LinkGeometry,
+)
 from groundplane.mqtt import topics
 from groundplane.mqtt.client import MqttClient, ReceivedMessage
 
@@ -44,6 +75,10 @@ ConfigProvider = Callable[[str], LinkConfig]
 """Configuration of a link by link id (``<station>/<sat>`` or ``isl:<a>/<b>``)."""
 
 PUBLISH_TIMEOUT_S = 5.0
+OFFLOAD_SAMPLE_S = 0.001
+"""Wall seconds a geometry sample may take on the event loop; a provider that took this long or
+more is called in a worker thread from the next tick on (``asyncio.to_thread`` costs ~50–90 µs
+per call, so cheaper samples stay on the loop)."""
 _DOWN = LinkGeometry(up=False, range_km=0.0)
 
 
@@ -57,8 +92,10 @@ class _Endpoint:
     isl: bool
     real: bool = False
     published_up: bool | None = None
+    """The ``up`` of the last state the broker acknowledged (None: not published yet)."""
     published_state_s: float = float("-inf")
     published_counters: tuple[int, ...] = ()
+    published_counters_s: float = float("-inf")
 
     @property
     def state_topic(self) -> str:
@@ -76,6 +113,10 @@ class _Order:
     """Set once the delivery before this one was handed to the broker (or dropped)."""
     handed: asyncio.Event
     """Set once this delivery was handed to the broker (or dropped)."""
+
+
+def _snapshot(counters: Counters) -> tuple[int, ...]:
+    return (counters.sent_messages, counters.delivered_messages, counters.dropped)
 
 
 def ground_link_id(station_id: str, sat_id: str) -> str:
@@ -101,7 +142,12 @@ class LinkEmulator:
         tick_s: float = 1.0,
         state_interval_s: float = 10.0,
         seed: int = 0,
+        stations: Iterable[str] = (),
+        satellites: Iterable[str] = (),
     ) -> None:
+        """``stations`` and ``satellites`` are ids known up front (for example the whole
+        catalog), in addition to every id the geometry reports: a transmission to a known id out
+        of view is a link-down drop on its link; one to an unknown id is not a link at all."""
         if not tick_s > 0:
             raise InvalidArgument(f"tick_s must be > 0 simulated seconds, got {tick_s}")
         self._client = client
@@ -117,6 +163,13 @@ class LinkEmulator:
         self._seed = seed
         self._epoch = clock.now()
         self._links: dict[str, _Endpoint] = {}
+        self._retired: dict[str, tuple[Counters, tuple[int, ...]]] = {}
+        """Counters of forgotten links that carried traffic (and what was published of them)."""
+        self._known_stations: set[str] = set(stations)
+        self._known_satellites: set[str] = set(satellites)
+        self._dropped_unknown = 0
+        self._sample_cost_s = 0.0
+        self._started = False
         self._real: set[str] = set()
         self._tasks: asyncio.TaskGroup | None = None
         self._ready = asyncio.Event()
@@ -133,10 +186,21 @@ class LinkEmulator:
         endpoint = self._links.get(link_id)
         if endpoint is None:
             raise InvalidArgument(
-                f"no link {link_id!r} yet (a link exists once in view or used); known: "
+                f"no link {link_id!r} now (a link exists while the geometry reports it or it "
+                f"carries traffic, and is forgotten once down and published); known: "
                 f"{sorted(self._links)[:20]}"
             )
         return endpoint.link
+
+    def link_ids(self) -> frozenset[str]:
+        """Ids of the links the emulator holds right now."""
+        return frozenset(self._links)
+
+    @property
+    def dropped_unknown_messages(self) -> int:
+        """Transmissions dropped because they named a station or satellite the geometry never
+        reported (nor the ids given up front); no link is created for them."""
+        return self._dropped_unknown
 
     def set_real(self, station_id: str, sat_id: str, real: bool = True) -> None:
         """Leave the link (station, satellite) to a real radio link, or take it back."""
@@ -172,50 +236,112 @@ class LinkEmulator:
             finally:
                 self._tasks = None
 
-    def _endpoint(self, link_id: str, first: str, second: str, *, isl: bool) -> _Endpoint:
+    def _endpoint(
+        self, link_id: str, first: str, second: str, *, isl: bool, at_s: float
+    ) -> _Endpoint:
         endpoint = self._links.get(link_id)
         if endpoint is None:
-            seed = zlib.crc32(f"{self._seed}:{link_id}".encode())
+            retired = self._retired.pop(link_id, None)
+            counters, published_counters = retired if retired is not None else (Counters(), ())
+            # A link that carried traffic before draws a fresh loss sequence, not a replay.
+            generation = f":{counters.sent_messages}" if counters.sent_messages else ""
+            seed = zlib.crc32(f"{self._seed}:{link_id}{generation}".encode())
+            link = Link(link_id, self._config(link_id), seed=seed, counters=counters)
+            if self._started:
+                # Heard of after the first tick: coming up is an acquisition (handover outage).
+                link.update(at_s, _DOWN)
             endpoint = _Endpoint(
-                Link(link_id, self._config(link_id), seed=seed),
+                link,
                 first,
                 second,
                 isl,
                 real=link_id in self._real,
+                published_counters=published_counters,
             )
             self._links[link_id] = endpoint
         return endpoint
 
+    def _forget(self, link_id: str) -> None:
+        endpoint = self._links.pop(link_id)
+        counters = endpoint.link.counters
+        if counters.sent_messages:
+            self._retired[link_id] = (counters, endpoint.published_counters)
+
+    def _sample(
+        self, at: datetime
+    ) -> tuple[
+        Mapping[GroundKey, LinkGeometry], Mapping[tuple[str, str], LinkGeometry] | None, float
+    ]:
+        """Both providers at ``at`` and the wall seconds they took (runs on a worker thread when
+        the providers are expensive)."""
+        started = time.perf_counter()
+        ground = self._ground_geometry(at)
+        isl = self._isl_geometry(at) if self._isl_geometry is not None else None
+        return ground, isl, time.perf_counter() - started
+
     async def _tick(self) -> None:
         now = self._clock.now()
+        if self._sample_cost_s >= OFFLOAD_SAMPLE_S:
+            ground, isl, cost_s = await asyncio.to_thread(self._sample, now)
+            # Transmissions went on meanwhile: apply the sample now, never before their times.
+            now = self._clock.now()
+        else:
+            ground, isl, cost_s = self._sample(now)
+        self._sample_cost_s = cost_s
         at_s = (now - self._epoch).total_seconds()
         samples: dict[str, LinkGeometry] = {}
-        for (station, sat), geometry in self._ground_geometry(now).items():
+        for (station, sat), geometry in ground.items():
+            self._known_stations.add(station)
+            self._known_satellites.add(sat)
             link_id = ground_link_id(station, sat)
-            self._endpoint(link_id, station, sat, isl=False)
+            self._endpoint(link_id, station, sat, isl=False, at_s=at_s)
             samples[link_id] = geometry
-        if self._isl_geometry is not None:
-            for (sat_a, sat_b), geometry in self._isl_geometry(now).items():
+        if isl is not None:
+            for (sat_a, sat_b), geometry in isl.items():
                 first, second = sorted((sat_a, sat_b))
+                self._known_satellites.add(first)
+                self._known_satellites.add(second)
                 link_id = isl_link_id(first, second)
-                self._endpoint(link_id, first, second, isl=True)
+                self._endpoint(link_id, first, second, isl=True, at_s=at_s)
                 samples[link_id] = geometry
-        changed: list[_Endpoint] = []
+        self._started = True
+        due: list[tuple[_Endpoint, bool, bool]] = []
+        forgotten: list[str] = []
         for link_id, endpoint in self._links.items():
-            geometry = samples.get(link_id, _DOWN)
-            dropped = endpoint.link.update(at_s, geometry)
+            sampled = samples.get(link_id)
+            dropped = endpoint.link.update(at_s, sampled or _DOWN)
             if dropped:
                 log.info("link_down_dropped_in_flight", link_id=link_id, messages=len(dropped))
             up = endpoint.link.is_up(at_s)
-            if (
-                up != endpoint.published_up
-                or at_s - endpoint.published_state_s >= self._state_interval_s
-            ):
-                endpoint.published_up = up
-                endpoint.published_state_s = at_s
-                changed.append(endpoint)
-        if changed:
-            await asyncio.gather(*(self._publish_state(e, now, at_s) for e in changed))
+            state_due = up != endpoint.published_up or (
+                up and at_s - endpoint.published_state_s >= self._state_interval_s
+            )
+            # Down, out of the geometry, nothing in flight, and the broker holds its down state.
+            done = (
+                not up
+                and sampled is None
+                and endpoint.published_up is False
+                and endpoint.link.in_flight == 0
+            )
+            counters_due = (
+                not endpoint.isl
+                and _snapshot(endpoint.link.counters) != endpoint.published_counters
+                and (
+                    state_due
+                    or done
+                    or at_s - endpoint.published_counters_s >= self._state_interval_s
+                )
+            )
+            if state_due or counters_due:
+                due.append((endpoint, state_due, counters_due))
+            elif done:
+                forgotten.append(link_id)
+        for link_id in forgotten:
+            self._forget(link_id)
+        if due:
+            await asyncio.gather(
+                *(self._publish(e, now, at_s, state=s, counters=c) for e, s, c in due)
+            )
 
     def _state(self, endpoint: _Endpoint, now: datetime, at_s: float) -> link_pb2.LinkState:
         link = endpoint.link
@@ -250,29 +376,41 @@ class LinkEmulator:
             updated_at=to_timestamp(self._clock.now()),
         )
 
-    async def _publish_state(self, endpoint: _Endpoint, now: datetime, at_s: float) -> None:
-        try:
-            await self._client.publish(
-                endpoint.state_topic,
-                self._state(endpoint, now, at_s).SerializeToString(),
-                retain=True,
-                timeout_s=PUBLISH_TIMEOUT_S,
-            )
-            if not endpoint.isl:
-                c = endpoint.link.counters
-                snapshot = (c.sent_messages, c.delivered_messages, c.dropped)
-                if snapshot != endpoint.published_counters:
-                    endpoint.published_counters = snapshot
-                    await self._client.publish(
-                        topics.link_counters(endpoint.first, endpoint.second),
-                        self.counters_message(endpoint.link.link_id).SerializeToString(),
-                        retain=True,
-                        timeout_s=PUBLISH_TIMEOUT_S,
-                    )
-        except GroundplaneError as error:
-            log.warning(
-                "link_state_publish_failed", link_id=endpoint.link.link_id, error=str(error)
-            )
+    async def _publish(
+        self, endpoint: _Endpoint, now: datetime, at_s: float, *, state: bool, counters: bool
+    ) -> None:
+        """Publish the retained state and/or counters; record only what the broker acknowledged,
+        so a failed publish is tried again on the next tick."""
+        link_id = endpoint.link.link_id
+        if state:
+            message = self._state(endpoint, now, at_s)
+            try:
+                await self._client.publish(
+                    endpoint.state_topic,
+                    message.SerializeToString(),
+                    retain=True,
+                    timeout_s=PUBLISH_TIMEOUT_S,
+                )
+            except GroundplaneError as error:
+                endpoint.published_up = None
+                log.warning("link_state_publish_failed", link_id=link_id, error=str(error))
+                return
+            endpoint.published_up = message.up
+            endpoint.published_state_s = at_s
+        if counters and link_id in self._links:
+            snapshot = _snapshot(endpoint.link.counters)
+            try:
+                await self._client.publish(
+                    topics.link_counters(endpoint.first, endpoint.second),
+                    self.counters_message(link_id).SerializeToString(),
+                    retain=True,
+                    timeout_s=PUBLISH_TIMEOUT_S,
+                )
+            except GroundplaneError as error:
+                log.warning("link_counters_publish_failed", link_id=link_id, error=str(error))
+                return
+            endpoint.published_counters = snapshot
+            endpoint.published_counters_s = at_s
 
     # -- forwarding ------------------------------------------------------------------------------
 
@@ -282,21 +420,35 @@ class LinkEmulator:
         except InvalidArgument as error:
             log.warning("link_bad_topic", topic=message.topic, error=error.message)
             return
-        if transmission.hop is topics.Hop.UPLINK:
-            station, sat = transmission.source, transmission.destination
-            endpoint = self._endpoint(ground_link_id(station, sat), station, sat, isl=False)
-            direction = Direction.UPLINK
-        elif transmission.hop is topics.Hop.DOWNLINK:
-            station, sat = transmission.destination, transmission.source
-            endpoint = self._endpoint(ground_link_id(station, sat), station, sat, isl=False)
-            direction = Direction.DOWNLINK
-        else:
-            first, second = sorted((transmission.source, transmission.destination))
-            endpoint = self._endpoint(isl_link_id(first, second), first, second, isl=True)
-            direction = Direction.FORWARD if transmission.source == first else Direction.REVERSE
-        if endpoint.real:
-            return
         at_s = self.sim_s()
+        if transmission.hop is topics.Hop.ISL:
+            first, second = sorted((transmission.source, transmission.destination))
+            link_id, isl = isl_link_id(first, second), True
+            known = first in self._known_satellites and second in self._known_satellites
+            direction = Direction.FORWARD if transmission.source == first else Direction.REVERSE
+        else:
+            uplink = transmission.hop is topics.Hop.UPLINK
+            first, second = (
+                (transmission.source, transmission.destination)
+                if uplink
+                else (transmission.destination, transmission.source)
+            )
+            link_id, isl = ground_link_id(first, second), False
+            known = first in self._known_stations and second in self._known_satellites
+            direction = Direction.UPLINK if uplink else Direction.DOWNLINK
+        if link_id in self._real:
+            return
+        if not known and link_id not in self._links:
+            self._dropped_unknown += 1
+            count = self._dropped_unknown
+            if count & (count - 1) == 0:  # 1, 2, 4, 8, …: visible without flooding the log
+                log.warning(
+                    "link_unknown_endpoint_dropped",
+                    topic=message.topic,
+                    dropped_unknown_messages=count,
+                )
+            return
+        endpoint = self._endpoint(link_id, first, second, isl=isl, at_s=at_s)
         if endpoint.link.geometry is None:
             endpoint.link.update(at_s, _DOWN)
         admission = endpoint.link.send(at_s, direction, len(message.payload))

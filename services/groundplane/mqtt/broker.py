@@ -123,6 +123,16 @@ def _mosquitto_binary() -> str:
     return found
 
 
+async def _reap(process: asyncio.subprocess.Process) -> None:
+    """SIGKILL a child process (if still running) and wait for it, so none is left behind."""
+    if process.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(STOP_TIMEOUT_S):
+            await process.wait()
+
+
 async def _accepts(host: str, port: int, timeout_s: float) -> bool:
     try:
         async with asyncio.timeout(timeout_s):
@@ -270,8 +280,12 @@ class PrivateBroker:
         process = await asyncio.create_subprocess_exec(
             tool, "-U", str(path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
-        async with asyncio.timeout(START_TIMEOUT_S):
-            _, stderr = await process.communicate()
+        try:
+            async with asyncio.timeout(START_TIMEOUT_S):
+                _, stderr = await process.communicate()
+        except BaseException:  # timed out or cancelled: never leave the tool running
+            await _reap(process)
+            raise
         if process.returncode != 0:
             raise FailedPrecondition(
                 f"mosquitto_passwd -U failed ({process.returncode}): {stderr.decode().strip()}"
@@ -309,23 +323,27 @@ class PrivateBroker:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        while loop.time() < deadline:
-            if self._process.returncode is not None:
-                raise Unavailable(
-                    f"mosquitto exited with {self._process.returncode} while starting on port "
-                    f"{self._port}; log tail:\n{self.log_tail()}"
-                )
-            if await _accepts(self.host, self._port, timeout_s=0.5):
-                log.info("broker_started", port=self._port, pid=self._process.pid)
-                return
-            await asyncio.sleep(0.02)
-        await self.kill()
-        raise Unavailable(
-            f"mosquitto did not accept connections on 127.0.0.1:{self._port} within "
-            f"{timeout_s} s; log tail:\n{self.log_tail()}"
-        )
+        process = self._process
+        try:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout_s
+            while loop.time() < deadline:
+                if process.returncode is not None:
+                    raise Unavailable(
+                        f"mosquitto exited with {process.returncode} while starting on port "
+                        f"{self._port}; log tail:\n{self.log_tail()}"
+                    )
+                if await _accepts(self.host, self._port, timeout_s=0.5):
+                    log.info("broker_started", port=self._port, pid=process.pid)
+                    return
+                await asyncio.sleep(0.02)
+            raise Unavailable(
+                f"mosquitto did not accept connections on 127.0.0.1:{self._port} within "
+                f"{timeout_s} s; log tail:\n{self.log_tail()}"
+            )
+        except BaseException:  # failed, timed out or cancelled: never orphan mosquitto
+            await _reap(process)
+            raise
 
     async def kill(self) -> None:
         """SIGKILL the broker (no final save: what was not autosaved is lost)."""
@@ -356,7 +374,11 @@ class PrivateBroker:
         await self.start(timeout_s)
 
     async def __aenter__(self) -> Self:
-        await self.start()
+        try:
+            await self.start()
+        except BaseException:  # __aexit__ will not run: remove what this object created
+            self._remove_own_workdir()
+            raise
         return self
 
     async def __aexit__(
@@ -368,5 +390,9 @@ class PrivateBroker:
         try:
             await self.stop()
         finally:
-            if self._own_workdir:
-                shutil.rmtree(self._workdir, ignore_errors=True)
+            self._remove_own_workdir()
+
+    def _remove_own_workdir(self) -> None:
+        """Delete the working directory if this object made it (a temporary directory)."""
+        if self._own_workdir:
+            shutil.rmtree(self._workdir, ignore_errors=True)

@@ -8,7 +8,10 @@ component needs:
 * **TCP_NODELAY** on the client socket (Nagle's algorithm costs ~88 ms per QoS 1 round trip on
   loopback against ~0.5 ms without).
 * **Reconnect** with jittered exponential backoff: 1 s × 1.6ⁿ, capped at 120 s, ±20 % (see
-  :class:`Backoff`), **resubscribing** every registered filter after each connect.
+  :class:`Backoff`), **resubscribing** every registered filter after each connect. A filter the
+  broker refuses then (e.g. 0x87 *Not authorized*) is dropped, logged, kept in
+  :attr:`MqttClient.refused_subscriptions` and reported to the subscriber's ``on_refused``; the
+  connection and the other filters carry on.
 * **Manual acknowledgement**: a QoS 1 message is acknowledged only after its handler returned
   (or failed, which is logged), and acknowledgements go out in the order the messages arrived,
   as MQTT requires. A message whose handler did not finish before the connection dropped is
@@ -134,11 +137,16 @@ class LastWill:
 Handler = Callable[[ReceivedMessage], Awaitable[None]]
 
 
+RefusalCallback = Callable[[BrokerRefusedError], None]
+"""Told when the broker refuses a filter while the client (re)subscribes it after a connect."""
+
+
 @dataclass
 class _Subscription:
     topic_filter: str
     qos: int
     handler: Handler
+    on_refused: RefusalCallback | None = None
 
     @property
     def match_filter(self) -> str:
@@ -243,6 +251,7 @@ class MqttClient:
         self._rng = rng or random.Random()
         self._handler_slots = asyncio.Semaphore(max_concurrent_handlers)
         self._subscriptions: dict[str, _Subscription] = {}
+        self._refused: dict[str, BrokerRefusedError] = {}
         self._session: _Session | None = None
         self._connected = asyncio.Event()
         self._connections = 0
@@ -265,6 +274,12 @@ class MqttClient:
     def connections(self) -> int:
         """How many times this client has connected (1 after the first connect)."""
         return self._connections
+
+    @property
+    def refused_subscriptions(self) -> dict[str, BrokerRefusedError]:
+        """Filters the broker refused when they were (re)subscribed after a connect, with the
+        refusal; such a filter is no longer subscribed (subscribing it again clears it)."""
+        return dict(self._refused)
 
     @property
     def backoff(self) -> Backoff:
@@ -316,16 +331,26 @@ class MqttClient:
 
     # -- subscribe / publish ---------------------------------------------------------------------
 
-    async def subscribe(self, topic_filter: str, handler: Handler, *, qos: int = 1) -> None:
+    async def subscribe(
+        self,
+        topic_filter: str,
+        handler: Handler,
+        *,
+        qos: int = 1,
+        on_refused: RefusalCallback | None = None,
+    ) -> None:
         """Call ``handler`` for each message matching ``topic_filter``, now and after reconnects.
 
         If connected, waits for the SUBACK and raises :class:`BrokerRefusedError` when the broker
-        refuses the filter; if not connected, the filter is subscribed on the next connect.
+        refuses the filter; if not connected, the filter is subscribed on the next connect. When
+        the broker refuses it on a later connect, the filter is dropped, the refusal is kept in
+        :attr:`refused_subscriptions` and ``on_refused`` is called with it.
         """
         if qos not in (0, 1):
             raise InvalidArgument(f"qos must be 0 or 1 (QoS 2 is not used), got {qos}")
-        subscription = _Subscription(topic_filter, qos, handler)
+        subscription = _Subscription(topic_filter, qos, handler, on_refused)
         self._subscriptions[topic_filter] = subscription
+        self._refused.pop(topic_filter, None)
         session = self._session
         if session is None:
             return
@@ -465,7 +490,7 @@ class MqttClient:
             raise
         try:
             self._session = session
-            await self._subscribe(session, list(self._subscriptions.values()))
+            await self._resubscribe(session)
             self._session_was_up = True
             self._connections += 1
             self._connected.set()
@@ -510,17 +535,55 @@ class MqttClient:
                 aio._disconnected.exception()  # mark retrieved
 
     async def _subscribe(self, session: _Session, subscriptions: list[_Subscription]) -> None:
+        """Subscribe; raise :class:`BrokerRefusedError` for the first filter refused."""
+        for refusal in await self._subscribe_each(session, subscriptions):
+            if refusal is not None:
+                raise refusal
+
+    async def _subscribe_each(
+        self, session: _Session, subscriptions: list[_Subscription]
+    ) -> list[BrokerRefusedError | None]:
+        """Subscribe in one request; the refusal of each filter (None: granted)."""
         if not subscriptions:
-            return
+            return []
         request = [
             (s.topic_filter, SubscribeOptions(qos=s.qos, retainHandling=1)) for s in subscriptions
         ]
         codes = await session.aio.subscribe(request, timeout=self._io_timeout_s)
+        refusals: list[BrokerRefusedError | None] = []
         for subscription, code in zip(subscriptions, codes, strict=False):
             value = int(code.value) if isinstance(code, ReasonCode) else int(str(code))
             if value >= 0x80:
                 reason = str(code) if isinstance(code, ReasonCode) else "refused"
-                raise BrokerRefusedError(subscription.topic_filter, value, reason)
+                refusals.append(BrokerRefusedError(subscription.topic_filter, value, reason))
+            else:
+                refusals.append(None)
+        return refusals
+
+    async def _resubscribe(self, session: _Session) -> None:
+        """Subscribe every registered filter after a connect. A refused filter is dropped and
+        reported (log, :attr:`refused_subscriptions`, ``on_refused``): one filter the broker no
+        longer allows must not take the connection, or the client's owner, down."""
+        subscriptions = list(self._subscriptions.values())
+        refusals = await self._subscribe_each(session, subscriptions)
+        for subscription, refusal in zip(subscriptions, refusals, strict=False):
+            if refusal is None:
+                continue
+            topic_filter = subscription.topic_filter
+            if self._subscriptions.get(topic_filter) is subscription:
+                del self._subscriptions[topic_filter]
+            self._refused[topic_filter] = refusal
+            self._log.warning(
+                "mqtt_subscription_refused",
+                topic_filter=topic_filter,
+                reason_code=f"0x{refusal.reason_code:02X}",
+                reason=refusal.reason,
+            )
+            if subscription.on_refused is not None:
+                try:
+                    subscription.on_refused(refusal)
+                except Exception:  # a failing callback must not stop the client
+                    self._log.exception("mqtt_on_refused_failed", topic_filter=topic_filter)
 
     def _puback_callback(self, session: _Session) -> Callable[..., None]:
         def on_publish(

@@ -344,6 +344,10 @@ class GroundplaneSystem:
                 geometry,
                 config=config.link_config,
                 tick_s=config.link_tick_s,
+                # Known ids: a message to a satellite out of view counts as link-down on its own
+                # link, not as addressed to an unknown id.
+                stations=[station.id for station in self.stations],
+                satellites=self.batch.ids,
             )
             background.append(tasks.create_task(emulator.run(), name="links-emulator"))
             await emulator.wait_ready(STARTUP_TIMEOUT_S)
