@@ -34,7 +34,6 @@ links, tracking, broker.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import tempfile
 import time
@@ -524,16 +523,12 @@ class GroundplaneSystem:
         self.refresh_counters()
         # The store closes next: the counters are final, nothing reads the manager any more.
         self.handoff, self.jobs = None, None
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await _cancel_and_wait(task)
 
     async def _stop_jobs(self, task: asyncio.Task[None]) -> None:
         if self.jobs is not None:
             self.jobs.update()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await _cancel_and_wait(task)
 
     async def _call(self, on_ready: Callable[[GroundplaneSystem], Awaitable[None]]) -> None:
         await on_ready(self)
@@ -623,6 +618,16 @@ async def _bounded(task: asyncio.Task[None], timeout_s: float) -> None:
     done, _ = await asyncio.wait({task}, timeout=timeout_s)
     if not done:
         log.warning("shutdown_step_timed_out", task=task.get_name(), timeout_s=timeout_s)
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await _cancel_and_wait(task)
+
+
+async def _cancel_and_wait(task: asyncio.Task[None]) -> None:
+    """Cancel ``task`` and wait for it to end; a failure it ends with is logged.
+
+    ``asyncio.wait`` rather than ``await task``: a cancellation of the caller itself (a second
+    Ctrl-C during shutdown) must propagate, not be mistaken for the task's own.
+    """
+    task.cancel()
+    await asyncio.wait({task})
+    if not task.cancelled() and (error := task.exception()) is not None:
+        log.error("shutdown_step_failed", task=task.get_name(), exc_info=error)
