@@ -112,6 +112,6 @@ def error_from_status(code: grpc.StatusCode, message: str, upstream: str = "") -
     """
     prefix = f"{upstream}: " if upstream else ""
     error_type = _BY_CODE.get(code)
-    if error_type is None or error_type is Unavailable:
+    if error_type is None:
         return Unavailable(f"{prefix}{message} ({code.name})")
     return error_type(f"{prefix}{message}")

@@ -16,16 +16,11 @@ import grpc
 from google.protobuf.message import DecodeError, Message
 
 from groundplane.kernel.errors import (
-    AlreadyExists,
-    DeadlineExceeded,
-    FailedPrecondition,
     GroundplaneError,
     InvalidArgument,
-    NotFound,
-    PermissionDenied,
     ResourceExhausted,
-    Unauthenticated,
     Unavailable,
+    error_from_status,
 )
 from groundplane.kernel.timestamps import from_timestamp, to_timestamp
 from groundplane.link.v1 import link_pb2
@@ -40,21 +35,6 @@ REPLY_CHANNEL_PREFIX = "resp"
 """Replies arrive on ``gp/v1/ground/<station>/rx/<sat>/resp/<requester instance>``."""
 
 _M = TypeVar("_M", bound=Message)
-
-_ERRORS: dict[str, type[GroundplaneError]] = {
-    cls.code.name: cls
-    for cls in (
-        InvalidArgument,
-        NotFound,
-        AlreadyExists,
-        FailedPrecondition,
-        Unavailable,
-        ResourceExhausted,
-        Unauthenticated,
-        PermissionDenied,
-        DeadlineExceeded,
-    )
-}
 
 
 def type_name(message: Message) -> str:
@@ -143,17 +123,14 @@ def error_message(error: BaseException) -> node_pb2.InferError:
 
 
 def error_from_message(reply: node_pb2.InferError, *, where: str) -> GroundplaneError:
-    """The :class:`GroundplaneError` a node reported, with ``where`` (who said it) prefixed."""
-    text = f"{where}: {reply.message}"
-    kind = _ERRORS.get(reply.code)
-    if kind is ResourceExhausted:
-        retry = reply.retry_after_s if reply.HasField("retry_after_s") else None
-        return ResourceExhausted(text, retry_after_s=retry)
-    if kind is Unavailable:
-        opportunity = (
-            from_timestamp(reply.next_opportunity) if reply.HasField("next_opportunity") else None
-        )
-        return Unavailable(text, next_opportunity=opportunity)
-    if kind is None:
-        return GroundplaneError(f"{text} (status {reply.code or 'missing'})")
-    return kind(text)
+    """The :class:`GroundplaneError` a node reported, with ``where`` (who said it) prefixed.
+
+    A code outside the error tree (or none) is UNAVAILABLE: the node failed.
+    """
+    code = grpc.StatusCode.__members__.get(reply.code, grpc.StatusCode.UNKNOWN)
+    error = error_from_status(code, reply.message, where)
+    if isinstance(error, ResourceExhausted) and reply.HasField("retry_after_s"):
+        error.retry_after_s = reply.retry_after_s
+    if isinstance(error, Unavailable) and reply.HasField("next_opportunity"):
+        error.next_opportunity = from_timestamp(reply.next_opportunity)
+    return error
