@@ -36,7 +36,9 @@ class FakeNodes:
     """Nodes that hold sessions by (session id → state) and refuse a fenced or unknown session.
 
     ``refuse`` lists satellites that answer every turn ``NOT_FOUND`` (as if they lost the
-    session); ``import_delay_s`` is simulated seconds an import takes on each satellite.
+    session); ``import_delay_s`` is simulated seconds an import takes on each satellite. With
+    ``export_rate_bps`` set, the exports from one satellite share its down link: one at a time,
+    each occupying it ``state bytes × 8 / export_rate_bps`` simulated seconds.
     """
 
     clock: SimulatedClock
@@ -45,6 +47,8 @@ class FakeNodes:
     refuse: set[str] = field(default_factory=set)
     import_delay_s: dict[str, float] = field(default_factory=dict)
     imports_done: list[tuple[str, int]] = field(default_factory=list)
+    export_rate_bps: float | None = None
+    down_links: dict[str, asyncio.Lock] = field(default_factory=dict)
 
     async def _wait(self, delay_s: float, deadline: datetime, what: str) -> None:
         budget_s = (deadline - self.clock.now()).total_seconds()
@@ -105,6 +109,10 @@ class FakeNodes:
             raise NotFound(f"no session {session_id!r} on {satellite_id}")
         if fence_epoch is not None:
             self.fences[(satellite_id, session_id)] = fence_epoch
+        if self.export_rate_bps is not None:
+            async with self.down_links.setdefault(satellite_id, asyncio.Lock()):
+                bits = state.context_tokens * BYTES_PER_TOKEN * 8
+                await self.clock.sleep(bits / self.export_rate_bps)
         snapshot = encode_session(state)
         return node_pb2.SessionExportResult(
             session_id=session_id,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 
 from groundplane.handoff.planner import (
@@ -12,6 +13,7 @@ from groundplane.handoff.planner import (
     PlanKind,
     TransferPath,
     plan_handoff,
+    reserved_after_s,
 )
 from groundplane.handoff.store import ACTIVE, HandoffStore, SessionRecord, TurnRecord
 
@@ -103,3 +105,44 @@ def test_store_survives_reopening(tmp_path: Path) -> None:
     assert second.reserve_epoch("s") == 2
     assert second.pending_items("j") == [(0, "x")]
     assert second.item_results("j") == {1: "done"}
+
+
+def test_transfers_sharing_a_link_are_laid_back_to_back_ending_at_los_minus_margin() -> None:
+    """Four sessions leave one pass over one link with 4, 8, 2 and 6 s transfers (ground path).
+    Planned with the time reserved after each (session id order), their transfer windows do not
+    overlap, follow one another without gaps, and the last ends at LOS − margin; the layout is
+    the same whatever order the transfers were recorded in."""
+    current, successor = window("a", 0, 100), window("b", 10, 300)
+    sizes = {"s1": 25_000_000, "s2": 50_000_000, "s3": 12_500_000, "s4": 37_500_000}
+    transfers = {sid: 2 * size * 8 / SETTINGS.ground_rate_bps for sid, size in sizes.items()}
+    reversed_order = dict(reversed(list(transfers.items())))
+    spans = []
+    for sid, size in sizes.items():
+        reserved_s = reserved_after_s(transfers, sid)
+        assert reserved_s == reserved_after_s(reversed_order, sid)
+        plan = plan_handoff(
+            current, [current, successor], T0, size, SETTINGS, link_reserved_s=reserved_s
+        )
+        assert plan.kind is PlanKind.HANDOFF
+        assert plan.successor == successor
+        spans.append((plan.at, plan.at + timedelta(seconds=plan.transfer_s)))
+    spans.sort()
+    for (_, end), (start, _) in pairwise(spans):
+        assert abs((start - end).total_seconds()) < 1e-6
+    margin = timedelta(seconds=SETTINGS.lead_margin_s)
+    assert abs((spans[-1][1] - (current.los - margin)).total_seconds()) < 1e-6
+
+
+def test_a_reserved_slot_before_any_successor_rises_starts_when_one_rises() -> None:
+    """When the time reserved on the link would start the handoff (at 50 s) before the only
+    successor rises (at 70 s), the plan is still a handoff to it, starting at its AOS rather than
+    a checkpoint; alone the same handoff would start at 82 s."""
+    current, successor = window("a", 0, 100), window("b", 70, 300)
+    alone = plan_handoff(current, [current, successor], T0, 100_000_000, SETTINGS)
+    assert alone.at == T0 + timedelta(seconds=82)
+    plan = plan_handoff(
+        current, [current, successor], T0, 100_000_000, SETTINGS, link_reserved_s=32.0
+    )
+    assert plan.kind is PlanKind.HANDOFF
+    assert plan.successor == successor
+    assert plan.at == successor.aos

@@ -26,6 +26,15 @@ were held is the *interruption*. When no successor can take it, the state is che
 ground store and the session resumes at the next AOS; turns sent meanwhile wait within their
 deadline or fail ``UNAVAILABLE`` with the next AOS as ``next_opportunity``.
 
+Sessions leaving one pass by one path share that link (:class:`planner.LinkKey`), so the manager
+keeps a per-link transfer schedule: every plan records its session's transfer time under its
+link, and the session's plan time moves earlier by the transfer times of the sessions after it
+on that link (:func:`planner.reserved_after_s`: back to back in session id order, the last ending
+at LOS − margin). The schedule is deterministic (it depends on the set of sessions and their
+state sizes, not on the order they plan in); each session re-plans at least every
+``replan_interval_s``, so a change in the schedule reaches every member within that. A session
+leaves the schedule when it moves, is checkpointed or closed, or plans on another link.
+
 A node that dies (its Will) or stops answering is replaced at once: the session is imported from
 the ground checkpoint at a new epoch on the best node in view, and the turn in flight is sent
 again there (same turn index, new epoch, so it runs against the same context); its first answer
@@ -63,16 +72,20 @@ import structlog
 from groundplane.handoff import store as st
 from groundplane.handoff.metrics import HandoffMetrics
 from groundplane.handoff.planner import (
+    HandoffPlan,
     HandoffSettings,
     IslInView,
+    LinkKey,
     PassSource,
     PassWindow,
     PlanKind,
     TransferPath,
     choose_path,
+    link_key,
     next_aos,
     plan_handoff,
     rank_windows,
+    reserved_after_s,
     transfer_time_s,
 )
 from groundplane.handoff.store import HandoffEvent, HandoffStore, SessionRecord, TurnRecord
@@ -189,6 +202,8 @@ class _Session:
     planned_epoch: int = -1
     recovery: asyncio.Task[None] | None = None
     """The recovery a turn asked for (a manager task: no caller's deadline can cancel it)."""
+    link: LinkKey | None = None
+    """The link whose transfer schedule holds this session's planned transfer."""
 
     @property
     def session_id(self) -> str:
@@ -231,6 +246,8 @@ class HandoffManager:
         self._reported_bytes_per_token: dict[str, int] = {}
         self._overhead_s = 0.0
         """Measured handoff time beyond the state transfer (added to the lead margin)."""
+        self._links: dict[LinkKey, dict[str, float]] = {}
+        """Per-link transfer schedule: session id → planned transfer time (s)."""
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -429,6 +446,7 @@ class HandoffManager:
                 session.wake.set()
                 # Closed sessions live in the store only (reads fall back to it).
                 self._sessions.pop(session_id, None)
+                self._release_link(session)
                 if session.record.satellite_id and session.turns:
                     with contextlib.suppress(GroundplaneError):
                         await self._requester.fence_session(
@@ -675,16 +693,7 @@ class HandoffManager:
                 continue
             window = session.window
             assert window is not None
-            plan = plan_handoff(
-                window,
-                self._windows(now),
-                now,
-                self._state_bytes(session),
-                settings,
-                isl_in_view=self._isl_in_view,
-                eligible=self._eligible(session.model),
-                overhead_s=self._overhead_s,
-            )
+            plan = self._plan(session, window, now)
             if session.planned_epoch != session.record.epoch:
                 session.planned_epoch = session.record.epoch
                 self._emit(self._event(session, "planned", plan.at, plan.los, plan.successor))
@@ -698,6 +707,52 @@ class HandoffManager:
                     await self._move(session, plan.successor, export=True, planned_at=plan.at)
                 else:
                     await self._move(session, None, export=True, planned_at=plan.at)
+
+    def _plan(self, session: _Session, window: PassWindow, now: datetime) -> HandoffPlan:
+        """Plan the session's move off ``window`` and record its transfer in the schedule of
+        the link it uses; the plan starts early enough to leave the link to the transfers
+        scheduled after it (see the module doc)."""
+        windows = self._windows(now)
+        state_bytes = self._state_bytes(session)
+        eligible = self._eligible(session.model)
+
+        def plan_with(link_reserved_s: float) -> HandoffPlan:
+            return plan_handoff(
+                window,
+                windows,
+                now,
+                state_bytes,
+                self._settings,
+                isl_in_view=self._isl_in_view,
+                eligible=eligible,
+                overhead_s=self._overhead_s,
+                link_reserved_s=link_reserved_s,
+            )
+
+        plan = plan_with(0.0)
+        self._reserve_link(session, plan)
+        reserved_s = reserved_after_s(self._links[link_key(plan)], session.session_id)
+        if reserved_s > 0:
+            plan = plan_with(reserved_s)
+            self._reserve_link(session, plan)
+        return plan
+
+    def _reserve_link(self, session: _Session, plan: HandoffPlan) -> None:
+        key = link_key(plan)
+        if session.link != key:
+            self._release_link(session)
+            session.link = key
+        self._links.setdefault(key, {})[session.session_id] = plan.transfer_s
+
+    def _release_link(self, session: _Session) -> None:
+        key, session.link = session.link, None
+        if key is None:
+            return
+        transfers = self._links.get(key)
+        if transfers is not None:
+            transfers.pop(session.session_id, None)
+            if not transfers:
+                del self._links[key]
 
     def _state_bytes(self, session: _Session) -> int:
         """Modelled state size: context tokens × bytes per token (as configured, or as the
@@ -861,6 +916,7 @@ class HandoffManager:
                 session.record = self._store.session(session.session_id)
                 session.window = None
                 session.active.clear()
+                self._release_link(session)
                 self.metrics.handoff("checkpointed")
                 self.metrics.moved(path.value, state_bytes)
                 self._publish(_with_id(event, event_id))
@@ -910,6 +966,7 @@ class HandoffManager:
             session.record = self._store.session(session.session_id)
             session.window = target
             session.active.set()
+            self._release_link(session)
             self.metrics.handoff("resumed" if resume else "completed")
             self.metrics.moved(path.value, event.bytes_moved)
             self.metrics.interruption(interruption_s)

@@ -13,6 +13,19 @@ transfer time, the margin and the minimum dwell beyond it, scored by the routing
 qualifies the plan is a *checkpoint*: the state goes to the ground store and the session resumes
 at the next AOS of a satellite that can serve it.
 
+**Contention.** Sessions leaving one pass by one path share a link (:class:`LinkKey`: satellite,
+station, path, LOS), which carries one transfer at a time. The caller keeps, per link, every
+planned transfer's time; :func:`reserved_after_s` lays them out back to back in subject id order,
+the last one ending at ``LOS − margin``, and gives each the time reserved after its own window.
+That time goes to :func:`plan_handoff` as ``link_reserved_s``::
+
+    plan time = LOS − (transfer time + lead margin + link_reserved_s)
+
+so the ``k``-th of ``n`` sessions leaving together starts the sum of the later ones' transfer
+times earlier than it would alone, and every transfer ends before LOS − margin. When that
+earlier start comes before any successor is in view, the handoff starts when the first successor
+rises instead (contention accepted rather than a needless checkpoint).
+
 Nothing here reads a clock: every instant comes in as an argument.
 """
 
@@ -24,7 +37,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import Enum
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from groundplane.kernel.errors import InvalidArgument
 from groundplane.links.model import LinkGeometry
@@ -307,32 +320,48 @@ def plan_handoff(
     isl_in_view: IslInView | None = None,
     eligible: Callable[[str], bool] | None = None,
     overhead_s: float = 0.0,
+    link_reserved_s: float = 0.0,
 ) -> HandoffPlan:
     """Plan the move off ``current`` (see the module doc).
 
     ``overhead_s`` is the expected time of a handoff beyond the transfer itself (the control
     round trips: export, import, store commit), as measured by the caller; it is added to the
-    lead margin.
+    lead margin. ``link_reserved_s`` is the link time reserved by other transfers scheduled after
+    this one on the same link (:func:`reserved_after_s`): this transfer ends that much earlier.
     """
     margin_s = settings.lead_margin_s + max(0.0, overhead_s)
+    lead_s = margin_s + max(0.0, link_reserved_s)
     worst_transfer_s = 2 * transfer_time_s(state_bytes, settings.ground_rate_bps)
-    at = current.los - timedelta(seconds=worst_transfer_s + margin_s)
-    at = max(at, now)
-    ranked = rank_windows(
-        windows,
-        at,
-        settings.policy,
-        rate_bps=settings.ground_rate_bps,
-        min_remaining_s=worst_transfer_s + margin_s + settings.min_dwell_s,
-        eligible=eligible,
-    )
-    # The same satellite through another station moves nothing; any other satellite needs the
-    # state copied. Candidates that are the current pass itself are skipped.
-    ranked = [
-        w
-        for w in ranked
-        if not (w.satellite_id == current.satellite_id and w.station_id == current.station_id)
-    ]
+    min_remaining_s = worst_transfer_s + margin_s + settings.min_dwell_s
+    at = max(current.los - timedelta(seconds=worst_transfer_s + lead_s), now)
+
+    def successors(instant: datetime) -> list[PassWindow]:
+        ranked = rank_windows(
+            windows,
+            instant,
+            settings.policy,
+            rate_bps=settings.ground_rate_bps,
+            min_remaining_s=min_remaining_s,
+            eligible=eligible,
+        )
+        # The same satellite through another station moves nothing; any other satellite needs
+        # the state copied. Candidates that are the current pass itself are skipped.
+        return [
+            w
+            for w in ranked
+            if not (w.satellite_id == current.satellite_id and w.station_id == current.station_id)
+        ]
+
+    ranked = successors(at)
+    earliest = now
+    if not ranked and lead_s > margin_s:
+        # The reserved slot starts before any successor is in view: start when the first one
+        # rises, if that is no later than this transfer alone would start.
+        alone = max(current.los - timedelta(seconds=worst_transfer_s + margin_s), now)
+        rising = next_aos(windows, at, min_duration_s=min_remaining_s, eligible=eligible)
+        if rising is not None and rising.aos <= alone:
+            at = earliest = rising.aos
+            ranked = successors(at)
     if ranked:
         successor = ranked[0]
         path, transfer_s = choose_path(
@@ -343,7 +372,7 @@ def plan_handoff(
             settings,
             isl_in_view=isl_in_view,
         )
-        start = max(now, current.los - timedelta(seconds=transfer_s + margin_s))
+        start = max(earliest, current.los - timedelta(seconds=transfer_s + lead_s))
         return HandoffPlan(
             PlanKind.HANDOFF,
             start,
@@ -355,7 +384,7 @@ def plan_handoff(
             state_bytes,
         )
     down_s = transfer_time_s(state_bytes, settings.ground_rate_bps)
-    start = max(now, current.los - timedelta(seconds=down_s + margin_s))
+    start = max(now, current.los - timedelta(seconds=down_s + lead_s))
     resume = next_aos(windows, at, min_duration_s=settings.min_dwell_s, eligible=eligible)
     return HandoffPlan(
         PlanKind.CHECKPOINT,
@@ -368,3 +397,35 @@ def plan_handoff(
         state_bytes,
         resume,
     )
+
+
+class LinkKey(NamedTuple):
+    """The link a transfer occupies: leaving ``satellite_id`` (seen from ``station_id``, in the
+    pass ending at ``los``) by ``path``. Transfers with one key share the link's rate."""
+
+    satellite_id: str
+    station_id: str
+    path: TransferPath
+    los: datetime
+
+
+def link_key(plan: HandoffPlan) -> LinkKey:
+    """The link ``plan``'s transfer occupies."""
+    return LinkKey(plan.current.satellite_id, plan.current.station_id, plan.path, plan.los)
+
+
+def reserved_after_s(transfers: Mapping[str, float], subject_id: str) -> float:
+    """Link time reserved after ``subject_id``'s transfer on one link.
+
+    ``transfers`` maps every subject planning a transfer on the link to its transfer time (s).
+    The transfers run back to back in subject id order, the last one ending at the end of the
+    link's schedule (LOS − margin), so a subject's window ends the sum of the transfer times of
+    the subjects after it before that end. A subject not in ``transfers`` is placed by its id as
+    if it were (with nothing of its own reserved).
+    """
+    for name, value in transfers.items():
+        if not (math.isfinite(value) and value >= 0):
+            raise InvalidArgument(
+                f"expected a finite transfer time ≥ 0 s for {name!r} on the link, got {value}"
+            )
+    return sum(value for name, value in transfers.items() if name > subject_id)
