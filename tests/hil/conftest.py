@@ -11,6 +11,7 @@ well under the tolerances used.
 
 from __future__ import annotations
 
+import functools
 import math
 import shutil
 import socket
@@ -85,6 +86,21 @@ class HamlibDaemon:
 DaemonFactory = Callable[..., HamlibDaemon]
 
 
+def start_daemon(binary: str, config: str | None, started: list[HamlibDaemon]) -> HamlibDaemon:
+    """Start ``binary -m 1`` on a free loopback port; every process tried goes to ``started``."""
+    last_error: Exception | None = None
+    for _ in range(5):  # another process may grab the free port between probe and bind
+        daemon = HamlibDaemon(binary, free_port(), config)
+        started.append(daemon)
+        try:
+            daemon.start()
+            return daemon
+        except RuntimeError as exc:
+            last_error = exc
+            daemon.kill()
+    raise RuntimeError(f"could not start {binary}: {last_error}")
+
+
 @pytest.fixture
 def hamlib_daemon() -> Iterator[DaemonFactory]:
     """Start ``rotctld``/``rigctld -m 1`` on free loopback ports; all are killed at teardown."""
@@ -93,17 +109,7 @@ def hamlib_daemon() -> Iterator[DaemonFactory]:
     def start(binary: str, config: str | None = None) -> HamlibDaemon:
         if shutil.which(binary) is None:
             pytest.skip(f"{binary} not installed (apt-get install libhamlib-utils)")
-        last_error: Exception | None = None
-        for _ in range(5):  # another process may grab the free port between probe and bind
-            daemon = HamlibDaemon(binary, free_port(), config)
-            started.append(daemon)
-            try:
-                daemon.start()
-                return daemon
-            except RuntimeError as exc:
-                last_error = exc
-                daemon.kill()
-        raise RuntimeError(f"could not start {binary}: {last_error}")
+        return start_daemon(binary, config, started)
 
     yield start
     for daemon in started:
@@ -211,7 +217,120 @@ def punta_arenas_pass() -> PassFixture:
     return iss_pass(PUNTA_ARENAS, datetime(2026, 8, 15, 21, 0, tzinfo=UTC))
 
 
+@functools.cache
+def _wallops_pass() -> PassFixture:
+    return iss_pass(WALLOPS, datetime(2026, 8, 15, 13, 0, tzinfo=UTC))
+
+
 @pytest.fixture(scope="session")
 def wallops_pass() -> PassFixture:
     """Real ISS pass over Wallops crossing north (AOS 2026-08-15 ≈13:07:32Z)."""
-    return iss_pass(WALLOPS, datetime(2026, 8, 15, 13, 0, tzinfo=UTC))
+    return _wallops_pass()
+
+
+# -- a 0–450° rotctld pre-positioned for the Wallops pass, started before the tests run --------
+#
+# The dummy starts at az 0° and slews 6 °/s (wall): reaching the Wallops pass's AOS azimuth
+# (≈301°) takes ≈50 s. The daemon is therefore started, and commanded there, as soon as
+# collection has finished (only when the test needing it is selected); it slews while the other
+# tests run. ``pytest_collection_finish`` is used rather than ``pytest_sessionstart`` because the
+# latter only reaches conftests loaded at start-up, which this one is not in a whole-suite run.
+
+#: rotctld -C limits of a rotator with 90° of overwind past north.
+OVERWIND_CONFIG = "min_az=0,max_az=450"
+#: The test that uses :func:`overwind_rotctld` (tests/hil/test_tracker.py).
+OVERWIND_TEST = "test_pass_crossing_north_is_overwound_without_unwind"
+
+
+@dataclass(frozen=True)
+class PrepositionedRotator:
+    """A running 0–450° rotctld commanded to ``azimuth_deg``/0° at ``commanded_at_s``."""
+
+    daemon: HamlibDaemon
+    azimuth_deg: float
+    #: ``time.monotonic()`` when the pre-position command was acknowledged.
+    commanded_at_s: float
+
+
+_PREPOSITIONED = pytest.StashKey[PrepositionedRotator]()
+
+
+def command_position(port: int, azimuth_deg: float, elevation_deg: float) -> None:
+    """Send one ``P`` to the rotctld on ``port`` (blocking; hooks run outside any event loop)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=2.0) as sock:
+        sock.settimeout(2.0)
+        sock.sendall(f"+P {azimuth_deg:.2f} {elevation_deg:.2f}\n".encode("ascii"))
+        reply = b""
+        while b"RPRT" not in reply or not reply.endswith(b"\n"):
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            reply += chunk
+    if b"RPRT 0" not in reply:
+        raise RuntimeError(f"rotctld on port {port} refused P {azimuth_deg:.2f}: {reply!r}")
+
+
+def wallops_aos_azimuth_deg() -> float:
+    """Geographic azimuth at AOS of the Wallops pass: the mechanical AOS azimuth on a 0–450°
+    rotator (the pass sweeps ≈301° → ≈403°, which only fits there)."""
+    fixture = _wallops_pass()
+    return fixture.pointing(fixture.aos)[0]
+
+
+def start_prepositioned_rotctld(started: list[HamlibDaemon]) -> PrepositionedRotator:
+    daemon = start_daemon("rotctld", OVERWIND_CONFIG, started)
+    azimuth_deg = round(wallops_aos_azimuth_deg(), 2)
+    command_position(daemon.port, azimuth_deg, 0.0)
+    return PrepositionedRotator(daemon, azimuth_deg, time.monotonic())
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    if session.config.option.collectonly:
+        return
+    if not any(item.name == OVERWIND_TEST for item in session.items):
+        return
+    if shutil.which("rotctld") is None or not CATALOG.exists():
+        return  # the fixture skips (or fails under GROUNDPLANE_REQUIRE_ALL) with the reason
+    started: list[HamlibDaemon] = []
+
+    def kill_all() -> None:
+        for daemon in started:
+            daemon.kill()
+
+    # Registered before starting: whatever happens next, no daemon outlives the session.
+    session.config.add_cleanup(kill_all)
+    try:
+        session.stash[_PREPOSITIONED] = start_prepositioned_rotctld(started)
+    except (OSError, RuntimeError):
+        kill_all()  # the fixture starts its own and reports the error if it recurs
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    rotator = session.stash.get(_PREPOSITIONED, None)
+    if rotator is not None:
+        rotator.daemon.kill()
+
+
+@pytest.fixture
+def overwind_rotctld(request: pytest.FixtureRequest) -> Iterator[PrepositionedRotator]:
+    """rotctld limited to 0–450°, commanded to the Wallops pass's AOS azimuth at el 0°.
+
+    Started after collection (see above) when possible, else here (the test then waits the
+    whole slew). Killed at teardown, and at the end of the session if the test never ran.
+    """
+    if shutil.which("rotctld") is None:
+        pytest.skip("rotctld not installed (apt-get install libhamlib-utils)")
+    started: list[HamlibDaemon] = []
+    rotator = request.session.stash.get(_PREPOSITIONED, None)
+    if (
+        rotator is None
+        or rotator.daemon.process is None
+        or rotator.daemon.process.poll() is not None
+    ):
+        rotator = start_prepositioned_rotctld(started)
+    try:
+        yield rotator
+    finally:
+        rotator.daemon.kill()
+        for daemon in started:
+            daemon.kill()

@@ -13,7 +13,9 @@ therefore compared with an ideal rotator limited to that slew rate that follows 
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -41,12 +43,13 @@ from groundplane.hil.tracker import (
 from groundplane.kernel.clock import SimulatedClock
 from groundplane.kernel.errors import InvalidArgument
 
-from .conftest import DaemonFactory, HamlibDaemon, PassFixture
+from .conftest import DaemonFactory, HamlibDaemon, PassFixture, PrepositionedRotator
 
 #: Slew rate of the ideal rotator in the tolerance model, wall-clock °/s per axis. The dummy
 #: moves at 6.0 °/s (test_hamlib), but every set_pos restarts its motion clock: polled then
 #: re-commanded every 25 ms (a 1 s cycle at 40×) it was measured at 5.92 °/s, every 10 ms at
 #: 5.83 °/s. The model uses 5.8 °/s so it is never faster than the real daemon.
+SLEW_VARIATION = 0.03
 IDEAL_SLEW_DEG_S = 5.8
 THRESHOLD_DEG = 0.5
 CYCLE_S = 1.0
@@ -139,7 +142,9 @@ def ideal_lag_deg(
     lags = np.zeros_like(times)
     for index, t in enumerate(times):
         at = start + timedelta(seconds=float(t))
-        if reset_s and t >= reset_s[0]:
+        # A reset applies from the grid point at or before it, so an observation just after
+        # the reset is judged against the reset's lag, never the lag from before it.
+        if reset_s and t + step_s > reset_s[0]:
             reset_s.pop(0)
             position = np.zeros(2)
         target = np.array(
@@ -160,10 +165,16 @@ def assert_follows(
     start: datetime,
     speed: float,
     resets: tuple[datetime, ...] = (),
+    start_position: tuple[float, float] = (0.0, 0.0),
 ) -> int:
     """Every observation during the pass is within the documented tolerance; returns count."""
     times, lags = ideal_lag_deg(
-        plan, fixture=fixture, start=start, start_position=(0.0, 0.0), speed=speed, resets=resets
+        plan,
+        fixture=fixture,
+        start=start,
+        start_position=start_position,
+        speed=speed,
+        resets=resets,
     )
     motion = fixture.max_axis_rate_deg_s() * (CYCLE_S + WALL_JITTER_S * speed)
     checked = 0
@@ -176,7 +187,9 @@ def assert_follows(
         # The ideal lag over the last cycle + jitter (the tracker may sample just before a move).
         window = (times >= t - (CYCLE_S + WALL_JITTER_S * speed)) & (times <= t)
         lag = float(np.max(lags[window])) if np.any(window) else float(np.max(lags))
-        tolerance = THRESHOLD_DEG + lag + motion + REPORT_RESOLUTION_DEG
+        # The dummy's effective slew wanders a few percent with how often it is polled and
+        # re-commanded (5.83–5.92°/s measured): a long catch-up lag carries that much slack.
+        tolerance = THRESHOLD_DEG + lag * (1.0 + SLEW_VARIATION) + motion + REPORT_RESOLUTION_DEG
         assert error <= tolerance, (obs, target, error, tolerance)
         checked += 1
     return checked
@@ -330,11 +343,13 @@ async def test_tracking_resumes_after_rotctld_restart(
     plan = plan_pass(tracked.samples, DUMMY_LIMITS, fixture.site, current_azimuth_deg=0.0)
     # The restarted dummy sits at 0°/0° until the tracker has reconnected and commands it.
     reconnected_at = next(s.at for s in statuses if s.rotator_reconnects >= 1)
+    # The dummy is back at 0°/0° from its restart, which can come before the tracker notices.
+    reset_at = min(restarted[0], reconnected_at)
     after = [o for o in observations if o.at > reconnected_at]
     assert len(after) > 50
     assert (
         assert_follows(
-            after, plan=plan, fixture=fixture, start=start, speed=speed, resets=(reconnected_at,)
+            after, plan=plan, fixture=fixture, start=start, speed=speed, resets=(reset_at,)
         )
         > 50
     )
@@ -489,3 +504,93 @@ def test_config_rejects_nonsense() -> None:
         TrackerConfig(rotator_cycle_s=0.0)
     with pytest.raises(InvalidArgument, match="downlink_hz"):
         RadioPlan(downlink_hz=-1.0)
+
+
+logger = logging.getLogger(__name__)
+
+#: Wall seconds the pre-positioned rotctld may take to report the AOS azimuth, counted from
+#: its command: ≈301° at 6 °/s is ≈50 s; the rest is margin for a loaded machine. Normally it
+#: has arrived long before (it slews while the other HIL tests run).
+PREPOSITION_TIMEOUT_S = 70.0
+PREPOSITION_TOLERANCE_DEG = 1.0
+#: Largest decrease of the reported azimuth still counted as "not turning back": the dummy
+#: reports two decimals.
+REVERSAL_TOLERANCE_DEG = 0.05
+
+
+async def wait_until_reported(rotator: PrepositionedRotator) -> float:
+    """Poll ``p`` until rotctld reports the pre-position (within 1°); returns wall seconds."""
+    began_s = time.monotonic()
+    deadline_s = rotator.commanded_at_s + PREPOSITION_TIMEOUT_S
+    async with RotatorClient("127.0.0.1", rotator.daemon.port) as rot:
+        while True:
+            az, el = await rot.get_position()
+            if (
+                abs(az - rotator.azimuth_deg) <= PREPOSITION_TOLERANCE_DEG
+                and abs(el) <= PREPOSITION_TOLERANCE_DEG
+            ):
+                return time.monotonic() - began_s
+            if time.monotonic() >= deadline_s:
+                pytest.fail(
+                    f"rotctld reported {az:.2f}°/{el:.2f}° {PREPOSITION_TIMEOUT_S} s after being "
+                    f"commanded to {rotator.azimuth_deg:.2f}°/0°"
+                )
+            await asyncio.sleep(0.2)
+
+
+async def test_pass_crossing_north_is_overwound_without_unwind(
+    overwind_rotctld: PrepositionedRotator,
+    wallops_pass: PassFixture,
+) -> None:
+    """On a 0–450° rotctld the ISS pass over Wallops crossing north (≈301° → ≈403°, sped up
+    20×) is planned as overwind and followed through 360°: the reported mechanical azimuth
+    never decreases during the pass (no mid-pass unwind), never leaves 0–450°, follows the
+    predicted pointing within the tolerance, and is beyond 360° at LOS, before parking."""
+    # 20×: the pass's fastest axis moves 0.27 °/s, i.e. 5.4 °/s of wall time at 20×, within
+    # the dummy's 5.8 °/s (IDEAL_SLEW_DEG_S), so the dummy keeps up; the 502 s pass takes 25 s.
+    speed = 20.0
+    fixture = wallops_pass
+    assert fixture.max_axis_rate_deg_s() * speed < IDEAL_SLEW_DEG_S
+    port = overwind_rotctld.daemon.port
+    waited_s = await wait_until_reported(overwind_rotctld)
+    logger.info("overwind test waited %.2f s for the pre-position", waited_s)
+    start = fixture.aos - timedelta(seconds=10)
+    clock = SimulatedClock(start, speed)
+    tracked = fixture.tracked()
+    observations: list[Observation] = []
+    async with RotatorClient("127.0.0.1", port) as rot:
+        limits = await rot.read_limits()
+        start_position = await rot.get_position()
+        tracker = StationTracker(site=fixture.site, clock=clock, rotator=rot, config=config())
+        final = await run_with(
+            tracker.track(tracked, fixture.pointing),
+            lambda: observe_rotator(port, clock, observations),
+        )
+    assert (limits.min_azimuth_deg, limits.max_azimuth_deg) == (0.0, 450.0)
+    assert final.phase == "parked"
+    assert final.rotator_error_replies == 0
+    assert final.stalls == 0
+    assert final.plan_mode == "overwind"
+    before_los = [o for o in observations if o.at < fixture.los]
+    azimuths = np.array([o.azimuth_deg for o in before_los])
+    assert len(azimuths) > 200  # ≈25 s of polling every 50 ms
+    # No unwind: from the pre-position to LOS the mechanical azimuth only ever increases ...
+    assert float(np.min(np.diff(azimuths))) >= -REVERSAL_TOLERANCE_DEG
+    for obs in observations:
+        assert limits.contains(obs.azimuth_deg, obs.elevation_deg, LIMIT_RESOLUTION_DEG)
+    # ... from the AOS azimuth through north (360°) to beyond it at LOS, where parking starts.
+    assert abs(azimuths[0] - overwind_rotctld.azimuth_deg) <= PREPOSITION_TOLERANCE_DEG
+    assert azimuths[-1] > 360.0
+    plan = plan_pass(tracked.samples, limits, fixture.site, current_azimuth_deg=start_position[0])
+    assert plan.mode == "overwind"
+    assert (
+        assert_follows(
+            observations,
+            plan=plan,
+            fixture=fixture,
+            start=start,
+            speed=speed,
+            start_position=start_position,
+        )
+        > 200
+    )
