@@ -7,8 +7,9 @@ sees every satellite overhead. What remains is the system's own cost: gRPC into 
 admission, the local routing decision, the requester, four MQTT hops through the link emulator,
 the node agent and engine, and back.
 
-The reference is a raw aiomqtt request/response (two clients, QoS 1, TCP_NODELAY, 2 broker
-hops) on the same broker in the same run, measured before and after the system figures.
+The reference is the raw aiomqtt request/response of ``bench/mqtt_roundtrip.py`` (two clients,
+QoS 1, TCP_NODELAY, 2 broker hops) on the same broker in the same run, measured before and after
+the system figures.
 
     .venv/bin/python bench/e2e_up.py [--requests 1000] [--concurrency 16] [--satellites 8]
 """
@@ -19,13 +20,10 @@ import argparse
 import asyncio
 import contextlib
 import math
-import socket
-import time
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
-import aiomqtt
 import grpc
+from mqtt_roundtrip import bench_raw, measure, percentile
 
 from groundplane.gateway.v1 import gateway_pb2 as pb
 from groundplane.gateway.v1 import gateway_pb2_grpc as pb_grpc
@@ -33,7 +31,6 @@ from groundplane.kernel.clock import SimulatedClock
 from groundplane.kernel.logs import configure_logging
 from groundplane.links.geometry import FixedGroundGeometry
 from groundplane.links.model import LinkConfig
-from groundplane.mqtt.broker import BrokerAddress
 from groundplane.node.backends import SyntheticModelSpec
 from groundplane.routing.policy import PolicyKind, RoutingPolicy, Sighting
 from groundplane.scenario import DEFAULT_TOKEN, GroundUser
@@ -45,9 +42,6 @@ EPOCH = datetime(2026, 8, 15, 12, tzinfo=UTC)
 STATION = Site(id="bench-gs", lat_deg=38.0, lon_deg=-75.5, min_elevation_deg=10.0)
 USER = GroundUser("bench-user", "next to the station", 38.0, -75.5)
 ZERO_MODEL = SyntheticModelSpec("synth-zero", min_answer_tokens=1, max_answer_tokens=1)
-NODELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
-
-Request = Callable[[int], Awaitable[None]]
 
 
 class Overhead:
@@ -60,85 +54,6 @@ class Overhead:
 
     def sightings(self, at: datetime) -> list[Sighting]:
         return list(self._sightings)
-
-
-async def measure(request: Request, count: int, concurrency: int) -> tuple[list[float], float]:
-    """Latencies (s) with one request outstanding, then requests/s with ``concurrency``."""
-    for index in range(50):
-        await request(-1 - index)
-    latencies = []
-    for index in range(count):
-        started = time.perf_counter()
-        await request(index)
-        latencies.append(time.perf_counter() - started)
-    remaining = count
-
-    async def worker() -> None:
-        nonlocal remaining
-        while remaining > 0:
-            remaining -= 1
-            await request(remaining)
-
-    started = time.perf_counter()
-    async with asyncio.TaskGroup() as tasks:
-        for n in range(concurrency):
-            tasks.create_task(worker(), name=f"bench-worker-{n}")
-    return latencies, count / (time.perf_counter() - started)
-
-
-async def bench_raw(
-    address: BrokerAddress, count: int, concurrency: int
-) -> tuple[list[float], float]:
-    pending: dict[str, asyncio.Future[None]] = {}
-
-    def connect(identifier: str) -> aiomqtt.Client:
-        return aiomqtt.Client(
-            address.host,
-            address.port,
-            identifier=identifier,
-            username=address.username,
-            password=address.password,
-            protocol=aiomqtt.ProtocolVersion.V5,
-            socket_options=NODELAY,
-        )
-
-    async with (
-        connect("e2e-raw-req") as requester,
-        connect("e2e-raw-resp") as responder,
-        asyncio.TaskGroup() as tasks,
-    ):
-        requester.pending_calls_threshold = responder.pending_calls_threshold = 10 * concurrency
-        await responder.subscribe("gp/v1/bench/e2e/req", qos=1)
-        await requester.subscribe("gp/v1/bench/e2e/resp", qos=1)
-
-        async def respond() -> None:
-            async for message in responder.messages:
-                await responder.publish("gp/v1/bench/e2e/resp", message.payload, qos=1)
-
-        async def collect() -> None:
-            async for message in requester.messages:
-                assert isinstance(message.payload, bytes)
-                future = pending.pop(message.payload.decode(), None)
-                if future is not None and not future.done():
-                    future.set_result(None)
-
-        serving = [
-            tasks.create_task(respond(), name="e2e-raw-respond"),
-            tasks.create_task(collect(), name="e2e-raw-collect"),
-        ]
-
-        async def request(index: int) -> None:
-            reply = asyncio.get_running_loop().create_future()
-            pending[str(index)] = reply
-            await requester.publish("gp/v1/bench/e2e/req", str(index).encode(), qos=1)
-            async with asyncio.timeout(10):
-                await reply
-
-        try:
-            return await measure(request, count, concurrency)
-        finally:
-            for task in serving:
-                task.cancel()
 
 
 async def bench_system(target: str, count: int, concurrency: int) -> tuple[list[float], float]:
@@ -156,11 +71,6 @@ async def bench_system(target: str, count: int, concurrency: int) -> tuple[list[
             assert reply.satellite_id
 
         return await measure(request, count, concurrency)
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 async def main() -> None:

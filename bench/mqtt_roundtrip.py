@@ -35,7 +35,7 @@ from groundplane.link.v1 import link_pb2
 from groundplane.links.emulator import LinkEmulator
 from groundplane.links.model import LinkConfig, LinkGeometry
 from groundplane.mqtt import topics
-from groundplane.mqtt.broker import PrivateBroker
+from groundplane.mqtt.broker import BrokerAddress, PrivateBroker
 from groundplane.mqtt.client import MqttClient, ReceivedMessage
 from groundplane.node.agent import AgentConfig, EpochSource, NodeAgent
 from groundplane.node.backends import SyntheticBackend, SyntheticModelSpec
@@ -92,9 +92,9 @@ class Waiters:
 
 
 async def bench_raw(
-    broker: PrivateBroker, count: int, concurrency: int
+    address: BrokerAddress, count: int, concurrency: int
 ) -> tuple[list[float], float]:
-    address = broker.address
+    """The reference: two aiomqtt clients, request topic → responder → reply topic."""
     waiters = Waiters()
 
     def connect(identifier: str) -> aiomqtt.Client:
@@ -258,13 +258,13 @@ async def main() -> None:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))
     async with PrivateBroker(nodes=[SAT]) as broker:
         results = {
-            "raw aiomqtt": await bench_raw(broker, args.requests, args.concurrency),
+            "raw aiomqtt": await bench_raw(broker.address, args.requests, args.concurrency),
             "wrapper": await bench_wrapper(broker, args.requests, args.concurrency, emulated=False),
             "emulated link": await bench_wrapper(
                 broker, args.requests, args.concurrency, emulated=True
             ),
             "node agent": await bench_node(broker, args.requests, args.concurrency),
-            "raw again": await bench_raw(broker, args.requests, args.concurrency),
+            "raw again": await bench_raw(broker.address, args.requests, args.concurrency),
         }
     raw_latencies, raw_rps = results["raw aiomqtt"]
     raw_p50, raw_p99 = percentile(raw_latencies, 0.5), percentile(raw_latencies, 0.99)
