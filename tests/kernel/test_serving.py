@@ -10,6 +10,7 @@ import sys
 import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -44,11 +45,19 @@ def _echo_binding() -> ServiceBinding:
             raise InvalidArgument("stream refused after one item")
         yield request
 
+    async def echo_writes(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> None:
+        """The other shape grpc.aio allows: a coroutine writing to the context."""
+        await context.write(b"first")
+        if request == b"bad":
+            raise InvalidArgument("stream refused after one item")
+        await context.write(request)
+
     handler = grpc.method_handlers_generic_handler(
         SERVICE,
         {
             "Echo": grpc.unary_unary_rpc_method_handler(echo),
             "EchoStream": grpc.unary_stream_rpc_method_handler(echo_stream),
+            "EchoWrites": grpc.unary_stream_rpc_method_handler(echo_writes),
         },
     )
     return ServiceBinding(SERVICE, lambda server: server.add_generic_rpc_handlers([handler]))
@@ -75,13 +84,59 @@ async def test_domain_errors_map_to_status_codes_and_service_keeps_serving() -> 
             assert "a bug" not in (crash.value.details() or "")
             assert await echo(b"hello", timeout=5) == b"hello"
 
-            stream = channel.unary_stream(f"/{SERVICE}/EchoStream", None, None)
-            received: list[bytes] = []
-            with pytest.raises(grpc.aio.AioRpcError) as streamed:
-                async for item in stream(b"bad", timeout=5):
-                    received.append(item)
-            assert received == [b"first"]
-            assert streamed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            for method in ("EchoStream", "EchoWrites"):  # async generator, coroutine
+                stream = channel.unary_stream(f"/{SERVICE}/{method}", None, None)
+                received: list[bytes] = []
+                with pytest.raises(grpc.aio.AioRpcError) as streamed:
+                    async for item in stream(b"bad", timeout=5):
+                        received.append(item)
+                assert received == [b"first"], method
+                assert streamed.value.code() == grpc.StatusCode.INVALID_ARGUMENT, method
+                assert [item async for item in stream(b"hello", timeout=5)] == [
+                    b"first",
+                    b"hello",
+                ], method
+    finally:
+        await server.stop(0)
+
+
+async def _next_status(call: Any, name: str) -> int:
+    """The next status a Watch stream sends (its end is an error naming the entry)."""
+    reply = await call.read()  # grpc.aio.EOF when the stream ended
+    assert isinstance(reply, health_pb2.HealthCheckResponse), f"Watch({name!r}) ended early"
+    status: int = reply.status
+    return status
+
+
+async def test_watch_sends_each_entry_then_not_serving_at_shutdown() -> None:
+    """Health Watch (a coroutine handler writing to its context) works through the interceptor:
+    on '', liveness, readiness and the service it first sends SERVING, an unknown name
+    SERVICE_UNKNOWN; on stop every entry changes to NOT_SERVING, liveness included."""
+    server = GrpcServer([_echo_binding()], drain_grace_s=5.0, unready_delay_s=0.0)
+    await server.start()
+    serving, not_serving = (
+        health_pb2.HealthCheckResponse.SERVING,
+        health_pb2.HealthCheckResponse.NOT_SERVING,
+    )
+    try:
+        async with grpc.aio.insecure_channel(server.target) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            names = ("", "liveness", "readiness", SERVICE)
+            calls = {
+                name: stub.Watch(health_pb2.HealthCheckRequest(service=name), timeout=30)
+                for name in (*names, "no.such.Service")
+            }
+            first = {name: await _next_status(call, name) for name, call in calls.items()}
+            assert first == {
+                **dict.fromkeys(names, serving),
+                "no.such.Service": health_pb2.HealthCheckResponse.SERVICE_UNKNOWN,
+            }
+            stopping = asyncio.create_task(server.stop(), name="stop-server")
+            for name in names:
+                assert await _next_status(calls[name], name) == not_serving, name
+                calls[name].cancel()  # seen: the stream need not hold the drain
+            calls["no.such.Service"].cancel()
+            await stopping
     finally:
         await server.stop(0)
 

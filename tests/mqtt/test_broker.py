@@ -52,6 +52,19 @@ async def test_config_is_loopback_nodelay_authenticated(broker: PrivateBroker) -
     assert passwords.startswith("gp-service:$")
 
 
+async def test_mosquitto_runs_in_its_own_session_so_our_ctrl_c_does_not_reach_it(
+    broker: PrivateBroker,
+) -> None:
+    """Mosquitto leads its own session and process group, not ours (a terminal's Ctrl-C goes to
+    our whole process group; the broker must stay up until we stop it), after a restart too."""
+    for _ in range(2):
+        pid = broker.pid
+        assert pid is not None
+        assert (os.getsid(pid), os.getpgid(pid)) == (pid, pid)
+        assert os.getpgid(pid) != os.getpgid(0)
+        await broker.restart()
+
+
 async def test_node_may_publish_only_its_own_topics(
     broker: PrivateBroker, clock: SimulatedClock
 ) -> None:

@@ -53,6 +53,7 @@ MAX_LINK_TICKS_PER_WALL_S = 50.0
 """Link ticks are 1 simulated second, or longer so that at most this many run per wall second."""
 MAX_ROUTE_TICKS_PER_WALL_S = 10.0
 """Route-table refreshes likewise (each samples visibility and pushes a table to the gateway)."""
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 SUCCESSOR_POLICIES = (PolicyKind.LONGEST_VISIBILITY, PolicyKind.MAX_ELEVATION)
 """Policies the handoff planner can rank pass windows by (the windows carry remaining visibility
 and peak elevation; load and latency are not part of a pass window)."""
@@ -271,12 +272,14 @@ def run_up(args: argparse.Namespace) -> int:
 
 async def _run(system: GroundplaneSystem, args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    # Ctrl-C, a stop, or the terminal closing: the children (the private Mosquitto) sit in their
+    # own sessions, so only this process gets the signal and it stops them in order.
+    for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, system.stop)
     try:
         await system.run(lambda running: _supervise(running, args))
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             loop.remove_signal_handler(sig)
 
 

@@ -10,8 +10,10 @@
 * one canonical log line per call (method, status code, duration),
 * graceful shutdown: readiness and every service go NOT_SERVING while the server still accepts
   calls for ``unready_delay_s`` (so a load balancer or a Kubernetes readiness probe sees it and
-  stops sending), then the server stops taking new calls, in-flight calls drain for
-  ``drain_grace_s``, and it stops. :meth:`GrpcServer.serve_until_signal` does this on
+  stops sending), then the server stops taking new calls and liveness goes NOT_SERVING too (a
+  ``Watch`` stream sees every entry end NOT_SERVING; no later ``set`` turns one back), in-flight
+  calls drain for ``drain_grace_s`` (open ``Watch`` streams included: they end with UNAVAILABLE
+  when the grace is over), and it stops. :meth:`GrpcServer.serve_until_signal` does this on
   SIGTERM or SIGINT.
 """
 
@@ -19,9 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import signal
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -130,19 +133,29 @@ def _wrap_unary(
 
 def _wrap_stream(
     method: str,
-    behaviour: Callable[[Any, grpc.aio.ServicerContext[Any, Any]], AsyncGenerator[Any, None]],
-) -> Callable[[Any, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Any]]:
-    async def wrapped(
-        request: Any, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> AsyncIterator[Any]:
+    behaviour: Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Any],
+) -> Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[None]]:
+    """A response-streaming behaviour as a coroutine that writes each item to ``context``.
+
+    grpc.aio takes both shapes of stream handler: an async generator yielding the responses, or
+    a coroutine that writes them with ``context.write`` and returns None (grpcio-health's
+    ``Watch`` is one). grpc.aio tells them apart with ``inspect.iscoroutinefunction`` on the
+    handler, so the wrapper is always a coroutine and adapts to what ``behaviour`` returns.
+    """
+
+    async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         started = time.monotonic()
         code = grpc.StatusCode.OK
         try:
-            # aclosing: a stream the client drops at a yield runs its finally blocks now, not
-            # whenever the garbage collector finalises the generator.
-            async with contextlib.aclosing(behaviour(request, context)) as items:
-                async for item in items:
-                    yield item
+            produced = behaviour(request, context)
+            if inspect.isawaitable(produced):
+                await produced  # writes its responses to context itself
+            else:
+                # aclosing: a stream the client drops at a yield runs its finally blocks now,
+                # not whenever the garbage collector finalises the generator.
+                async with contextlib.aclosing(produced) as items:
+                    async for item in items:
+                        await context.write(item)
         except grpc.aio.AbortError:
             code = _context_code(context)
             raise
@@ -242,6 +255,9 @@ class GrpcServer:
             await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         log.info("unready", address=self.target, delay_s=self._unready_delay_s)
         await asyncio.sleep(self._unready_delay_s)
+        # No new calls from here on (a liveness probe could not connect any more): every entry,
+        # liveness too, is NOT_SERVING for good.
+        await self._health.enter_graceful_shutdown()
         log.info("draining", address=self.target, grace_s=grace)
         await self._server.stop(grace)
         self._stopped.set()

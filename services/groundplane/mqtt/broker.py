@@ -8,6 +8,9 @@
 * no anonymous access: a password file with one service account (``gp-service``, read and write
   under ``gp/v1/#``) and one account per node whose username is the satellite id; a pattern ACL
   lets node ``<sat>`` read and write ``gp/v1/node/<sat>/#`` and nothing else;
+* its own session (process group): a terminal's Ctrl-C or a signal to the caller's process group
+  does not reach it; the owner stops it (:meth:`PrivateBroker.stop`, or leaving the ``async with``)
+  after the clients that use it;
 * persistence on, saved every ``autosave_interval_s`` seconds (default 1 s). Mosquitto's
   default of 1800 s loses every queued QoS 1 message when the broker dies by SIGKILL; saving each
   second bounds the loss to what arrived in the last second, at the cost of rewriting the
@@ -278,7 +281,12 @@ class PrivateBroker:
                 "the 'mosquitto_passwd' tool is not on PATH (it ships with the mosquitto package)"
             )
         process = await asyncio.create_subprocess_exec(
-            tool, "-U", str(path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            tool,
+            "-U",
+            str(path),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,  # a Ctrl-C meant for us must not kill it mid-write
         )
         try:
             async with asyncio.timeout(START_TIMEOUT_S):
@@ -322,6 +330,9 @@ class PrivateBroker:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            # Its own session: a terminal's Ctrl-C (SIGINT to the whole foreground process group)
+            # reaches only our process, which stops its services first and the broker last.
+            start_new_session=True,
         )
         process = self._process
         try:

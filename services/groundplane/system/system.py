@@ -243,6 +243,7 @@ class GroundplaneSystem:
         self.run_id = uuid.uuid4().hex[:8]
         """Distinguishes this run's session and job ids from earlier runs on the same store."""
         self._handoff_server: GrpcServer | None = None
+        self._routing_server: GrpcServer | None = None
         self._handoff_store: HandoffStore | None = None
         self._handoff_after_id = 0
         self._started_at: datetime | None = None
@@ -275,6 +276,12 @@ class GroundplaneSystem:
                 self._handoff_after_id = page[-1].event_id
         if self.jobs is not None:
             self.jobs.update()
+
+    @property
+    def routing_target(self) -> str:
+        if self._routing_server is None:
+            raise RuntimeError("the system is not running")
+        return self._routing_server.target
 
     @property
     def tracking_target(self) -> str:
@@ -376,6 +383,7 @@ class GroundplaneSystem:
             )
             await routing_server.start()
             stack.push_async_callback(routing_server.stop)
+            self._routing_server = routing_server
 
             # nodes (stopped after the gateway: the exit stack unwinds in reverse)
             host = NodeHost(
