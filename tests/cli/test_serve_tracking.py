@@ -45,6 +45,8 @@ async def _serve(tmp_path: Path, *extra: str) -> AsyncIterator[Served]:
     cwd = tmp_path / "work"
     state_home = tmp_path / "state"
     cwd.mkdir()
+    stderr_path = tmp_path / "stderr.log"
+    stderr = stderr_path.open("wb")
     process = await asyncio.create_subprocess_exec(
         GROUNDPLANE,
         "serve",
@@ -65,7 +67,7 @@ async def _serve(tmp_path: Path, *extra: str) -> AsyncIterator[Served]:
         cwd=cwd,
         env={**os.environ, "XDG_STATE_HOME": str(state_home)},
         stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
+        stderr=stderr,
     )
     assert process.stdout is not None
     lines: list[str] = []
@@ -73,7 +75,12 @@ async def _serve(tmp_path: Path, *extra: str) -> AsyncIterator[Served]:
         async with asyncio.timeout(START_TIMEOUT_S):
             while not (lines and lines[-1].startswith("tracking serving on ")):
                 line = (await process.stdout.readline()).decode()
-                assert line, f"serve tracking exited early (status {await process.wait()})"
+                if not line:
+                    status = await process.wait()
+                    pytest.fail(
+                        f"serve tracking exited early (status {status}): "
+                        f"{stderr_path.read_text(errors='replace')[-2000:]}"
+                    )
                 lines.append(line.strip())
         yield Served(process, lines, lines[-1].rsplit(" ", 1)[1], cwd, state_home)
         process.send_signal(signal.SIGTERM)
@@ -83,6 +90,7 @@ async def _serve(tmp_path: Path, *extra: str) -> AsyncIterator[Served]:
         if process.returncode is None:
             process.kill()
             await process.wait()
+        stderr.close()
 
 
 async def _look(target: str) -> pb.GetLookAnglesResponse:
