@@ -26,6 +26,7 @@ PASS_KEYS = {
     "catalog_id",
     "name",
     "site",
+    "site_name",
     "aos",
     "tca",
     "los",
@@ -267,3 +268,182 @@ def test_errors_exit_2_with_a_teaching_message(
     captured = capsys.readouterr()
     assert captured.out == ""
     assert needle in captured.err
+
+
+def _passes_args(*extra: str) -> list[str]:
+    return [
+        "passes",
+        "--elements",
+        ELEMENTS,
+        "--sites",
+        str(DATA / "ground-stations.csv"),
+        "--start",
+        "2026-08-15T00:00:00Z",
+        "--hours",
+        "6",
+        "--min-elevation",
+        "10",
+        "--sat",
+        "25544",
+        *extra,
+    ]
+
+
+def _site_names() -> dict[str, str]:
+    rows = csv.reader(io.StringIO((DATA / "ground-stations.csv").read_text()))
+    return {row[0]: row[1] for row in rows if row and row[0].isdigit()}
+
+
+def test_passes_json_and_csv_carry_the_site_name(capsys: pytest.CaptureFixture[str]) -> None:
+    """Each pass names its site as in the sites file, next to the site id, in JSON and CSV."""
+    names = _site_names()
+    assert main(_passes_args("--format", "json")) == 0
+    passes = json.loads(capsys.readouterr().out)["passes"]
+    assert passes
+    assert all(p["site_name"] == names[p["site"]] for p in passes)
+    assert main(_passes_args("--format", "csv")) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [(r["site"], r["site_name"]) for r in rows] == [
+        (p["site"], p["site_name"]) for p in passes
+    ]
+
+
+def test_passes_csv_booleans_are_lowercase(capsys: pytest.CaptureFixture[str]) -> None:
+    """CSV spells the clipped flags true/false (as JSON does), never Python's True/False; the
+    first ISS pass of the window is clipped at AOS."""
+    assert main(_passes_args("--format", "csv")) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    flags = [r["aos_clipped"] for r in rows] + [r["los_clipped"] for r in rows]
+    assert set(flags) == {"true", "false"}
+    assert rows[0]["aos_clipped"] == "true"
+
+
+def test_passes_table_shows_tca_duration_and_site_names(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The table has TCA and DURATION columns and each row names its site and the TCA, to the
+    second, between AOS and LOS; the duration is LOS − AOS."""
+    assert main(_passes_args("--format", "json")) == 0
+    passes = json.loads(capsys.readouterr().out)["passes"]
+    assert main(_passes_args()) == 0
+    header, *rows, footer = capsys.readouterr().out.splitlines()
+    assert "TCA (UTC)" in header
+    assert "DURATION" in header
+    assert len(rows) == len(passes)
+    assert footer.startswith(f"{len(passes)} passes")
+    for row, found in zip(rows, passes, strict=True):
+        assert found["site_name"] in row
+        aos, tca, los = (_utc(found[key]) for key in ("aos", "tca", "los"))
+        times = [t.strftime("%Y-%m-%d %H:%M:%S") for t in (aos, tca, los)]
+        positions = [row.index(t) for t in times]
+        assert positions == sorted(positions)
+        minutes, seconds = divmod(round((los - aos).total_seconds()), 60)
+        assert f" {minutes}m{seconds:02d}s " in row
+
+
+def test_passes_same_sat_twice_is_predicted_once(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--sat 25544 --sat 25544`` is the same as one ``--sat 25544``."""
+    assert main(_passes_args("--format", "json")) == 0
+    once = capsys.readouterr().out
+    assert main(_passes_args("--sat", "25544", "--format", "json")) == 0
+    assert capsys.readouterr().out == once
+
+
+def test_passes_window_beyond_the_service_limit_is_refused(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``--hours 400`` exits 2 with one line naming the 14-day (336-hour) limit instead of
+    hundreds of per-satellite warnings and zero passes."""
+    argv = _passes_args()
+    argv[argv.index("--hours") + 1] = "400"
+    assert main([a for a in argv if a not in ("--sat", "25544")]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1
+    assert "at most 14 days (336 hours" in captured.err
+
+
+def _look_args(at: str, *extra: str) -> list[str]:
+    return [
+        "look",
+        "--elements",
+        ELEMENTS,
+        "--sat",
+        "25544",
+        "--site",
+        "52.2,0.1,30",
+        "--at",
+        at,
+        *extra,
+    ]
+
+
+def test_look_says_when_the_satellite_is_below_the_horizon(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """At 12:00Z the ISS is at −19.6° from Cambridge: the table says it is below the horizon;
+    at the culmination of a pass over Cambridge it does not."""
+    assert main(_look_args("2026-08-15T12:00:00Z")) == 0
+    below = capsys.readouterr().out
+    assert "elevation_deg    -19.56" in below
+    assert "below the horizon" in below
+    found = [
+        "passes",
+        "--elements",
+        ELEMENTS,
+        "--site",
+        "52.2,0.1,30",
+        "--start",
+        "2026-08-15T00:00:00Z",
+        "--hours",
+        "24",
+        "--min-elevation",
+        "10",
+        "--sat",
+        "25544",
+        "--format",
+        "json",
+    ]
+    assert main(found) == 0
+    tca = json.loads(capsys.readouterr().out)["passes"][0]["tca"]
+    assert main(_look_args(tca)) == 0
+    above = capsys.readouterr().out
+    assert "elevation_deg" in above
+    assert "below the horizon" not in above
+
+
+def test_look_at_now_is_accepted(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--at now`` and ``--at now-2h`` are times (judged against the wall clock, so the age
+    limit is lifted here for the shipped elements)."""
+    for at in ("now", "now-2h"):
+        assert main(_look_args(at, "--max-element-age-days", "100000", "--format", "json")) == 0
+        assert json.loads(capsys.readouterr().out)["catalog_id"] == "25544"
+
+
+def test_stale_elements_name_the_flag_that_accepts_them(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Four months after their epoch the elements are refused with a message naming
+    --max-element-age-days; with that flag raised, passes and look answer."""
+    late = ["--start", "2026-12-15T00:00:00Z"]
+    argv = _passes_args("--format", "json")
+    argv[argv.index("--start") : argv.index("--start") + 2] = late
+    assert main(argv) == 2
+    assert "--max-element-age-days" in capsys.readouterr().err
+    assert main(_look_args("2026-12-15T00:00:00Z")) == 2
+    assert "--max-element-age-days" in capsys.readouterr().err
+    assert main([*argv, "--max-element-age-days", "200"]) == 0
+    assert json.loads(capsys.readouterr().out)["passes"]
+    assert main(_look_args("2026-12-15T00:00:00Z", "--max-element-age-days", "200")) == 0
+    assert "elevation_deg" in capsys.readouterr().out
+
+
+def test_elements_are_judged_at_the_asked_window_not_the_wall_clock(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The shipped August-2026 elements predict an August-2026 window (and look at an
+    August-2026 instant) without any flag, whatever today's date is."""
+    assert main(_passes_args("--format", "json")) == 0
+    assert json.loads(capsys.readouterr().out)["passes"]
+    assert main(_look_args("2026-08-15T12:00:00Z", "--format", "json")) == 0
+    assert json.loads(capsys.readouterr().out)["catalog_id"] == "25544"

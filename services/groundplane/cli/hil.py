@@ -31,16 +31,26 @@ def register(commands: Any) -> None:
         description="Point a Hamlib rotator (and tune a radio with Doppler correction) through "
         "one pass; exits 0 after parking.",
     )
-    hil.add_argument("--elements", required=True, metavar="FILE")
-    hil.add_argument("--sat", required=True, metavar="ID")
-    hil.add_argument("--site", required=True, metavar="LAT,LON[,ALT_M]")
-    hil.add_argument("--rotctld", required=True, metavar="HOST:PORT")
-    hil.add_argument("--rigctld", metavar="HOST:PORT")
-    hil.add_argument("--downlink-hz", type=float, metavar="F")
-    hil.add_argument("--uplink-hz", type=float, metavar="F")
-    hil.add_argument("--min-elevation", type=float, default=0.0, metavar="DEG")
+    hil.add_argument("--elements", required=True, metavar="FILE", help="TLE/3LE or OMM file")
+    hil.add_argument("--sat", required=True, metavar="ID", help="the satellite to track")
+    hil.add_argument("--site", required=True, metavar="LAT,LON[,ALT_M]", help="the station")
+    hil.add_argument("--rotctld", required=True, metavar="HOST:PORT", help="the rotator daemon")
+    hil.add_argument("--rigctld", metavar="HOST:PORT", help="the radio daemon, for Doppler")
+    hil.add_argument("--downlink-hz", type=float, metavar="F", help="receive frequency (Hz)")
+    hil.add_argument("--uplink-hz", type=float, metavar="F", help="transmit frequency (Hz)")
+    hil.add_argument(
+        "--min-elevation",
+        type=float,
+        default=0.0,
+        metavar="DEG",
+        help="never point below this elevation",
+    )
     hil.add_argument("--mask", metavar="FILE", help="CSV azimuth_deg,elevation_deg")
-    hil.add_argument("--start", metavar="ISO8601", help="simulated time starts here (default now)")
+    hil.add_argument(
+        "--start",
+        metavar="TIME",
+        help="simulated time starts here: ISO-8601 UTC, now or now±N[s|m|h|d] (default: now)",
+    )
     hil.add_argument("--speed", type=float, help="simulated seconds per wall second (default 1)")
     hil.add_argument(
         "--pass",

@@ -1,17 +1,25 @@
-"""Reading the CLI's inputs: element files, sites, masks and times."""
+"""Reading the CLI's inputs: element files, sites, masks, times, ports and the age limit."""
 
 from __future__ import annotations
 
+import argparse
 import csv
 import io
+import re
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 
 from groundplane.kernel.clock import Clock, RealClock, SimulatedClock, parse_utc
 from groundplane.kernel.errors import InvalidArgument
+from groundplane.tracking.catalog import MAX_ELEMENT_AGE_FLAG, ElementAgePolicy
 from groundplane.tracking.elements import ElementSet, canonical_catalog_id, parse_elements
 from groundplane.tracking.sites import HorizonMask, Site, parse_sites_csv
+
+MAX_PORT = 65535
+TIME_HELP = "ISO-8601 UTC (2026-08-15T12:00:00Z), now, or now±N[s|m|h|d] such as now+2h"
+_SECONDS_PER_UNIT = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_RELATIVE = re.compile(r"now\s*(?:(?P<sign>[+-])\s*(?P<amount>\d+(?:\.\d+)?)\s*(?P<unit>[smhd]))?")
 
 
 def read_text(path: str) -> str:
@@ -37,10 +45,11 @@ def load_elements(paths: Sequence[str]) -> list[ElementSet]:
 
 
 def select_satellites(elements: list[ElementSet], wanted: Sequence[str] | None) -> list[ElementSet]:
+    """The satellites named (in the order first named, each once), or all when none are."""
     if not wanted:
         return elements
     by_id = {e.catalog_id: e for e in elements}
-    chosen = []
+    chosen: dict[str, ElementSet] = {}
     for raw in wanted:
         catalog_id = canonical_catalog_id(raw)
         if catalog_id not in by_id:
@@ -48,8 +57,8 @@ def select_satellites(elements: list[ElementSet], wanted: Sequence[str] | None) 
                 f"--sat {raw}: no such satellite in the element files "
                 f"({len(by_id)} satellites loaded)"
             )
-        chosen.append(by_id[catalog_id])
-    return chosen
+        chosen.setdefault(catalog_id, by_id[catalog_id])
+    return list(chosen.values())
 
 
 def parse_site_arg(text: str, site_id: str, min_elevation_deg: float, mask: HorizonMask) -> Site:
@@ -92,22 +101,49 @@ def load_mask(path: str | None) -> HorizonMask:
     return HorizonMask.from_points(points)
 
 
-def window(start: str, end: str | None, hours: float | None) -> tuple[datetime, datetime]:
-    begin = _time(start, "--start")
+def window(
+    start: str, end: str | None, hours: float | None, now: datetime, max_days: float
+) -> tuple[datetime, datetime]:
+    """The UTC window ``--start`` … ``--end`` (or ``--hours`` long), at most ``max_days``."""
+    begin = parse_time(start, now, "--start")
     if end is not None:
-        return begin, _time(end, "--end")
-    if hours is None:
-        raise InvalidArgument("give --end ISO8601 or --hours H")
-    if not hours > 0:
+        finish = parse_time(end, now, "--end")
+    elif hours is None:
+        raise InvalidArgument("give --end TIME or --hours H")
+    elif not hours > 0:
         raise InvalidArgument(f"--hours must be positive, got {hours}")
-    return begin, begin + timedelta(hours=hours)
+    else:
+        finish = begin + timedelta(hours=hours)
+    if not begin < finish:
+        raise InvalidArgument(f"--start must be before the end, got {start} … {finish.isoformat()}")
+    span_days = (finish - begin).total_seconds() / 86400.0
+    if span_days > max_days:
+        raise InvalidArgument(
+            f"expected a window of at most {max_days:g} days ({max_days * 24:g} hours, the "
+            f"tracking service's limit), got {span_days:g} days: split it into several calls"
+        )
+    return begin, finish
 
 
-def _time(text: str, flag: str) -> datetime:
+def parse_time(text: str, now: datetime, flag: str) -> datetime:
+    """An instant given as ISO-8601 UTC, ``now``, or ``now`` plus or minus N s, m, h or d.
+
+    ``now`` is an argument so the result is a pure function of its inputs; every CLI flag that
+    takes a time reads it through here.
+    """
+    relative = _RELATIVE.fullmatch(text.strip().lower())
+    if relative is not None:
+        if relative["sign"] is None:
+            return now
+        offset = timedelta(seconds=float(relative["amount"]) * _SECONDS_PER_UNIT[relative["unit"]])
+        return now + offset if relative["sign"] == "+" else now - offset
     try:
         return parse_utc(text)
-    except ValueError as bad:
-        raise InvalidArgument(f"{flag}: {bad}") from None
+    except ValueError:
+        raise InvalidArgument(
+            f"{flag}: expected an ISO-8601 UTC time such as 2026-08-15T12:00:00Z, or now, "
+            f"now+2h, now-30m (units s, m, h, d), got {text!r}"
+        ) from None
 
 
 def make_clock(start: str | None, speed: float | None) -> Clock:
@@ -116,5 +152,44 @@ def make_clock(start: str | None, speed: float | None) -> Clock:
         return RealClock()
     if speed is not None and not speed > 0:
         raise InvalidArgument(f"--speed must be a positive factor, got {speed}")
-    begin = _time(start, "--start") if start is not None else RealClock().now()
+    now = RealClock().now()
+    begin = parse_time(start, now, "--start") if start is not None else now
     return SimulatedClock(begin, speed=speed or 1.0)
+
+
+def age_policy(max_days: float) -> ElementAgePolicy:
+    """The element age policy for ``--max-element-age-days``: refuse beyond it.
+
+    The warning threshold stays at the default unless the limit is below it.
+    """
+    if not max_days >= 0:
+        raise InvalidArgument(
+            f"{MAX_ELEMENT_AGE_FLAG} must be a non-negative number of days, got {max_days}"
+        )
+    warn = ElementAgePolicy().warn_after_days
+    return ElementAgePolicy(warn_after_days=min(warn, max_days), refuse_after_days=max_days)
+
+
+def port(text: str) -> int:
+    """argparse type of a TCP port to listen on: 0 (pick a free one) to 65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a TCP port 0..{MAX_PORT} (0 picks a free port), got {text!r}"
+        ) from None
+    if not 0 <= value <= MAX_PORT:
+        raise argparse.ArgumentTypeError(
+            f"expected a TCP port 0..{MAX_PORT} (0 picks a free port), got {value}"
+        )
+    return value
+
+
+def address(text: str) -> str:
+    """argparse type of a HOST:PORT to connect to (port 1..65535)."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) <= MAX_PORT:
+        raise argparse.ArgumentTypeError(
+            f"expected HOST:PORT with a port 1..{MAX_PORT} (e.g. 127.0.0.1:50051), got {text!r}"
+        )
+    return text

@@ -2,28 +2,96 @@
 
 Every subcommand lives in its own module and registers itself here. Errors a user can cause
 print one line to stderr (what was expected, what came) and exit with status 2; success is 0.
+With no command, the help is printed (exit 0). When the reader of stdout goes away
+(``groundplane passes … | head``) the command stops quietly with status 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import os
 import re
 import sys
 from collections.abc import Callable, Sequence
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 from groundplane.kernel.errors import GroundplaneError
 
 Handler = Callable[[argparse.Namespace], int]
+DISTRIBUTION = "groundplane"
+
+
+def _default_worth_showing(action: argparse.Action) -> bool:
+    default = action.default
+    return bool(action.option_strings) and not (
+        default is None
+        or default is False
+        or default is argparse.SUPPRESS
+        or (isinstance(default, list) and not default)
+    )
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's help ends with its default, unless there is none to show (``None``,
+    ``False``, an empty list) or the help already states it; an option without help shows its
+    default alone."""
+
+    def _format_action(self, action: argparse.Action) -> str:
+        if action.help is None and _default_worth_showing(action):
+            action = copy.copy(action)
+            action.help = "default: %(default)s"
+        return super()._format_action(action)
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if not _default_worth_showing(action):
+            return text
+        default = action.default
+        plain = f"{default:g}" if isinstance(default, float) else str(default)
+        if "default" in text or f"({plain})" in text:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose help shows defaults; subcommand parsers inherit the class."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
+def installed_version() -> str:
+    """The version of the installed ``groundplane`` distribution (its package metadata)."""
+    try:
+        return version(DISTRIBUTION)
+    except PackageNotFoundError:
+        return "unknown (not installed; run `make .venv/.installed-stamp`)"
+
+
+def print_help_of(parser: argparse.ArgumentParser) -> Handler:
+    """A handler for a command group run without its subcommand: print the group's help."""
+
+    def handler(args: argparse.Namespace) -> int:
+        parser.print_help()
+        return 0
+
+    return handler
 
 
 def build_parser() -> argparse.ArgumentParser:
     from groundplane.cli import hil, infer, serve, tracking, up  # noqa: PLC0415 - keeps `--help` fast
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="groundplane",
-        description="Ground-side control plane for orbital compute.",
+        description="Ground-side control plane for orbital compute. "
+        "`groundplane COMMAND --help` describes each command.",
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {installed_version()}")
+    parser.set_defaults(handler=print_help_of(parser), command=None)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     tracking.register(commands)
     serve.register(commands)
     up.register(commands)
@@ -52,16 +120,33 @@ def join_negative_values(argv: Sequence[str]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        try:
+            return _run(sys.argv[1:] if argv is None else argv)
+        finally:
+            sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader of stdout went away. As the Python docs on SIGPIPE advise: point stdout at
+        # devnull so the interpreter's final flush does not fail again, and exit 1 quietly.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+
+
+def _run(argv: Sequence[str]) -> int:
     parser = build_parser()
-    args = parser.parse_args(join_negative_values(sys.argv[1:] if argv is None else argv))
+    args = parser.parse_args(join_negative_values(argv))
     handler: Handler = args.handler
+    name = " ".join(part for part in (args.command, getattr(args, "service", None)) if part)
     try:
         return handler(args)
+    except BrokenPipeError:
+        raise
     except GroundplaneError as error:
-        print(f"groundplane {args.command}: {error.message}", file=sys.stderr)
+        print(f"groundplane {name}: {error.message}", file=sys.stderr)
         return 2
     except OSError as error:
-        print(f"groundplane {args.command}: {error}", file=sys.stderr)
+        print(f"groundplane {name}: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

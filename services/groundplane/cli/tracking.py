@@ -8,12 +8,13 @@ import io
 import json
 import sys
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from groundplane.kernel.clock import format_utc, parse_utc
+from groundplane.kernel.clock import RealClock, format_utc
 from groundplane.kernel.errors import InvalidArgument
-from groundplane.tracking.catalog import AgeVerdict, ElementAgePolicy
+from groundplane.tracking.catalog import MAX_ELEMENT_AGE_FLAG, AgeVerdict, ElementAgePolicy
+from groundplane.tracking.core import TrackingSettings
 from groundplane.tracking.elements import ElementSet
 from groundplane.tracking.geometry import (
     SatelliteBatch,
@@ -32,6 +33,7 @@ PASS_FIELDS = (
     "catalog_id",
     "name",
     "site",
+    "site_name",
     "aos",
     "tca",
     "los",
@@ -42,13 +44,28 @@ PASS_FIELDS = (
     "los_clipped",
 )
 PROGRESS_CHUNK = 64
+MAX_WINDOW_DAYS = TrackingSettings().max_pass_window_days
+"""The longest window one call may ask for: the tracking service's own limit."""
+DEFAULT_MAX_ELEMENT_AGE_DAYS = ElementAgePolicy().refuse_after_days
+
+
+def _add_max_element_age(parser: Any) -> None:
+    parser.add_argument(
+        MAX_ELEMENT_AGE_FLAG,
+        type=float,
+        default=DEFAULT_MAX_ELEMENT_AGE_DAYS,
+        metavar="DAYS",
+        help="refuse elements whose epoch is more than this many days from the asked time "
+        "(older elements give kilometre-level errors; raise it to use them anyway)",
+    )
 
 
 def register(commands: Any) -> None:
     passes = commands.add_parser(
         "passes",
         help="predict passes of satellites over sites",
-        description="Predict passes (AOS, TCA, LOS) of satellites over ground sites.",
+        description="Predict passes (AOS, TCA, LOS) of satellites over ground sites. "
+        f"Times: {inputs.TIME_HELP}.",
     )
     passes.add_argument(
         "--elements",
@@ -65,37 +82,68 @@ def register(commands: Any) -> None:
         help="an observer; repeatable (ids 0, 1, …)",
     )
     where.add_argument("--sites", metavar="FILE", help="CSV id,name,lat,lon,alt_m")
-    passes.add_argument("--start", required=True, metavar="ISO8601")
+    passes.add_argument("--start", required=True, metavar="TIME", help="start of the window")
     span = passes.add_mutually_exclusive_group(required=True)
-    span.add_argument("--end", metavar="ISO8601")
-    span.add_argument("--hours", type=float, metavar="H")
-    passes.add_argument("--min-elevation", type=float, default=0.0, metavar="DEG")
+    span.add_argument("--end", metavar="TIME", help="end of the window")
+    span.add_argument(
+        "--hours",
+        type=float,
+        metavar="H",
+        help=f"length of the window (at most {MAX_WINDOW_DAYS * 24:g})",
+    )
+    passes.add_argument(
+        "--min-elevation",
+        type=float,
+        default=0.0,
+        metavar="DEG",
+        help="lowest elevation that counts as in view, at every site",
+    )
     passes.add_argument("--mask", metavar="FILE", help="CSV azimuth_deg,elevation_deg")
-    passes.add_argument("--sat", action="append", metavar="ID", help="only this satellite")
-    passes.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    passes.add_argument(
+        "--sat",
+        action="append",
+        metavar="ID",
+        help="a satellite to predict; repeatable (default: every satellite in the files)",
+    )
+    passes.add_argument(
+        "--format", choices=("table", "json", "csv"), default="table", help="output format"
+    )
+    _add_max_element_age(passes)
     passes.set_defaults(handler=run_passes)
 
     look = commands.add_parser(
         "look",
         help="look angles of one satellite from one site",
-        description="Azimuth, elevation, range, range rate and Doppler at one instant.",
+        description="Azimuth, elevation, range, range rate and Doppler at one instant. "
+        f"Times: {inputs.TIME_HELP}.",
     )
-    look.add_argument("--elements", required=True, metavar="FILE")
-    look.add_argument("--sat", required=True, metavar="ID")
-    look.add_argument("--site", required=True, metavar="LAT,LON[,ALT_M]")
-    look.add_argument("--at", required=True, metavar="ISO8601")
-    look.add_argument("--frequency-hz", type=float, metavar="F")
-    look.add_argument("--format", choices=("table", "json"), default="table")
+    look.add_argument("--elements", required=True, metavar="FILE", help="TLE/3LE or OMM file")
+    look.add_argument("--sat", required=True, metavar="ID", help="the satellite")
+    look.add_argument("--site", required=True, metavar="LAT,LON[,ALT_M]", help="the observer")
+    look.add_argument("--at", required=True, metavar="TIME", help="the instant")
+    look.add_argument(
+        "--frequency-hz", type=float, metavar="F", help="also give Doppler-shifted frequencies"
+    )
+    look.add_argument("--format", choices=("table", "json"), default="table", help="output format")
+    _add_max_element_age(look)
     look.set_defaults(handler=run_look)
 
 
 def _plannable(
-    elements: list[ElementSet], start: datetime, end: datetime, named: bool
+    elements: list[ElementSet],
+    start: datetime,
+    end: datetime,
+    named: bool,
+    policy: ElementAgePolicy,
 ) -> list[ElementSet]:
-    """Drop (with a warning) or refuse element sets too old for planning this window."""
-    policy = ElementAgePolicy()
+    """Drop (with one warning) or refuse element sets too old for planning this window.
+
+    Named satellites that are too old fail the command; of the whole catalogue the too-old
+    ones are skipped, and when that leaves nothing the command fails too.
+    """
     kept = []
     aging = 0
+    refused: list[str] = []
     for element_set in elements:
         worst = max(
             (policy.judge(element_set, start), policy.judge(element_set, end)),
@@ -104,13 +152,24 @@ def _plannable(
         if worst.verdict is AgeVerdict.REFUSE:
             if named:
                 raise InvalidArgument(worst.message)
-            print(f"warning: skipped: {worst.message}", file=sys.stderr)
+            refused.append(worst.message)
             continue
         if worst.verdict is AgeVerdict.WARN:
             aging += 1
             if named:
                 print(f"warning: {worst.message}", file=sys.stderr)
         kept.append(element_set)
+    if refused and not kept:
+        raise InvalidArgument(
+            f"all {len(refused)} satellites have elements more than "
+            f"{policy.refuse_after_days:g} days from the window, e.g. {refused[0]}"
+        )
+    if refused:
+        print(
+            f"warning: skipped {len(refused)} of {len(elements)} satellites with elements more "
+            f"than {policy.refuse_after_days:g} days from the window, e.g. {refused[0]}",
+            file=sys.stderr,
+        )
     if aging and not named:
         print(
             f"warning: {aging} of {len(kept)} satellites have elements more than "
@@ -144,11 +203,12 @@ def compute_passes(
     return sorted(found, key=lambda p: (p.aos, p.site_id, p.catalog_id))
 
 
-def _pass_row(found: Pass, names: dict[str, str]) -> dict[str, Any]:
+def _pass_row(found: Pass, names: dict[str, str], site_names: dict[str, str]) -> dict[str, Any]:
     return {
         "catalog_id": found.catalog_id,
         "name": names.get(found.catalog_id, ""),
         "site": found.site_id,
+        "site_name": site_names.get(found.site_id, ""),
         "aos": format_utc(found.aos),
         "tca": format_utc(found.tca),
         "los": format_utc(found.los),
@@ -160,7 +220,15 @@ def _pass_row(found: Pass, names: dict[str, str]) -> dict[str, Any]:
     }
 
 
+def _csv_cell(value: Any) -> Any:
+    """CSV spells booleans as JSON does (``true``/``false``), not Python's ``True``/``False``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value
+
+
 def run_passes(args: argparse.Namespace) -> int:
+    policy = inputs.age_policy(args.max_element_age_days)
     mask = inputs.load_mask(args.mask)
     if args.sites:
         sites = inputs.load_sites_csv(args.sites, args.min_elevation, mask)
@@ -169,60 +237,71 @@ def run_passes(args: argparse.Namespace) -> int:
             inputs.parse_site_arg(text, str(i), args.min_elevation, mask)
             for i, text in enumerate(args.site)
         ]
-    start, end = inputs.window(args.start, args.end, args.hours)
-    if not start < end:
-        raise InvalidArgument(
-            f"--start must be before the end, got {args.start} … {end.isoformat()}"
-        )
+    now = RealClock().now()
+    start, end = inputs.window(args.start, args.end, args.hours, now, MAX_WINDOW_DAYS)
     elements = inputs.select_satellites(inputs.load_elements(args.elements), args.sat)
-    elements = _plannable(elements, start, end, named=bool(args.sat))
+    elements = _plannable(elements, start, end, named=bool(args.sat), policy=policy)
     names = {e.catalog_id: e.name for e in elements}
+    site_names = {site.id: site.name for site in sites}
     found = compute_passes(elements, sites, start, end, progress=sys.stderr.isatty())
-    rows = [_pass_row(p, names) for p in found]
     out = sys.stdout
     if args.format == "json":
-        json.dump({"passes": rows}, out, indent=2)
+        json.dump({"passes": [_pass_row(p, names, site_names) for p in found]}, out, indent=2)
         out.write("\n")
     elif args.format == "csv":
         writer = csv.DictWriter(out, fieldnames=PASS_FIELDS, lineterminator="\n")
         writer.writeheader()
-        writer.writerows(rows)
+        for p in found:
+            row = _pass_row(p, names, site_names)
+            writer.writerow({key: _csv_cell(value) for key, value in row.items()})
     else:
-        out.write(_pass_table(rows))
+        out.write(_pass_table(found, names, site_names))
     return 0
 
 
-def _pass_table(rows: list[dict[str, Any]]) -> str:
+def _table_time(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _duration(seconds: float) -> str:
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes}m{rest:02d}s"
+
+
+def _pass_table(found: Sequence[Pass], names: dict[str, str], site_names: dict[str, str]) -> str:
+    """Passes for people: names, AOS/TCA/LOS to the second (UTC), duration, angles."""
     header = (
-        f"{'SAT':<10} {'NAME':<24} {'SITE':<10} {'AOS (UTC)':<24} {'LOS (UTC)':<24} "
-        f"{'MAX EL':>7} {'AOS AZ':>7} {'LOS AZ':>7}\n"
+        f"{'SAT':<8} {'NAME':<20} {'SITE':<18} {'AOS (UTC)':<20} {'TCA (UTC)':<19} "
+        f"{'LOS (UTC)':<20} {'DURATION':>8} {'MAX EL':>6} {'AOS AZ':>6} {'LOS AZ':>6}\n"
     )
     buffer = io.StringIO()
     buffer.write(header)
-    for row in rows:
-        clip_a = "<" if row["aos_clipped"] else " "
-        clip_l = ">" if row["los_clipped"] else " "
+    for p in found:
+        clip_a = "<" if p.aos_clipped else " "
+        clip_l = ">" if p.los_clipped else " "
+        site = site_names.get(p.site_id) or p.site_id
         buffer.write(
-            f"{row['catalog_id']:<10} {row['name'][:24]:<24} {row['site'][:10]:<10} "
-            f"{clip_a}{row['aos']:<23} {row['los']:<23}{clip_l} "
-            f"{row['max_elevation_deg']:7.2f} {row['aos_azimuth_deg']:7.2f} "
-            f"{row['los_azimuth_deg']:7.2f}\n"
+            f"{p.catalog_id:<8} {names.get(p.catalog_id, '')[:20]:<20} {site[:18]:<18} "
+            f"{clip_a}{_table_time(p.aos)} {_table_time(p.tca)} {_table_time(p.los)}{clip_l} "
+            f"{_duration((p.los - p.aos).total_seconds()):>8} {p.max_elevation_deg:6.1f} "
+            f"{p.aos_azimuth_deg:6.1f} {p.los_azimuth_deg:6.1f}\n"
         )
-    buffer.write(f"{len(rows)} passes ('<' began before the window, '>' ends after it)\n")
+    buffer.write(
+        f"{len(found)} passes ('<' began before the window, '>' ends after it; "
+        "elevation and azimuths in degrees)\n"
+    )
     return buffer.getvalue()
 
 
 def run_look(args: argparse.Namespace) -> int:
+    policy = inputs.age_policy(args.max_element_age_days)
     site = inputs.parse_site_arg(args.site, "0", 0.0, inputs.load_mask(None))
-    try:
-        at = parse_utc(args.at)
-    except ValueError as bad:
-        raise InvalidArgument(f"--at: {bad}") from None
+    at = inputs.parse_time(args.at, RealClock().now(), "--at")
     frequency = args.frequency_hz
     if frequency is not None and not frequency > 0:
         raise InvalidArgument(f"--frequency-hz must be a positive frequency, got {frequency}")
     (element_set,) = inputs.select_satellites(inputs.load_elements([args.elements]), [args.sat])
-    _plannable([element_set], at, at, named=True)
+    _plannable([element_set], at, at, named=True, policy=policy)
     jd, fr = utc_jd_fr([at])
     angles = look_angles(_batch([element_set]), [site], jd, fr)
     code = int(angles.error_code[0, 0])
@@ -248,6 +327,10 @@ def run_look(args: argparse.Namespace) -> int:
         name = f" ({element_set.name})" if element_set.name else ""
         print(f"{element_set.catalog_id}{name} at {format_utc(at)} from {args.site}")
         for key, value in result.items():
-            if key != "catalog_id":
-                print(f"  {key:<16} {value:.6f}" if "hz" not in key else f"  {key:<16} {value:.1f}")
+            if key == "catalog_id":
+                continue
+            line = f"  {key:<16} {value:.6f}" if "hz" not in key else f"  {key:<16} {value:.1f}"
+            if key == "elevation_deg" and value < 0:
+                line += "  (below the horizon: not in view)"
+            print(line)
     return 0

@@ -1,4 +1,4 @@
-"""The shared kernel of groundplane: time, logs, errors and gRPC serving.
+"""The shared kernel of groundplane: time, logs, errors, state paths and gRPC serving.
 
 Every service depends on this package and on nothing of another service but its gRPC/MQTT
 contract. Keep it small: a module here is a concept every service needs.

@@ -113,6 +113,10 @@ class ElementRecord:
         return self.enabled and (self.expires_at is None or now < self.expires_at)
 
 
+MAX_ELEMENT_AGE_FLAG = "--max-element-age-days"
+"""The command-line flag that sets :attr:`ElementAgePolicy.refuse_after_days`."""
+
+
 class AgeVerdict(Enum):
     OK = "ok"
     WARN = "warn"
@@ -166,7 +170,8 @@ class ElementAgePolicy:
                 f"{label} are {age_days:.1f} days {direction} ({stamp}); planning is refused "
                 f"beyond {self.refuse_after_days:g} days because SGP4 position errors grow to "
                 "many kilometres; ingest fresher elements (e.g. from CelesTrak or Space-Track) "
-                "or raise refuse_after_days",
+                f"or allow older ones with {MAX_ELEMENT_AGE_FLAG} DAYS (groundplane passes, look "
+                "and serve tracking take it)",
             )
         if age_days > self.warn_after_days:
             return AgeJudgement(

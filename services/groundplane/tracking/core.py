@@ -87,8 +87,9 @@ class TrackingCore:
         with self._lock:
             for site_id in site_ids:
                 if site_id not in self._sites:
-                    known = ", ".join(sorted(self._sites)[:10]) or "none"
-                    raise NotFound(f"no site {site_id!r}; stored sites: {known}")
+                    raise NotFound(
+                        f"no site {site_id!r}; stored sites: {_listing(sorted(self._sites))}"
+                    )
                 chosen.append(self._sites[site_id])
         chosen.extend(inline)
         if not chosen:
@@ -199,3 +200,16 @@ class TrackingCore:
                 f"window is {(end - start).total_seconds() / 86400:.2f} days; at most "
                 f"{self.settings.max_pass_window_days:g} days per request (split the window)"
             )
+
+
+SITES_LISTED = 10
+"""How many stored site ids a NOT_FOUND message names before "… and N more"."""
+
+
+def _listing(ids: Sequence[str], limit: int = SITES_LISTED) -> str:
+    """``a, b, c`` or ``a, b, … and 3 more``, or ``none``."""
+    if not ids:
+        return "none"
+    shown = ", ".join(ids[:limit])
+    rest = len(ids) - limit
+    return f"{shown}, … and {rest} more" if rest > 0 else shown
