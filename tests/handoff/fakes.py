@@ -22,7 +22,12 @@ from groundplane.handoff.nodes import (
 from groundplane.handoff.planner import PassSchedule, PassSource, PassWindow
 from groundplane.handoff.store import HandoffStore
 from groundplane.kernel.clock import SimulatedClock
-from groundplane.kernel.errors import DeadlineExceeded, FailedPrecondition, NotFound
+from groundplane.kernel.errors import (
+    DeadlineExceeded,
+    FailedPrecondition,
+    GroundplaneError,
+    NotFound,
+)
 from groundplane.node.directory import ONLINE, NodeDirectory
 from groundplane.node.v1 import node_pb2
 
@@ -42,7 +47,8 @@ class FakeNodes:
     fenced or unknown session.
 
     ``refuse`` lists satellites that answer every turn ``NOT_FOUND`` (as if they lost the
-    session); ``import_delay_s`` is simulated seconds an import takes on each satellite. With
+    session); ``export_error`` fails every export once the session is fenced;
+    ``import_delay_s`` is simulated seconds an import takes on each satellite. With
     ``export_rate_bps`` set, the exports from one satellite share its down link: one at a time,
     each occupying it ``state bytes × 8 / export_rate_bps`` simulated seconds.
     """
@@ -55,6 +61,8 @@ class FakeNodes:
     imports_done: list[tuple[str, int]] = field(default_factory=list)
     export_rate_bps: float | None = None
     down_links: dict[str, asyncio.Lock] = field(default_factory=dict)
+    export_error: GroundplaneError | None = None
+    """Raised by every export after fencing (as a node whose snapshot cannot be read)."""
 
     async def _wait(self, delay_s: float, deadline: datetime, what: str) -> None:
         budget_s = (deadline - self.clock.now()).total_seconds()
@@ -123,6 +131,8 @@ class FakeNodes:
         if state is None:
             raise NotFound(f"no session {session_id!r} on {satellite_id}")
         self.fences[(satellite_id, session_id)] = fence_epoch
+        if self.export_error is not None:
+            raise self.export_error
         tokens = context_tokens(state.turns)
         if self.export_rate_bps is not None:
             async with self.down_links.setdefault(satellite_id, asyncio.Lock()):

@@ -125,7 +125,8 @@ class NodePort(Protocol):
         request_id: str,
         deadline: datetime,
     ) -> ExportedState:
-        """Snapshot a session and fence it there at ``fence_epoch`` in the same step."""
+        """Snapshot a session and fence it there at ``fence_epoch`` in the same step;
+        INVALID_ARGUMENT when the node's snapshot cannot be read (the fence still holds)."""
         ...
 
     async def import_state(
