@@ -40,6 +40,7 @@ from groundplane.node.directory import ONLINE, NodeDirectory
 from groundplane.node.engine import EngineConfig
 from groundplane.node.host import HostedNode, NodeHost
 from groundplane.node.requester import Requester
+from groundplane.system.handoff_nodes import RequesterNodes
 
 EPOCH = datetime(2026, 8, 15, 12, tzinfo=UTC)
 SATS = ("sat-a", "sat-b", "sat-c")
@@ -102,12 +103,13 @@ async def run(speed: float, session_counts: list[int], duration_s: float) -> Non
                     await directory.wait_for(sat, lambda v: v.state == ONLINE, 10.0)
                 requester = Requester(ground, clock, instance_id="handoff", directory=directory)
                 await requester.start()
+                nodes = RequesterNodes(requester)
                 await emulator.wait_ready()
 
                 # ---- 1. interruption against state size ----------------------------------------
                 store = HandoffStore(Path(workdir) / "h1.sqlite")
                 manager = HandoffManager(
-                    requester,
+                    nodes,
                     directory,
                     clock,
                     store,
@@ -176,7 +178,7 @@ async def run(speed: float, session_counts: list[int], duration_s: float) -> Non
                 for n in session_counts:
                     store = HandoffStore(Path(workdir) / f"h-{n}.sqlite")
                     manager = HandoffManager(
-                        requester,
+                        nodes,
                         directory,
                         clock,
                         store,

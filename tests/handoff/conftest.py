@@ -28,6 +28,7 @@ from groundplane.node.backends import GenerateRequest, SyntheticBackend, Synthet
 from groundplane.node.directory import ONLINE, NodeDirectory
 from groundplane.node.engine import Engine, EngineConfig
 from groundplane.node.requester import Requester
+from groundplane.system.handoff_nodes import RequesterNodes
 
 EPOCH = datetime(2026, 8, 15, 12, tzinfo=UTC)
 STATION = "gs1"
@@ -140,7 +141,7 @@ class System:
                 client, self.clock, instance_id=name, directory=directory
             ) as requester:
                 manager = HandoffManager(
-                    requester,
+                    RequesterNodes(requester),
                     directory,
                     self.clock,
                     HandoffStore(self.store_path),

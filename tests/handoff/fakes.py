@@ -1,4 +1,4 @@
-"""In-process stand-ins for the node side of the handoff manager: a requester whose nodes keep
+"""In-process stand-ins for the node side of the handoff manager: a node port whose nodes keep
 sessions in memory (with fencing), a directory fed by hand, and a pass source that can be told to
 fail. Fast and deterministic where the broker-based system of ``conftest`` is realistic."""
 
@@ -6,19 +6,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import cast
 
 from groundplane.handoff.manager import HandoffManager, ManagerConfig
+from groundplane.handoff.nodes import (
+    ExportedState,
+    SessionSnapshot,
+    Turn,
+    TurnAnswer,
+    context_tokens,
+)
 from groundplane.handoff.planner import PassSchedule, PassSource, PassWindow
 from groundplane.handoff.store import HandoffStore
 from groundplane.kernel.clock import SimulatedClock
-from groundplane.kernel.errors import DeadlineExceeded, FailedPrecondition, NotFound
+from groundplane.kernel.errors import (
+    DeadlineExceeded,
+    FailedPrecondition,
+    GroundplaneError,
+    NotFound,
+)
 from groundplane.node.directory import ONLINE, NodeDirectory
-from groundplane.node.requester import InferOutcome, Requester
-from groundplane.node.sessions import SessionState, Turn, decode_session, encode_session
 from groundplane.node.v1 import node_pb2
 
 EPOCH = datetime(2026, 8, 15, 12, tzinfo=UTC)
@@ -26,29 +36,33 @@ STATION = "gs1"
 BYTES_PER_TOKEN = 1_000
 
 
-def answer_of(satellite_id: str, state: SessionState, prompt: str) -> str:
+def answer_of(satellite_id: str, turns_seen: int, prompt: str) -> str:
     """The fake model's answer: names the node and the context length it saw."""
-    return f"{satellite_id} saw {len(state.turns)} turns, then {prompt!r}"
+    return f"{satellite_id} saw {turns_seen} turns, then {prompt!r}"
 
 
 @dataclass
 class FakeNodes:
-    """Nodes that hold sessions by (session id → state) and refuse a fenced or unknown session.
+    """A :class:`NodePort` whose nodes hold sessions by (session id → snapshot) and refuse a
+    fenced or unknown session.
 
     ``refuse`` lists satellites that answer every turn ``NOT_FOUND`` (as if they lost the
-    session); ``import_delay_s`` is simulated seconds an import takes on each satellite. With
+    session); ``export_error`` fails every export once the session is fenced;
+    ``import_delay_s`` is simulated seconds an import takes on each satellite. With
     ``export_rate_bps`` set, the exports from one satellite share its down link: one at a time,
     each occupying it ``state bytes × 8 / export_rate_bps`` simulated seconds.
     """
 
     clock: SimulatedClock
-    held: dict[str, dict[str, SessionState]] = field(default_factory=dict)
+    held: dict[str, dict[str, SessionSnapshot]] = field(default_factory=dict)
     fences: dict[tuple[str, str], int] = field(default_factory=dict)
     refuse: set[str] = field(default_factory=set)
     import_delay_s: dict[str, float] = field(default_factory=dict)
     imports_done: list[tuple[str, int]] = field(default_factory=list)
     export_rate_bps: float | None = None
     down_links: dict[str, asyncio.Lock] = field(default_factory=dict)
+    export_error: GroundplaneError | None = None
+    """Raised by every export after fencing (as a node whose snapshot cannot be read)."""
 
     async def _wait(self, delay_s: float, deadline: datetime, what: str) -> None:
         budget_s = (deadline - self.clock.now()).total_seconds()
@@ -56,11 +70,11 @@ class FakeNodes:
         if delay_s > budget_s:
             raise DeadlineExceeded(f"{what} got no reply before its deadline")
 
-    def _state(self, satellite_id: str, session_id: str, model: str, epoch: int) -> SessionState:
+    def _state(self, satellite_id: str, session_id: str, model: str, epoch: int) -> SessionSnapshot:
         fence = self.fences.get((satellite_id, session_id), -1)
         state = self.held.get(satellite_id, {}).get(session_id)
         if state is None and epoch > fence and satellite_id not in self.refuse:
-            state = SessionState(session_id, model, epoch)  # a session's first turn opens it
+            state = SessionSnapshot(session_id, model, epoch, ())  # a first turn opens it
             self.held.setdefault(satellite_id, {})[session_id] = state
         if satellite_id in self.refuse or state is None:
             raise NotFound(f"no session {session_id!r} on {satellite_id}")
@@ -68,92 +82,92 @@ class FakeNodes:
             raise FailedPrecondition(f"session {session_id!r} moved away from {satellite_id}")
         return state
 
-    async def infer(
+    async def run_turn(
         self,
         satellite_id: str,
         station_id: str,
-        request: node_pb2.InferRequest,
         *,
+        session_id: str,
+        epoch: int,
+        model: str,
+        prompt: str,
+        max_tokens: int,
         request_id: str,
         deadline: datetime,
-    ) -> InferOutcome:
+    ) -> TurnAnswer:
         await asyncio.sleep(0)
-        if not request.session_id:
-            text = f"{satellite_id} answers {request.prompt!r}"
-            result = node_pb2.InferResult(text=text)
-            return InferOutcome(satellite_id, station_id, request_id, 1, (text,), result)
-        state = self._state(satellite_id, request.session_id, request.model, request.session_epoch)
-        text = answer_of(satellite_id, state, request.prompt)
-        self.held[satellite_id][request.session_id] = state.with_turn(Turn(request.prompt, text))
-        result = node_pb2.InferResult(
-            text=text,
-            session_id=request.session_id,
-            session_epoch=request.session_epoch,
-            session_applied=True,
-        )
-        return InferOutcome(satellite_id, station_id, request_id, 1, (text,), result)
+        state = self._state(satellite_id, session_id, model, epoch)
+        text = answer_of(satellite_id, len(state.turns), prompt)
+        turns = (*state.turns, Turn(prompt, text))
+        self.held[satellite_id][session_id] = dataclasses.replace(state, turns=turns)
+        return TurnAnswer(text, applied=True, epoch=epoch)
 
-    async def export_session(
+    async def run_prompt(
+        self,
+        satellite_id: str,
+        station_id: str,
+        *,
+        model: str,
+        prompt: str,
+        max_tokens: int,
+        request_id: str,
+        deadline: datetime,
+    ) -> str:
+        await asyncio.sleep(0)
+        return f"{satellite_id} answers {prompt!r}"
+
+    async def export_state(
         self,
         satellite_id: str,
         station_id: str,
         session_id: str,
         *,
+        fence_epoch: int,
+        request_id: str,
         deadline: datetime,
-        fence_epoch: int | None = None,
-        request_id: str | None = None,
-    ) -> node_pb2.SessionExportResult:
+    ) -> ExportedState:
         await asyncio.sleep(0)
         state = self.held.get(satellite_id, {}).get(session_id)
         if state is None:
             raise NotFound(f"no session {session_id!r} on {satellite_id}")
-        if fence_epoch is not None:
-            self.fences[(satellite_id, session_id)] = fence_epoch
+        self.fences[(satellite_id, session_id)] = fence_epoch
+        if self.export_error is not None:
+            raise self.export_error
+        tokens = context_tokens(state.turns)
         if self.export_rate_bps is not None:
             async with self.down_links.setdefault(satellite_id, asyncio.Lock()):
-                bits = state.context_tokens * BYTES_PER_TOKEN * 8
-                await self.clock.sleep(bits / self.export_rate_bps)
-        snapshot = encode_session(state)
-        return node_pb2.SessionExportResult(
-            session_id=session_id,
-            snapshot=snapshot,
-            snapshot_bytes=len(snapshot),
-            state_bytes=state.context_tokens * BYTES_PER_TOKEN,
-            session_epoch=state.epoch,
-            context_tokens=state.context_tokens,
+                await self.clock.sleep(tokens * BYTES_PER_TOKEN * 8 / self.export_rate_bps)
+        return ExportedState(
+            dataclasses.replace(state, epoch=fence_epoch), tokens * BYTES_PER_TOKEN, tokens
         )
 
-    async def import_session(
+    async def import_state(
         self,
         satellite_id: str,
         station_id: str,
-        snapshot: bytes,
+        snapshot: SessionSnapshot,
         *,
+        request_id: str,
         deadline: datetime,
-        session_epoch: int | None = None,
-        request_id: str | None = None,
-    ) -> node_pb2.SessionImportResult:
+    ) -> None:
         await self._wait(self.import_delay_s.get(satellite_id, 0.0), deadline, "import")
-        state = decode_session(snapshot)
-        if session_epoch is not None:
-            state = state.with_epoch(session_epoch)
-        self.held.setdefault(satellite_id, {})[state.session_id] = state
-        self.imports_done.append((satellite_id, state.epoch))
-        return node_pb2.SessionImportResult(session_id=state.session_id, session_epoch=state.epoch)
+        self.held.setdefault(satellite_id, {})[snapshot.session_id] = snapshot
+        self.imports_done.append((satellite_id, snapshot.epoch))
 
-    async def fence_session(
+    async def fence(
         self,
         satellite_id: str,
         station_id: str,
         session_id: str,
-        session_epoch: int,
+        epoch: int,
         *,
         deadline: datetime,
-        request_id: str | None = None,
-    ) -> node_pb2.SessionFenceResult:
+    ) -> None:
         await asyncio.sleep(0)
-        self.fences[(satellite_id, session_id)] = session_epoch
-        return node_pb2.SessionFenceResult(session_id=session_id, session_epoch=session_epoch)
+        self.fences[(satellite_id, session_id)] = epoch
+
+    def checkpoint_bytes(self, snapshot: SessionSnapshot) -> bytes:
+        return repr(snapshot).encode()
 
 
 class FlakyPasses:
@@ -222,7 +236,7 @@ async def running_manager(
         node_online(directory, sat, models)
     nodes = FakeNodes(clock)
     store = store or HandoffStore(":memory:")
-    manager = HandoffManager(cast(Requester, nodes), directory, clock, store, passes, config=config)
+    manager = HandoffManager(nodes, directory, clock, store, passes, config=config)
     task = asyncio.create_task(manager.run(), name="test-handoff-manager")
     try:
         await manager.wait_ready()

@@ -6,8 +6,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 from groundplane.handoff.manager import ManagerConfig
+from groundplane.handoff.nodes import Turn
 from groundplane.handoff.planner import HandoffSettings, PassSchedule, PassWindow
-from groundplane.node.sessions import SessionState, Turn
 
 from .fakes import BYTES_PER_TOKEN, EPOCH, STATION, answer_of, running_manager
 
@@ -30,7 +30,7 @@ async def test_sessions_leaving_one_link_together_all_hand_off_before_los() -> N
     so most would finish after LOS. With the per-link schedule every one is handed off to sat-b
     before LOS, and none waits for the link: each interruption is its own export plus its
     modelled transfer."""
-    first = Turn(PROMPT, answer_of("sat-a", SessionState("s", "chat", 0), PROMPT))
+    first = Turn(PROMPT, answer_of("sat-a", 0, PROMPT))
     rate_bps = first.tokens * BYTES_PER_TOKEN * 8 / DOWN_S
     settings = HandoffSettings(
         lead_margin_s=LEAD_MARGIN_S,

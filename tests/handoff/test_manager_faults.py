@@ -11,10 +11,10 @@ from datetime import timedelta
 import pytest
 
 from groundplane.handoff.manager import ManagerConfig
+from groundplane.handoff.nodes import Turn
 from groundplane.handoff.planner import HandoffSettings
 from groundplane.handoff.store import HandoffEvent, HandoffStore
 from groundplane.kernel.errors import DeadlineExceeded, FailedPrecondition, ResourceExhausted
-from groundplane.node.sessions import SessionState, Turn
 
 from .fakes import (
     BYTES_PER_TOKEN,
@@ -132,9 +132,7 @@ async def test_a_recovery_outlives_the_deadline_of_the_turn_that_started_it() ->
     assert gave_up_after_s < 20.0, "the turn returned at its deadline, not when the move ended"
     assert second.satellite_id == "sat-b"
     assert second.attempts == 1
-    assert second.text == answer_of(
-        "sat-b", SessionState(info.session_id, "chat", 0, context), "again"
-    )
+    assert second.text == answer_of("sat-b", len(context), "again")
     assert turns == [*context, Turn("again", second.text)]
 
 

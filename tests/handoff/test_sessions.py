@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import pytest
 
 from groundplane.handoff.manager import HandoffManager, ManagerConfig, TurnResult
+from groundplane.handoff.nodes import Turn as GroundTurn
 from groundplane.handoff.planner import HandoffSettings, PassSchedule, PassWindow
 from groundplane.kernel.errors import Unavailable
 from groundplane.node.backends import predict_answer
@@ -87,15 +88,18 @@ async def talk(
         await sleep(pause_s)  # type: ignore[misc]
 
 
-def assert_whole_context_each_time(conversation: Conversation, ground: list[Turn]) -> None:
-    """Every answer equals the synthetic model's answer over the whole preceding context."""
+def assert_whole_context_each_time(
+    conversation: Conversation, ground: Sequence[GroundTurn]
+) -> None:
+    """Every answer equals the synthetic model's answer over the whole preceding context, and
+    the ground copy is that context."""
     context: list[Turn] = []
     for index, (prompt, result) in enumerate(conversation.answers):
         assert result.turn_index == index
         expected = predict_answer(CHAT, tuple(context), prompt, MAX_TOKENS).text
         assert result.text == expected, f"turn {index} answered from a wrong context"
         context.append(Turn(prompt, result.text))
-    assert ground == context
+    assert [(t.prompt, t.answer) for t in ground] == [(t.prompt, t.answer) for t in context]
 
 
 @pytest.mark.slow

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from groundplane.handoff.nodes import Turn
 from groundplane.kernel.errors import AlreadyExists, FailedPrecondition, NotFound
-from groundplane.node.sessions import Turn
 
 SCHEMA_VERSION = 1
 

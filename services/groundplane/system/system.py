@@ -96,6 +96,7 @@ from groundplane.system.handoff import (
     JobLoad,
     RefreshedPasses,
 )
+from groundplane.system.handoff_nodes import RequesterNodes
 from groundplane.system.load import GroundLoad, LoadConfig
 from groundplane.system.report import RunStats
 from groundplane.tracking.app import TrackingApp, build_tracking
@@ -490,7 +491,7 @@ class GroundplaneSystem:
         self._handoff_store = store
         manager_s = max(10.0, MANAGER_WALL_S * self.clock.speed)
         manager = HandoffManager(
-            requester,
+            RequesterNodes(requester),
             self.directory,
             self.clock,
             store,

@@ -1,0 +1,83 @@
+"""Which passes can serve a model now: the pass source joined with the nodes' liveness."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+
+from groundplane.handoff.planner import (
+    HandoffSettings,
+    PassSource,
+    PassWindow,
+    next_aos,
+    rank_windows,
+)
+from groundplane.kernel.clock import Clock
+from groundplane.node.directory import NodeDirectory
+
+
+class Coverage:
+    """Pass windows from a :class:`PassSource`, filtered by what the :class:`NodeDirectory`
+    says each satellite's node accepts and serves."""
+
+    def __init__(
+        self,
+        passes: PassSource,
+        directory: NodeDirectory,
+        clock: Clock,
+        settings: HandoffSettings,
+    ) -> None:
+        self._passes = passes
+        self._directory = directory
+        self._clock = clock
+        self._settings = settings
+
+    def windows(self, now: datetime) -> Sequence[PassWindow]:
+        """Windows from ``now`` to the planning horizon."""
+        return self._passes.windows(now, now + timedelta(seconds=self._settings.horizon_s))
+
+    def window_of(self, satellite_id: str, station_id: str) -> PassWindow | None:
+        """The (satellite, station) window covering now, if any."""
+        now = self._clock.now()
+        for window in self._passes.windows(now, now + timedelta(microseconds=1)):
+            if (
+                window.satellite_id == satellite_id
+                and window.station_id == station_id
+                and window.covers(now)
+            ):
+                return window
+        return None
+
+    def eligible(self, model: str) -> Callable[[str], bool]:
+        """Whether a satellite's node accepts work and serves ``model``."""
+
+        def check(satellite_id: str) -> bool:
+            view = self._directory.get(satellite_id)
+            return view is not None and view.accepting and view.serves(model)
+
+        return check
+
+    def best_now(
+        self, model: str, min_remaining_s: float, exclude: str | None = None
+    ) -> PassWindow | None:
+        """The best window in view now for ``model`` lasting ``min_remaining_s`` more."""
+        now = self._clock.now()
+        ranked = rank_windows(
+            self.windows(now),
+            now,
+            self._settings.policy,
+            rate_bps=self._settings.ground_rate_bps,
+            min_remaining_s=min_remaining_s,
+            exclude_satellite=exclude,
+            eligible=self.eligible(model),
+        )
+        return ranked[0] if ranked else None
+
+    def next_aos(self, model: str, now: datetime) -> PassWindow | None:
+        """The next window to rise for ``model`` within the horizon."""
+        return next_aos(self.windows(now), now, eligible=self.eligible(model))
+
+    def serving(self, satellite_id: str, window: PassWindow | None, now: datetime) -> bool:
+        """The satellite's node is alive and ``window`` covers ``now``."""
+        view = self._directory.get(satellite_id)
+        return window is not None and window.covers(now) and view is not None and view.alive
