@@ -106,28 +106,38 @@ def small_circle(
 ) -> tuple[FloatArray, FloatArray]:
     """Latitudes and longitudes ([-180, 180)) at angular distance ``radius_deg`` from a centre.
 
-    The destination-point formula on the sphere along bearings 0°…360° (closed: first point =
-    last point).
+    Points ``cos ρ·c + sin ρ·(cos β·north + sin β·east)`` for bearings ``β`` 0°…360° (closed:
+    first point = last point), with the local north and east unit vectors of the centre ``c``
+    taken from its longitude, so that a centre on a pole is no special case.
     """
     lat0, lon0, rho = math.radians(lat_deg), math.radians(lon_deg), math.radians(radius_deg)
-    bearing = np.linspace(0.0, 2.0 * math.pi, points)
-    sin_lat = math.sin(lat0) * math.cos(rho) + math.cos(lat0) * math.sin(rho) * np.cos(bearing)
-    lat = np.arcsin(np.clip(sin_lat, -1.0, 1.0))
-    lon = lon0 + np.arctan2(
-        np.sin(bearing) * math.sin(rho) * math.cos(lat0),
-        math.cos(rho) - math.sin(lat0) * sin_lat,
+    centre = np.array(
+        [math.cos(lat0) * math.cos(lon0), math.cos(lat0) * math.sin(lon0), math.sin(lat0)]
     )
-    return np.degrees(lat), wrap_lon_deg(np.degrees(lon))
+    north = np.array(
+        [-math.sin(lat0) * math.cos(lon0), -math.sin(lat0) * math.sin(lon0), math.cos(lat0)]
+    )
+    east = np.array([-math.sin(lon0), math.cos(lon0), 0.0])
+    bearing = np.linspace(0.0, 2.0 * math.pi, points)[:, None]
+    ring = math.cos(rho) * centre + math.sin(rho) * (
+        np.cos(bearing) * north + np.sin(bearing) * east
+    )
+    lat = np.degrees(np.arcsin(np.clip(ring[:, 2], -1.0, 1.0)))
+    lon = wrap_lon_deg(np.degrees(np.arctan2(ring[:, 1], ring[:, 0])))
+    lat[-1], lon[-1] = lat[0], lon[0]  # closed exactly (360° of bearing rounds differently)
+    return lat, lon
 
 
 def split_at_antimeridian(
-    lon_deg: ArrayLike, lat_deg: ArrayLike
+    lon_deg: ArrayLike, lat_deg: ArrayLike, *, closed: bool = False
 ) -> list[tuple[FloatArray, FloatArray]]:
     """Pieces ``(lon, lat)`` of a path, cut at ±180° and at NaN points.
 
     Consecutive points more than 180° apart in wrapped longitude are taken to cross the
     antimeridian (true steps are far smaller): the piece ends at the edge at the interpolated
-    crossing latitude and the next piece starts there on the other edge.
+    crossing latitude and the next piece starts there on the other edge. A ``closed`` path (a
+    ring whose last point is its first) that is cut is rejoined at that seam, so a circle gives
+    one piece per side of the antimeridian.
     """
     lon = wrap_lon_deg(lon_deg)
     lat = np.asarray(lat_deg, dtype=np.float64)
@@ -158,6 +168,11 @@ def split_at_antimeridian(
         xs.append(x)
         ys.append(y)
     flush()
+    if closed and len(pieces) > 1:
+        (first_x, first_y), (last_x, last_y) = pieces[0], pieces[-1]
+        if first_x[0] == last_x[-1] and first_y[0] == last_y[-1]:
+            joined = (np.concatenate((last_x, first_x[1:])), np.concatenate((last_y, first_y[1:])))
+            pieces = [joined, *pieces[1:-1]]
     return pieces
 
 
@@ -220,7 +235,7 @@ def groundtrack_figure(
         stations[site.id] = site
         lat, lon = small_circle(site.lat_deg, site.lon_deg, footprint.central_angle_deg)
         colour = colour_of.get(footprint.catalog_id, "0.3")
-        for k, (x, y) in enumerate(split_at_antimeridian(lon, lat)):
+        for k, (x, y) in enumerate(split_at_antimeridian(lon, lat, closed=True)):
             ax.plot(
                 x,
                 y,

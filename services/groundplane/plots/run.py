@@ -303,13 +303,13 @@ def _user_lanes(ax: Axes, records: Sequence[TraceRecord], colour_of: Mapping[str
         ax.scatter(times, np.full(len(lane), y), c=colours, s=6, gid=f"lane:{key}")
         changes = [
             t
-            for t, previous, record in zip(times[1:], lane, lane[1:], strict=True)
+            for t, previous, record in zip(times[1:], lane[:-1], lane[1:], strict=True)
             if record.satellite != previous.satellite
         ]
         if changes:
             ax.plot(changes, [y] * len(changes), "|", color="k", markersize=9, gid=f"change:{key}")
     ax.set_yticks(range(len(lanes)), lanes, fontsize=6)
-    ax.set_ylim(len(lanes) - 0.5, -0.5)
+    ax.set_ylim(max(len(lanes), 1) - 0.5, -0.5)
     shown = f"{len(lanes)} of {len(by_user)}" if len(by_user) > len(lanes) else f"{len(lanes)}"
     ax.set_title(
         f"serving satellite per user location ({shown}; dots coloured as above, ticks: "
@@ -407,7 +407,7 @@ def _session_lanes(
             xs, ys = zip(*points, strict=True)
             ax.plot(xs, ys, marker, color=colour, markersize=5, gid=f"handoff:{state}")
     ax.set_yticks(range(len(shown)), [s[-24:] for s in shown], fontsize=6)
-    ax.set_ylim(len(shown) - 0.5, -0.5)
+    ax.set_ylim(max(len(shown), 1) - 0.5, -0.5)
     count = f"{len(shown)} of {len(lanes)}" if len(lanes) > len(shown) else f"{len(shown)}"
     ax.set_title(
         f"serving satellite per session ({count}; ▼ handoff completed, x failed)",

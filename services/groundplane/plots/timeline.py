@@ -87,7 +87,7 @@ def timeline_figure(
         sat = satellite_names.get(catalog_id) or catalog_id
         labels.append(f"{site} · {sat}")
     ax.set_yticks(range(len(rows)), labels, fontsize=7)
-    ax.set_ylim(len(rows) - 0.5, -0.5)
+    ax.set_ylim(max(len(rows), 1) - 0.5, -0.5)
     ax.set_xlim(date_num(start), date_num(end))
     utc_date_axis(ax.xaxis)
     ax.grid(True, axis="x", color="0.85", linewidth=0.6)
