@@ -182,12 +182,17 @@ def test_plot_run_draws_a_trace_and_summary_with_handoffs_from_the_store(tmp_pat
             "give the handoff.sqlite that `groundplane up --data-dir DIR` keeps",
         ),
         (["plot", "run", "--trace", "{empty}", "-o", "{tmp}/r.png"], "no requests in the trace"),
+        (
+            ["plot", "run", "--trace", "{trace}", "--dpi", "0", "-o", "{tmp}/r.png"],
+            "--dpi must be a positive number of pixels per inch",
+        ),
     ],
 )
 def test_plot_refuses_with_a_teaching_message(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
 ) -> None:
-    """Wrong suffix, missing files and an empty trace exit 2 with one line saying what to give."""
+    """Wrong suffix, missing files, an empty trace and a zero --dpi exit 2 with one line saying
+    what to give."""
     trace, _ = _run_files(tmp_path)
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")

@@ -124,6 +124,9 @@ def _output_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-o", "--output", required=True, metavar="FILE", help="FILE.png or FILE.svg"
     )
+    parser.add_argument(
+        "--dpi", type=float, default=100.0, help="PNG pixels per inch (100; SVG ignores it)"
+    )
 
 
 def _output(args: argparse.Namespace) -> Path:
@@ -131,6 +134,8 @@ def _output(args: argparse.Namespace) -> Path:
 
     path = Path(args.output)
     output_format(path)
+    if not args.dpi > 0:
+        raise InvalidArgument(f"--dpi must be a positive number of pixels per inch, got {args.dpi}")
     return path
 
 
@@ -176,7 +181,7 @@ def run_sky(args: argparse.Namespace) -> int:
         f"{_when(start)} … {_when(end)}, min elevation {args.min_elevation:g}°, times UTC"
     )
     figure = sky_figure(site, tracks, names={element_set.catalog_id: element_set.name}, title=title)
-    save(figure, path)
+    save(figure, path, args.dpi)
     return _saved(path, f"{len(found)} passes")
 
 
@@ -218,7 +223,7 @@ def run_groundtrack(args: argparse.Namespace) -> int:
     title = f"Ground tracks {_when(start)} … {_when(end)} (dot: start)" + (
         f"; dashed: footprints at {args.min_elevation:g}° elevation" if footprints else ""
     )
-    save(groundtrack_figure(tracks, footprints, title=title), path)
+    save(groundtrack_figure(tracks, footprints, title=title), path, args.dpi)
     return _saved(path, f"{len(tracks)} tracks, {len(footprints)} footprints")
 
 
@@ -252,7 +257,7 @@ def run_timeline(args: argparse.Namespace) -> int:
         satellite_names={e.catalog_id: e.name for e in elements},
         title=title,
     )
-    save(figure, path)
+    save(figure, path, args.dpi)
     return _saved(path, f"{len(found)} passes")
 
 
@@ -271,7 +276,7 @@ def run_run(args: argparse.Namespace) -> int:
         parse_summary(inputs.read_text(args.summary), source=args.summary) if args.summary else None
     )
     events = _handoff_events(args.handoffs, records) if args.handoffs else []
-    save(run_figure(records, summary, events), path)
+    save(run_figure(records, summary, events), path, args.dpi)
     return _saved(path, f"{len(records)} requests, {len(events)} handoff events")
 
 
