@@ -192,6 +192,10 @@ def run_figure(
     bins = time_bins(records)
     top = busiest_satellites(records)
     colour_of = {sat: f"C{i % 10}" for i, sat in enumerate(top)}
+    for event in handoffs:  # satellites serving sessions get colours of their own too
+        for sat in (event.from_satellite, event.to_satellite):
+            if sat and sat not in colour_of:
+                colour_of[sat] = f"C{len(colour_of) % 10}"
     _requests_panel(requests_ax, records, bins, top, colour_of)
     _latency_panel(latency_ax, records, bins, summary)
     if handoffs:
