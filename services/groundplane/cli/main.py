@@ -97,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.register(commands)
     infer.register(commands)
     hil.register(commands)
+    from groundplane.cli import plot  # noqa: PLC0415 - matplotlib itself loads only to draw
+
+    plot.register(commands)
     return parser
 
 
