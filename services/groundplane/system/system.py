@@ -143,6 +143,8 @@ class SystemConfig:
     handoff_address: str = "127.0.0.1:0"
     broker_url: str | None = None
     node_password: str | None = None
+    broker_reader: str | None = None
+    """Username of a read-only account (``gp-…``) to create on the private broker."""
     model: SyntheticModelSpec = DEFAULT_MODEL
     policy: RoutingPolicy = DEFAULT_POLICY
     tenants: Mapping[str, Mapping[str, object]] = field(default_factory=default_tenants)
@@ -178,6 +180,11 @@ class SystemConfig:
         if self.jobs < 0 or self.job_items < 1:
             raise InvalidArgument(
                 f"expected --jobs ≥ 0 and --job-items ≥ 1, got {self.jobs} and {self.job_items}"
+            )
+        if self.broker_url is not None and self.broker_reader is not None:
+            raise InvalidArgument(
+                "a read-only broker account is created only on the private broker; with an "
+                "existing broker (--broker) make the account there, got both"
             )
         if self.broker_url is not None and self.node_password is None:
             raise InvalidArgument(
@@ -235,6 +242,8 @@ class GroundplaneSystem:
         self.gateway: GatewayApp | None = None
         self.tracking: TrackingApp | None = None
         self.broker_address: BrokerAddress | None = None
+        self.reader_address: BrokerAddress | None = None
+        """The read-only broker account when ``config.broker_reader`` is set."""
         self.load: GroundLoad | None = None
         self.jobs: JobLoad | None = None
         self.handoff: HandoffManager | None = None
@@ -243,6 +252,7 @@ class GroundplaneSystem:
         self.run_id = uuid.uuid4().hex[:8]
         """Distinguishes this run's session and job ids from earlier runs on the same store."""
         self._handoff_server: GrpcServer | None = None
+        self._routing_server: GrpcServer | None = None
         self._handoff_store: HandoffStore | None = None
         self._handoff_after_id = 0
         self._started_at: datetime | None = None
@@ -256,6 +266,12 @@ class GroundplaneSystem:
         if self.gateway is None:
             raise RuntimeError("the system is not running")
         return self.gateway.target
+
+    @property
+    def routing_target(self) -> str:
+        if self._routing_server is None:
+            raise RuntimeError("the system is not running")
+        return self._routing_server.target
 
     @property
     def handoff_target(self) -> str:
@@ -376,6 +392,7 @@ class GroundplaneSystem:
             )
             await routing_server.start()
             stack.push_async_callback(routing_server.stop)
+            self._routing_server = routing_server
 
             # nodes (stopped after the gateway: the exit stack unwinds in reverse)
             host = NodeHost(
@@ -538,9 +555,12 @@ class GroundplaneSystem:
     ) -> tuple[BrokerAddress, Callable[[str], BrokerAddress]]:
         config = self.config
         if config.broker_url is None:
+            readers = () if config.broker_reader is None else (config.broker_reader,)
             broker = await stack.enter_async_context(
-                PrivateBroker(nodes=self.batch.ids, workdir=config.workdir)
+                PrivateBroker(nodes=self.batch.ids, workdir=config.workdir, readers=readers)
             )
+            if config.broker_reader is not None:
+                self.reader_address = broker.reader_address(config.broker_reader)
             return broker.address, broker.node_address
         address = BrokerAddress.from_url(config.broker_url)
         password = config.node_password or ""
