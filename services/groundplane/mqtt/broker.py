@@ -105,8 +105,8 @@ class BrokerAddress:
         return cls(parts.hostname, port, username, password)
 
 
-def _reader_accounts(usernames: Iterable[str], passwords: dict[str, str]) -> frozenset[str]:
-    """Add a password for each read-only account to ``passwords``; the accounts' names.
+def _reader_names(usernames: Iterable[str]) -> frozenset[str]:
+    """The names of the read-only accounts, checked.
 
     A reader's name must start with ``gp-`` (like the service account) so it can never be a
     satellite id, and must not be the service account.
@@ -120,7 +120,6 @@ def _reader_accounts(usernames: Iterable[str], passwords: dict[str, str]) -> fro
                 f"{topics.SERVICE_USER_PREFIX!r} (so no satellite id can take it) and not be "
                 f"{SERVICE_USER!r}, got {username!r}"
             )
-        passwords[username] = secrets.token_urlsafe(18)
         readers.add(username)
     return frozenset(readers)
 
@@ -205,6 +204,7 @@ class PrivateBroker:
                 f"autosave_interval_s must be >= 1 (seconds, or changes with "
                 f"autosave_on_changes), got {autosave_interval_s}"
             )
+        self._readers = _reader_names(readers)
         self._own_workdir = workdir is None
         self._workdir = (
             Path(tempfile.mkdtemp(prefix="gp-mosquitto-")) if workdir is None else workdir
@@ -217,7 +217,8 @@ class PrivateBroker:
         self._passwords: dict[str, str] = {SERVICE_USER: secrets.token_urlsafe(18)}
         for node in nodes:
             self._passwords[topics.check_node_id(node)] = secrets.token_urlsafe(18)
-        self._readers = _reader_accounts(readers, self._passwords)
+        for reader in self._readers:
+            self._passwords[reader] = secrets.token_urlsafe(18)
         self._process: asyncio.subprocess.Process | None = None
 
     # -- addresses -------------------------------------------------------------------------------
