@@ -384,7 +384,9 @@ def mosquitto_sub_command(reader: BrokerAddress) -> str:
             reader.password or "",
             "-t",
             f"{topics.PREFIX}/#",
-            "-v",
+            # Payloads are protobuf (binary): topic and size; -v prints them raw, %x in hex.
+            "-F",
+            "%t %l bytes",
         ]
     )
 
