@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import re
+import select
 import shlex
 import shutil
 import signal
@@ -363,3 +365,49 @@ def test_up_broker_dev_credentials_print_a_read_only_mosquitto_sub(tmp_path: Pat
     assert both.returncode == 2
     assert "--broker-dev-credentials adds an account" in both.stderr
     assert "--broker names an existing one" in both.stderr
+
+
+def test_up_on_a_terminal_redraws_a_live_status_block(tmp_path: Path) -> None:
+    """With stdout a terminal (a pty), `up` keeps the live status: a multi-line block (requests,
+    nodes, handoffs) redrawn in place with save/restore-cursor escapes, its time marked as
+    simulated."""
+    _need_mosquitto()
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(
+        _groundplane(
+            "up", "--start", "2026-08-15T00:00:00Z", "--duration", "3", "--status-interval", "1"
+        ),
+        stdout=follower,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    os.close(follower)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + 90
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([leader], [], [], 1.0)
+            if not ready:
+                continue
+            try:
+                data = os.read(leader, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+        _, err = process.communicate(timeout=30)
+    finally:
+        os.close(leader)
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, err
+    out = b"".join(chunks).decode("utf-8", "replace")
+    blocks = out.split("\x1b[s\x1b[J")[1:]
+    assert 1 <= len(blocks) <= 3, out
+    for block in blocks:
+        assert re.match(r"sim 2026-08-15T\d\d:\d\d:\d\dZ \(60×\)  requests \d+ submitted", block)
+        assert "\r\n  nodes " in block or "\n  nodes " in block
+        assert "  handoffs " in block
+        assert "\x1b[u" in block

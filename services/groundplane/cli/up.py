@@ -43,7 +43,7 @@ from groundplane.scenario import (
     default_users,
 )
 from groundplane.system.load import load_users, random_users
-from groundplane.system.report import Outcome, write_summary, write_trace
+from groundplane.system.report import Outcome, RunStats, write_summary, write_trace
 from groundplane.system.system import (
     DEFAULT_HANDOFF_MARGIN_S,
     DEFAULT_JOB_ITEMS,
@@ -403,7 +403,7 @@ def _ms(value: float) -> str:
     return "-" if math.isnan(value) else f"{value:.1f} ms"
 
 
-def _reasons(stats: Any) -> str:
+def _reasons(stats: RunStats) -> str:
     """``3 no satellite in view of …; 1 …`` (most frequent first), empty when none."""
     return "; ".join(
         f"{count} {reason}" for reason, count in stats.unavailable_reasons.most_common()
