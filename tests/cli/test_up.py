@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import re
+import select
+import shlex
 import shutil
 import signal
 import subprocess
@@ -43,13 +46,38 @@ def _groundplane(*args: str) -> list[str]:
     return [sys.executable, "-m", "groundplane.cli.main", *args]
 
 
-def _run_up(*extra: str) -> subprocess.Popen[str]:
+def _run_up(
+    *extra: str,
+    interval: str | None = "0.5",
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> subprocess.Popen[str]:
+    status = () if interval is None else ("--status-interval", interval)
     return subprocess.Popen(
-        _groundplane("up", "--start", "2026-08-15T00:00:00Z", "--interval", "0.5", *extra),
+        _groundplane("up", "--start", "2026-08-15T00:00:00Z", *status, *extra),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        cwd=cwd,
+        env=env,
     )
+
+
+def _read_until(
+    process: subprocess.Popen[str], pattern: str, timeout_s: float = 60
+) -> re.Match[str]:
+    """Read ``process``'s stdout line by line until a line matches ``pattern``."""
+    assert process.stdout is not None
+    deadline = time.monotonic() + timeout_s
+    seen = []
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        seen.append(line)
+        if found := re.search(pattern, line):
+            return found
+    raise AssertionError(f"up printed no line matching {pattern!r}; got:\n{''.join(seen)}")
 
 
 def test_up_runs_the_default_scenario_and_writes_summary_and_trace(tmp_path: Path) -> None:
@@ -104,27 +132,37 @@ def test_infer_streams_an_answer_from_a_running_up_which_stops_on_sigint() -> No
             found = re.search(r"gateway\s+(\S+:\d+)", line)
             target = found.group(1) if found else None
         assert target is not None, "up did not print its gateway address"
-        infer = subprocess.run(
-            _groundplane(
-                "infer",
-                "--gateway",
-                target,
-                "--lat",
-                "40.71",
-                "--lon",
-                "-74.01",
-                "--wait",
-                "hello from New York",
-            ),
-            env={**os.environ, "GROUNDPLANE_TOKEN": DEFAULT_TOKEN},
-            check=False,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert infer.returncode == 0, infer.stderr
-        assert infer.stdout.strip()
-        assert "from walker-" in infer.stderr
+
+        def infer(*extra: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                _groundplane(
+                    "infer",
+                    "--gateway",
+                    str(target),
+                    "--lat",
+                    "40.71",
+                    "--lon",
+                    "-74.01",
+                    "--wait",
+                    *extra,
+                    "hello from New York",
+                ),
+                env={**os.environ, "GROUNDPLANE_TOKEN": DEFAULT_TOKEN},
+                check=False,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+
+        for extra in ((), ("--session", "first-hour")):
+            answer = infer(*extra)
+            assert answer.returncode == 0, answer.stderr
+            assert "from walker-" in answer.stderr
+            # The summary counts the answer's tokens (whitespace-separated words, as the nodes
+            # count them), not the stream's chunks: a session turn arrives as one chunk.
+            tokens = len(answer.stdout.split())
+            assert tokens > 1
+            assert re.search(rf"\[{tokens} tokens in [1-9]\d* chunks? from walker-", answer.stderr)
         os.kill(process.pid, signal.SIGINT)
         out, err = process.communicate(timeout=30)
         assert process.returncode == 0, err
@@ -202,3 +240,174 @@ def test_up_runs_sessions_and_jobs_through_the_handoff_manager(tmp_path: Path) -
     )
     assert refused.returncode == 2
     assert "--handoff-margin" in refused.stderr
+
+
+STATUS = re.compile(
+    r"^sim 2026-08-1[56]T\d\d:\d\d:\d\dZ \(60×\)  requests \d+: .* unavailable.*; nodes \d+ online"
+)
+ADDRESS = r"\s+127\.0\.0\.1:\d+\s"
+
+
+def test_up_off_a_terminal_prints_one_marked_status_line_per_interval(tmp_path: Path) -> None:
+    """With stdout a pipe, `up --status-interval 1 --duration 4` prints every service's address
+    (broker, tracking, routing, handoff, gateway), says where grpcurl comes from, and prints
+    at most one status line per interval: single lines whose time is marked as simulated, at the
+    run's speed. A user far from every station makes requests UNAVAILABLE; the status, the final
+    lines and the summary name the reason the gateway gave, counted per reason."""
+    _need_mosquitto()
+    users = tmp_path / "users.csv"
+    users.write_text("nyc,New York,40.71,-74.01\npacific,Mid-Pacific,-10.0,-140.0\n")
+    summary_path = tmp_path / "summary.json"
+    process = _run_up(
+        "--duration", "4", "--users", str(users), "--summary", str(summary_path), interval="1"
+    )
+    out, err = process.communicate(timeout=90)
+    assert process.returncode == 0, err
+    for service in ("broker", "tracking", "routing", "handoff", "gateway"):
+        assert re.search(rf"^  {service}{ADDRESS}", out, re.MULTILINE), (service, out)
+    assert "grpcurl is a separate download" in out
+    status = [line for line in out.splitlines() if line.startswith("sim ")]
+    assert 1 <= len(status) <= 4, out
+    for line in status:
+        assert STATUS.match(line), line
+    assert not re.search(r"^\s+nodes ", out, re.MULTILINE), "the multi-line live block was printed"
+    reach = "no ground station within backhaul reach of the user"
+    assert reach in status[-1]
+    final = [line for line in out.splitlines() if line.startswith("groundplane up: unavailable: ")]
+    assert len(final) == 1
+    assert reach in final[0]
+    requests = json.loads(summary_path.read_text())["requests"]
+    reasons = requests["unavailable_reasons"]
+    assert reasons[reach] >= 1
+    assert sum(reasons.values()) == requests["rejected_unavailable"]
+
+
+def test_up_broker_dev_credentials_print_a_read_only_mosquitto_sub(tmp_path: Path) -> None:
+    """`up --broker-dev-credentials` prints a mosquitto_sub command that, pasted as is, receives
+    groundplane's messages (the retained node and link states); the same account may not publish.
+    With the default status interval off a terminal, a 3 s run prints one status line. Run from
+    an empty folder with its own TMPDIR, `up` leaves both empty. --broker with the flag is
+    refused with exit 2, naming both flags."""
+    _need_mosquitto()
+    if shutil.which("mosquitto_sub") is None or shutil.which("mosquitto_pub") is None:
+        pytest.skip("mosquitto_sub/mosquitto_pub are not installed")
+    cwd, tmp = tmp_path / "cwd", tmp_path / "tmp"
+    cwd.mkdir()
+    tmp.mkdir()
+    env = {**os.environ, "TMPDIR": str(tmp)}
+    process = _run_up("--broker-dev-credentials", "--rate", "1", interval=None, cwd=cwd, env=env)
+    try:
+        command = shlex.split(_read_until(process, r"^  watch\s+(mosquitto_sub .*)$").group(1))
+        assert "gp-watch" in command
+        assert command[-4:] == ["-t", "gp/v1/#", "-F", "%t %l bytes"]
+        received = subprocess.run(
+            [*command, "-C", "5", "-W", "30"],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert received.returncode == 0, received.stderr
+        lines = received.stdout.splitlines()
+        assert len(lines) == 5, lines
+        for line in lines:
+            assert re.fullmatch(r"gp/v1/\S+ \d+ bytes", line), line
+        at = command.index("-t")
+        refused = subprocess.run(
+            [
+                "mosquitto_pub",
+                *command[1:at],
+                "-V",
+                "mqttv5",
+                "-q",
+                "1",
+                "-t",
+                "gp/v1/x",
+                "-m",
+                "x",
+            ],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert "Not authorized" in refused.stderr
+        os.kill(process.pid, signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+        assert process.returncode == 0, err
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert list(cwd.iterdir()) == []
+    assert list(tmp.iterdir()) == []
+    short = _run_up("--duration", "3", "--rate", "1", interval=None, cwd=cwd, env=env)
+    out, err = short.communicate(timeout=90)
+    assert short.returncode == 0, err
+    assert len([line for line in out.splitlines() if line.startswith("sim ")]) == 1, out
+    assert list(cwd.iterdir()) == []
+    assert list(tmp.iterdir()) == []
+    both = subprocess.run(
+        _groundplane(
+            "up",
+            "--broker",
+            "mqtt://u:p@127.0.0.1:1",
+            "--broker-dev-credentials",
+            "--duration",
+            "1",
+        ),
+        env={**os.environ, "GROUNDPLANE_NODE_PASSWORD": "x"},
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert both.returncode == 2
+    assert "--broker-dev-credentials adds an account" in both.stderr
+    assert "--broker names an existing one" in both.stderr
+
+
+def test_up_on_a_terminal_redraws_a_live_status_block(tmp_path: Path) -> None:
+    """With stdout a terminal (a pty), `up` keeps the live status: a multi-line block (requests,
+    nodes, handoffs) redrawn in place with save/restore-cursor escapes, its time marked as
+    simulated."""
+    _need_mosquitto()
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(
+        _groundplane(
+            "up", "--start", "2026-08-15T00:00:00Z", "--duration", "3", "--status-interval", "1"
+        ),
+        stdout=follower,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    os.close(follower)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + 90
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([leader], [], [], 1.0)
+            if not ready:
+                continue
+            try:
+                data = os.read(leader, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+        _, err = process.communicate(timeout=30)
+    finally:
+        os.close(leader)
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, err
+    out = b"".join(chunks).decode("utf-8", "replace")
+    blocks = out.split("\x1b[s\x1b[J")[1:]
+    assert 1 <= len(blocks) <= 3, out
+    for block in blocks:
+        assert re.match(r"sim 2026-08-15T\d\d:\d\d:\d\dZ \(60×\)  requests \d+ submitted", block)
+        assert "\r\n  nodes " in block or "\n  nodes " in block
+        assert "  handoffs " in block
+        assert "\x1b[u" in block

@@ -1,9 +1,15 @@
 """``groundplane infer``: one inference call through the gateway, printed as it streams.
 
 The token comes from ``--token`` or ``$GROUNDPLANE_TOKEN`` (``groundplane up`` prints its
-built-in tenant's token and the gateway address at start). Tokens go to stdout as they arrive;
-the summary (satellite, station, attempts) goes to stderr. UNAVAILABLE prints the next
-opportunity the gateway announced.
+built-in tenant's token and the gateway address at start). The answer goes to stdout as it
+arrives; the summary (tokens, satellite, station, attempts) goes to stderr. UNAVAILABLE prints the
+next opportunity the gateway announced.
+
+The stream's events are chunks, not model tokens: a node coalesces the pieces it produced while
+the previous chunk crossed the link, and a session turn arrives as one chunk; the gateway's
+``InferSummary.output_tokens`` counts those chunks. The summary therefore counts the answer's
+tokens as the nodes count them (:func:`groundplane.node.sessions.count_tokens`: whitespace-separated
+words, one per token of the synthetic models) and the chunks apart.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from groundplane.gateway.servicer import NEXT_OPPORTUNITY_KEY, RETRY_AFTER_KEY
 from groundplane.gateway.v1 import gateway_pb2 as pb
 from groundplane.gateway.v1 import gateway_pb2_grpc as pb_grpc
 from groundplane.kernel.errors import InvalidArgument
+from groundplane.node.sessions import count_tokens
 from groundplane.scenario import DEFAULT_MODEL
 
 TOKEN_ENV = "GROUNDPLANE_TOKEN"
@@ -82,24 +89,33 @@ async def _infer(args: argparse.Namespace, token: str) -> int:
         call = stub.InferStream(
             request, metadata=(("authorization", f"Bearer {token}"),), timeout=args.timeout
         )
+        answer: list[str] = []
         try:
             async for event in call:
                 if event.HasField("token"):
+                    answer.append(event.token.text)
                     sys.stdout.write(event.token.text)
                     sys.stdout.flush()
                 else:
-                    s = event.summary
                     sys.stdout.write("\n")
                     sys.stdout.flush()
-                    print(
-                        f"[{s.output_tokens} tokens from {s.satellite_id} via {s.station_id}, "
-                        f"{s.attempts} attempt(s), request {s.request_id}]",
-                        file=sys.stderr,
-                    )
+                    print(summary_text(event.summary, "".join(answer)), file=sys.stderr)
         except grpc.aio.AioRpcError as error:
             print(f"groundplane infer: {_explain(error)}", file=sys.stderr)
             return 1
     return 0
+
+
+def summary_text(summary: pb.InferSummary, answer: str) -> str:
+    """``[20 tokens in 1 chunk from <sat> via <station>, …]`` for a finished stream."""
+    tokens = count_tokens(answer)
+    chunks = summary.output_tokens
+    return (
+        f"[{tokens} token{'' if tokens == 1 else 's'} in {chunks} "
+        f"chunk{'' if chunks == 1 else 's'} "
+        f"from {summary.satellite_id} via {summary.station_id}, {summary.attempts} attempt(s), "
+        f"request {summary.request_id}]"
+    )
 
 
 def _explain(error: grpc.aio.AioRpcError) -> str:

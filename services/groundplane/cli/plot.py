@@ -16,13 +16,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from groundplane.kernel.clock import RealClock
 from groundplane.kernel.errors import InvalidArgument
 from groundplane.tracking.elements import ElementSet
 from groundplane.tracking.geometry import utc_jd_fr_range
 from groundplane.tracking.sites import HorizonMask, Site
 
 from . import inputs
-from .tracking import _batch, _plannable, compute_passes
+from .tracking import MAX_WINDOW_DAYS, _add_max_element_age, _batch, _plannable, compute_passes
 
 if TYPE_CHECKING:
     from groundplane.handoff.store import HandoffEvent
@@ -89,7 +90,9 @@ def register(commands: Any) -> None:
     )
     passes.add_argument("--elements", action="append", required=True, metavar="FILE")
     passes.add_argument("--sites", required=True, metavar="FILE", help="CSV id,name,lat,lon,alt_m")
-    passes.add_argument("--sat", action="append", metavar="ID", help="only this satellite")
+    passes.add_argument(
+        "--sat", action="append", metavar="ID", help="only these satellites (repeatable)"
+    )
     _window_flags(passes)
     passes.add_argument("--min-elevation", type=float, default=0.0, metavar="DEG")
     passes.add_argument("--mask", metavar="FILE", help="CSV azimuth_deg,elevation_deg")
@@ -114,10 +117,13 @@ def register(commands: Any) -> None:
 
 
 def _window_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--start", required=True, metavar="ISO8601")
+    parser.add_argument(
+        "--start", required=True, metavar="TIME", help="ISO-8601, now or now±N[smhd]"
+    )
     span = parser.add_mutually_exclusive_group(required=True)
-    span.add_argument("--end", metavar="ISO8601")
+    span.add_argument("--end", metavar="TIME")
     span.add_argument("--hours", type=float, metavar="H")
+    _add_max_element_age(parser)
 
 
 def _output_flag(parser: argparse.ArgumentParser) -> None:
@@ -140,7 +146,8 @@ def _output(args: argparse.Namespace) -> Path:
 
 
 def _window(args: argparse.Namespace) -> tuple[datetime, datetime]:
-    start, end = inputs.window(args.start, args.end, args.hours)
+    now = RealClock().now()
+    start, end = inputs.window(args.start, args.end, args.hours, now, MAX_WINDOW_DAYS)
     if not start < end:
         raise InvalidArgument(
             f"--start must be before the end, got {args.start} … {end.isoformat()}"
@@ -152,7 +159,8 @@ def _satellites(
     args: argparse.Namespace, wanted: Sequence[str] | None, start: datetime, end: datetime
 ) -> list[ElementSet]:
     elements = inputs.select_satellites(inputs.load_elements(args.elements), wanted)
-    return _plannable(elements, start, end, named=bool(wanted))
+    policy = inputs.age_policy(args.max_element_age_days)
+    return _plannable(elements, start, end, named=bool(wanted), policy=policy)
 
 
 def _when(moment: datetime) -> str:

@@ -13,16 +13,23 @@ import argparse
 import asyncio
 import math
 import os
+import shlex
 import signal
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from groundplane.gateway.servicer import SERVICE_NAME as GATEWAY_SERVICE
 from groundplane.handoff.planner import HandoffSettings, PathPreference
-from groundplane.kernel.clock import Clock, format_utc
+from groundplane.handoff.servicer import SERVICE_NAME as HANDOFF_SERVICE
+from groundplane.kernel.clock import Clock, SimulatedClock
 from groundplane.kernel.errors import InvalidArgument
 from groundplane.kernel.logs import configure_logging
+from groundplane.mqtt import topics
+from groundplane.mqtt.broker import BrokerAddress
 from groundplane.routing.policy import PolicyKind, RoutingPolicy
+from groundplane.routing.servicer import SERVICE_NAME as ROUTING_SERVICE
 from groundplane.scenario import (
     DEFAULT_CONSTELLATION,
     DEFAULT_MIN_ELEVATION_DEG,
@@ -36,7 +43,7 @@ from groundplane.scenario import (
     default_users,
 )
 from groundplane.system.load import load_users, random_users
-from groundplane.system.report import Outcome, write_summary, write_trace
+from groundplane.system.report import Outcome, RunStats, write_summary, write_trace
 from groundplane.system.system import (
     DEFAULT_HANDOFF_MARGIN_S,
     DEFAULT_JOB_ITEMS,
@@ -45,6 +52,7 @@ from groundplane.system.system import (
     SystemConfig,
 )
 from groundplane.tracking.constellations import generate
+from groundplane.tracking.servicer import SERVICE_NAME as TRACKING_SERVICE
 
 from . import inputs
 
@@ -54,6 +62,12 @@ MAX_LINK_TICKS_PER_WALL_S = 50.0
 MAX_ROUTE_TICKS_PER_WALL_S = 10.0
 """Route-table refreshes likewise (each samples visibility and pushes a table to the gateway)."""
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+TTY_STATUS_INTERVAL_S = 1.0
+"""Default wall seconds between refreshes of the live status on a terminal."""
+PIPE_STATUS_INTERVAL_S = 5.0
+"""Default wall seconds between status lines when stdout is not a terminal (a log or a pipe)."""
+READER_USER = "gp-watch"
+"""The read-only broker account of ``--broker-dev-credentials``."""
 SUCCESSOR_POLICIES = (PolicyKind.LONGEST_VISIBILITY, PolicyKind.MAX_ELEVATION)
 """Policies the handoff planner can rank pass windows by (the windows carry remaining visibility
 and peak elevation; load and latency are not part of a pass window)."""
@@ -78,6 +92,13 @@ def register(commands: Any) -> None:
         metavar="URL",
         help="use this broker (mqtt://user:pass@host:port) instead of a private Mosquitto; node "
         f"accounts <sat>/${NODE_PASSWORD_ENV} must exist there",
+    )
+    up.add_argument(
+        "--broker-dev-credentials",
+        action="store_true",
+        help=f"add a read-only account ({READER_USER}: subscribe to {topics.PREFIX}/#, publish "
+        "nothing) to the private broker and print a ready-to-paste mosquitto_sub command with "
+        "its password",
     )
     up.add_argument("--start", metavar="ISO8601", help="simulated start (default: now)")
     up.add_argument(
@@ -164,11 +185,14 @@ def register(commands: Any) -> None:
     up.add_argument("--summary", metavar="FILE", help="write the run's summary (JSON) here")
     up.add_argument("--trace", metavar="FILE", help="write one JSON line per request here")
     up.add_argument(
+        "--status-interval",
         "--interval",
+        dest="interval",
         type=float,
-        default=1.0,
         metavar="SECONDS",
-        help="wall seconds between status updates",
+        help="wall seconds between status updates (default: a live status refreshed every "
+        f"{TTY_STATUS_INTERVAL_S:g} s on a terminal, otherwise one line every "
+        f"{PIPE_STATUS_INTERVAL_S:g} s)",
     )
     up.add_argument("--port", type=int, default=0, help="tracking gRPC port (0 = free port)")
     up.add_argument("--gateway-port", type=int, default=0, help="gateway gRPC port (0 = free)")
@@ -197,6 +221,11 @@ def _config(args: argparse.Namespace, clock: Clock) -> tuple[SystemConfig, str]:
         else default_stations(args.min_elevation)
     )
     node_password = None
+    if args.broker is not None and args.broker_dev_credentials:
+        raise InvalidArgument(
+            "--broker-dev-credentials adds an account to the private broker, but --broker names "
+            "an existing one: create a read-only account there yourself, or drop --broker"
+        )
     if args.broker is not None:
         node_password = os.environ.get(NODE_PASSWORD_ENV)
         if not node_password:
@@ -224,6 +253,7 @@ def _config(args: argparse.Namespace, clock: Clock) -> tuple[SystemConfig, str]:
         handoff_address=f"127.0.0.1:{args.handoff_port}",
         broker_url=args.broker,
         node_password=node_password,
+        broker_reader=READER_USER if args.broker_dev_credentials else None,
         link_tick_s=max(1.0, speed / MAX_LINK_TICKS_PER_WALL_S),
         route_tick_s=max(1.0, speed / MAX_ROUTE_TICKS_PER_WALL_S),
         tracking_address=f"127.0.0.1:{args.port}",
@@ -236,8 +266,10 @@ def _config(args: argparse.Namespace, clock: Clock) -> tuple[SystemConfig, str]:
 def run_up(args: argparse.Namespace) -> int:
     if args.duration is not None and not args.duration > 0:
         raise InvalidArgument(f"--duration must be positive wall seconds, got {args.duration}")
-    if not args.interval > 0:
-        raise InvalidArgument(f"--interval must be positive, got {args.interval}")
+    if args.interval is not None and not args.interval > 0:
+        raise InvalidArgument(
+            f"--status-interval must be positive wall seconds, got {args.interval}"
+        )
     if args.rate < 0 or args.sessions < 0 or args.jobs < 0:
         raise InvalidArgument(
             f"--rate, --sessions and --jobs must be ≥ 0, got {args.rate}, {args.sessions} and "
@@ -284,35 +316,25 @@ async def _run(system: GroundplaneSystem, args: argparse.Namespace) -> None:
 
 
 async def _supervise(system: GroundplaneSystem, args: argparse.Namespace) -> None:
-    """Announce the addresses, show the status every interval, stop at ``--duration``."""
-    user = system.config.users[0]
-    broker = system.broker_address
-    assert broker is not None
-    where = "existing broker" if args.broker else "private Mosquitto"
-    print(
-        f"  broker    {where} on {broker.host}:{broker.port}\n"
-        f"  tracking  {system.tracking_target} "
-        f"(grpcurl -plaintext {system.tracking_target} list)\n"
-        f"  handoff   {system.handoff_target} "
-        f"(grpcurl -plaintext {system.handoff_target} list)\n"
-        f"  gateway   {system.gateway_target}  tenant {DEFAULT_TENANT!r}, token {DEFAULT_TOKEN}\n"
-        f"  try       GROUNDPLANE_TOKEN={DEFAULT_TOKEN} groundplane infer --gateway "
-        f"{system.gateway_target} --lat {user.lat_deg:g} --lon {user.lon_deg:g} "
-        f'--model {DEFAULT_MODEL.name} "hello"',
-        flush=True,
-    )
+    """Announce the addresses, show the status every interval, stop at ``--duration``.
+
+    On a terminal the status is a live block rewritten in place; otherwise (a log, a pipe) it is
+    one line per interval, every ``PIPE_STATUS_INTERVAL_S`` by default.
+    """
+    print(_banner(system, existing_broker=args.broker is not None), flush=True)
     loop = asyncio.get_running_loop()
     end = None if args.duration is None else loop.time() + args.duration
     tty = sys.stdout.isatty()
+    interval_s = args.interval or (TTY_STATUS_INTERVAL_S if tty else PIPE_STATUS_INTERVAL_S)
     while True:
-        wait_s = args.interval if end is None else min(args.interval, end - loop.time())
+        wait_s = interval_s if end is None else min(interval_s, end - loop.time())
         if wait_s > 0:
             await asyncio.sleep(wait_s)
-        text = _render(system)
+        system.refresh_counters()
         if tty:
-            sys.stdout.write("\x1b[s\x1b[J" + text + "\x1b[u")
+            sys.stdout.write("\x1b[s\x1b[J" + _render(system) + "\x1b[u")
         else:
-            sys.stdout.write(text)
+            sys.stdout.write(_status_line(system) + "\n")
         sys.stdout.flush()
         if end is not None and loop.time() >= end:
             if tty:
@@ -321,24 +343,124 @@ async def _supervise(system: GroundplaneSystem, args: argparse.Namespace) -> Non
             return
 
 
+def _banner(system: GroundplaneSystem, *, existing_broker: bool) -> str:
+    """Every service's address, how to call the gateway, and how to watch the broker."""
+    user = system.config.users[0]
+    broker = system.broker_address
+    assert broker is not None
+    where = "existing broker" if existing_broker else "private Mosquitto"
+    lines = [
+        f"  broker    {broker.host}:{broker.port}  MQTT ({where}), topics {topics.PREFIX}/#",
+        f"  tracking  {system.tracking_target}  gRPC {TRACKING_SERVICE}",
+        f"  routing   {system.routing_target}  gRPC {ROUTING_SERVICE}",
+        f"  handoff   {system.handoff_target}  gRPC {HANDOFF_SERVICE}",
+        f"  gateway   {system.gateway_target}  gRPC {GATEWAY_SERVICE}, tenant "
+        f"{DEFAULT_TENANT!r}, token {DEFAULT_TOKEN}",
+        f"  try       GROUNDPLANE_TOKEN={DEFAULT_TOKEN} groundplane infer --gateway "
+        f"{system.gateway_target} --lat {user.lat_deg:g} --lon {user.lon_deg:g} "
+        f'--model {DEFAULT_MODEL.name} "hello"',
+        "  inspect   gRPC server reflection is on: grpcurl -plaintext ADDRESS list (grpcurl is a "
+        "separate download, not in Debian), or the Python snippet in docs/cli.md",
+    ]
+    reader = system.reader_address
+    if reader is not None:
+        lines.append(f"  watch     {mosquitto_sub_command(reader)}")
+    elif not existing_broker:
+        lines.append(
+            "  watch     restart with --broker-dev-credentials for a read-only broker login"
+        )
+    return "\n".join(lines)
+
+
+def mosquitto_sub_command(reader: BrokerAddress) -> str:
+    """A shell command that prints every groundplane message the ``reader`` account may read."""
+    return shlex.join(
+        [
+            "mosquitto_sub",
+            "-h",
+            reader.host,
+            "-p",
+            str(reader.port),
+            "-u",
+            reader.username or "",
+            "-P",
+            reader.password or "",
+            "-t",
+            f"{topics.PREFIX}/#",
+            # Payloads are protobuf (binary): topic and size; -v prints them raw, %x in hex.
+            "-F",
+            "%t %l bytes",
+        ]
+    )
+
+
+def clock_stamp(now: datetime, clock: Clock) -> str:
+    """``now`` to the second, marked as simulated time with its speed, or as real UTC."""
+    text = f"{now:%Y-%m-%dT%H:%M:%S}Z"
+    if isinstance(clock, SimulatedClock):
+        return f"sim {text} ({clock.speed:g}×)"
+    return f"utc {text}"
+
+
 def _ms(value: float) -> str:
     return "-" if math.isnan(value) else f"{value:.1f} ms"
 
 
+def _reasons(stats: RunStats) -> str:
+    """``3 no satellite in view of …; 1 …`` (most frequent first), empty when none."""
+    return "; ".join(
+        f"{count} {reason}" for reason, count in stats.unavailable_reasons.most_common()
+    )
+
+
+def _status_line(system: GroundplaneSystem) -> str:
+    """The status as one line (for logs and pipes)."""
+    status = system.status()
+    stats = status.stats
+    out = stats.outcomes
+    unavailable = out[Outcome.REJECTED_UNAVAILABLE]
+    why = f" ({_reasons(stats)})" if unavailable else ""
+    parts = [
+        f"{clock_stamp(system.clock.now(), system.clock)}  requests {stats.submitted}: "
+        f"{out[Outcome.OK]} ok, {out[Outcome.FAILED]} failed, {unavailable} unavailable{why}, "
+        f"{out[Outcome.REJECTED_OVERLOAD]} overload, p50 {_ms(stats.p50_ms())}",
+        f"nodes {status.online_nodes} online, {status.visible_nodes} visible",
+        f"links {status.links_up} up",
+    ]
+    if system.config.sessions:
+        sessions = stats.sessions
+        parts.append(
+            f"sessions {sessions.turns} turns, {sessions.failed_turns} failed, "
+            f"{sessions.context_mismatches} mismatches"
+        )
+    if system.config.jobs:
+        jobs = stats.jobs
+        parts.append(f"jobs {jobs.completed_items}/{jobs.items} items")
+    handoffs = stats.handoffs
+    parts.append(
+        f"handoffs {handoffs.planned} planned, {handoffs.completed} completed, "
+        f"{handoffs.failed} failed"
+    )
+    return "; ".join(parts)
+
+
 def _render(system: GroundplaneSystem) -> str:
-    system.refresh_counters()
     status = system.status()
     stats = status.stats
     out = stats.outcomes
     sessions = stats.sessions
     lines = [
-        f"{format_utc(system.clock.now())}  requests {stats.submitted} submitted, "
+        f"{clock_stamp(system.clock.now(), system.clock)}  requests {stats.submitted} submitted, "
         f"{out[Outcome.OK]} ok, {out[Outcome.FAILED]} failed, "
         f"{out[Outcome.REJECTED_UNAVAILABLE]} unavailable, "
         f"{out[Outcome.REJECTED_OVERLOAD]} overload, p50 {_ms(stats.p50_ms())}",
-        f"  nodes {status.online_nodes} online, {status.visible_nodes} visible; "
-        f"links {status.links_up} up",
     ]
+    if out[Outcome.REJECTED_UNAVAILABLE]:
+        lines.append(f"  unavailable: {_reasons(stats)}")
+    lines.append(
+        f"  nodes {status.online_nodes} online, {status.visible_nodes} visible; "
+        f"links {status.links_up} up"
+    )
     if system.config.sessions:
         lines.append(
             f"  sessions {sessions.turns} turns, {sessions.failed_turns} failed, "
@@ -364,11 +486,17 @@ def _final(system: GroundplaneSystem) -> str:
     summary = full["requests"]
     latency = summary["latency_ms"]
     sessions, jobs, handoffs = full["sessions"], full["jobs"], full["handoffs"]
+    unavailable = (
+        f"groundplane up: unavailable: {_reasons(system.stats)}\n"
+        if summary["rejected_unavailable"]
+        else ""
+    )
     return (
         f"groundplane up: {summary['submitted']} requests, {summary['succeeded']} ok, "
         f"{summary['failed']} failed, {summary['rejected_unavailable']} unavailable, "
         f"{summary['rejected_overload']} overload; latency p50 {latency['p50']} ms, "
         f"p99 {latency['p99']} ms\n"
+        f"{unavailable}"
         f"groundplane up: sessions {sessions['turns']} turns, {sessions['failed_turns']} failed, "
         f"{sessions['context_mismatches']} context mismatches; jobs "
         f"{jobs['completed_items']}/{jobs['items']} items, {jobs['duplicate_items']} duplicates; "

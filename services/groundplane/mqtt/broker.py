@@ -7,7 +7,8 @@
   code), ``set_tcp_nodelay true`` so small messages are not held back by Nagle's algorithm;
 * no anonymous access: a password file with one service account (``gp-service``, read and write
   under ``gp/v1/#``) and one account per node whose username is the satellite id; a pattern ACL
-  lets node ``<sat>`` read and write ``gp/v1/node/<sat>/#`` and nothing else;
+  lets node ``<sat>`` read and write ``gp/v1/node/<sat>/#`` and nothing else; optional read-only
+  accounts (``readers``, named ``gp-…``) may subscribe to ``gp/v1/#`` and publish nowhere;
 * its own session (process group): a terminal's Ctrl-C or a signal to the caller's process group
   does not reach it; the owner stops it (:meth:`PrivateBroker.stop`, or leaving the ``async with``)
   after the clients that use it;
@@ -107,6 +108,40 @@ class BrokerAddress:
         return cls(parts.hostname, port, username, password)
 
 
+def _reader_names(usernames: Iterable[str]) -> frozenset[str]:
+    """The names of the read-only accounts, checked.
+
+    A reader's name must start with ``gp-`` (like the service account) so it can never be a
+    satellite id, and must not be the service account.
+    """
+    readers: set[str] = set()
+    for username in usernames:
+        topics.check_id("read-only account", username)
+        if not username.startswith(topics.SERVICE_USER_PREFIX) or username == SERVICE_USER:
+            raise InvalidArgument(
+                f"a read-only broker account's name must start with "
+                f"{topics.SERVICE_USER_PREFIX!r} (so no satellite id can take it) and not be "
+                f"{SERVICE_USER!r}, got {username!r}"
+            )
+        readers.add(username)
+    return frozenset(readers)
+
+
+def _reader_acl_text(readers: Iterable[str]) -> str:
+    """ACL sections of the read-only accounts: read ``gp/v1/#``; write nowhere.
+
+    The node pattern (``gp/v1/node/%u/#``) applies to every account, so each reader's own
+    would-be node subtree is denied explicitly (Mosquitto checks a user's ``deny`` entries first).
+    """
+    return "".join(
+        f"\n# read-only account (groundplane up --broker-dev-credentials)\n"
+        f"user {username}\n"
+        f"topic read {topics.PREFIX}/#\n"
+        f"topic deny {topics.PREFIX}/node/{username}/#\n"
+        for username in sorted(readers)
+    )
+
+
 def free_loopback_port() -> int:
     """A TCP port on 127.0.0.1 that nobody listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
@@ -165,12 +200,14 @@ class PrivateBroker:
         autosave_interval_s: int = 1,
         autosave_on_changes: bool = False,
         max_queued_messages: int = 10_000,
+        readers: Iterable[str] = (),
     ) -> None:
         if autosave_interval_s < 1:
             raise InvalidArgument(
                 f"autosave_interval_s must be >= 1 (seconds, or changes with "
                 f"autosave_on_changes), got {autosave_interval_s}"
             )
+        self._readers = _reader_names(readers)
         self._own_workdir = workdir is None
         self._workdir = (
             Path(tempfile.mkdtemp(prefix="gp-mosquitto-")) if workdir is None else workdir
@@ -183,6 +220,8 @@ class PrivateBroker:
         self._passwords: dict[str, str] = {SERVICE_USER: secrets.token_urlsafe(18)}
         for node in nodes:
             self._passwords[topics.check_node_id(node)] = secrets.token_urlsafe(18)
+        for reader in self._readers:
+            self._passwords[reader] = secrets.token_urlsafe(18)
         self._process: asyncio.subprocess.Process | None = None
 
     # -- addresses -------------------------------------------------------------------------------
@@ -211,13 +250,24 @@ class PrivateBroker:
     def node_address(self, node_id: str) -> BrokerAddress:
         """The account of node ``node_id`` (only ``gp/v1/node/<node_id>/#``)."""
         password = self._passwords.get(node_id)
-        if password is None or node_id == SERVICE_USER:
-            known = sorted(n for n in self._passwords if n != SERVICE_USER)
+        if password is None or node_id == SERVICE_USER or node_id in self._readers:
+            known = sorted(
+                n for n in self._passwords if n != SERVICE_USER and n not in self._readers
+            )
             raise InvalidArgument(
                 f"no broker account for node {node_id!r}; nodes with accounts: {known} "
                 "(add one with add_node)"
             )
         return BrokerAddress(self.host, self._port, node_id, password)
+
+    def reader_address(self, username: str) -> BrokerAddress:
+        """A read-only account given as ``readers``: subscribe to ``gp/v1/#``, publish nothing."""
+        if username not in self._readers:
+            raise InvalidArgument(
+                f"no read-only broker account {username!r}; read-only accounts: "
+                f"{sorted(self._readers)} (pass readers=[...] to PrivateBroker)"
+            )
+        return BrokerAddress(self.host, self._port, username, self._passwords[username])
 
     async def add_node(self, node_id: str) -> BrokerAddress:
         """Create an account for a node; a running broker reloads its password file."""
@@ -267,7 +317,7 @@ class PrivateBroker:
             "\n"
             "# every other account is a node whose username is its satellite id\n"
             f"pattern readwrite {topics.PREFIX}/node/%u/#\n"
-        )
+        ) + _reader_acl_text(self._readers)
 
     async def _write_password_file(self) -> None:
         path = self._workdir / "passwords"

@@ -3,27 +3,31 @@
 The summary (``--summary FILE``) is one JSON object::
 
     {"requests": {"submitted", "succeeded", "failed", "rejected_unavailable",
-                  "rejected_overload", "latency_ms": {"p50", "p99"}},
+                  "rejected_overload", "latency_ms": {"p50", "p99"},
+                  "unavailable_reasons": {reason: count}},
      "handoffs": {"planned", "completed", "failed", "checkpointed", "resumed"},
      "sessions": {"turns", "failed_turns", "context_mismatches"},
      "jobs": {"items", "completed_items", "duplicate_items"}}
 
-``handoffs`` counts the handoff manager's recorded events of this run (sessions and jobs):
-``planned`` plans made (one per serving assignment of a session), ``completed`` moves to a
-successor that finished (a job moving to another satellite counts too), ``failed`` moves that
-failed (the session stayed where it was and was moved again), ``checkpointed`` states parked on
+``unavailable_reasons`` counts the UNAVAILABLE requests by the reason the gateway gave
+(:func:`unavailable_reason` of the status details, most frequent first; their counts add up to
+``rejected_unavailable``). ``handoffs`` counts the handoff manager's recorded events of this run
+(sessions and jobs): ``planned`` plans made (one per serving assignment of a session), ``completed``
+moves to a successor that finished (a job moving to another satellite counts too), ``failed`` moves
+that failed (the session stayed where it was and was moved again), ``checkpointed`` states parked on
 the ground for lack of a successor, ``resumed`` sessions brought back from such a checkpoint.
 ``sessions`` counts the turns of the load's sessions (a turn failed when no answer came after its
 retries; a context mismatch is an answer that differs from the synthetic model's answer over the
-session's whole context). ``jobs``: items submitted, items with a kept result, and items the
-nodes executed more than once (counted at the node backends). The trace (``--trace FILE``) is
-one JSON object per request and line (:class:`TraceRecord`), times in simulated UTC.
+session's whole context). ``jobs``: items submitted, items with a kept result, and items the nodes
+executed more than once (counted at the node backends). The trace (``--trace FILE``) is one JSON
+object per request and line (:class:`TraceRecord`), times in simulated UTC.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -86,6 +90,38 @@ class TraceRecord:
         return data
 
 
+UNAVAILABLE_REASONS: tuple[tuple[str, str], ...] = (
+    # (words of the gateway's or routing's UNAVAILABLE details, the reason shown)
+    (
+        "no satellite is visible from a reachable ground station",
+        "no satellite in view of the user's station",
+    ),
+    ("no ground station within", "no ground station within backhaul reach of the user"),
+    ("candidates excluded", "every satellite in view excluded by routing"),
+    ("has no route table yet", "the gateway has no route table yet"),
+    ("no satellite could serve the request after", "every satellite tried failed"),
+    ("went down during the request", "the link went down during the request"),
+    ("could not continue the same answer", "the answer moved to a satellite that diverged"),
+    ("stopped before it finished", "the first caller of the idempotency key went away"),
+)
+"""Known UNAVAILABLE details of the gateway (``groundplane.gateway.service``) and routing
+(``groundplane.routing.policy`` and ``.table``), in the order they are tried."""
+OTHER_UNAVAILABLE = "other (the details are in --trace)"
+
+
+def unavailable_reason(detail: str) -> str:
+    """The short reason of an UNAVAILABLE request from the status details the gateway sent.
+
+    The details carry ids, distances and times; the reason names only the cause, so requests can
+    be counted by it. Details matching none of :data:`UNAVAILABLE_REASONS` give
+    :data:`OTHER_UNAVAILABLE`.
+    """
+    for words, reason in UNAVAILABLE_REASONS:
+        if words in detail:
+            return reason
+    return OTHER_UNAVAILABLE
+
+
 def percentile(values: Sequence[float], fraction: float) -> float:
     """Nearest-rank percentile (``fraction`` in [0, 1]); NaN for no values."""
     if not values:
@@ -135,9 +171,13 @@ class RunStats:
     jobs: JobCounters = field(default_factory=JobCounters)
     trace: list[TraceRecord] = field(default_factory=list)
     keep_trace: bool = True
+    unavailable_reasons: Counter[str] = field(default_factory=Counter)
+    """UNAVAILABLE requests by :func:`unavailable_reason` of their details."""
 
     def record(self, record: TraceRecord) -> None:
         self.outcomes[record.status] += 1
+        if record.status is Outcome.REJECTED_UNAVAILABLE:
+            self.unavailable_reasons[unavailable_reason(record.detail)] += 1
         if record.status is Outcome.OK:
             self.latencies_ms.append(record.latency_ms)
         if self.keep_trace:
@@ -169,6 +209,7 @@ class RunStats:
                     "p50": ms(percentile(self.latencies_ms, 0.50)),
                     "p99": ms(percentile(self.latencies_ms, 0.99)),
                 },
+                "unavailable_reasons": dict(self.unavailable_reasons.most_common()),
             },
             "handoffs": {
                 "planned": self.handoffs.planned,

@@ -144,6 +144,8 @@ class SystemConfig:
     handoff_address: str = "127.0.0.1:0"
     broker_url: str | None = None
     node_password: str | None = None
+    broker_reader: str | None = None
+    """Username of a read-only account (``gp-…``) to create on the private broker."""
     model: SyntheticModelSpec = DEFAULT_MODEL
     policy: RoutingPolicy = DEFAULT_POLICY
     tenants: Mapping[str, Mapping[str, object]] = field(default_factory=default_tenants)
@@ -179,6 +181,11 @@ class SystemConfig:
         if self.jobs < 0 or self.job_items < 1:
             raise InvalidArgument(
                 f"expected --jobs ≥ 0 and --job-items ≥ 1, got {self.jobs} and {self.job_items}"
+            )
+        if self.broker_url is not None and self.broker_reader is not None:
+            raise InvalidArgument(
+                "a read-only broker account is created only on the private broker; with an "
+                "existing broker (--broker) make the account there, got both"
             )
         if self.broker_url is not None and self.node_password is None:
             raise InvalidArgument(
@@ -236,6 +243,8 @@ class GroundplaneSystem:
         self.gateway: GatewayApp | None = None
         self.tracking: TrackingApp | None = None
         self.broker_address: BrokerAddress | None = None
+        self.reader_address: BrokerAddress | None = None
+        """The read-only broker account when ``config.broker_reader`` is set."""
         self.load: GroundLoad | None = None
         self.jobs: JobLoad | None = None
         self.handoff: HandoffManager | None = None
@@ -260,6 +269,12 @@ class GroundplaneSystem:
         return self.gateway.target
 
     @property
+    def routing_target(self) -> str:
+        if self._routing_server is None:
+            raise RuntimeError("the system is not running")
+        return self._routing_server.target
+
+    @property
     def handoff_target(self) -> str:
         if self._handoff_server is None:
             raise RuntimeError("the system is not running")
@@ -277,12 +292,6 @@ class GroundplaneSystem:
                 self._handoff_after_id = page[-1].event_id
         if self.jobs is not None:
             self.jobs.update()
-
-    @property
-    def routing_target(self) -> str:
-        if self._routing_server is None:
-            raise RuntimeError("the system is not running")
-        return self._routing_server.target
 
     @property
     def tracking_target(self) -> str:
@@ -547,9 +556,12 @@ class GroundplaneSystem:
     ) -> tuple[BrokerAddress, Callable[[str], BrokerAddress]]:
         config = self.config
         if config.broker_url is None:
+            readers = () if config.broker_reader is None else (config.broker_reader,)
             broker = await stack.enter_async_context(
-                PrivateBroker(nodes=self.batch.ids, workdir=config.workdir)
+                PrivateBroker(nodes=self.batch.ids, workdir=config.workdir, readers=readers)
             )
+            if config.broker_reader is not None:
+                self.reader_address = broker.reader_address(config.broker_reader)
             return broker.address, broker.node_address
         address = BrokerAddress.from_url(config.broker_url)
         password = config.node_password or ""
