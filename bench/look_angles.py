@@ -26,7 +26,8 @@ from groundplane.tracking.geometry import (
 )
 from groundplane.tracking.sites import Site
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+#: The repository's data files (data/README.md).
+DATA = Path(__file__).resolve().parents[1] / "data"
 
 
 def load() -> tuple[SatelliteBatch, SiteFrames]:

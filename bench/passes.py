@@ -24,7 +24,8 @@ from groundplane.tracking.geometry import SatelliteBatch, SiteFrames
 from groundplane.tracking.passes import find_pass_table
 from groundplane.tracking.sites import Site
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+#: The repository's data files (data/README.md).
+DATA = Path(__file__).resolve().parents[1] / "data"
 SUBSET = 60
 
 

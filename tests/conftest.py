@@ -1,8 +1,9 @@
 """Suite-wide settings.
 
 CI sets ``GROUNDPLANE_REQUIRE_ALL=1``: there every test must run, so a test that would skip
-(shared data, Mosquitto or Hamlib's daemons missing) fails instead of letting the run go green
-with skips.
+(Mosquitto or Hamlib's daemons missing) fails instead of letting the run go green with skips.
+The data files the tests read are part of the repository (``data/``, found through
+``tests/data.py``), so no test skips or fails for want of anything beside the clone.
 """
 
 from __future__ import annotations

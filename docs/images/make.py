@@ -1,7 +1,7 @@
 """Draw the README's pictures with `groundplane plot` from the shipped data.
 
 Run from the repository root: ``.venv/bin/python docs/images/make.py`` (optionally with the data
-folder as the argument; default ``../shared/data``, where the tests find it too). The PNGs land
+folder as the argument; default: the repository's ``data/``, which the tests read). The PNGs land
 next to this script.
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 from groundplane.cli.main import main
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_DATA = HERE.parents[1].parent / "shared" / "data"
+DEFAULT_DATA = HERE.parents[1] / "data"
 WINDOW = ["--start", "2026-08-15T00:00:00Z"]
 
 

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from ..data import DATA
+
 #: The console script installed next to the interpreter running the tests.
 GROUNDPLANE = str(Path(sys.executable).with_name("groundplane"))
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 ELEMENTS = str(DATA / "satellites-2026-08.3le")
 #: Generous: a cold start imports numpy, grpc and sgp4 on a shared 2-core machine.
 PROCESS_TIMEOUT_S = 120
@@ -55,7 +56,6 @@ def test_a_command_group_without_a_command_prints_its_help(
     assert result.stderr == ""
 
 
-@pytest.mark.skipif(not DATA.exists(), reason=f"shared data missing at {DATA}")
 @pytest.mark.parametrize("output_format", ["table", "csv", "json"])
 def test_a_closed_stdout_ends_the_command_quietly(output_format: str) -> None:
     """With nobody reading stdout (``groundplane passes … | head`` after head has exited) the

@@ -19,16 +19,15 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from groundplane.tracking.v1 import tracking_pb2 as pb
 from groundplane.tracking.v1 import tracking_pb2_grpc as pb_grpc
 
+from ..data import DATA
+
 GROUNDPLANE = str(Path(sys.executable).with_name("groundplane"))
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 ELEMENTS = str(DATA / "satellites-2026-08.3le")
 #: Simulated "now" of the service: months after the shipped elements' August-2026 epochs.
 LATE = datetime(2026, 12, 2, tzinfo=UTC)
 #: Generous: a cold start imports numpy, grpc and sgp4 and loads 636 element sets.
 START_TIMEOUT_S = 120.0
 CALL_TIMEOUT_S = 30.0
-
-pytestmark = pytest.mark.skipif(not DATA.exists(), reason=f"shared data missing at {DATA}")
 
 
 @dataclass

@@ -17,7 +17,8 @@ from groundplane.tracking.geometry import SatelliteBatch, look_angles, utc_jd_fr
 from groundplane.tracking.passes import find_passes
 from groundplane.tracking.sites import Site
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+from ..data import DATA
+
 ELEMENTS = str(DATA / "satellites-2026-08.3le")
 #: The CLI prints what the library computes; only JSON float formatting may differ.
 EXACT_DEG = 1e-9
@@ -36,8 +37,6 @@ PASS_KEYS = {
     "aos_clipped",
     "los_clipped",
 }
-
-pytestmark = pytest.mark.skipif(not DATA.exists(), reason=f"shared data missing at {DATA}")
 
 
 def _utc(text: str) -> datetime:

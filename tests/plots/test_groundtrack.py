@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,9 +32,9 @@ from groundplane.tracking.geometry import (
 )
 from groundplane.tracking.sites import Site
 
+from ..data import DATA
 from .figures import artists
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 ELEMENTS = DATA / "satellites-2026-08.3le"
 START = datetime(2026, 8, 15, tzinfo=UTC)
 #: ISS, HST, a sun-synchronous (98.7°), a GPS-like MEO and a geostationary satellite.
@@ -48,8 +47,6 @@ SKYFIELD_DEG = 1e-3
 SKYFIELD_KM = 0.05
 
 Floats = NDArray[np.float64]
-
-needs_data = pytest.mark.skipif(not DATA.exists(), reason=f"shared data missing at {DATA}")
 
 
 def _batch(ids: tuple[str, ...] = SATELLITES) -> SatelliteBatch:
@@ -76,7 +73,6 @@ def _pieces(figure: Any, prefix: str) -> list[tuple[Floats, Floats]]:
     return out
 
 
-@needs_data
 def test_subsatellite_points_match_skyfield() -> None:
     """Geodetic latitude, longitude and height of the sub-satellite points agree with Skyfield's
     WGS84 ``latlon_of``/``height_of`` within 0.001° and 50 m for LEO, polar, MEO and GEO
@@ -201,7 +197,6 @@ def test_small_circle_of_the_pole_is_a_parallel() -> None:
     assert np.unique(np.round(lon[:-1], 6)).size == 72
 
 
-@needs_data
 def test_track_points_are_the_subsatellite_points_without_wrap_lines() -> None:
     """The track pieces of each satellite, minus the edge points added at the cuts, are its
     sub-satellite points in time order; no piece steps by more than 180° in longitude (each

@@ -14,13 +14,12 @@ from groundplane.cli.main import main
 from groundplane.handoff.store import HandoffEvent, HandoffStore
 from groundplane.system.report import Outcome, RunStats, TraceRecord, write_summary, write_trace
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+from ..data import DATA
+
 ELEMENTS = str(DATA / "satellites-2026-08.3le")
 STATIONS = str(DATA / "ground-stations.csv")
 WINDOW = ["--start", "2026-08-15T00:00:00Z", "--hours", "6"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-needs_data = pytest.mark.skipif(not DATA.exists(), reason=f"shared data missing at {DATA}")
 
 
 def _is_png(path: Path) -> bool:
@@ -32,7 +31,6 @@ def _is_svg(path: Path) -> bool:
     return head.startswith("<?xml") and "<svg" in head
 
 
-@needs_data
 def test_plot_sky_writes_png_and_svg_by_suffix(tmp_path: Path) -> None:
     """`plot sky` with a masked site writes a PNG for .png and an SVG for .svg."""
     mask = tmp_path / "mask.csv"
@@ -47,7 +45,6 @@ def test_plot_sky_writes_png_and_svg_by_suffix(tmp_path: Path) -> None:
         assert check(out)
 
 
-@needs_data
 @pytest.mark.xfail(
     raises=IndexError,
     strict=True,
@@ -64,7 +61,6 @@ def test_plot_sky_with_a_mask_whose_window_has_peaks_outside_every_pass(tmp_path
     assert main([*args, "-o", str(tmp_path / "sky.png")]) == 0
 
 
-@needs_data
 def test_plot_groundtrack_and_passes_write_pngs(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -97,7 +93,6 @@ def test_plot_groundtrack_and_passes_write_pngs(
     assert "passes" in capsys.readouterr().err
 
 
-@needs_data
 def test_plot_groundtrack_accepts_negative_site_coordinates(tmp_path: Path) -> None:
     """`--site -33.9,18.4` (a value starting with a minus) is read as a site, as for `passes`."""
     out = tmp_path / "track.svg"
@@ -204,7 +199,6 @@ def test_plot_refuses_with_a_teaching_message(
     assert not (tmp_path / "x.sqlite").exists()  # a mistyped store is not created
 
 
-@needs_data
 def test_plot_sky_refuses_an_unknown_satellite_before_drawing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

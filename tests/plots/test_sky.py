@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,16 +17,14 @@ from groundplane.tracking.geometry import SatelliteBatch, look_angles, utc_jd_fr
 from groundplane.tracking.passes import find_passes
 from groundplane.tracking.sites import HorizonMask, Site
 
+from ..data import DATA
 from .figures import artist, artists
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 ELEMENTS = DATA / "satellites-2026-08.3le"
 START = datetime(2026, 8, 15, tzinfo=UTC)
 END = START + timedelta(hours=24)
 #: The figure holds exactly what was computed; only float round trips through radians differ.
 EXACT_DEG = 1e-9
-
-pytestmark = pytest.mark.skipif(not DATA.exists(), reason=f"shared data missing at {DATA}")
 
 
 def _iss() -> SatelliteBatch:

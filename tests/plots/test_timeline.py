@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import matplotlib.dates as mdates
 import pytest
@@ -15,15 +14,13 @@ from groundplane.tracking.geometry import SatelliteBatch
 from groundplane.tracking.passes import find_passes
 from groundplane.tracking.sites import parse_sites_csv
 
+from ..data import DATA
 from .figures import artists
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 START = datetime(2026, 8, 15, tzinfo=UTC)
 END = START + timedelta(hours=12)
 #: date2num is days; a microsecond is 1.2e-11 days.
 DAY_TOL = 1e-9
-
-pytestmark = pytest.mark.skipif(not DATA.exists(), reason=f"shared data missing at {DATA}")
 
 
 def _num(moment: datetime) -> float:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import math
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from sgp4.api import Satrec
@@ -28,7 +27,8 @@ from groundplane.routing.table import RouteTable, StationInfo, UpcomingPass, bui
 from groundplane.tracking.geometry import SatelliteBatch
 from groundplane.tracking.sites import Site
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+from ..data import DATA
+
 ONE_KM = 1.0
 HALF_PERCENT = 0.005
 ONE_MICROSECOND = 1e-6

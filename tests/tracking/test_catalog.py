@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,7 +21,8 @@ from groundplane.tracking.catalog import (
 )
 from groundplane.tracking.elements import ElementSet, parse_tle
 
-DATA_DIR = Path(__file__).parents[2].parent / "shared" / "data"
+from ..data import DATA
+
 EPOCH = datetime(2026, 8, 15, 12, 0, tzinfo=UTC)
 ONE_DAY = timedelta(days=1)
 
@@ -132,9 +132,7 @@ def test_alpha5_and_padded_ids_find_the_same_satellite() -> None:
 
 def test_active_all_builds_a_propagation_batch() -> None:
     """active_all returns one record per usable satellite, ready for SatrecArray."""
-    path = DATA_DIR / "satellites-2026-08.3le"
-    if not path.exists():
-        pytest.skip(f"shared data file {path} is missing")
+    path = DATA / "satellites-2026-08.3le"
     sets = parse_tle(path.read_text(), source=path.name)
     catalog = Catalog()
     catalog.upsert(sets, source="celestrak")

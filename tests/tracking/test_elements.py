@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -38,7 +37,7 @@ from groundplane.tracking.elements import (
     to_tle_lines,
 )
 
-DATA_DIR = Path(__file__).parents[2].parent / "shared" / "data"
+from ..data import DATA
 
 ONE_CENTIMETRE_KM = 1e-5
 ONE_MICROSECOND = timedelta(microseconds=1)
@@ -50,10 +49,7 @@ ISS_LINE2 = "2 25544  51.6381 147.8590 0003466 150.4670 338.5502 15.510432224525
 
 
 def _read(name: str) -> str:
-    path = DATA_DIR / name
-    if not path.exists():
-        pytest.skip(f"shared data file {path} is missing (expected next to the repository)")
-    return path.read_text(encoding="utf-8")
+    return (DATA / name).read_text(encoding="utf-8")
 
 
 def _with_checksum(body: str) -> str:

@@ -28,7 +28,8 @@ from groundplane.tracking.geometry import (
 )
 from groundplane.tracking.sites import Site
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+from ..data import DATA
+
 SGP4_DIR = Path(sgp4.__file__).resolve().parent
 
 #: tcppver.out prints positions with 8 decimals (km) and velocities with 9 (km/s).

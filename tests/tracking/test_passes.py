@@ -17,9 +17,9 @@ from groundplane.tracking.geometry import SatelliteBatch, utc_datetimes
 from groundplane.tracking.passes import Pass, find_pass_table, find_passes
 from groundplane.tracking.sites import HorizonMask, Site
 
+from ..data import DATA
 from .reference import RefPass, brute_force_passes
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 SGP4_DIR = Path(sgp4.__file__).resolve().parent
 
 ONE_SECOND = 1.0

@@ -19,12 +19,11 @@ from groundplane.tracking.elements import parse_elements
 from groundplane.tracking.v1 import tracking_pb2 as pb
 from groundplane.tracking.v1 import tracking_pb2_grpc as pb_grpc
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+from ..data import DATA
+
 EPOCH_NOW = datetime(2026, 8, 15, 0, 0, tzinfo=UTC)
 ONE_SECOND = 1.0
 ISS = "25544"
-
-pytestmark = pytest.mark.skipif(not DATA.exists(), reason=f"shared data missing at {DATA}")
 
 
 def _stamp(value: datetime) -> Timestamp:
@@ -43,7 +42,7 @@ def _iss_record() -> str:
     for index in range(0, len(lines), 3):
         if lines[index + 1][2:7].strip() == ISS:
             return "\n".join(lines[index : index + 3]) + "\n"
-    raise AssertionError("ISS not in the shared 3LE file")
+    raise AssertionError("ISS not in data/satellites-2026-08.3le")
 
 
 class Running:

@@ -15,14 +15,13 @@ from groundplane.tracking.elements import parse_tle
 from groundplane.tracking.sites import HorizonMask, Site
 from groundplane.tracking.store import SCHEMA_VERSION, TrackingStore
 
-DATA_DIR = Path(__file__).parents[2].parent / "shared" / "data"
+from ..data import DATA
+
 NOW = datetime(2024, 5, 10, tzinfo=UTC)
 
 
 def _stations() -> list[ElementRecord]:
-    path = DATA_DIR / "stations.tle"
-    if not path.exists():
-        pytest.skip(f"shared data file {path} is missing")
+    path = DATA / "stations.tle"
     sets = parse_tle(path.read_text(), source=path.name)
     records = [ElementRecord(e, source="celestrak") for e in sets]
     records.append(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +14,8 @@ from groundplane.tracking.passes import find_pass_table
 from groundplane.tracking.sites import HorizonMask, Site
 from groundplane.tracking.visibility import visibility
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+from ..data import DATA
+
 ONE_SECOND = 1.0
 TINY_DEG = 1e-6
 TINY_KM = 1e-6
