@@ -228,3 +228,23 @@ def test_rejects_bad_windows() -> None:
         find_passes(batch, SITES, start, start)
     with pytest.raises(InvalidArgument, match="finite"):
         find_passes(batch, SITES, start, start + timedelta(hours=1), min_duration_s=math.nan)
+
+
+def test_window_whose_elevation_peaks_all_fall_outside_passes_is_searched() -> None:
+    """The ISS over a masked Cambridge, 2026-08-15 00–06 UTC: every interior elevation peak lies
+    outside a pass (below the mask), which once made the TCA step index an empty array; the
+    search now returns the same passes as the brute-force reference."""
+    ids, sats = load_3le()
+    iss = ids.index("25544")
+    site = Site(
+        "cambridge",
+        52.2,
+        0.1,
+        30.0,
+        min_elevation_deg=10.0,
+        mask=HorizonMask(((0.0, 5.0), (90.0, 20.0), (180.0, 5.0), (270.0, 12.0))),
+    )
+    start = datetime(2026, 8, 15, tzinfo=UTC)
+    stop = start + timedelta(hours=6)
+    found = find_pass_table(SatelliteBatch([ids[iss]], [sats[iss]]), [site], start, stop).passes()
+    compare(found, brute_force_passes(sats[iss], site, start, stop, REFERENCE_STEP_S), "iss@cam")

@@ -752,8 +752,8 @@ def _assemble(  # noqa: PLR0917
         which_c, pk_t, pk_el = which_c[inside], pk_t[inside], pk_el[inside]
         order_pk = np.lexsort((pk_el, which_c))
         which_c, pk_t, pk_el = which_c[order_pk], pk_t[order_pk], pk_el[order_pk]
-        # Last entry per pass is its highest peak.
-        last_of = np.flatnonzero(np.append(which_c[1:] != which_c[:-1], True))
+        # Last entry per pass is its highest peak (no entries when every peak fell outside).
+        last_of = np.flatnonzero(np.append(which_c[1:] != which_c[:-1], which_c.size > 0))
         w_idx, w_t, w_el = which_c[last_of], pk_t[last_of], pk_el[last_of]
         higher = w_el > best_el[w_idx]
         best_t[w_idx[higher]] = w_t[higher]
