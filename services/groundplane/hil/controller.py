@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import math
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Protocol
 
 import grpc
@@ -37,7 +37,7 @@ from groundplane.kernel.errors import (
     NotFound,
     error_from_status,
 )
-from groundplane.kernel.timestamps import to_timestamp
+from groundplane.kernel.timestamps import from_timestamp, to_timestamp
 from groundplane.tracking.elements import ElementSet, canonical_catalog_id
 from groundplane.tracking.geometry import FloatArray, SatelliteBatch
 from groundplane.tracking.passes import Pass, find_passes
@@ -176,9 +176,9 @@ def _pass_from_proto(message: tpb.Pass) -> Pass:
     return Pass(
         catalog_id=message.catalog_id,
         site_id=message.site_id,
-        aos=message.aos.ToDatetime(tzinfo=UTC),
-        tca=message.tca.ToDatetime(tzinfo=UTC),
-        los=message.los.ToDatetime(tzinfo=UTC),
+        aos=from_timestamp(message.aos, "pass aos"),
+        tca=from_timestamp(message.tca, "pass tca"),
+        los=from_timestamp(message.los, "pass los"),
         max_elevation_deg=message.max_elevation_deg,
         aos_azimuth_deg=message.aos_azimuth_deg,
         los_azimuth_deg=message.los_azimuth_deg,
