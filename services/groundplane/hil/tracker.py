@@ -35,7 +35,7 @@ import contextlib
 import dataclasses
 import math
 import random
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
@@ -568,17 +568,3 @@ def samples_from_pointing(
         az, el, _ = pointing(at)
         out.append(PassSample(at=at, azimuth_deg=az, elevation_deg=el))
     return tuple(out)
-
-
-def commanded_error_deg(status: TrackerStatus) -> float | None:
-    """Largest axis difference between the last command and the reported position."""
-    values: Sequence[float | None] = (
-        status.commanded_azimuth_deg,
-        status.commanded_elevation_deg,
-        status.reported_azimuth_deg,
-        status.reported_elevation_deg,
-    )
-    if any(v is None for v in values):
-        return None
-    ca, ce, ra, re = (float(v) for v in values if v is not None)
-    return max(abs(ca - ra), abs(ce - re))

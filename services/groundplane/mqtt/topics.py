@@ -168,21 +168,6 @@ def node_of(topic: str) -> str:
     return check_node_id(levels[3])
 
 
-def station_of_node_rx(topic: str) -> str:
-    """The station id of a ``gp/v1/node/<sat>/rx/gs/<station>/…`` topic."""
-    levels = topic.split("/")
-    if len(levels) < 7 or levels[:3] != ["gp", "v1", "node"] or levels[4:6] != ["rx", "gs"]:
-        raise InvalidArgument(
-            f"expected a topic gp/v1/node/<sat>/rx/gs/<station>/<channel…>, got {topic!r}"
-        )
-    return check_id("station id", levels[6])
-
-
-def node_subtree(sat_id: str) -> str:
-    """Every topic a node may read and write."""
-    return f"{PREFIX}/node/{check_node_id(sat_id)}/#"
-
-
 def link_state(station_id: str, sat_id: str) -> str:
     """Retained LinkState of the ground link (station, satellite)."""
     return f"{PREFIX}/link/{check_id('station id', station_id)}/{check_node_id(sat_id)}/state"
