@@ -18,9 +18,8 @@ import grpc
 import numpy as np
 import structlog
 
-from groundplane.hil.hamlib import HamlibConnectionError, HamlibReplyError, RigClient, RotatorClient
+from groundplane.hil.hamlib import RigClient, RotatorClient
 from groundplane.hil.pointing import SampledPointing, choose_pass, pointing_from_elements
-from groundplane.hil.rotator import safe_command
 from groundplane.hil.tracker import (
     RadioPlan,
     StationTracker,
@@ -264,7 +263,8 @@ class StationController:
             current.cancel()
             # wait() (not await): a cancellation of stop() itself must still propagate.
             await asyncio.wait({current})
-            await self._park()
+            await self.tracker.park()
+            self._finished.set()
         return self.status
 
     async def wait_finished(self) -> TrackerStatus:
@@ -284,27 +284,15 @@ class StationController:
                     # wait() returns when the pass ends or is stopped (cancelled); a
                     # cancellation of run() itself still propagates from here.
                     await asyncio.wait([self._current])
+                    stopped = self._current.cancelled()
                     self._current = None
-                    self._finished.set()
+                    if not stopped:  # a stopped pass is finished once stop() has parked
+                        self._finished.set()
         finally:
             self.hub.close()
             await self.rotator.close()
             if self.radio is not None:
                 await self.radio.close()
-
-    async def _park(self) -> None:
-        park = self.tracker.config.park_position
-        try:
-            if not self.rotator.connected:
-                await self.rotator.connect()
-            if park is None:
-                await self.rotator.park()
-            else:
-                limits = await self.rotator.read_limits()
-                await self.rotator.set_position(*safe_command(limits, self.site, *park))
-        except (HamlibConnectionError, HamlibReplyError) as error:
-            self._log.warning("hil_park_failed", error=str(error))
-        self._finished.set()
 
 
 def describe(found: Pass) -> str:

@@ -308,6 +308,22 @@ class StationTracker:
         self._log.info("hil_pass_end", satellite_id=sat, phase=self._status.phase)
         return self._status
 
+    async def park(self) -> TrackerStatus:
+        """Park the antenna after a pass was stopped (cancelled) before LOS.
+
+        The status goes through ``parking`` to ``parked`` (``failed`` when the rotator refuses
+        or stays unreachable past the park timeout), as at the end of a pass; without a rotator
+        it is ``parked`` at once.
+        """
+        if self.rotator is None:
+            self._update(phase="parked")
+        else:
+            await self._park(self.rotator, _RotatorState())
+        self._log.info(
+            "hil_stopped", satellite_id=self._status.satellite_id, phase=self._status.phase
+        )
+        return self._status
+
     # -- connections -------------------------------------------------------------------------
 
     async def _reconnect(
