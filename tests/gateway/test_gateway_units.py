@@ -6,13 +6,17 @@ import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
+import grpc
 import pytest
 
 from groundplane.gateway.admission import AdmissionControl
 from groundplane.gateway.auth import Tenant, TenantConfig, TenantRegistry
 from groundplane.gateway.execution import InferAnswer, Token
 from groundplane.gateway.service import GatewayConfig, InferCall, InferenceGateway, hop_budget
+from groundplane.gateway.servicer import InferenceServicer
 from groundplane.gateway.sources import LocalTableSource
+from groundplane.gateway.v1 import gateway_pb2 as pb
+from groundplane.gateway.v1 import gateway_pb2_grpc as pb_grpc
 from groundplane.kernel.clock import SimulatedClock
 from groundplane.kernel.errors import (
     DeadlineExceeded,
@@ -20,6 +24,7 @@ from groundplane.kernel.errors import (
     Unauthenticated,
     Unavailable,
 )
+from groundplane.kernel.serving import GrpcServer
 from groundplane.node.v1 import node_pb2
 
 from .conftest import FIRST, SECOND, SLOW, USER, route_table
@@ -155,6 +160,68 @@ async def test_a_continuation_that_differs_fails_instead_of_mixing_answers() -> 
     caller = FakeCaller({FIRST: ["a", " b", " c"], SECOND: ["x", " y", " z"]}, {FIRST: 2})
     with pytest.raises(Unavailable, match="could not continue"):
         await collect(gateway(caller))
+
+
+class SelfContradictingCaller(FakeCaller):
+    """Streams its pieces, then a result whose text does not start with them."""
+
+    def __init__(self, pieces: dict[str, list[str]], result_text: str) -> None:
+        super().__init__(pieces, {})
+        self.result_text = result_text
+
+    async def stream(
+        self,
+        satellite_id: str,
+        station_id: str,
+        request: node_pb2.InferRequest,
+        *,
+        request_id: str,
+        deadline: datetime,
+        traceparent: str = "",
+    ) -> AsyncIterator[node_pb2.InferChunk | node_pb2.InferResult]:
+        self.calls.append(satellite_id)
+        for index, text in enumerate(self.pieces[satellite_id]):
+            yield node_pb2.InferChunk(index=index, text=text)
+            await asyncio.sleep(0)
+        yield node_pb2.InferResult(text=self.result_text, model=request.model)
+
+
+async def test_a_first_attempt_whose_result_contradicts_its_stream_is_unavailable_over_grpc() -> (
+    None
+):
+    """The first satellite streams two tokens, then a result that does not continue them (no
+    failover happened yet): the gRPC caller gets the two tokens and then UNAVAILABLE saying the
+    satellite's result contradicts what it streamed and to retry, not INTERNAL; no other
+    satellite is tried because tokens were already delivered."""
+    caller = SelfContradictingCaller({FIRST: ["a", " b"], SECOND: ["a", " b"]}, "x y z")
+    token = "token-of-alpha-0001"
+    servicer = InferenceServicer(gateway(caller), TenantRegistry([TenantConfig(TENANT, (token,))]))
+    server = GrpcServer([servicer.binding()], drain_grace_s=0.1, unready_delay_s=0)
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(server.target) as channel:
+            stub = pb_grpc.InferenceServiceStub(channel)
+            call = stub.InferStream(
+                pb.InferStreamRequest(
+                    model=SLOW.name,
+                    prompt="p",
+                    location=pb.UserLocation(lat_deg=USER[0], lon_deg=USER[1]),
+                ),
+                metadata=(("authorization", f"Bearer {token}"),),
+                timeout=5.0,
+            )
+            texts: list[str] = []
+            with pytest.raises(grpc.aio.AioRpcError) as failed:
+                async for event in call:
+                    texts.append(event.token.text)
+    finally:
+        await server.stop()
+    assert texts == ["a", " b"]
+    assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
+    details = failed.value.details() or ""
+    assert f"{FIRST}'s result does not continue the 2 tokens it streamed" in details
+    assert "retry the call" in details
+    assert caller.calls == [FIRST]
 
 
 async def test_every_candidate_failing_before_a_token_is_unavailable_and_counted() -> None:

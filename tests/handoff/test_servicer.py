@@ -17,6 +17,7 @@ from groundplane.handoff.servicer import HandoffServicer
 from groundplane.handoff.v1 import handoff_pb2 as pb
 from groundplane.handoff.v1 import handoff_pb2_grpc as pb_grpc
 from groundplane.kernel.serving import GrpcServer
+from groundplane.kernel.timestamps import to_timestamp
 from groundplane.node.backends import predict_answer
 from groundplane.node.sessions import Turn
 
@@ -54,9 +55,7 @@ async def serving(system: System) -> AsyncIterator[pb_grpc.HandoffServiceAsyncSt
 
 
 def _deadline(system: System, seconds: float) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(system.clock.now() + timedelta(seconds=seconds))
-    return stamp
+    return to_timestamp(system.clock.now() + timedelta(seconds=seconds))
 
 
 async def test_sessions_turns_jobs_and_events_round_trip_over_grpc(

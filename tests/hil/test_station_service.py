@@ -122,8 +122,9 @@ async def test_service_tracks_the_next_pass_and_parks(station: Station) -> None:
 
 
 async def test_stop_mid_pass_parks_and_bad_requests_are_refused(station: Station) -> None:
-    """StopTracking during a pass ends it parked; an unknown satellite is NOT_FOUND and a
-    negative frequency INVALID_ARGUMENT, and the station keeps serving."""
+    """StopTracking during a pass ends it parked: the reply and the status afterwards say
+    PHASE_PARKED (not the tracking phase the pass was in); an unknown satellite is NOT_FOUND and
+    a negative frequency INVALID_ARGUMENT, and the station keeps serving."""
     with pytest.raises(grpc.aio.AioRpcError) as unknown:
         await station.stub.StartTracking(pb.StartTrackingRequest(catalog_id="424242"), timeout=30)
     assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
@@ -139,9 +140,10 @@ async def test_stop_mid_pass_parks_and_bad_requests_are_refused(station: Station
             break
     stopped = await station.stub.StopTracking(pb.StopTrackingRequest(), timeout=30)
     assert stopped.status.catalog_id == "25544"
+    assert stopped.status.phase == pb.PHASE_PARKED
     status = (await station.stub.GetStatus(pb.GetStatusRequest(), timeout=10)).status
     assert not station.controller.busy
-    assert status.phase in (pb.PHASE_TRACKING, pb.PHASE_PARKED, pb.PHASE_PARKING)
+    assert status.phase == pb.PHASE_PARKED
 
 
 @pytest.mark.slow

@@ -30,6 +30,7 @@ import pytest
 from numpy.typing import NDArray
 
 from groundplane.kernel.clock import SimulatedClock
+from groundplane.kernel.timestamps import from_timestamp
 from groundplane.link.v1 import link_pb2
 from groundplane.links.emulator import LinkEmulator, isl_link_id
 from groundplane.links.model import (
@@ -311,7 +312,7 @@ async def test_isl_state_is_published_retained(broker: PrivateBroker) -> None:
         assert state.link_id == isl_link_id(first, second)
         peer = second if first == SAT_A else first
         by_peer[peer] = state
-        at = state.updated_at.ToDatetime(tzinfo=UTC)
+        at = from_timestamp(state.updated_at)
         range_km, in_sight = independent_range_and_sight(h.shell, at, first, second)
         assert in_sight is expected_up[peer]
         assert state.up is in_sight

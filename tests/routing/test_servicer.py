@@ -14,6 +14,7 @@ import pytest
 
 from groundplane.kernel.clock import SimulatedClock
 from groundplane.kernel.serving import GrpcServer
+from groundplane.kernel.timestamps import from_timestamp
 from groundplane.routing.policy import (
     LinkQuality,
     NodeState,
@@ -169,7 +170,7 @@ async def test_ticks_of_simulated_time_resample_visibility() -> None:
         stamps = []
         for _ in range(3):
             table = await next_table(stream)
-            stamps.append(table.computed_at.ToDatetime(tzinfo=UTC))
+            stamps.append(from_timestamp(table.computed_at))
         stream.cancel()
         assert stamps == sorted(stamps)
         assert stamps[-1] > stamps[0]
@@ -186,7 +187,7 @@ async def test_streamed_table_decides_locally_like_the_service() -> None:
         remote = await h.stub.Route(london_user(expected_duration_s=30.0))
     local = table_from_proto(message).decide(
         RouteRequest(MODEL, *LONDON, expected_duration_s=30.0),
-        remote.decided_at.ToDatetime(tzinfo=UTC),
+        from_timestamp(remote.decided_at),
     )
     assert [c.satellite_id for c in remote.candidates] == [
         *(r.candidate.satellite_id for r in local.ranked),

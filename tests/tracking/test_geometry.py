@@ -19,9 +19,11 @@ from groundplane.tracking.geometry import (
     SatelliteBatch,
     doppler_downlink_hz,
     doppler_uplink_hz,
+    earth_rotation,
     look_angles,
     offset_jd_fr,
     propagate,
+    teme_to_itrf,
     utc_datetimes,
     utc_jd_fr,
     utc_jd_fr_range,
@@ -202,6 +204,43 @@ def test_look_angles_match_skyfield_for_all_636_satellites() -> None:
                 np.abs(looks.range_rate_km_s[i, k] - range_rate.km_per_s).max()
                 < RANGE_RATE_TOL_KM_S
             )
+
+
+def test_teme_to_itrf_matches_skyfield_for_every_layout() -> None:
+    """The one TEME → ITRF rotation agrees with Skyfield's (GMST 1982, no polar motion) within
+    1 mm and 1 mm/s (Skyfield's Earth-rotation term uses the time derivative of GMST 1982, ours
+    the constant ω: they differ by ≈ 1e-7 km/s) for 20 satellites × 24 times, whether the
+    states come as a moved ``(S, T, 3)`` view or as a tuple of components, and writing into
+    ``out=`` buffers gives the same numbers."""
+    from skyfield.sgp4lib import TEME_to_ITRF
+
+    batch = load_3le().subset(range(20))
+    start = datetime(2026, 8, 16, 3, 1, 7, tzinfo=UTC)
+    jd, fr = utc_jd_fr([start + timedelta(minutes=61 * i) for i in range(24)])
+    prop = propagate(batch, jd, fr)
+    assert prop.ok.all()
+    rotation = earth_rotation(jd, fr)
+    r_moved = np.moveaxis(prop.r_teme_km, -1, 0)
+    v_moved = np.moveaxis(prop.v_teme_km_s, -1, 0)
+    r_itrf, v_itrf = teme_to_itrf(r_moved, v_moved, rotation)
+    assert r_itrf.shape == v_itrf.shape == (3, 20, 24)
+    for i in range(20):
+        want_r, want_v = TEME_to_ITRF(
+            jd, prop.r_teme_km[i].T, prop.v_teme_km_s[i].T * 86_400.0, fraction_ut1=fr
+        )
+        np.testing.assert_allclose(r_itrf[:, i], want_r, rtol=0, atol=ONE_MILLIMETRE_KM)
+        np.testing.assert_allclose(
+            v_itrf[:, i], want_v / 86_400.0, rtol=0, atol=RANGE_RATE_TOL_KM_S
+        )
+    r_one, v_one = teme_to_itrf(tuple(prop.r_teme_km[3].T), tuple(prop.v_teme_km_s[3].T), rotation)
+    np.testing.assert_array_equal(r_one, r_itrf[:, 3])
+    np.testing.assert_array_equal(v_one, v_itrf[:, 3])
+    buffers = (np.full((3, 20, 24), np.nan), np.full((3, 20, 24), np.nan))
+    written = teme_to_itrf(r_moved, v_moved, rotation, out=buffers)
+    assert written[0] is buffers[0]
+    assert written[1] is buffers[1]
+    np.testing.assert_array_equal(buffers[0], r_itrf)
+    np.testing.assert_array_equal(buffers[1], v_itrf)
 
 
 def test_range_rate_is_the_time_derivative_of_range() -> None:

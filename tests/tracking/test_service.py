@@ -14,6 +14,7 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from groundplane.kernel.clock import SimulatedClock
+from groundplane.kernel.timestamps import from_timestamp, to_timestamp
 from groundplane.tracking.app import TrackingApp, build_tracking
 from groundplane.tracking.elements import parse_elements
 from groundplane.tracking.v1 import tracking_pb2 as pb
@@ -24,12 +25,6 @@ from ..data import DATA
 EPOCH_NOW = datetime(2026, 8, 15, 0, 0, tzinfo=UTC)
 ONE_SECOND = 1.0
 ISS = "25544"
-
-
-def _stamp(value: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
 
 
 def _first_records(count: int) -> str:
@@ -155,7 +150,7 @@ async def test_look_angles_visibility_flag_and_doppler(service: Running) -> None
     await _load(stub, _iss_record())
     site = pb.Site(id="cam", lat_deg=52.2, lon_deg=0.1, alt_m=30, min_elevation_deg=10)
     await stub.UpsertSite(pb.UpsertSiteRequest(site=site), timeout=10)
-    times = [_stamp(EPOCH_NOW + timedelta(minutes=m)) for m in range(0, 24 * 60, 7)]
+    times = [to_timestamp(EPOCH_NOW + timedelta(minutes=m)) for m in range(0, 24 * 60, 7)]
     reply = await stub.GetLookAngles(
         pb.GetLookAnglesRequest(
             catalog_ids=[ISS],
@@ -211,7 +206,7 @@ async def test_pass_window_errors_and_unknown_satellite(service: Running) -> Non
             await _passes(
                 stub,
                 pb.ListPassesRequest(
-                    catalog_ids=ids, sites=sites, start=_stamp(start), end=_stamp(end)
+                    catalog_ids=ids, sites=sites, start=to_timestamp(start), end=to_timestamp(end)
                 ),
             )
         assert bad.value.code() == code
@@ -231,8 +226,8 @@ async def test_stale_elements_refuse_planning() -> None:
         request = pb.ListPassesRequest(
             catalog_ids=[ISS],
             sites=sites,
-            start=_stamp(start),
-            end=_stamp(start + timedelta(hours=2)),
+            start=to_timestamp(start),
+            end=to_timestamp(start + timedelta(hours=2)),
         )
         with pytest.raises(grpc.aio.AioRpcError) as stale:
             await _passes(stub, request)
@@ -257,12 +252,12 @@ async def test_visibility_agrees_with_passes(service: Running) -> None:
     for minutes in (0, 37, 91, 203):
         at = EPOCH_NOW + timedelta(minutes=minutes)
         reply = await stub.GetVisibility(
-            pb.GetVisibilityRequest(sites=selector, time=_stamp(at)), timeout=10
+            pb.GetVisibilityRequest(sites=selector, time=to_timestamp(at)), timeout=10
         )
         passes = await _passes(
             stub,
             pb.ListPassesRequest(
-                sites=selector, start=_stamp(at), end=_stamp(at + timedelta(days=1))
+                sites=selector, start=to_timestamp(at), end=to_timestamp(at + timedelta(days=1))
             ),
         )
         for seen in reply.sites[0].satellites:
@@ -270,8 +265,8 @@ async def test_visibility_agrees_with_passes(service: Running) -> None:
             current = [p for p in passes if p.catalog_id == seen.catalog_id and p.aos_clipped]
             assert len(current) == 1, seen.catalog_id
             if seen.HasField("los"):
-                los = seen.los.ToDatetime(tzinfo=UTC)
-                expected = current[0].los.ToDatetime(tzinfo=UTC)
+                los = from_timestamp(seen.los)
+                expected = from_timestamp(current[0].los)
                 assert abs((los - expected).total_seconds()) < ONE_SECOND
                 checked += 1
     assert checked >= 3
@@ -295,7 +290,7 @@ async def test_watch_streams_at_the_requested_simulated_rate() -> None:
         times = []
         async for sample in call:
             assert len(sample.look_angles) == 1
-            times.append(sample.time.ToDatetime(tzinfo=UTC))
+            times.append(from_timestamp(sample.time))
             if len(times) == 4:
                 call.cancel()
                 break
@@ -369,7 +364,9 @@ async def test_service_keeps_serving_during_a_large_pass_request(service: Runnin
         _passes(
             stub,
             pb.ListPassesRequest(
-                sites=sites, start=_stamp(EPOCH_NOW), end=_stamp(EPOCH_NOW + timedelta(days=3))
+                sites=sites,
+                start=to_timestamp(EPOCH_NOW),
+                end=to_timestamp(EPOCH_NOW + timedelta(days=3)),
             ),
         )
     )

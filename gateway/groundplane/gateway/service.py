@@ -409,6 +409,13 @@ class InferenceGateway:
                     tokens_delivered=len(execution.tokens),
                 )
             except _Diverged as error:
+                if not record.failures:
+                    # No failover yet: the satellite's result contradicts its own stream.
+                    raise Unavailable(
+                        f"request {execution.request_id!r}: {candidate.satellite_id}'s result "
+                        f"does not continue the {len(execution.tokens)} tokens it streamed "
+                        f"({error}); retry the call"
+                    ) from None
                 raise Unavailable(
                     f"request {execution.request_id!r} lost satellite {record.failures[-1]} "
                     f"after {len(execution.tokens)} tokens and {candidate.satellite_id} could "

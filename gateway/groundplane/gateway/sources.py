@@ -23,7 +23,7 @@ import grpc
 import structlog
 from google.protobuf.message import DecodeError
 
-from groundplane.kernel.errors import GroundplaneError
+from groundplane.kernel.errors import GroundplaneError, InvalidArgument
 from groundplane.link.v1 import link_pb2
 from groundplane.mqtt import topics
 from groundplane.mqtt.client import MqttClient, ReceivedMessage
@@ -34,8 +34,6 @@ from groundplane.routing.table import RouteTable
 from groundplane.routing.v1 import routing_pb2, routing_pb2_grpc
 
 log = structlog.get_logger("groundplane.gateway.sources")
-
-LINK_STATE_FILTER = f"{topics.PREFIX}/link/+/+/state"
 
 
 class RouteTableSource(Protocol):
@@ -201,7 +199,7 @@ class LinkWatch:
         return remove
 
     async def attach(self, client: MqttClient) -> None:
-        await client.subscribe(LINK_STATE_FILTER, self._on_state)
+        await client.subscribe(topics.LINK_STATE_FILTER, self._on_state)
 
     async def _on_state(self, message: ReceivedMessage) -> None:
         if not message.payload:
@@ -212,7 +210,9 @@ class LinkWatch:
         except DecodeError:
             log.warning("link_state_rejected", topic=message.topic)
             return
-        levels = message.topic.split("/")
-        if len(levels) != 6:
+        try:
+            station_id, satellite_id = topics.parse_link_state(message.topic)
+        except InvalidArgument:
+            log.warning("link_state_rejected", topic=message.topic)
             return
-        self.observe(levels[3], levels[4], state.up)
+        self.observe(station_id, satellite_id, state.up)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Protocol
 
 import grpc
@@ -39,7 +39,7 @@ from groundplane.kernel.errors import (
     Unavailable,
     error_from_status,
 )
-from groundplane.kernel.timestamps import to_timestamp
+from groundplane.kernel.timestamps import from_timestamp, to_timestamp
 
 KNOWN_SESSIONS = 100_000
 """Session ids whose existence and model an adapter remembers (oldest forgotten first)."""
@@ -258,6 +258,7 @@ class GrpcSessionTurns:
             return mapped
         if reply.session.HasField("resume_at"):
             return Unavailable(
-                mapped.message, next_opportunity=reply.session.resume_at.ToDatetime(tzinfo=UTC)
+                mapped.message,
+                next_opportunity=from_timestamp(reply.session.resume_at, "session resume_at"),
             )
         return mapped

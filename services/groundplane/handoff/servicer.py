@@ -6,7 +6,7 @@ The only module of handoff that touches the gRPC contract.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import grpc
@@ -17,9 +17,8 @@ from groundplane.handoff.store import HandoffEvent
 from groundplane.handoff.v1 import handoff_pb2 as pb
 from groundplane.handoff.v1 import handoff_pb2_grpc as pb_grpc
 from groundplane.kernel.clock import Clock
-from groundplane.kernel.errors import InvalidArgument
 from groundplane.kernel.serving import ServiceBinding
-from groundplane.kernel.timestamps import to_timestamp
+from groundplane.kernel.timestamps import from_timestamp, to_timestamp
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["HandoffService"].full_name
 DEFAULT_TURN_S = 60.0
@@ -36,17 +35,6 @@ def default_turn_s(time_remaining_wall_s: float | None, speed: float) -> float:
     if time_remaining_wall_s is None:
         return DEFAULT_TURN_S
     return max(0.0, min(DEFAULT_TURN_S, time_remaining_wall_s * speed))
-
-
-def _turn_deadline(stamp: Timestamp) -> datetime:
-    try:
-        return stamp.ToDatetime(tzinfo=UTC)
-    except (ValueError, OverflowError):
-        raise InvalidArgument(
-            "expected deadline to be a valid UTC timestamp (seconds from 0001-01-01T00:00:00Z "
-            "to 9999-12-31T23:59:59Z, nanos 0 to 999,999,999), got "
-            f"seconds={stamp.seconds} nanos={stamp.nanos}"
-        ) from None
 
 
 def session_to_proto(info: SessionInfo) -> pb.Session:
@@ -133,7 +121,7 @@ class HandoffServicer(pb_grpc.HandoffServiceServicer):
         self, request: pb.SendTurnRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.SendTurnResponse:
         if request.HasField("deadline"):
-            deadline = _turn_deadline(request.deadline)
+            deadline = from_timestamp(request.deadline, "deadline")
         else:
             deadline = self._clock.now() + timedelta(
                 seconds=default_turn_s(context.time_remaining(), self._clock.speed)

@@ -11,16 +11,15 @@ from __future__ import annotations
 import asyncio
 import math
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Protocol
 
 import grpc
 import numpy as np
 import structlog
 
-from groundplane.hil.hamlib import HamlibConnectionError, HamlibReplyError, RigClient, RotatorClient
+from groundplane.hil.hamlib import RigClient, RotatorClient
 from groundplane.hil.pointing import SampledPointing, choose_pass, pointing_from_elements
-from groundplane.hil.rotator import safe_command
 from groundplane.hil.tracker import (
     RadioPlan,
     StationTracker,
@@ -37,7 +36,7 @@ from groundplane.kernel.errors import (
     NotFound,
     error_from_status,
 )
-from groundplane.kernel.timestamps import to_timestamp
+from groundplane.kernel.timestamps import from_timestamp, to_timestamp
 from groundplane.tracking.elements import ElementSet, canonical_catalog_id
 from groundplane.tracking.geometry import FloatArray, SatelliteBatch
 from groundplane.tracking.passes import Pass, find_passes
@@ -176,9 +175,9 @@ def _pass_from_proto(message: tpb.Pass) -> Pass:
     return Pass(
         catalog_id=message.catalog_id,
         site_id=message.site_id,
-        aos=message.aos.ToDatetime(tzinfo=UTC),
-        tca=message.tca.ToDatetime(tzinfo=UTC),
-        los=message.los.ToDatetime(tzinfo=UTC),
+        aos=from_timestamp(message.aos, "pass aos"),
+        tca=from_timestamp(message.tca, "pass tca"),
+        los=from_timestamp(message.los, "pass los"),
         max_elevation_deg=message.max_elevation_deg,
         aos_azimuth_deg=message.aos_azimuth_deg,
         los_azimuth_deg=message.los_azimuth_deg,
@@ -264,7 +263,8 @@ class StationController:
             current.cancel()
             # wait() (not await): a cancellation of stop() itself must still propagate.
             await asyncio.wait({current})
-            await self._park()
+            await self.tracker.park()
+            self._finished.set()
         return self.status
 
     async def wait_finished(self) -> TrackerStatus:
@@ -284,27 +284,15 @@ class StationController:
                     # wait() returns when the pass ends or is stopped (cancelled); a
                     # cancellation of run() itself still propagates from here.
                     await asyncio.wait([self._current])
+                    stopped = self._current.cancelled()
                     self._current = None
-                    self._finished.set()
+                    if not stopped:  # a stopped pass is finished once stop() has parked
+                        self._finished.set()
         finally:
             self.hub.close()
             await self.rotator.close()
             if self.radio is not None:
                 await self.radio.close()
-
-    async def _park(self) -> None:
-        park = self.tracker.config.park_position
-        try:
-            if not self.rotator.connected:
-                await self.rotator.connect()
-            if park is None:
-                await self.rotator.park()
-            else:
-                limits = await self.rotator.read_limits()
-                await self.rotator.set_position(*safe_command(limits, self.site, *park))
-        except (HamlibConnectionError, HamlibReplyError) as error:
-            self._log.warning("hil_park_failed", error=str(error))
-        self._finished.set()
 
 
 def describe(found: Pass) -> str:

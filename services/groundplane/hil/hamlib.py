@@ -35,6 +35,7 @@ from typing import Self
 import structlog
 
 from groundplane.kernel.errors import FailedPrecondition, InvalidArgument, Unavailable
+from groundplane.kernel.validation import finite_number
 
 log = structlog.get_logger("groundplane.hil.hamlib")
 
@@ -92,11 +93,7 @@ class RotatorLimits:
             "min_elevation_deg",
             "max_elevation_deg",
         ):
-            value = getattr(self, name)
-            if not isinstance(value, int | float) or not math.isfinite(value):
-                raise InvalidArgument(
-                    f"rotator limit {name} must be a finite number, got {value!r}"
-                )
+            finite_number(f"rotator limit {name}", getattr(self, name))
         if not self.min_azimuth_deg < self.max_azimuth_deg:
             raise InvalidArgument(
                 "rotator azimuth limits must satisfy min < max, got "
@@ -326,12 +323,6 @@ class HamlibClient:
         return lines[1:]
 
 
-def _check_number(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise InvalidArgument(f"{name} must be a finite number, got {value!r}")
-    return float(value)
-
-
 class RotatorClient(HamlibClient):
     """Client of ``rotctld``."""
 
@@ -346,8 +337,8 @@ class RotatorClient(HamlibClient):
         )
 
     async def set_position(self, azimuth_deg: float, elevation_deg: float) -> None:
-        az = _check_number("azimuth_deg", azimuth_deg)
-        el = _check_number("elevation_deg", elevation_deg)
+        az = finite_number("azimuth_deg", azimuth_deg)
+        el = finite_number("elevation_deg", elevation_deg)
         await self.request(f"P {az:.2f} {el:.2f}", "set_pos")
 
     async def stop(self) -> None:
@@ -385,7 +376,7 @@ class RotatorClient(HamlibClient):
 
 
 def _check_frequency(name: str, hz: float) -> int:
-    value = _check_number(name, hz)
+    value = finite_number(name, hz)
     if not 0 < value < 1e12:
         raise InvalidArgument(f"{name} must be in (0, 1e12) Hz, got {value}")
     return round(value)

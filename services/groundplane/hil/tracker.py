@@ -35,7 +35,7 @@ import contextlib
 import dataclasses
 import math
 import random
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
@@ -308,6 +308,22 @@ class StationTracker:
         self._log.info("hil_pass_end", satellite_id=sat, phase=self._status.phase)
         return self._status
 
+    async def park(self) -> TrackerStatus:
+        """Park the antenna after a pass was stopped (cancelled) before LOS.
+
+        The status goes through ``parking`` to ``parked`` (``failed`` when the rotator refuses
+        or stays unreachable past the park timeout), as at the end of a pass; without a rotator
+        it is ``parked`` at once.
+        """
+        if self.rotator is None:
+            self._update(phase="parked")
+        else:
+            await self._park(self.rotator, _RotatorState())
+        self._log.info(
+            "hil_stopped", satellite_id=self._status.satellite_id, phase=self._status.phase
+        )
+        return self._status
+
     # -- connections -------------------------------------------------------------------------
 
     async def _reconnect(
@@ -568,17 +584,3 @@ def samples_from_pointing(
         az, el, _ = pointing(at)
         out.append(PassSample(at=at, azimuth_deg=az, elevation_deg=el))
     return tuple(out)
-
-
-def commanded_error_deg(status: TrackerStatus) -> float | None:
-    """Largest axis difference between the last command and the reported position."""
-    values: Sequence[float | None] = (
-        status.commanded_azimuth_deg,
-        status.commanded_elevation_deg,
-        status.reported_azimuth_deg,
-        status.reported_elevation_deg,
-    )
-    if any(v is None for v in values):
-        return None
-    ca, ce, ra, re = (float(v) for v in values if v is not None)
-    return max(abs(ca - ra), abs(ce - re))

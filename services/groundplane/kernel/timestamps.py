@@ -24,14 +24,16 @@ def to_timestamp(value: datetime) -> Timestamp:
 def from_timestamp(stamp: Timestamp, name: str = "timestamp") -> datetime:
     """The aware UTC datetime of a Timestamp (microsecond resolution).
 
-    A Timestamp outside the years 1–9999 is INVALID_ARGUMENT naming the field, not a crash.
+    A Timestamp outside the years 1–9999 (or with nanos outside one second) is INVALID_ARGUMENT
+    naming the field, not a crash.
     """
     try:
         return stamp.ToDatetime(tzinfo=UTC)
     except (ValueError, OverflowError):
         raise InvalidArgument(
-            f"{name} must be a UTC instant between years 1 and 9999, got "
-            f"{stamp.seconds} s + {stamp.nanos} ns since 1970"
+            f"expected {name} to be a valid UTC timestamp (seconds from 0001-01-01T00:00:00Z "
+            "to 9999-12-31T23:59:59Z, nanos 0 to 999,999,999), got "
+            f"seconds={stamp.seconds} nanos={stamp.nanos}"
         ) from None
 
 

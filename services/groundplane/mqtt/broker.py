@@ -30,7 +30,6 @@ import os
 import pwd
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -256,7 +255,7 @@ class PrivateBroker:
             )
             raise InvalidArgument(
                 f"no broker account for node {node_id!r}; nodes with accounts: {known} "
-                "(add one with add_node)"
+                "(a node gets an account when its id is in PrivateBroker(nodes=...))"
             )
         return BrokerAddress(self.host, self._port, node_id, password)
 
@@ -268,15 +267,6 @@ class PrivateBroker:
                 f"{sorted(self._readers)} (pass readers=[...] to PrivateBroker)"
             )
         return BrokerAddress(self.host, self._port, username, self._passwords[username])
-
-    async def add_node(self, node_id: str) -> BrokerAddress:
-        """Create an account for a node; a running broker reloads its password file."""
-        if node_id not in self._passwords:
-            self._passwords[topics.check_node_id(node_id)] = secrets.token_urlsafe(18)
-            await self._write_password_file()
-            if self.running and self._process is not None:
-                self._process.send_signal(signal.SIGHUP)
-        return self.node_address(node_id)
 
     # -- configuration ---------------------------------------------------------------------------
 
@@ -428,11 +418,6 @@ class PrivateBroker:
         except TimeoutError:
             await self.kill()
         log.info("broker_stopped", port=self._port)
-
-    async def restart(self, timeout_s: float = START_TIMEOUT_S) -> None:
-        """Stop (gracefully) and start again on the same port."""
-        await self.stop()
-        await self.start(timeout_s)
 
     async def __aenter__(self) -> Self:
         try:

@@ -53,6 +53,7 @@ from groundplane.kernel.errors import (
     PermissionDenied,
     Unavailable,
 )
+from groundplane.mqtt import topics
 from groundplane.mqtt.broker import BrokerAddress
 
 log = structlog.get_logger("groundplane.mqtt.client")
@@ -151,9 +152,7 @@ class _Subscription:
     @property
     def match_filter(self) -> str:
         """The filter without a ``$share/<group>/`` prefix, for matching incoming topics."""
-        if self.topic_filter.startswith("$share/"):
-            return self.topic_filter.split("/", 2)[2]
-        return self.topic_filter
+        return topics.without_share_group(self.topic_filter)
 
 
 @dataclass(eq=False)

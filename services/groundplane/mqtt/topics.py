@@ -168,21 +168,6 @@ def node_of(topic: str) -> str:
     return check_node_id(levels[3])
 
 
-def station_of_node_rx(topic: str) -> str:
-    """The station id of a ``gp/v1/node/<sat>/rx/gs/<station>/…`` topic."""
-    levels = topic.split("/")
-    if len(levels) < 7 or levels[:3] != ["gp", "v1", "node"] or levels[4:6] != ["rx", "gs"]:
-        raise InvalidArgument(
-            f"expected a topic gp/v1/node/<sat>/rx/gs/<station>/<channel…>, got {topic!r}"
-        )
-    return check_id("station id", levels[6])
-
-
-def node_subtree(sat_id: str) -> str:
-    """Every topic a node may read and write."""
-    return f"{PREFIX}/node/{check_node_id(sat_id)}/#"
-
-
 def link_state(station_id: str, sat_id: str) -> str:
     """Retained LinkState of the ground link (station, satellite)."""
     return f"{PREFIX}/link/{check_id('station id', station_id)}/{check_node_id(sat_id)}/state"
@@ -191,6 +176,18 @@ def link_state(station_id: str, sat_id: str) -> str:
 def link_counters(station_id: str, sat_id: str) -> str:
     """Retained LinkCounters of the ground link (station, satellite)."""
     return f"{PREFIX}/link/{check_id('station id', station_id)}/{check_node_id(sat_id)}/counters"
+
+
+LINK_STATE_FILTER = f"{PREFIX}/link/+/+/state"
+"""Every ground link's retained LinkState."""
+
+
+def parse_link_state(topic: str) -> tuple[str, str]:
+    """``(station id, satellite id)`` of a ``gp/v1/link/<station>/<sat>/state`` topic."""
+    levels = topic.split("/")
+    if len(levels) != 6 or levels[:3] != ["gp", "v1", "link"] or levels[5] != "state":
+        raise InvalidArgument(f"expected a topic gp/v1/link/<station>/<sat>/state, got {topic!r}")
+    return check_id("station id", levels[3]), check_node_id(levels[4])
 
 
 def isl_state(sat_a: str, sat_b: str) -> str:
@@ -248,3 +245,45 @@ def parse_transmission(topic: str) -> Transmission:
         "gp/v1/node/<sat>/tx/gs/<station>/<channel…> or gp/v1/node/<sat>/tx/isl/<peer>/<channel…>"
         f", got {topic!r}"
     )
+
+
+def parse_delivery(topic: str) -> Transmission:
+    """Parse an ``rx`` topic into the transmission it delivers (the inverse of
+    :attr:`Transmission.delivery_topic`); raise InvalidArgument otherwise."""
+    levels = topic.split("/")
+    if len(levels) >= 7 and levels[:3] == ["gp", "v1", "ground"] and levels[4] == "rx":
+        return Transmission(
+            Hop.DOWNLINK,
+            check_node_id(levels[5]),
+            check_id("station id", levels[3]),
+            _check_channel("/".join(levels[6:])),
+        )
+    if len(levels) >= 8 and levels[:3] == ["gp", "v1", "node"] and levels[4] == "rx":
+        kind = levels[5]
+        destination = check_node_id(levels[3])
+        channel = _check_channel("/".join(levels[7:]))
+        if kind == "gs":
+            return Transmission(Hop.UPLINK, check_id("station id", levels[6]), destination, channel)
+        if kind == "isl":
+            return Transmission(Hop.ISL, check_node_id(levels[6]), destination, channel)
+    raise InvalidArgument(
+        "expected a delivery topic gp/v1/ground/<station>/rx/<sat>/<channel…>, "
+        "gp/v1/node/<sat>/rx/gs/<station>/<channel…> or gp/v1/node/<sat>/rx/isl/<peer>/<channel…>"
+        f", got {topic!r}"
+    )
+
+
+SHARED_SUBSCRIPTION_PREFIX = "$share/"
+
+
+def without_share_group(topic_filter: str) -> str:
+    """The filter of a ``$share/<group>/<filter>`` subscription (any other filter unchanged),
+    for matching incoming topics."""
+    if topic_filter.startswith(SHARED_SUBSCRIPTION_PREFIX):
+        levels = topic_filter.split("/", 2)
+        if len(levels) < 3 or not levels[1] or not levels[2]:
+            raise InvalidArgument(
+                f"expected a shared subscription $share/<group>/<filter>, got {topic_filter!r}"
+            )
+        return levels[2]
+    return topic_filter

@@ -583,10 +583,11 @@ class NodeAgent:
     async def _on_session(self, message: ReceivedMessage) -> None:
         try:
             envelope, reply_topic, deadline = self._open(message)
+            channel = topics.parse_delivery(message.topic).channel
         except InvalidArgument as error:
             self._log.warning("node_request_unanswerable", topic=message.topic, error=error.message)
             return
-        operation = message.topic.rsplit("/", 1)[-1]
+        operation = channel.removeprefix("session/")
         epoch = self._epoch
         future = self._session_ops.get(envelope.request_id)
         if future is None:

@@ -408,11 +408,10 @@ class Requester:
     # -- incoming --------------------------------------------------------------------------------
 
     async def _on_reply(self, message: ReceivedMessage) -> None:
-        levels = message.topic.split("/")
         try:
             reply = wire.parse_envelope(message.payload)
-            satellite_id = topics.check_node_id(levels[5])
-        except (InvalidArgument, IndexError) as error:
+            satellite_id = topics.parse_delivery(message.topic).source
+        except InvalidArgument as error:
             log.warning("node_reply_rejected", topic=message.topic, error=str(error))
             return
         if reply.sender_id != satellite_id:

@@ -30,6 +30,7 @@ from groundplane.tracking.geometry import (
     WGS84_E2,
     FloatArray,
     SatelliteBatch,
+    earth_rotation,
     propagate,
     teme_to_itrf,
 )
@@ -83,8 +84,12 @@ def wrap_lon_deg(lon_deg: ArrayLike) -> FloatArray:
 def subsatellite_points(batch: SatelliteBatch, jd: ArrayLike, fr: ArrayLike) -> SubsatellitePoints:
     """Sub-satellite points of every satellite of ``batch`` at the two-part Julian dates."""
     states = propagate(batch, jd, fr)
-    r_itrf, _ = teme_to_itrf(states.r_teme_km, states.v_teme_km_s, jd, fr)
-    lat, lon, alt = ecef_to_geodetic(r_itrf)
+    r_itrf, _ = teme_to_itrf(
+        np.moveaxis(states.r_teme_km, -1, 0),
+        np.moveaxis(states.v_teme_km_s, -1, 0),
+        earth_rotation(jd, fr),
+    )
+    lat, lon, alt = ecef_to_geodetic(np.moveaxis(r_itrf, 0, -1))
     return SubsatellitePoints(batch.ids, lat, lon, alt)
 
 

@@ -27,6 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from groundplane.kernel.errors import InvalidArgument
+from groundplane.kernel.validation import finite_number
 
 SPEED_OF_LIGHT_KM_S = 299_792.458
 EARTH_MEAN_RADIUS_KM = 6_371.0088
@@ -37,20 +38,10 @@ DEFAULT_FIXED_DELAY_S = 0.001
 FloatArray = npt.NDArray[np.float64]
 
 
-def _finite(name: str, value: float) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise InvalidArgument(f"{name} must be a number, got {value!r}") from None
-    if not math.isfinite(number):
-        raise InvalidArgument(f"{name} must be a finite number, got {value!r}")
-    return number
-
-
 def check_lat_lon(lat_deg: float, lon_deg: float, what: str = "user") -> tuple[float, float]:
     """Validated ``(lat_deg, lon_deg)``; longitude normalised to [-180, 180)."""
-    lat = _finite(f"{what} lat_deg", lat_deg)
-    lon = _finite(f"{what} lon_deg", lon_deg)
+    lat = finite_number(f"{what} lat_deg", lat_deg)
+    lon = finite_number(f"{what} lon_deg", lon_deg)
     if not -90.0 <= lat <= 90.0:
         raise InvalidArgument(f"{what} lat_deg must be in [-90, 90] degrees, got {lat}")
     if not -180.0 <= lon <= 360.0:
@@ -99,9 +90,9 @@ class BackhaulModel:
     fixed_delay_s: float = DEFAULT_FIXED_DELAY_S
 
     def __post_init__(self) -> None:
-        speed = _finite("fibre_speed_km_s", self.fibre_speed_km_s)
-        factor = _finite("route_factor", self.route_factor)
-        fixed = _finite("fixed_delay_s", self.fixed_delay_s)
+        speed = finite_number("fibre_speed_km_s", self.fibre_speed_km_s)
+        factor = finite_number("route_factor", self.route_factor)
+        fixed = finite_number("fixed_delay_s", self.fixed_delay_s)
         if not 0.0 < speed <= SPEED_OF_LIGHT_KM_S:
             raise InvalidArgument(
                 f"fibre_speed_km_s must be in (0, {SPEED_OF_LIGHT_KM_S}] km/s, got {speed}"

@@ -41,6 +41,7 @@ from enum import Enum
 from typing import NamedTuple, Protocol
 
 from groundplane.kernel.errors import InvalidArgument, Unavailable
+from groundplane.kernel.validation import finite_number
 from groundplane.routing.backhaul import SPEED_OF_LIGHT_KM_S, StationAccess, check_lat_lon
 
 # Normalisation references of the weighted utility (a term reaches 1 at the reference).
@@ -77,15 +78,8 @@ class Exclusion(Enum):
     LOSS_TOO_HIGH = "loss-too-high"
 
 
-def _finite(name: str, value: float) -> float:
-    number = float(value)
-    if not math.isfinite(number):
-        raise InvalidArgument(f"{name} must be a finite number, got {value!r}")
-    return number
-
-
 def _non_negative(name: str, value: float) -> float:
-    number = _finite(name, value)
+    number = finite_number(name, value)
     if number < 0.0:
         raise InvalidArgument(f"{name} must be ≥ 0, got {number}")
     return number
@@ -145,10 +139,10 @@ class RoutingPolicy:
                 f"policy kind must be one of {', '.join(k.value for k in PolicyKind)}, "
                 f"got {self.kind!r}"
             )
-        elevation = _finite("min_elevation_deg", self.min_elevation_deg)
+        elevation = finite_number("min_elevation_deg", self.min_elevation_deg)
         if not -90.0 <= elevation <= 90.0:
             raise InvalidArgument(f"min_elevation_deg must be in [-90, 90], got {elevation}")
-        loss = _finite("max_loss_rate", self.max_loss_rate)
+        loss = finite_number("max_loss_rate", self.max_loss_rate)
         if not 0.0 <= loss <= 1.0:
             raise InvalidArgument(f"max_loss_rate must be a fraction in [0, 1], got {loss}")
         reach = float(self.max_backhaul_km)
@@ -156,7 +150,7 @@ class RoutingPolicy:
             raise InvalidArgument(f"max_backhaul_km must be ≥ 0 km, got {self.max_backhaul_km}")
         if not isinstance(self.max_stations, int) or self.max_stations < 1:
             raise InvalidArgument(f"max_stations must be an integer ≥ 1, got {self.max_stations}")
-        weight = _finite("report_weight", self.report_weight)
+        weight = finite_number("report_weight", self.report_weight)
         if not 0.0 <= weight <= 1.0:
             raise InvalidArgument(f"report_weight must be in [0, 1], got {weight}")
 

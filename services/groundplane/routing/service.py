@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import math
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import datetime
 
 from groundplane.kernel.clock import Clock
@@ -35,7 +35,6 @@ from groundplane.routing.policy import (
     InFlightCounter,
     LinkQuality,
     NodeSnapshotSource,
-    NodeState,
     RouteDecision,
     RouteRequest,
     RoutingPolicy,
@@ -169,10 +168,6 @@ class RoutingService:
             self._links[key] = link
             self._dirty.set()
 
-    def remove_link(self, station_id: str, satellite_id: str) -> None:
-        if self._links.pop((station_id, satellite_id), None) is not None:
-            self._dirty.set()
-
     def set_upcoming(self, upcoming: Iterable[UpcomingPass]) -> None:
         """Replace the pass predictions used for the next opportunity."""
         self._upcoming = tuple(upcoming)
@@ -264,6 +259,3 @@ class RoutingService:
         table = await self.current_table()
         at = self._clock.now() if now is None else now
         return table.decide(request, at, local_in_flight=self.in_flight, memory=self.memory)
-
-    def node_snapshot(self) -> Mapping[str, NodeState]:
-        return self._nodes.snapshot()

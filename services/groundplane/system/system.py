@@ -107,7 +107,6 @@ from groundplane.tracking.sites import Site
 
 log = structlog.get_logger("groundplane.system")
 
-LINK_STATE_FILTER = f"{topics.PREFIX}/link/+/+/state"
 STARTUP_TIMEOUT_S = 60.0
 """Wall seconds for the whole system to come up (node births included)."""
 STOP_TIMEOUT_S = 15.0
@@ -381,7 +380,7 @@ class GroundplaneSystem:
             )
             self.routing = routing
             self.directory.add_listener(lambda _view: routing.invalidate())
-            await routing_client.subscribe(LINK_STATE_FILTER, self._on_link_state)
+            await routing_client.subscribe(topics.LINK_STATE_FILTER, self._on_link_state)
             await self._refresh_passes(routing)
             background.append(tasks.create_task(routing.run(), name="routing-service"))
             background.append(tasks.create_task(self._passes_loop(routing), name="routing-passes"))

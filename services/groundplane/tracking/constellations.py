@@ -39,6 +39,7 @@ from sgp4.api import WGS72, Satrec
 from sgp4.propagation import gstime
 
 from groundplane.kernel.errors import InvalidArgument
+from groundplane.kernel.validation import finite_number
 from groundplane.tracking.elements import XPDOTP, ElementSet
 
 #: WGS72 constants, as SGP4 uses them.
@@ -108,7 +109,7 @@ class WalkerSpec:
                 f"walker phasing must be 0 … planes-1 ({self.planes - 1}), got {self.phasing}"
             )
         _check_altitude(self.altitude_km)
-        inclination = _number("inclination_deg", self.inclination_deg)
+        inclination = finite_number("inclination_deg", self.inclination_deg)
         if not 0.0 <= inclination <= 180.0:
             raise InvalidArgument(f"inclination_deg must be in [0, 180], got {inclination}")
 
@@ -140,7 +141,7 @@ class SunSynchronousSpec:
         if not 1 <= self.count <= MAX_SATELLITES:
             raise InvalidArgument(f"sso count must be 1 … {MAX_SATELLITES}, got {self.count}")
         _check_altitude(self.altitude_km)
-        ltan = _number("ltan_hours", self.ltan_hours)
+        ltan = finite_number("ltan_hours", self.ltan_hours)
         if not 0.0 <= ltan < 24.0:
             raise InvalidArgument(
                 f"ltan_hours (local time of the ascending node) must be in [0, 24), got {ltan}"
@@ -160,14 +161,8 @@ def _nearby_divisors(total: int, planes: int) -> str:
     return ", ".join(str(d) for d in sorted(divisors[:4]))
 
 
-def _number(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise InvalidArgument(f"{name} must be a finite number, got {value!r}")
-    return float(value)
-
-
 def _check_altitude(altitude_km: float) -> None:
-    altitude = _number("altitude_km", altitude_km)
+    altitude = finite_number("altitude_km", altitude_km)
     if not MIN_ALTITUDE_KM <= altitude <= MAX_ALTITUDE_KM:
         raise InvalidArgument(
             f"altitude_km must be {MIN_ALTITUDE_KM:g} … {MAX_ALTITUDE_KM:g} km (below ~150 km an "

@@ -37,6 +37,7 @@ from enum import Enum
 from sgp4.api import WGS72, Satrec
 
 from groundplane.kernel.errors import InvalidArgument
+from groundplane.kernel.validation import finite_number
 
 # --------------------------------------------------------------------------------------------
 # constants
@@ -230,15 +231,6 @@ def catalog_number(catalog_id: str) -> int | None:
 # the canonical element set
 
 
-def _finite(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ElementError(f"{name} must be a number, got {value!r}")
-    number = float(value)
-    if not math.isfinite(number):
-        raise ElementError(f"{name} must be a finite number, got {value!r}")
-    return number
-
-
 @dataclass(frozen=True)
 class ElementSet:
     """One SGP4 mean element set, independent of the format it came in.
@@ -294,7 +286,9 @@ class ElementSet:
             "mean_motion_dot",
             "mean_motion_ddot",
         ):
-            number = _finite(f"{label}: {field_name}", getattr(self, field_name))
+            number = finite_number(
+                f"{label}: {field_name}", getattr(self, field_name), error=ElementError
+            )
             object.__setattr__(self, field_name, number)
         if not self.mean_motion_rev_per_day > 0.0:
             raise ElementError(
@@ -807,9 +801,7 @@ def _omm_number(fields: Mapping[str, object], key: str, where: str, default: flo
         number = float(value.strip())
     else:
         raise ElementError(f"{where}: {key} must be a number such as 15.51043222, got {value!r}")
-    if not math.isfinite(number):
-        raise ElementError(f"{where}: {key} must be a finite number, got {value!r}")
-    return number
+    return finite_number(f"{where}: {key}", number, error=ElementError)
 
 
 def _omm_integer(fields: Mapping[str, object], key: str, where: str, default: int) -> int:

@@ -281,26 +281,66 @@ def propagate(batch: SatelliteBatch, jd: ArrayLike, fr: ArrayLike) -> Propagatio
     return Propagation(r, v, error)
 
 
-def teme_to_itrf(
-    r_teme_km: FloatArray, v_teme_km_s: FloatArray, jd: ArrayLike, fr: ArrayLike
-) -> tuple[FloatArray, FloatArray]:
-    """Rotate TEME states to ITRF (GMST 1982, UT1 = UTC, no polar motion).
+@dataclass(frozen=True)
+class EarthRotation:
+    """cos and sin of the Earth's rotation angle (GMST 1982) at a set of times.
 
-    ``r``/``v`` are ``(..., T, 3)`` with ``T`` matching the time arrays (or broadcastable to
-    them). The ITRF velocity includes the Earth-rotation term.
+    Computed once per set of times with :func:`earth_rotation` and reused for every satellite
+    (or chunk of satellites) rotated at those times.
     """
+
+    cos: FloatArray
+    sin: FloatArray
+
+
+def earth_rotation(jd: ArrayLike, fr: ArrayLike) -> EarthRotation:
+    """The rotation TEME → ITRF at two-part UTC Julian dates (GMST 1982, UT1 = UTC)."""
     theta = gmst82_rad(jd, fr)
-    c = np.cos(theta)
-    s = np.sin(theta)
-    rx, ry, rz = r_teme_km[..., 0], r_teme_km[..., 1], r_teme_km[..., 2]
-    vx, vy, vz = v_teme_km_s[..., 0], v_teme_km_s[..., 1], v_teme_km_s[..., 2]
-    x = c * rx + s * ry
-    y = c * ry - s * rx
-    r_out = np.stack((x, y, rz), axis=-1)
+    return EarthRotation(np.cos(theta), np.sin(theta))
+
+
+def teme_to_itrf(
+    r_teme_km: Sequence[FloatArray] | FloatArray,
+    v_teme_km_s: Sequence[FloatArray] | FloatArray,
+    rotation: EarthRotation,
+    *,
+    out: tuple[FloatArray, FloatArray] | None = None,
+) -> tuple[FloatArray, FloatArray]:
+    """Rotate TEME states to ITRF (no polar motion); the one TEME → ITRF of groundplane.
+
+    Component-first: ``r_teme_km[i]`` and ``v_teme_km_s[i]`` (i = x, y, z) are arrays of any
+    shape that broadcasts with ``rotation``'s arrays — a ``(3, ...)`` array, a tuple of three
+    arrays, or ``np.moveaxis(states, -1, 0)`` of ``(..., 3)`` states (a view, no copy). Returns
+    ``(r_itrf_km, v_itrf_km_s)``, each ``(3, ...)``; the ITRF velocity includes the
+    Earth-rotation term ``−ω × r``.
+
+    ``out`` (two ``(3, ...)`` float64 arrays, not overlapping the inputs) receives the result
+    instead of fresh arrays: loops over chunks reuse their buffers this way.
+    """
+    c, s = rotation.cos, rotation.sin
+    rx, ry, rz = r_teme_km[0], r_teme_km[1], r_teme_km[2]
+    vx, vy, vz = v_teme_km_s[0], v_teme_km_s[1], v_teme_km_s[2]
+    if out is None:
+        shape = (3, *np.broadcast_shapes(np.shape(rx), np.shape(c)))
+        r_out: FloatArray = np.empty(shape)
+        v_out: FloatArray = np.empty(shape)
+    else:
+        r_out, v_out = out
+    x, y = r_out[0], r_out[1]
+    np.multiply(c, rx, out=x)
+    x += s * ry
+    np.multiply(c, ry, out=y)
+    y -= s * rx
+    r_out[2] = rz
     w = EARTH_ROTATION_RAD_S
-    vxe = c * vx + s * vy + w * y
-    vye = c * vy - s * vx - w * x
-    v_out = np.stack((vxe, vye, vz), axis=-1)
+    vxe, vye = v_out[0], v_out[1]
+    np.multiply(c, vx, out=vxe)
+    vxe += s * vy
+    vxe += w * y
+    np.multiply(c, vy, out=vye)
+    vye -= s * vx
+    vye -= w * x
+    v_out[2] = vz
     return r_out, v_out
 
 
@@ -498,8 +538,7 @@ def look_angles(
     else:
         az_out, el_out, rng_out, rr_out = (np.empty(shape) for _ in range(4))
     if n_sat and n_site and n_time:
-        theta = gmst82_rad(jd_arr, fr_arr)
-        cos_t, sin_t = np.cos(theta), np.sin(theta)
+        rotation = earth_rotation(jd_arr, fr_arr)
         # Rows: -east, -north, up of each site (east and north negated so that atan2 lands in
         # [-π, π) and adding π gives the azimuth in [0, 2π)), with the constant offset
         # -rows·site folded into a fourth column that multiplies a row of ones.
@@ -509,7 +548,6 @@ def look_angles(
         transform = np.concatenate((rows, -offsets[:, :, None]), axis=2).reshape(3 * n_site, 4)
         site_ecef = frames.ecef_km
         per_chunk = max(1, _CHUNK_POINTS // n_time)
-        w = EARTH_ROTATION_RAD_S
         to_deg = 180.0 / math.pi
         pos = np.empty((4, per_chunk, n_time))
         vel = np.empty((3, per_chunk, n_time))
@@ -524,21 +562,9 @@ def look_angles(
             v3 = vel[:, :cs]
             pv = p_dot_v[:cs]
             tmp = scratch[:cs]
-            # TEME → ITRF for this chunk of satellites, component-major.
-            rx, ry = r[..., 0], r[..., 1]
-            np.multiply(cos_t, rx, out=p4[0])
-            p4[0] += sin_t * ry
-            np.multiply(cos_t, ry, out=p4[1])
-            p4[1] -= sin_t * rx
-            p4[2] = r[..., 2]
+            # TEME → ITRF for this chunk of satellites, component-major, into the buffers.
+            teme_to_itrf(np.moveaxis(r, -1, 0), np.moveaxis(v, -1, 0), rotation, out=(p4[:3], v3))
             p4[3] = 1.0
-            np.multiply(cos_t, v[..., 0], out=v3[0])
-            v3[0] += sin_t * v[..., 1]
-            v3[0] += w * p4[1]
-            np.multiply(cos_t, v[..., 1], out=v3[1])
-            v3[1] -= sin_t * v[..., 0]
-            v3[1] -= w * p4[0]
-            v3[2] = v[..., 2]
             p_flat = (
                 p4.reshape(4, -1) if cs == per_chunk else np.ascontiguousarray(p4).reshape(4, -1)
             )

@@ -36,17 +36,17 @@ from numpy.typing import NDArray
 
 from groundplane.kernel.errors import InvalidArgument
 from groundplane.tracking.geometry import (
-    EARTH_ROTATION_RAD_S,
     SECONDS_PER_DAY,
     FloatArray,
     IntArray,
     SatelliteBatch,
     SiteFrames,
     as_site_frames,
+    earth_rotation,
     error_reason,
-    gmst82_rad,
     offset_jd_fr,
     propagate,
+    teme_to_itrf,
     utc_datetimes,
     utc_jd_fr,
 )
@@ -273,19 +273,15 @@ class _Segments:
         g01 = (6 * s - 6 * s2) / h
         g10 = 3 * s2 - 4 * s + 1
         g11 = 3 * s2 - 2 * s
-        theta = gmst82_rad(self.jd0, self.fr0 + t / SECONDS_PER_DAY)
-        c, sn = np.cos(theta), np.sin(theta)
         r0, v0, r1, v1 = self.r0, self.v0, self.r1, self.v1
         comps = []
         rates = []
         for j in range(3):
             comps.append(h00 * r0[:, j] + h10 * v0[:, j] + h01 * r1[:, j] + h11 * v1[:, j])
             rates.append(g01 * (r1[:, j] - r0[:, j]) + g10 * v0[:, j] + g11 * v1[:, j])
-        x = c * comps[0] + sn * comps[1]
-        y = c * comps[1] - sn * comps[0]
-        vx = c * rates[0] + sn * rates[1] + EARTH_ROTATION_RAD_S * y
-        vy = c * rates[1] - sn * rates[0] - EARTH_ROTATION_RAD_S * x
-        return (x, y, comps[2]), (vx, vy, rates[2])
+        rotation = earth_rotation(self.jd0, self.fr0 + t / SECONDS_PER_DAY)
+        r, v = teme_to_itrf(comps, rates, rotation)
+        return (r[0], r[1], r[2]), (v[0], v[1], v[2])
 
 
 def _newton(  # noqa: PLR0917
@@ -430,18 +426,12 @@ def _search_group(
     n_grid = group.r.shape[1]
     t_grid = np.arange(n_grid) * h
     t_grid[-1] = duration_s
-    theta = gmst82_rad(np.full(n_grid, group.jd0), group.fr0 + t_grid / SECONDS_PER_DAY)
-    c, sn = np.cos(theta), np.sin(theta)
-    rx, ry, rz = group.r[..., 0], group.r[..., 1], group.r[..., 2]
-    vx, vy, vz = group.v[..., 0], group.v[..., 1], group.v[..., 2]
-    px = c * rx + sn * ry
-    py = c * ry - sn * rx
-    p = (px, py, rz)
-    v = (
-        c * vx + sn * vy + EARTH_ROTATION_RAD_S * py,
-        c * vy - sn * vx - EARTH_ROTATION_RAD_S * px,
-        vz,
+    rotation = earth_rotation(np.full(n_grid, group.jd0), group.fr0 + t_grid / SECONDS_PER_DAY)
+    r_itrf, v_itrf = teme_to_itrf(
+        np.moveaxis(group.r, -1, 0), np.moveaxis(group.v, -1, 0), rotation
     )
+    p = (r_itrf[0], r_itrf[1], r_itrf[2])
+    v = (v_itrf[0], v_itrf[1], v_itrf[2])
     last = n_grid - 1
     ok = group.ok
     both_ok = ok[:, :-1] & ok[:, 1:]

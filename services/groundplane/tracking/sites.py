@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import io
 import itertools
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -17,18 +16,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from groundplane.kernel.errors import InvalidArgument
+from groundplane.kernel.validation import finite_number
 
 FloatArray = NDArray[np.float64]
-
-
-def _finite(name: str, value: float) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise InvalidArgument(f"{name} must be a number, got {value!r}") from None
-    if not math.isfinite(number):
-        raise InvalidArgument(f"{name} must be a finite number, got {value!r}")
-    return number
 
 
 @dataclass(frozen=True)
@@ -47,8 +37,8 @@ class HorizonMask:
     def __post_init__(self) -> None:
         cleaned: list[tuple[float, float]] = []
         for index, (raw_az, raw_el) in enumerate(self.points):
-            az_deg = _finite(f"mask point {index} azimuth_deg", raw_az)
-            el_deg = _finite(f"mask point {index} elevation_deg", raw_el)
+            az_deg = finite_number(f"mask point {index} azimuth_deg", raw_az)
+            el_deg = finite_number(f"mask point {index} elevation_deg", raw_el)
             if not 0.0 <= az_deg < 360.0:
                 raise InvalidArgument(
                     f"mask point {index}: azimuth_deg must be in [0, 360), got {az_deg}"
@@ -110,10 +100,10 @@ class Site:
     def __post_init__(self) -> None:
         if not self.id:
             raise InvalidArgument("site id must be a non-empty string")
-        lat = _finite(f"site {self.id!r} lat_deg", self.lat_deg)
-        lon = _finite(f"site {self.id!r} lon_deg", self.lon_deg)
-        alt = _finite(f"site {self.id!r} alt_m", self.alt_m)
-        min_el = _finite(f"site {self.id!r} min_elevation_deg", self.min_elevation_deg)
+        lat = finite_number(f"site {self.id!r} lat_deg", self.lat_deg)
+        lon = finite_number(f"site {self.id!r} lon_deg", self.lon_deg)
+        alt = finite_number(f"site {self.id!r} alt_m", self.alt_m)
+        min_el = finite_number(f"site {self.id!r} min_elevation_deg", self.min_elevation_deg)
         if not -90.0 <= lat <= 90.0:
             raise InvalidArgument(f"site {self.id!r}: lat_deg must be in [-90, 90], got {lat}")
         if not -180.0 <= lon <= 360.0:

@@ -22,7 +22,6 @@ import numpy as np
 
 from groundplane.kernel.errors import InvalidArgument
 from groundplane.tracking.geometry import (
-    EARTH_ROTATION_RAD_S,
     SECONDS_PER_DAY,
     CodeArray,
     FloatArray,
@@ -30,10 +29,11 @@ from groundplane.tracking.geometry import (
     SatelliteBatch,
     SiteFrames,
     as_site_frames,
+    earth_rotation,
     error_reason,
-    gmst82_rad,
     offset_jd_fr,
     propagate,
+    teme_to_itrf,
 )
 from groundplane.tracking.passes import (
     _cubic_guess,
@@ -163,19 +163,12 @@ def _group_visibility(  # noqa: PLR0917
     fr_g: FloatArray,
     horizon_s: FloatArray,
 ) -> tuple[IntArray, IntArray, FloatArray, FloatArray, FloatArray, FloatArray, FloatArray]:
-    theta = gmst82_rad(jd_g, fr_g)
-    c, sn = np.cos(theta), np.sin(theta)
-    r, v = group.r, group.v
-    px = c * r[..., 0] + sn * r[..., 1]
-    py = c * r[..., 1] - sn * r[..., 0]
-    (px, py, r[..., 2])
-    vel = (
-        c * v[..., 0] + sn * v[..., 1] + EARTH_ROTATION_RAD_S * py,
-        c * v[..., 1] - sn * v[..., 0] - EARTH_ROTATION_RAD_S * px,
-        v[..., 2],
+    r_itrf, vel = teme_to_itrf(
+        np.moveaxis(group.r, -1, 0), np.moveaxis(group.v, -1, 0), earth_rotation(jd_g, fr_g)
     )
+    px, py, pz = r_itrf
     # 1. Candidates at the instant: u > ρ·sin(lowest threshold), by matrix products.
-    now = np.stack((px[:, 0], py[:, 0], r[:, 0, 2]), axis=1)  # (G, 3)
+    now = np.stack((px[:, 0], py[:, 0], pz[:, 0]), axis=1)  # (G, 3)
     now = np.where(np.isfinite(now), now, 0.0)
     valid_now = group.ok[:, 0]
     up_vec = frames.enu[:, 2, :]  # (K, 3)
@@ -205,7 +198,7 @@ def _group_visibility(  # noqa: PLR0917
     sat = np.concatenate(cand_sat)
     site = np.concatenate(cand_site)
     # 2. Full geometry for candidates; keep those above the azimuth-dependent threshold.
-    p0 = (px[sat, 0], py[sat, 0], r[sat, 0, 2])
+    p0 = (px[sat, 0], py[sat, 0], pz[sat, 0])
     v0 = (vel[0][sat, 0], vel[1][sat, 0], vel[2][sat, 0])
     topo = _topo(frames, site, p0, v0)
     keep = topo.f > 0
@@ -224,7 +217,7 @@ def _group_visibility(  # noqa: PLR0917
             break
         a_sat, a_site = sat[active], site[active]
         ok = group.ok[a_sat, j]
-        pj = (px[a_sat, j], py[a_sat, j], r[a_sat, j, 2])
+        pj = (px[a_sat, j], py[a_sat, j], pz[a_sat, j])
         vj = (vel[0][a_sat, j], vel[1][a_sat, j], vel[2][a_sat, j])
         tj = _topo(frames, a_site, pj, vj, need_az=bool(frames.has_mask.any()))
         beyond = offsets[j - 1] >= horizon_s[a_sat]
