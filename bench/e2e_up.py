@@ -32,11 +32,11 @@ from groundplane.kernel.logs import configure_logging
 from groundplane.links.geometry import FixedGroundGeometry
 from groundplane.links.model import LinkConfig
 from groundplane.node.backends import SyntheticModelSpec
+from groundplane.orbit.constellations import generate
+from groundplane.orbit.sites import Site
 from groundplane.routing.policy import PolicyKind, RoutingPolicy, Sighting
 from groundplane.scenario import DEFAULT_TOKEN, GroundUser
 from groundplane.system.system import GroundplaneSystem, SystemConfig
-from groundplane.tracking.constellations import generate
-from groundplane.tracking.sites import Site
 
 EPOCH = datetime(2026, 8, 15, 12, tzinfo=UTC)
 STATION = Site(id="bench-gs", lat_deg=38.0, lon_deg=-75.5, min_elevation_deg=10.0)

@@ -18,13 +18,13 @@ from pathlib import Path
 
 from sgp4.api import Satrec
 
-from groundplane.tracking.geometry import (
+from groundplane.orbit.geometry import (
     SatelliteBatch,
     SiteFrames,
     look_angles,
     utc_jd_fr_range,
 )
-from groundplane.tracking.sites import Site
+from groundplane.orbit.sites import Site
 
 #: The repository's data files (data/README.md).
 DATA = Path(__file__).resolve().parents[1] / "data"

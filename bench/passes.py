@@ -20,9 +20,9 @@ from sgp4.api import Satrec
 from skyfield.api import EarthSatellite, wgs84
 from skyfield.api import load as sf_load
 
-from groundplane.tracking.geometry import SatelliteBatch, SiteFrames
-from groundplane.tracking.passes import find_pass_table
-from groundplane.tracking.sites import Site
+from groundplane.orbit.geometry import SatelliteBatch, SiteFrames
+from groundplane.orbit.passes import find_pass_table
+from groundplane.orbit.sites import Site
 
 #: The repository's data files (data/README.md).
 DATA = Path(__file__).resolve().parents[1] / "data"

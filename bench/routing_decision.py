@@ -26,6 +26,8 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 from sgp4.api import WGS72, Satrec
 
+from groundplane.orbit.geometry import SatelliteBatch
+from groundplane.orbit.sites import Site
 from groundplane.routing.policy import (
     InFlightCounter,
     LinkQuality,
@@ -38,8 +40,6 @@ from groundplane.routing.policy import (
 from groundplane.routing.service import TrackingVisibility, stations_from_sites
 from groundplane.routing.servicer import table_to_proto
 from groundplane.routing.table import RouteTable, build_table
-from groundplane.tracking.geometry import SatelliteBatch
-from groundplane.tracking.sites import Site
 
 EPOCH_DAYS_SINCE_1949_12_31 = 27_990.0  # 2026-08-21
 AT = datetime(2026, 8, 21, 6, 0, tzinfo=UTC)

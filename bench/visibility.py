@@ -18,9 +18,9 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 from sgp4.api import WGS72, Satrec
 
-from groundplane.tracking.geometry import SatelliteBatch, SiteFrames, utc_jd_fr
-from groundplane.tracking.sites import HorizonMask, Site
-from groundplane.tracking.visibility import visibility
+from groundplane.orbit.geometry import SatelliteBatch, SiteFrames, utc_jd_fr
+from groundplane.orbit.sites import HorizonMask, Site
+from groundplane.orbit.visibility import visibility
 
 EPOCH_DAYS_SINCE_1949_12_31 = 27_990.0  # 2026-08-21
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from groundplane.node.backends import SyntheticModelSpec
+from groundplane.orbit.sites import Site
 from groundplane.routing.policy import PolicyKind, RoutingPolicy, Stickiness
-from groundplane.tracking.sites import Site
 
 DEFAULT_CONSTELLATION = "walker:96/8/1@550km:53"
 DEFAULT_MIN_ELEVATION_DEG = 10.0

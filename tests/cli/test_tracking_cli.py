@@ -12,10 +12,10 @@ import pytest
 
 from groundplane.cli.main import main
 from groundplane.kernel.clock import format_utc
-from groundplane.tracking.elements import parse_elements
-from groundplane.tracking.geometry import SatelliteBatch, look_angles, utc_jd_fr
-from groundplane.tracking.passes import find_passes
-from groundplane.tracking.sites import Site
+from groundplane.orbit.elements import parse_elements
+from groundplane.orbit.geometry import SatelliteBatch, look_angles, utc_jd_fr
+from groundplane.orbit.passes import find_passes
+from groundplane.orbit.sites import Site
 
 from ..data import DATA
 

@@ -26,7 +26,7 @@ import pytest
 
 from groundplane.hil.rotator import PassSample
 from groundplane.hil.tracker import TrackedPass
-from groundplane.tracking.sites import Site
+from groundplane.orbit.sites import Site
 
 from ..data import DATA
 

@@ -20,7 +20,7 @@ from groundplane.hil.rotator import (
     safe_command,
 )
 from groundplane.kernel.errors import InvalidArgument
-from groundplane.tracking.sites import HorizonMask, Site
+from groundplane.orbit.sites import HorizonMask, Site
 
 from .conftest import PassFixture
 

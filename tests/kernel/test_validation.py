@@ -9,7 +9,7 @@ import pytest
 
 from groundplane.kernel.errors import InvalidArgument
 from groundplane.kernel.validation import finite_number
-from groundplane.tracking.elements import ElementError
+from groundplane.orbit.elements import ElementError
 
 
 @pytest.mark.parametrize("value", [3, -2.5, 0.0, np.float32(1.5), np.int64(7), np.float64(-1e300)])

@@ -43,8 +43,8 @@ from groundplane.links.model import (
 from groundplane.mqtt import topics
 from groundplane.mqtt.broker import PrivateBroker
 from groundplane.mqtt.client import MqttClient, ReceivedMessage
-from groundplane.tracking.constellations import generate
-from groundplane.tracking.geometry import SatelliteBatch, propagate, utc_jd_fr
+from groundplane.orbit.constellations import generate
+from groundplane.orbit.geometry import SatelliteBatch, propagate, utc_jd_fr
 
 EPOCH = datetime(2026, 8, 15, 12, tzinfo=UTC)
 SHELL = "walker:66/6/1@550km:53"

@@ -12,6 +12,14 @@ import pytest
 from matplotlib.lines import Line2D
 from numpy.typing import NDArray
 
+from groundplane.orbit.elements import parse_elements
+from groundplane.orbit.geometry import (
+    SatelliteBatch,
+    geodetic_to_ecef_km,
+    utc_datetimes,
+    utc_jd_fr_range,
+)
+from groundplane.orbit.sites import Site
 from groundplane.plots.groundtrack import (
     MEAN_EARTH_RADIUS_KM,
     Footprint,
@@ -23,14 +31,6 @@ from groundplane.plots.groundtrack import (
     split_at_antimeridian,
     subsatellite_points,
 )
-from groundplane.tracking.elements import parse_elements
-from groundplane.tracking.geometry import (
-    SatelliteBatch,
-    geodetic_to_ecef_km,
-    utc_datetimes,
-    utc_jd_fr_range,
-)
-from groundplane.tracking.sites import Site
 
 from ..data import DATA
 from .figures import artists

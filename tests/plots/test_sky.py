@@ -11,11 +11,11 @@ from matplotlib.lines import Line2D
 from matplotlib.projections.polar import PolarAxes
 from matplotlib.text import Annotation
 
+from groundplane.orbit.elements import parse_elements
+from groundplane.orbit.geometry import SatelliteBatch, look_angles, utc_jd_fr
+from groundplane.orbit.passes import find_passes
+from groundplane.orbit.sites import HorizonMask, Site
 from groundplane.plots.sky import hms, sky_figure, sky_tracks
-from groundplane.tracking.elements import parse_elements
-from groundplane.tracking.geometry import SatelliteBatch, look_angles, utc_jd_fr
-from groundplane.tracking.passes import find_passes
-from groundplane.tracking.sites import HorizonMask, Site
 
 from ..data import DATA
 from .figures import artist, artists

@@ -8,11 +8,11 @@ import matplotlib.dates as mdates
 import pytest
 from matplotlib.patches import Rectangle
 
+from groundplane.orbit.elements import parse_elements
+from groundplane.orbit.geometry import SatelliteBatch
+from groundplane.orbit.passes import find_passes
+from groundplane.orbit.sites import parse_sites_csv
 from groundplane.plots.timeline import rows_of, timeline_figure
-from groundplane.tracking.elements import parse_elements
-from groundplane.tracking.geometry import SatelliteBatch
-from groundplane.tracking.passes import find_passes
-from groundplane.tracking.sites import parse_sites_csv
 
 from ..data import DATA
 from .figures import artists

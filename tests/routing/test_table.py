@@ -11,6 +11,8 @@ import pytest
 from sgp4.api import Satrec
 
 from groundplane.kernel.errors import InvalidArgument, NotFound, Unavailable
+from groundplane.orbit.geometry import SatelliteBatch
+from groundplane.orbit.sites import Site
 from groundplane.routing.backhaul import BackhaulModel, great_circle_km
 from groundplane.routing.policy import (
     LinkQuality,
@@ -24,8 +26,6 @@ from groundplane.routing.policy import (
 )
 from groundplane.routing.service import TrackingVisibility, stations_from_sites
 from groundplane.routing.table import RouteTable, StationInfo, UpcomingPass, build_table
-from groundplane.tracking.geometry import SatelliteBatch
-from groundplane.tracking.sites import Site
 
 from ..data import DATA
 

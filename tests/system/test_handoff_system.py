@@ -20,10 +20,10 @@ from groundplane.handoff.manager import SessionInfo
 from groundplane.handoff.planner import HandoffSettings
 from groundplane.handoff.store import HandoffEvent
 from groundplane.kernel.clock import SimulatedClock
+from groundplane.orbit.constellations import generate
 from groundplane.scenario import DEFAULT_TENANT, default_stations, default_users
 from groundplane.system.report import write_summary
 from groundplane.system.system import GroundplaneSystem, SystemConfig
-from groundplane.tracking.constellations import generate
 
 pytestmark = pytest.mark.slow
 

@@ -27,10 +27,10 @@ from groundplane.hil.servicer import StationControlServicer
 from groundplane.kernel.clock import SimulatedClock
 from groundplane.kernel.serving import GrpcServer
 from groundplane.mqtt.broker import free_loopback_port
+from groundplane.orbit.constellations import generate
 from groundplane.routing.servicer import SERVICE_NAME as ROUTING
 from groundplane.scenario import default_stations
 from groundplane.system.system import GroundplaneSystem, SystemConfig
-from groundplane.tracking.constellations import generate
 from groundplane.tracking.servicer import SERVICE_NAME as TRACKING
 
 EPOCH = datetime(2026, 8, 15, 12, tzinfo=UTC)

@@ -20,6 +20,10 @@ import pytest
 
 from groundplane.kernel.clock import SimulatedClock, parse_utc
 from groundplane.links.geometry import TrackedGroundGeometry
+from groundplane.orbit.constellations import generate
+from groundplane.orbit.elements import ElementSet
+from groundplane.orbit.geometry import SatelliteBatch, look_angles, utc_jd_fr
+from groundplane.orbit.sites import Site
 from groundplane.scenario import (
     DEFAULT_CONSTELLATION,
     DEFAULT_POLICY,
@@ -29,10 +33,6 @@ from groundplane.scenario import (
 )
 from groundplane.system.report import Outcome, write_summary, write_trace
 from groundplane.system.system import GroundplaneSystem, SystemConfig
-from groundplane.tracking.constellations import generate
-from groundplane.tracking.elements import ElementSet
-from groundplane.tracking.geometry import SatelliteBatch, look_angles, utc_jd_fr
-from groundplane.tracking.sites import Site
 
 pytestmark = pytest.mark.slow
 

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from sgp4.api import SatrecArray
 
 from groundplane.kernel.errors import FailedPrecondition, InvalidArgument, NotFound
+from groundplane.orbit.elements import ElementSet, parse_tle
 from groundplane.tracking.catalog import (
     AgeVerdict,
     Catalog,
@@ -19,7 +20,6 @@ from groundplane.tracking.catalog import (
     ElementRecord,
     require_plannable,
 )
-from groundplane.tracking.elements import ElementSet, parse_tle
 
 from ..data import DATA
 

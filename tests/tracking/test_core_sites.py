@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from groundplane.kernel.errors import NotFound
+from groundplane.orbit.sites import Site
 from groundplane.tracking.catalog import Catalog
 from groundplane.tracking.core import TrackingCore
-from groundplane.tracking.sites import Site
 
 
 def _core_with_sites(count: int) -> TrackingCore:

@@ -15,8 +15,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from groundplane.kernel.clock import SimulatedClock
 from groundplane.kernel.timestamps import from_timestamp, to_timestamp
+from groundplane.orbit.elements import parse_elements
 from groundplane.tracking.app import TrackingApp, build_tracking
-from groundplane.tracking.elements import parse_elements
 from groundplane.tracking.v1 import tracking_pb2 as pb
 from groundplane.tracking.v1 import tracking_pb2_grpc as pb_grpc
 

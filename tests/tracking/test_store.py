@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from groundplane.kernel.errors import FailedPrecondition, NotFound
+from groundplane.orbit.elements import parse_tle
+from groundplane.orbit.sites import HorizonMask, Site
 from groundplane.tracking.catalog import Catalog, ElementRecord
-from groundplane.tracking.elements import parse_tle
-from groundplane.tracking.sites import HorizonMask, Site
 from groundplane.tracking.store import SCHEMA_VERSION, TrackingStore
 
 from ..data import DATA

@@ -12,9 +12,9 @@ from pathlib import Path
 
 from groundplane.kernel.clock import Clock, RealClock, SimulatedClock, parse_utc
 from groundplane.kernel.errors import InvalidArgument
+from groundplane.orbit.elements import ElementSet, canonical_catalog_id, parse_elements
+from groundplane.orbit.sites import HorizonMask, Site, parse_sites_csv
 from groundplane.tracking.catalog import MAX_ELEMENT_AGE_FLAG, ElementAgePolicy
-from groundplane.tracking.elements import ElementSet, canonical_catalog_id, parse_elements
-from groundplane.tracking.sites import HorizonMask, Site, parse_sites_csv
 
 MAX_PORT = 65535
 TIME_HELP = "ISO-8601 UTC (2026-08-15T12:00:00Z), now, or now±N[s|m|h|d] such as now+2h"

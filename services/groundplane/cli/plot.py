@@ -18,9 +18,9 @@ import numpy as np
 
 from groundplane.kernel.clock import RealClock
 from groundplane.kernel.errors import InvalidArgument
-from groundplane.tracking.elements import ElementSet
-from groundplane.tracking.geometry import utc_jd_fr_range
-from groundplane.tracking.sites import HorizonMask, Site
+from groundplane.orbit.elements import ElementSet
+from groundplane.orbit.geometry import utc_jd_fr_range
+from groundplane.orbit.sites import HorizonMask, Site
 
 from . import inputs
 from .tracking import MAX_WINDOW_DAYS, _add_max_element_age, _batch, _plannable, compute_passes

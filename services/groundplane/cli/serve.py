@@ -16,11 +16,11 @@ from groundplane.hil.servicer import StationControlServicer
 from groundplane.kernel import paths
 from groundplane.kernel.logs import configure_logging
 from groundplane.kernel.serving import GrpcServer
+from groundplane.orbit.constellations import generate
+from groundplane.orbit.elements import ElementSet
 from groundplane.tracking.app import build_tracking
 from groundplane.tracking.catalog import MAX_ELEMENT_AGE_FLAG, ElementAgePolicy
-from groundplane.tracking.constellations import generate
 from groundplane.tracking.core import TrackingSettings
-from groundplane.tracking.elements import ElementSet
 from groundplane.tracking.v1.tracking_pb2_grpc import TrackingServiceStub
 
 from . import inputs

@@ -13,10 +13,8 @@ from typing import Any
 
 from groundplane.kernel.clock import RealClock, format_utc
 from groundplane.kernel.errors import InvalidArgument
-from groundplane.tracking.catalog import MAX_ELEMENT_AGE_FLAG, AgeVerdict, ElementAgePolicy
-from groundplane.tracking.core import TrackingSettings
-from groundplane.tracking.elements import ElementSet
-from groundplane.tracking.geometry import (
+from groundplane.orbit.elements import ElementSet
+from groundplane.orbit.geometry import (
     SatelliteBatch,
     doppler_downlink_hz,
     doppler_uplink_hz,
@@ -24,8 +22,10 @@ from groundplane.tracking.geometry import (
     look_angles,
     utc_jd_fr,
 )
-from groundplane.tracking.passes import Pass, find_passes
-from groundplane.tracking.sites import Site
+from groundplane.orbit.passes import Pass, find_passes
+from groundplane.orbit.sites import Site
+from groundplane.tracking.catalog import MAX_ELEMENT_AGE_FLAG, AgeVerdict, ElementAgePolicy
+from groundplane.tracking.core import TrackingSettings
 
 from . import inputs
 

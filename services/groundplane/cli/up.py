@@ -28,6 +28,7 @@ from groundplane.kernel.errors import InvalidArgument
 from groundplane.kernel.logs import configure_logging
 from groundplane.mqtt import topics
 from groundplane.mqtt.broker import BrokerAddress
+from groundplane.orbit.constellations import generate
 from groundplane.routing.policy import PolicyKind, RoutingPolicy
 from groundplane.routing.servicer import SERVICE_NAME as ROUTING_SERVICE
 from groundplane.scenario import (
@@ -51,7 +52,6 @@ from groundplane.system.system import (
     GroundplaneSystem,
     SystemConfig,
 )
-from groundplane.tracking.constellations import generate
 from groundplane.tracking.servicer import SERVICE_NAME as TRACKING_SERVICE
 
 from . import inputs

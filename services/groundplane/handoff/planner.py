@@ -41,8 +41,8 @@ from typing import NamedTuple, Protocol
 
 from groundplane.kernel.errors import InvalidArgument
 from groundplane.links.model import LinkGeometry
+from groundplane.orbit.passes import Pass
 from groundplane.routing.policy import Candidate, PolicyKind, RoutingPolicy, rank_order, score
-from groundplane.tracking.passes import Pass
 
 DEFAULT_BYTES_PER_TOKEN = 131_072
 """The node engine's default modelled session bytes per token (kept equal on purpose)."""
@@ -88,7 +88,7 @@ class PassSchedule:
 
     @classmethod
     def from_passes(cls, passes: Iterable[Pass]) -> PassSchedule:
-        """Windows from :func:`groundplane.tracking.passes.find_passes` results."""
+        """Windows from :func:`groundplane.orbit.passes.find_passes` results."""
         return cls(
             PassWindow(p.catalog_id, p.site_id, p.aos, p.los, p.max_elevation_deg)
             for p in passes

@@ -37,10 +37,10 @@ from groundplane.kernel.errors import (
     error_from_status,
 )
 from groundplane.kernel.timestamps import from_timestamp, to_timestamp
-from groundplane.tracking.elements import ElementSet, canonical_catalog_id
-from groundplane.tracking.geometry import FloatArray, SatelliteBatch
-from groundplane.tracking.passes import Pass, find_passes
-from groundplane.tracking.sites import Site
+from groundplane.orbit.elements import ElementSet, canonical_catalog_id
+from groundplane.orbit.geometry import FloatArray, SatelliteBatch
+from groundplane.orbit.passes import Pass, find_passes
+from groundplane.orbit.sites import Site
 from groundplane.tracking.v1 import tracking_pb2 as tpb
 from groundplane.tracking.v1 import tracking_pb2_grpc as tpb_grpc
 

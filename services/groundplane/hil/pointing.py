@@ -17,16 +17,16 @@ import numpy as np
 
 from groundplane.kernel.clock import format_utc
 from groundplane.kernel.errors import FailedPrecondition, InvalidArgument
-from groundplane.tracking.elements import ElementSet
-from groundplane.tracking.geometry import (
+from groundplane.orbit.elements import ElementSet
+from groundplane.orbit.geometry import (
     FloatArray,
     SatelliteBatch,
     error_reason,
     look_angles,
     utc_jd_fr_range,
 )
-from groundplane.tracking.passes import Pass
-from groundplane.tracking.sites import Site
+from groundplane.orbit.passes import Pass
+from groundplane.orbit.sites import Site
 
 
 @dataclass(frozen=True)

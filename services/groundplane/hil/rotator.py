@@ -25,7 +25,7 @@ current azimuth (least pre-position slew).
 
 Every command goes through :meth:`PassPlan.command_for` / :func:`safe_command`, which clamp it to
 the rotator's limits and never point below the site's threshold
-(:meth:`groundplane.tracking.sites.Site.threshold_deg`: minimum elevation and horizon mask).
+(:meth:`groundplane.orbit.sites.Site.threshold_deg`: minimum elevation and horizon mask).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ import numpy as np
 
 from groundplane.hil.hamlib import RotatorLimits
 from groundplane.kernel.errors import InvalidArgument
-from groundplane.tracking.sites import Site
+from groundplane.orbit.sites import Site
 
 PlanMode = Literal["direct", "overwind", "flip", "clamped"]
 

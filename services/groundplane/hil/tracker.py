@@ -54,7 +54,7 @@ from groundplane.hil.hamlib import (
 from groundplane.hil.rotator import PassPlan, PassSample, plan_pass, safe_command
 from groundplane.kernel.clock import Clock
 from groundplane.kernel.errors import InvalidArgument
-from groundplane.tracking.sites import Site
+from groundplane.orbit.sites import Site
 
 log = structlog.get_logger("groundplane.hil.tracker")
 

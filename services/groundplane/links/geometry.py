@@ -2,7 +2,7 @@
 
 :class:`TrackedGroundGeometry` is the link emulator's ``ground_geometry`` provider in a running
 system. One call propagates every satellite once (``SatrecArray``) and computes look angles from
-every station at that instant (tracking's :func:`~groundplane.tracking.geometry.look_angles`,
+every station at that instant (tracking's :func:`~groundplane.orbit.geometry.look_angles`,
 vectorised over satellites × stations); a link is up while the satellite is above the station's
 threshold (``max(min elevation, horizon mask at the azimuth)``, the same rule routing and pass
 prediction use). Only the pairs that are up are returned: the emulator treats absent pairs as down.
@@ -21,8 +21,8 @@ import numpy as np
 
 from groundplane.kernel.errors import InvalidArgument
 from groundplane.links.model import LinkGeometry
-from groundplane.tracking.geometry import SatelliteBatch, SiteFrames, look_angles, utc_jd_fr
-from groundplane.tracking.sites import Site
+from groundplane.orbit.geometry import SatelliteBatch, SiteFrames, look_angles, utc_jd_fr
+from groundplane.orbit.sites import Site
 
 GroundKey = tuple[str, str]
 

@@ -12,7 +12,7 @@ import matplotlib.dates as mdates
 import numpy as np
 from matplotlib.axis import Axis
 
-from groundplane.tracking.geometry import FloatArray
+from groundplane.orbit.geometry import FloatArray
 
 
 def date_nums(moments: Sequence[datetime]) -> FloatArray:

@@ -1,8 +1,8 @@
 """Ground tracks: sub-satellite points on an equirectangular world map, with station footprints.
 
 A sub-satellite point is the geodetic (WGS84) latitude, longitude and height of the satellite's
-ITRF position (SGP4 via :func:`~groundplane.tracking.geometry.propagate`, rotated by
-:func:`~groundplane.tracking.geometry.teme_to_itrf`). A station's footprint for a satellite at
+ITRF position (SGP4 via :func:`~groundplane.orbit.geometry.propagate`, rotated by
+:func:`~groundplane.orbit.geometry.teme_to_itrf`). A station's footprint for a satellite at
 height ``h`` is the small circle of ground points from which that satellite would be seen at the
 station's minimum elevation ``ε``: on a sphere of radius ``R`` its angular radius (the ground
 range over ``R``) is ``λ = arccos(R cos ε / (R + h)) − ε``. Circles are traced as geodesic small
@@ -25,7 +25,7 @@ from matplotlib.figure import Figure
 from numpy.typing import ArrayLike
 
 from groundplane.kernel.errors import InvalidArgument
-from groundplane.tracking.geometry import (
+from groundplane.orbit.geometry import (
     WGS84_A_KM,
     WGS84_E2,
     FloatArray,
@@ -34,7 +34,7 @@ from groundplane.tracking.geometry import (
     propagate,
     teme_to_itrf,
 )
-from groundplane.tracking.sites import Site
+from groundplane.orbit.sites import Site
 
 MEAN_EARTH_RADIUS_KM = 6371.0088
 """Radius of the sphere footprints are computed on (the IUGG mean Earth radius)."""

@@ -19,9 +19,9 @@ from matplotlib.figure import Figure
 from matplotlib.projections.polar import PolarAxes
 
 from groundplane.kernel.errors import InvalidArgument
-from groundplane.tracking.geometry import FloatArray, SatelliteBatch, look_angles, utc_jd_fr
-from groundplane.tracking.passes import Pass
-from groundplane.tracking.sites import Site
+from groundplane.orbit.geometry import FloatArray, SatelliteBatch, look_angles, utc_jd_fr
+from groundplane.orbit.passes import Pass
+from groundplane.orbit.sites import Site
 
 DEFAULT_STEP_S = 10.0
 """Seconds between the look angles drawn for a pass (AOS, TCA and LOS are always drawn)."""
@@ -49,7 +49,7 @@ def pass_times(found: Pass, step_s: float = DEFAULT_STEP_S) -> list[datetime]:
 def sky_tracks(
     batch: SatelliteBatch, site: Site, passes: Sequence[Pass], step_s: float = DEFAULT_STEP_S
 ) -> list[SkyTrack]:
-    """Look angles (:func:`~groundplane.tracking.geometry.look_angles`) along each pass."""
+    """Look angles (:func:`~groundplane.orbit.geometry.look_angles`) along each pass."""
     tracks = []
     for found in passes:
         if found.site_id != site.id:

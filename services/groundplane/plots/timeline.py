@@ -14,8 +14,8 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 from groundplane.kernel.errors import InvalidArgument
+from groundplane.orbit.passes import Pass
 from groundplane.plots.dates import date_num, utc_date_axis
-from groundplane.tracking.passes import Pass
 
 ROW_HEIGHT = 0.8
 MAX_ELEVATION_RANGE_DEG = (0.0, 90.0)

@@ -29,6 +29,10 @@ from datetime import datetime
 from groundplane.kernel.clock import Clock
 from groundplane.kernel.errors import InvalidArgument
 from groundplane.link.v1 import link_pb2
+from groundplane.orbit.geometry import SatelliteBatch, utc_jd_fr
+from groundplane.orbit.passes import Pass
+from groundplane.orbit.sites import Site
+from groundplane.orbit.visibility import visibility
 from groundplane.routing.backhaul import BackhaulModel
 from groundplane.routing.policy import (
     DEFAULT_POLICY,
@@ -43,10 +47,6 @@ from groundplane.routing.policy import (
     VisibilitySource,
 )
 from groundplane.routing.table import RouteTable, StationInfo, UpcomingPass, build_table
-from groundplane.tracking.geometry import SatelliteBatch, utc_jd_fr
-from groundplane.tracking.passes import Pass
-from groundplane.tracking.sites import Site
-from groundplane.tracking.visibility import visibility
 
 
 class TrackingVisibility:

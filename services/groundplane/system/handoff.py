@@ -27,9 +27,9 @@ from groundplane.kernel.clock import Clock
 from groundplane.kernel.errors import GroundplaneError, InvalidArgument, NotFound
 from groundplane.links.model import line_of_sight
 from groundplane.node.backends import GenerateRequest, SyntheticBackend, SyntheticModelSpec
+from groundplane.orbit.geometry import SatelliteBatch, propagate, utc_jd_fr
+from groundplane.orbit.passes import Pass
 from groundplane.system.report import JobCounters
-from groundplane.tracking.geometry import SatelliteBatch, propagate, utc_jd_fr
-from groundplane.tracking.passes import Pass
 
 log = structlog.get_logger("groundplane.system.handoff")
 

@@ -72,6 +72,10 @@ from groundplane.node.directory import ONLINE, NodeDirectory, NodeView
 from groundplane.node.engine import EngineConfig
 from groundplane.node.host import HostedNode, NodeHost
 from groundplane.node.requester import Requester
+from groundplane.orbit.elements import ElementSet
+from groundplane.orbit.geometry import SatelliteBatch
+from groundplane.orbit.passes import find_passes
+from groundplane.orbit.sites import Site
 from groundplane.routing.policy import NodeState, RoutingPolicy, VisibilitySource
 from groundplane.routing.service import (
     RoutingService,
@@ -100,10 +104,6 @@ from groundplane.system.handoff_nodes import RequesterNodes
 from groundplane.system.load import GroundLoad, LoadConfig
 from groundplane.system.report import RunStats
 from groundplane.tracking.app import TrackingApp, build_tracking
-from groundplane.tracking.elements import ElementSet
-from groundplane.tracking.geometry import SatelliteBatch
-from groundplane.tracking.passes import find_passes
-from groundplane.tracking.sites import Site
 
 log = structlog.get_logger("groundplane.system")
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 from groundplane.kernel.clock import Clock
 from groundplane.kernel.serving import GrpcServer
+from groundplane.orbit.elements import ElementSet
+from groundplane.orbit.sites import Site
 from groundplane.tracking.catalog import Catalog
 from groundplane.tracking.core import TrackingCore, TrackingSettings
-from groundplane.tracking.elements import ElementSet
 from groundplane.tracking.servicer import TrackingServicer
-from groundplane.tracking.sites import Site
 from groundplane.tracking.store import TrackingStore
 
 

@@ -30,7 +30,7 @@ from enum import Enum
 from typing import TYPE_CHECKING
 
 from groundplane.kernel.errors import FailedPrecondition, InvalidArgument, NotFound
-from groundplane.tracking.elements import ElementSet, canonical_catalog_id
+from groundplane.orbit.elements import ElementSet, canonical_catalog_id
 
 if TYPE_CHECKING:
     from groundplane.tracking.store import TrackingStore

@@ -12,15 +12,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from groundplane.kernel.errors import FailedPrecondition, InvalidArgument, NotFound
+from groundplane.orbit.elements import ElementSet, canonical_catalog_id
+from groundplane.orbit.geometry import SatelliteBatch
+from groundplane.orbit.sites import Site
 from groundplane.tracking.catalog import (
     AgeVerdict,
     Catalog,
     ElementAgePolicy,
     ElementRecord,
 )
-from groundplane.tracking.elements import ElementSet, canonical_catalog_id
-from groundplane.tracking.geometry import SatelliteBatch
-from groundplane.tracking.sites import Site
 from groundplane.tracking.store import TrackingStore
 
 

@@ -19,15 +19,13 @@ from groundplane.kernel.clock import Clock
 from groundplane.kernel.errors import InvalidArgument
 from groundplane.kernel.serving import ServiceBinding
 from groundplane.kernel.timestamps import from_timestamp, required_timestamp, to_timestamp
-from groundplane.tracking.catalog import AgeVerdict, ElementRecord
-from groundplane.tracking.core import TrackingCore
-from groundplane.tracking.elements import (
+from groundplane.orbit.elements import (
     ElementFormat,
     ElementSet,
     format_elements,
     parse_elements,
 )
-from groundplane.tracking.geometry import (
+from groundplane.orbit.geometry import (
     SatelliteBatch,
     doppler_downlink_hz,
     doppler_uplink_hz,
@@ -35,11 +33,13 @@ from groundplane.tracking.geometry import (
     look_angles,
     utc_jd_fr,
 )
-from groundplane.tracking.passes import Pass, find_passes
-from groundplane.tracking.sites import HorizonMask, Site
+from groundplane.orbit.passes import Pass, find_passes
+from groundplane.orbit.sites import HorizonMask, Site
+from groundplane.orbit.visibility import visibility
+from groundplane.tracking.catalog import AgeVerdict, ElementRecord
+from groundplane.tracking.core import TrackingCore
 from groundplane.tracking.v1 import tracking_pb2 as pb
 from groundplane.tracking.v1 import tracking_pb2_grpc as pb_grpc
-from groundplane.tracking.visibility import visibility
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["TrackingService"].full_name
 

@@ -25,9 +25,9 @@ from types import TracebackType
 from typing import Any
 
 from groundplane.kernel.errors import FailedPrecondition, InvalidArgument, NotFound
+from groundplane.orbit.elements import ElementSet, canonical_catalog_id
+from groundplane.orbit.sites import HorizonMask, Site
 from groundplane.tracking.catalog import ElementRecord
-from groundplane.tracking.elements import ElementSet, canonical_catalog_id
-from groundplane.tracking.sites import HorizonMask, Site
 
 #: The schema version this code writes; older files are migrated on open.
 SCHEMA_VERSION = 1

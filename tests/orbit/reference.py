@@ -3,7 +3,7 @@
 One satellite and one site at a time: SGP4 sampled every ``step_s`` seconds with
 ``Satrec.sgp4_array``, its own TEME→ITRF rotation matrices and its own topocentric maths
 (ellipsoid normal by dot products), AOS/LOS by bisection on direct scalar SGP4 calls, culminations
-by golden-section search. It shares no code with ``groundplane.tracking.geometry``/``passes``
+by golden-section search. It shares no code with ``groundplane.orbit.geometry``/``passes``
 apart from :meth:`Site.threshold_deg` (the definition of the threshold).
 """
 
@@ -18,7 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 from sgp4.api import Satrec
 
-from groundplane.tracking.sites import Site
+from groundplane.orbit.sites import Site
 
 _A = 6378.137
 _F = 1 / 298.257223563

@@ -13,9 +13,9 @@ import sgp4
 from sgp4.api import Satrec
 
 from groundplane.kernel.errors import InvalidArgument
-from groundplane.tracking.geometry import SatelliteBatch, utc_datetimes
-from groundplane.tracking.passes import Pass, find_pass_table, find_passes
-from groundplane.tracking.sites import HorizonMask, Site
+from groundplane.orbit.geometry import SatelliteBatch, utc_datetimes
+from groundplane.orbit.passes import Pass, find_pass_table, find_passes
+from groundplane.orbit.sites import HorizonMask, Site
 
 from ..data import DATA
 from .reference import RefPass, brute_force_passes

@@ -14,7 +14,7 @@ from numpy.typing import NDArray
 from sgp4.api import Satrec, SatrecArray
 
 from groundplane.kernel.errors import InvalidArgument
-from groundplane.tracking.elements import (
+from groundplane.orbit.elements import (
     ElementError,
     ElementFormat,
     ElementSet,

@@ -40,7 +40,7 @@ from sgp4.propagation import gstime
 
 from groundplane.kernel.errors import InvalidArgument
 from groundplane.kernel.validation import finite_number
-from groundplane.tracking.elements import XPDOTP, ElementSet
+from groundplane.orbit.elements import XPDOTP, ElementSet
 
 #: WGS72 constants, as SGP4 uses them.
 EARTH_RADIUS_KM = 6378.135

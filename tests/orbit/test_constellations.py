@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from skyfield.api import load
 
 from groundplane.kernel.errors import InvalidArgument
-from groundplane.tracking.constellations import (
+from groundplane.orbit.constellations import (
     ALTITUDE_TOLERANCE_KM,
     EARTH_MU_KM3_S2,
     EARTH_RADIUS_KM,
@@ -24,7 +24,7 @@ from groundplane.tracking.constellations import (
     parse_constellation_spec,
     sun_synchronous_inclination_deg,
 )
-from groundplane.tracking.elements import ElementSet, format_omm_json, parse_omm_json
+from groundplane.orbit.elements import ElementSet, format_omm_json, parse_omm_json
 
 EPOCH = datetime(2026, 8, 15, 6, 30, tzinfo=UTC)
 ONE_MINUTE_H = 1.0 / 60.0

@@ -14,7 +14,7 @@ import sgp4
 from sgp4.api import Satrec
 
 from groundplane.kernel.errors import InvalidArgument, NotFound
-from groundplane.tracking.geometry import (
+from groundplane.orbit.geometry import (
     SPEED_OF_LIGHT_KM_S,
     SatelliteBatch,
     doppler_downlink_hz,
@@ -28,7 +28,7 @@ from groundplane.tracking.geometry import (
     utc_jd_fr,
     utc_jd_fr_range,
 )
-from groundplane.tracking.sites import Site
+from groundplane.orbit.sites import Site
 
 from ..data import DATA
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from groundplane.kernel.errors import InvalidArgument
-from groundplane.tracking.geometry import (
+from groundplane.orbit.geometry import (
     SECONDS_PER_DAY,
     CodeArray,
     FloatArray,
@@ -35,14 +35,14 @@ from groundplane.tracking.geometry import (
     propagate,
     teme_to_itrf,
 )
-from groundplane.tracking.passes import (
+from groundplane.orbit.passes import (
     _cubic_guess,
     _Group,
     _newton,
     _topo,
     coarse_step_s,
 )
-from groundplane.tracking.sites import Site
+from groundplane.orbit.sites import Site
 
 _SITE_CHUNK_PAIRS = 1 << 20
 

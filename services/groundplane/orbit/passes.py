@@ -35,7 +35,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from groundplane.kernel.errors import InvalidArgument
-from groundplane.tracking.geometry import (
+from groundplane.orbit.geometry import (
     SECONDS_PER_DAY,
     FloatArray,
     IntArray,
@@ -50,7 +50,7 @@ from groundplane.tracking.geometry import (
     utc_datetimes,
     utc_jd_fr,
 )
-from groundplane.tracking.sites import Site
+from groundplane.orbit.sites import Site
 
 BoolArray = NDArray[np.bool_]
 _DEG = 180.0 / math.pi

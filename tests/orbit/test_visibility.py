@@ -9,10 +9,10 @@ import pytest
 from sgp4.api import Satrec
 
 from groundplane.kernel.errors import InvalidArgument
-from groundplane.tracking.geometry import SatelliteBatch, SiteFrames, look_angles, utc_jd_fr
-from groundplane.tracking.passes import find_pass_table
-from groundplane.tracking.sites import HorizonMask, Site
-from groundplane.tracking.visibility import visibility
+from groundplane.orbit.geometry import SatelliteBatch, SiteFrames, look_angles, utc_jd_fr
+from groundplane.orbit.passes import find_pass_table
+from groundplane.orbit.sites import HorizonMask, Site
+from groundplane.orbit.visibility import visibility
 
 from ..data import DATA
 

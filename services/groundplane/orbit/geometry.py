@@ -28,7 +28,7 @@ from numpy.typing import ArrayLike, NDArray
 from sgp4.api import SGP4_ERRORS, Satrec, SatrecArray
 
 from groundplane.kernel.errors import InvalidArgument, NotFound
-from groundplane.tracking.sites import Site
+from groundplane.orbit.sites import Site
 
 FloatArray = NDArray[np.floating[Any]]
 IntArray = NDArray[np.intp]
