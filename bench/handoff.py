@@ -53,7 +53,7 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
-async def run(speed: float, session_counts: list[int], duration_s: float) -> None:
+async def run(speed: float, session_counts: list[int], duration_s: float) -> None:  # noqa: PLR0915 - one benchmark run read top to bottom: build the system, drive it, print
     models = [SyntheticModelSpec(f"m{b}", decode_s_per_token=0.01) for b in SIZES_BYTES_PER_TOKEN]
     bpt = {m.name: b for m, b in zip(models, SIZES_BYTES_PER_TOKEN, strict=True)}
     clock = SimulatedClock(EPOCH, speed=speed)

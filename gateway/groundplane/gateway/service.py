@@ -81,7 +81,7 @@ NodeEvent = node_pb2.InferChunk | node_pb2.InferResult
 class NodeCaller(Protocol):
     """How the gateway reaches a node (``groundplane.node.requester.Requester``)."""
 
-    def stream(
+    def stream(  # noqa: PLR0913 - the target node plus each wire field of a request
         self,
         satellite_id: str,
         station_id: str,
@@ -219,7 +219,7 @@ class _Record:
 class InferenceGateway:
     """The domain facade: :meth:`infer` and :meth:`stream` for an authenticated tenant."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - every collaborator by keyword; all but three optional
         self,
         *,
         clock: Clock,

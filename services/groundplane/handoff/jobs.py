@@ -39,7 +39,7 @@ class JobInfo:
 class Jobs:
     """Runs every job of the store to its end, each as a manager task."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - the manager's shared parts, each injected by keyword
         self,
         *,
         nodes: NodePort,

@@ -80,7 +80,7 @@ class LinkSchedule:
 class Mover:
     """Supervises sessions and moves them between passes (see the module doc)."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - the manager's shared parts, each injected by keyword
         self,
         *,
         nodes: NodePort,
@@ -245,7 +245,7 @@ class Mover:
 
     # -- the move --------------------------------------------------------------------------------
 
-    async def move(
+    async def move(  # noqa: PLR0913 - a move's flags (export, resume, reason) are keywords
         self,
         session: LiveSession,
         target: PassWindow | None,
@@ -380,7 +380,7 @@ class Mover:
             log.warning("handoff_export_differs", session_id=session.session_id)
         return exported.state_bytes or state_bytes
 
-    def _switch(
+    def _switch(  # noqa: PLR0913 - one store transaction needs route, event and checkpoint
         self,
         session: LiveSession,
         to: PassWindow | None,

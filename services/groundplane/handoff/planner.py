@@ -96,7 +96,7 @@ class PassSchedule:
         )
 
     @classmethod
-    def periodic(
+    def periodic(  # noqa: PLR0913 - the schedule's shape (visible, period, stagger, count) by name
         cls,
         station_id: str,
         satellites: Sequence[str],
@@ -209,7 +209,7 @@ IslInView = Callable[[str, str, datetime], bool]
 """Whether two satellites have an inter-satellite link in line of sight at an instant."""
 
 
-def choose_path(
+def choose_path(  # noqa: PLR0913 - pure: both satellites, the state size, the time, settings
     from_sat: str,
     to_sat: str,
     state_bytes: int,
@@ -231,7 +231,7 @@ def choose_path(
     return TransferPath.GROUND, 2 * transfer_time_s(state_bytes, settings.ground_rate_bps)
 
 
-def rank_windows(
+def rank_windows(  # noqa: PLR0913 - pure ranking; the filters are optional keywords
     windows: Iterable[PassWindow],
     at: datetime,
     policy: RoutingPolicy,
@@ -310,7 +310,7 @@ class HandoffPlan:
     """For a checkpoint: the pass at whose AOS the session resumes (None: none in the horizon)."""
 
 
-def plan_handoff(
+def plan_handoff(  # noqa: PLR0913 - pure planner: every input explicit, the extras keywords
     current: PassWindow,
     windows: Sequence[PassWindow],
     now: datetime,

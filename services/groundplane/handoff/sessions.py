@@ -71,7 +71,7 @@ class LiveSession:
         """The ground copy of the session under ``epoch``."""
         return SessionSnapshot(self.session_id, self.model, epoch, tuple(self.turns))
 
-    def event(
+    def event(  # noqa: PLR0913 - the fields of a HandoffEvent the record cannot supply
         self,
         state: str,
         at: datetime,

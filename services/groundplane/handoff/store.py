@@ -263,7 +263,7 @@ class HandoffStore:
             raise NotFound(f"no session {session_id!r}")
         return int(row[0])
 
-    def assign(
+    def assign(  # noqa: PLR0913 - every column of the route switch, written in one transaction
         self,
         session_id: str,
         *,

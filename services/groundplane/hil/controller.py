@@ -202,7 +202,7 @@ class HamlibEndpoint:
 class StationController:
     """One station's rotator and radio, tracking one pass at a time."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - the site, clock, pass source and both daemons by keyword
         self,
         *,
         site: Site,

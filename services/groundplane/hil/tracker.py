@@ -234,7 +234,7 @@ class _RotatorState:
 class StationTracker:
     """One station's rotator and radio, driven pass after pass."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - optional devices, hub and rng injected by keyword for tests
         self,
         *,
         site: Site,

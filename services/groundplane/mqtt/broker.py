@@ -190,7 +190,7 @@ class PrivateBroker:
     :meth:`start` again reuse the port, the credentials and the persistence database.
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - every Mosquitto setting the tests and services vary, by keyword
         self,
         *,
         nodes: Iterable[str] = (),

@@ -219,7 +219,7 @@ class MqttClient:
     count), when publishing is possible (births, state announcements).
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - every MQTT session tunable, explicit and by keyword
         self,
         address: BrokerAddress,
         *,
@@ -370,7 +370,7 @@ class MqttClient:
             with contextlib.suppress(aiomqtt.MqttError):
                 await session.aio.unsubscribe(topic_filter, timeout=self._io_timeout_s)
 
-    async def publish(
+    async def publish(  # noqa: PLR0913 - MQTT PUBLISH options (qos, retain, expiry) are keywords
         self,
         topic: str,
         payload: bytes,

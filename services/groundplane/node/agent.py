@@ -148,7 +148,7 @@ class NodeAgent:
     decides its fate) and OFFLINE is published best-effort before the clean disconnect.
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - the node's id, broker, engine, clock and epoch source
         self,
         satellite_id: str,
         address: BrokerAddress,

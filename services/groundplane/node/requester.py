@@ -154,7 +154,7 @@ class Requester:
 
     # -- inference -------------------------------------------------------------------------------
 
-    async def infer(
+    async def infer(  # noqa: PLR0913 - the node, the request, its wire fields and a piece callback
         self,
         satellite_id: str,
         station_id: str,
@@ -188,7 +188,7 @@ class Requester:
                     )
         raise AssertionError("unreachable: the exchange ends with a result or an error")
 
-    async def stream(
+    async def stream(  # noqa: PLR0913 - the node, the request and its wire fields
         self,
         satellite_id: str,
         station_id: str,
@@ -215,7 +215,7 @@ class Requester:
 
     # -- sessions --------------------------------------------------------------------------------
 
-    async def export_session(
+    async def export_session(  # noqa: PLR0913 - the node, the session and the export RPC's fields
         self,
         satellite_id: str,
         station_id: str,
@@ -239,7 +239,7 @@ class Requester:
             request_id=request_id,
         )
 
-    async def import_session(
+    async def import_session(  # noqa: PLR0913 - the node, the snapshot and the import RPC's fields
         self,
         satellite_id: str,
         station_id: str,
@@ -263,7 +263,7 @@ class Requester:
             request_id=request_id,
         )
 
-    async def fence_session(
+    async def fence_session(  # noqa: PLR0913 - the node, the session, its epoch and the RPC's fields
         self,
         satellite_id: str,
         station_id: str,
@@ -285,7 +285,7 @@ class Requester:
             request_id=request_id,
         )
 
-    async def _unary(
+    async def _unary(  # noqa: PLR0913 - one unary exchange: node, channel, message, reply kind, fields
         self,
         satellite_id: str,
         station_id: str,
@@ -313,7 +313,7 @@ class Requester:
 
     # -- the exchange ----------------------------------------------------------------------------
 
-    async def _exchange(
+    async def _exchange(  # noqa: PLR0913 - every envelope field of one exchange, explicit
         self,
         satellite_id: str,
         station_id: str,

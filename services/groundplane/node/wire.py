@@ -42,7 +42,7 @@ def type_name(message: Message) -> str:
     return str(message.DESCRIPTOR.full_name)
 
 
-def envelope(
+def envelope(  # noqa: PLR0913 - one argument per Envelope field
     payload: Message,
     *,
     request_id: str,

@@ -260,7 +260,7 @@ class ElementSet:
     rev_at_epoch: int = 0
     ephemeris_type: int = 0
 
-    def __post_init__(self) -> None:
+    def __post_init__(self) -> None:  # noqa: PLR0912 - a validator with one branch per field it checks
         try:
             catalog_id = canonical_catalog_id(self.catalog_id)
         except InvalidArgument as bad:
@@ -478,7 +478,7 @@ def _check_common(line: str, which: int, line_number: int, ctx: _TleContext) -> 
             )
 
 
-def _field(
+def _field(  # noqa: PLR0913 - a fixed-column field: its line, columns, and what the error shows
     line: str,
     which: int,
     line_number: int,
@@ -500,7 +500,95 @@ def _field(
     return text
 
 
-def _parse_tle_pair(
+def _catalog_number(line1: str, line2: str, n1: int, ctx: _TleContext) -> int:
+    """Columns 3-7 of both lines (Alpha-5 allowed), which must name the same satellite."""
+    n2 = n1 + 1
+    try:
+        number1 = alpha5_to_number(line1[2:7])
+    except InvalidArgument as bad:
+        raise ctx.error(n1, 1, f"columns 3-7: {bad.message}") from None
+    try:
+        number2 = alpha5_to_number(line2[2:7])
+    except InvalidArgument as bad:
+        raise ctx.error(n2, 2, f"columns 3-7: {bad.message}") from None
+    if number1 != number2:
+        raise ctx.error(
+            n2,
+            2,
+            f"catalog number {line2[2:7]!r} does not match line 1's {line1[2:7]!r}; both lines "
+            "must describe the same satellite",
+        )
+    return number1
+
+
+def _classification(line1: str, n1: int, ctx: _TleContext) -> str:
+    """Column 8 of line 1 (a blank reads as U, unclassified)."""
+    classification = line1[7]
+    if classification == " ":
+        classification = "U"
+    if not "A" <= classification <= "Z":
+        raise ctx.error(
+            n1, 1, f"column 8 (classification) must be U, C or S, got {classification!r}"
+        )
+    return classification
+
+
+def _intl_designator(line1: str, n1: int, ctx: _TleContext) -> str:
+    """Columns 10-17 of line 1 as ``YYYY-NNNP`` (blank: ``""``)."""
+    intl_field = line1[9:17]
+    if not intl_field.strip():
+        return ""
+    match = _TLE_INTL_RE.fullmatch(intl_field)
+    if match is None:
+        raise ctx.error(
+            n1,
+            1,
+            f"columns 10-17 (international designator) must look like '98067A  ' or be "
+            f"blank, got {intl_field!r}",
+        )
+    yy, launch, piece = match.groups()
+    year = int(yy) + (1900 if int(yy) >= 57 else 2000)
+    return f"{year:04d}-{launch}{piece}"
+
+
+def _epoch(line1: str, n1: int, ctx: _TleContext) -> datetime:
+    """Columns 19-32 of line 1 (two-digit year, day of year with fraction), to the microsecond."""
+    year_text = _field(
+        line1, 1, n1, ctx, first=19, last=20, name="epoch year", pattern=_YEAR_RE, example="24"
+    )
+    day_text = _field(
+        line1,
+        1,
+        n1,
+        ctx,
+        first=21,
+        last=32,
+        name="epoch day of year",
+        pattern=_EPOCH_DAY_RE,
+        example="130.36689744",
+    )
+    year = int(year_text) + (1900 if int(year_text) >= 57 else 2000)
+    day_match = _EPOCH_DAY_RE.fullmatch(day_text)
+    assert day_match is not None
+    day_of_year = int(day_match.group(1))
+    days_in_year = 366 if (year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)) else 365
+    if not 1 <= day_of_year <= days_in_year:
+        raise ctx.error(
+            n1,
+            1,
+            f"columns 21-32: epoch day of year must be 1 … {days_in_year} in {year}, got "
+            f"{day_of_year}",
+        )
+    digits = day_match.group(2)
+    numerator = int(digits) * _US_PER_DAY
+    denominator = 10 ** len(digits)
+    us_of_day = (2 * numerator + denominator) // (2 * denominator)
+    return datetime(year, 1, 1, tzinfo=UTC) + timedelta(
+        days=day_of_year - 1, microseconds=us_of_day
+    )
+
+
+def _parse_tle_pair(  # noqa: PLR0913 - the two lines and name, plus where they came from for errors
     line1: str,
     line2: str,
     name: str,
@@ -526,66 +614,10 @@ def _parse_tle_pair(
             line2, 2, n2, ctx, first=first, last=last, name=name, pattern=pattern, example=example
         )
 
-    try:
-        number1 = alpha5_to_number(line1[2:7])
-    except InvalidArgument as bad:
-        raise ctx.error(n1, 1, f"columns 3-7: {bad.message}") from None
-    try:
-        number2 = alpha5_to_number(line2[2:7])
-    except InvalidArgument as bad:
-        raise ctx.error(n2, 2, f"columns 3-7: {bad.message}") from None
-    if number1 != number2:
-        raise ctx.error(
-            n2,
-            2,
-            f"catalog number {line2[2:7]!r} does not match line 1's {line1[2:7]!r}; both lines "
-            "must describe the same satellite",
-        )
-
-    classification = line1[7]
-    if classification == " ":
-        classification = "U"
-    if not "A" <= classification <= "Z":
-        raise ctx.error(
-            n1, 1, f"column 8 (classification) must be U, C or S, got {classification!r}"
-        )
-
-    intl_field = line1[9:17]
-    intl = ""
-    if intl_field.strip():
-        match = _TLE_INTL_RE.fullmatch(intl_field)
-        if match is None:
-            raise ctx.error(
-                n1,
-                1,
-                f"columns 10-17 (international designator) must look like '98067A  ' or be "
-                f"blank, got {intl_field!r}",
-            )
-        yy, launch, piece = match.groups()
-        year = int(yy) + (1900 if int(yy) >= 57 else 2000)
-        intl = f"{year:04d}-{launch}{piece}"
-
-    year_text = field1(19, 20, "epoch year", _YEAR_RE, "24")
-    day_text = field1(21, 32, "epoch day of year", _EPOCH_DAY_RE, "130.36689744")
-    year = int(year_text) + (1900 if int(year_text) >= 57 else 2000)
-    day_match = _EPOCH_DAY_RE.fullmatch(day_text)
-    assert day_match is not None
-    day_of_year = int(day_match.group(1))
-    days_in_year = 366 if (year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)) else 365
-    if not 1 <= day_of_year <= days_in_year:
-        raise ctx.error(
-            n1,
-            1,
-            f"columns 21-32: epoch day of year must be 1 … {days_in_year} in {year}, got "
-            f"{day_of_year}",
-        )
-    digits = day_match.group(2)
-    numerator = int(digits) * _US_PER_DAY
-    denominator = 10 ** len(digits)
-    us_of_day = (2 * numerator + denominator) // (2 * denominator)
-    epoch = datetime(year, 1, 1, tzinfo=UTC) + timedelta(
-        days=day_of_year - 1, microseconds=us_of_day
-    )
+    number1 = _catalog_number(line1, line2, n1, ctx)
+    classification = _classification(line1, n1, ctx)
+    intl = _intl_designator(line1, n1, ctx)
+    epoch = _epoch(line1, n1, ctx)
 
     ndot = float(field1(34, 43, "mean motion dot / 2", _NDOT_RE, " .00016024"))
     implied_example = " 27777-3"

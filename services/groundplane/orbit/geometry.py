@@ -505,7 +505,7 @@ class LookAngles:
 _CHUNK_POINTS = 4_096
 
 
-def look_angles(
+def look_angles(  # noqa: PLR0915 - one vectorised pass (propagate, rotate, chunked topocentric)
     batch: SatelliteBatch,
     sites: Sequence[Site] | SiteFrames,
     jd: ArrayLike,

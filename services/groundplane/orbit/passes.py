@@ -284,7 +284,7 @@ class _Segments:
         return (r[0], r[1], r[2]), (v[0], v[1], v[2])
 
 
-def _newton(  # noqa: PLR0917
+def _newton(  # noqa: PLR0913, PLR0917 - a numeric kernel: function, bracket, values, guess, iterations
     func: Callable[[FloatArray], tuple[FloatArray, FloatArray]],
     a: FloatArray,
     b: FloatArray,
@@ -311,7 +311,7 @@ def _newton(  # noqa: PLR0917
     return x
 
 
-def _illinois(  # noqa: PLR0917
+def _illinois(  # noqa: PLR0913, PLR0917 - a numeric kernel: function, bracket, both values, start, count
     func: Callable[[FloatArray], FloatArray],
     a: FloatArray,
     b: FloatArray,
@@ -392,7 +392,7 @@ class _Events:
     az: list[FloatArray]
     el: list[FloatArray]
 
-    def add(  # noqa: PLR0917
+    def add(  # noqa: PLR0913, PLR0917 - appends one column per event field, hot path
         self,
         sat: IntArray,
         site: IntArray,
@@ -415,7 +415,7 @@ class _Events:
         self.el.append(el)
 
 
-def _search_group(
+def _search_group(  # noqa: PLR0912, PLR0915 - one vectorised search (grid, rises/sets, culminations) on shared arrays
     group: _Group,
     frames: SiteFrames,
     duration_s: float,
@@ -627,7 +627,7 @@ def _search_group(
             peaks.append((group.sat[member], np.full(member.size, k), t_peak, at_peak.el))
 
 
-def find_pass_table(
+def find_pass_table(  # noqa: PLR0913 - the window, both optional filters by keyword
     batch: SatelliteBatch,
     sites: Sequence[Site] | SiteFrames,
     start: datetime,
@@ -682,7 +682,7 @@ def find_pass_table(
     )
 
 
-def _assemble(  # noqa: PLR0917
+def _assemble(  # noqa: PLR0913, PLR0915, PLR0917 - joins the search's arrays into one table, filters applied
     batch: SatelliteBatch,
     frames: SiteFrames,
     jd0: float,
@@ -772,7 +772,7 @@ def _assemble(  # noqa: PLR0917
     )
 
 
-def find_passes(
+def find_passes(  # noqa: PLR0913 - the find_pass_table signature
     batch: SatelliteBatch,
     sites: Sequence[Site] | SiteFrames,
     start: datetime,

@@ -155,7 +155,7 @@ def visibility(
     )
 
 
-def _group_visibility(  # noqa: PLR0917
+def _group_visibility(  # noqa: PLR0913, PLR0915, PLR0917 - one vectorised screen on shared arrays (candidates, refine)
     group: _Group,
     frames: SiteFrames,
     offsets: FloatArray,

@@ -39,7 +39,7 @@ def rows_of(
     return sorted({(p.site_id, p.catalog_id) for p in passes}, key=key)
 
 
-def timeline_figure(
+def timeline_figure(  # noqa: PLR0913 - the passes, the window and optional labels by keyword
     passes: Sequence[Pass],
     start: datetime,
     end: datetime,

@@ -595,7 +595,7 @@ def apply_stickiness(
     return kept, f"kept current satellite {current.satellite_id}: {why}"
 
 
-def decide(
+def decide(  # noqa: PLR0913 - pure decision: every input explicit, the context by keyword
     paths: Iterable[tuple[StationAccess, PathState]],
     request: RouteRequest,
     policy: RoutingPolicy,

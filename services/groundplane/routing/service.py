@@ -116,7 +116,7 @@ def link_quality_from_proto(state: link_pb2.LinkState) -> LinkQuality:
 class RoutingService:
     """Route table owner: rebuilds on ticks and changes, serves decisions and table watchers."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - every source and tunable by keyword
         self,
         *,
         clock: Clock,

@@ -244,7 +244,7 @@ class RouteTable:
         )
 
 
-def build_table(
+def build_table(  # noqa: PLR0913 - pure join: every input explicit, all keywords
     *,
     version: int,
     computed_at: datetime,

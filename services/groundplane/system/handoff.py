@@ -110,7 +110,7 @@ class CountingBackend(SyntheticBackend):
 class JobLoad:
     """Submits ``jobs`` jobs of ``items`` prompts to the manager and follows them until done."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - the manager, the counters and the job load's shape by keyword
         self,
         manager: HandoffManager,
         counters: JobCounters,

@@ -438,43 +438,53 @@ class GroundplaneSystem:
             self.gateway = gateway
             await self._wait_first_table(tables)
 
-            # load
-            if config.rate_rps > 0 or config.sessions > 0:
-                load = GroundLoad(
-                    LoadConfig(
-                        target=gateway.target,
-                        token=config.token,
-                        users=config.users,
-                        model=config.model,
-                        rate_rps=config.rate_rps,
-                        sessions=config.sessions,
-                        deadline_s=config.load_deadline_wall_s,
-                        run_id=self.run_id,
-                    ),
-                    self.clock,
-                    self.stats,
-                )
-                self.load = load
-                load_task = tasks.create_task(load.run(), name="ground-load")
-                stack.push_async_callback(self._stop_load, load, load_task)
-            if config.jobs > 0:
-                jobs = JobLoad(
-                    manager,
-                    self.stats.jobs,
-                    self.executions,
-                    run_id=self.run_id,
-                    model=config.model.name,
-                    jobs=config.jobs,
-                    items=config.job_items,
-                )
-                self.jobs = jobs
-                jobs_task = tasks.create_task(jobs.run(), name="handoff-jobs")
-                stack.push_async_callback(self._stop_jobs, jobs_task)
+            self._start_load(stack, tasks, manager, gateway)
             self._ready.set()
             if on_ready is not None:
                 background.append(tasks.create_task(self._call(on_ready), name="system-on-ready"))
             await self._stop.wait()
             log.info("system_stopping")
+
+    def _start_load(
+        self,
+        stack: AsyncExitStack,
+        tasks: asyncio.TaskGroup,
+        manager: HandoffManager,
+        gateway: GatewayApp,
+    ) -> None:
+        """The ground load (through the gateway) and the job load, each when configured."""
+        config = self.config
+        if config.rate_rps > 0 or config.sessions > 0:
+            load = GroundLoad(
+                LoadConfig(
+                    target=gateway.target,
+                    token=config.token,
+                    users=config.users,
+                    model=config.model,
+                    rate_rps=config.rate_rps,
+                    sessions=config.sessions,
+                    deadline_s=config.load_deadline_wall_s,
+                    run_id=self.run_id,
+                ),
+                self.clock,
+                self.stats,
+            )
+            self.load = load
+            load_task = tasks.create_task(load.run(), name="ground-load")
+            stack.push_async_callback(self._stop_load, load, load_task)
+        if config.jobs > 0:
+            jobs = JobLoad(
+                manager,
+                self.stats.jobs,
+                self.executions,
+                run_id=self.run_id,
+                model=config.model.name,
+                jobs=config.jobs,
+                items=config.job_items,
+            )
+            self.jobs = jobs
+            jobs_task = tasks.create_task(jobs.run(), name="handoff-jobs")
+            stack.push_async_callback(self._stop_jobs, jobs_task)
 
     async def _start_handoff(
         self, stack: AsyncExitStack, tasks: asyncio.TaskGroup, broker_address: BrokerAddress

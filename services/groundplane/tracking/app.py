@@ -28,7 +28,7 @@ class TrackingApp:
         self.store.close()
 
 
-def build_tracking(
+def build_tracking(  # noqa: PLR0913 - every tracking setting by keyword, each with a default
     clock: Clock,
     *,
     db_path: str | Path = ":memory:",

@@ -166,7 +166,7 @@ class TrackingCore:
 
     # ---------------------------------------------------------------------------- elements
 
-    def upsert_elements(
+    def upsert_elements(  # noqa: PLR0913 - the element sets and every catalog column by keyword
         self,
         element_sets: Sequence[ElementSet],
         *,
