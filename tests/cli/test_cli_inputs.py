@@ -97,6 +97,10 @@ def test_age_policy_refuses_beyond_the_flag_and_warns_no_later() -> None:
         ],
         ["serve", "hil", "--tracking", "h:99999", "--site", "0,0", "--rotctld", "h:1"],
         ["serve", "hil", "--tracking", "nohost", "--site", "0,0", "--rotctld", "h:1"],
+        ["up", "--port", "99999"],
+        ["up", "--gateway-port", "-1"],
+        ["up", "--handoff-port", "65536"],
+        ["infer", "--gateway", "127.0.0.1:70000", "--lat", "0", "--lon", "0", "hi"],
     ],
 )
 def test_ports_outside_0_to_65535_are_usage_errors(

@@ -14,7 +14,7 @@ from groundplane.hil.controller import (
     describe,
 )
 from groundplane.hil.tracker import RadioPlan, TrackerStatus
-from groundplane.kernel.clock import Clock, format_utc, parse_utc
+from groundplane.kernel.clock import Clock, format_utc
 from groundplane.kernel.errors import InvalidArgument
 from groundplane.kernel.logs import configure_logging
 
@@ -56,8 +56,9 @@ def register(commands: Any) -> None:
         "--pass",
         dest="which",
         default="next",
-        metavar="next|ISO8601",
-        help="the next pass after --start, or the pass containing this time",
+        metavar="next|TIME",
+        help="the next pass after --start, or the pass containing this time (ISO-8601, now, "
+        "now±N[smhd])",
     )
     hil.set_defaults(handler=run_hil)
 
@@ -74,12 +75,11 @@ def run_hil(args: argparse.Namespace) -> int:
     rigctld = HamlibEndpoint.parse(args.rigctld, "--rigctld") if args.rigctld else None
     site = inputs.parse_site_arg(args.site, "site", args.min_elevation, inputs.load_mask(args.mask))
     elements = inputs.select_satellites(inputs.load_elements([args.elements]), [args.sat])
-    try:
-        pass_time = None if args.which == "next" else parse_utc(args.which)
-    except ValueError as bad:
-        raise InvalidArgument(f"--pass expects 'next' or an ISO-8601 time: {bad}") from None
-    configure_logging("json", level="WARNING")
     clock = inputs.make_clock(args.start, args.speed)
+    pass_time = (
+        None if args.which == "next" else inputs.parse_time(args.which, clock.now(), "--pass")
+    )
+    configure_logging("json", level="WARNING")
     controller = StationController(
         site=site,
         clock=clock,

@@ -29,6 +29,8 @@ from groundplane.kernel.errors import InvalidArgument
 from groundplane.node.sessions import count_tokens
 from groundplane.scenario import DEFAULT_MODEL
 
+from . import inputs
+
 TOKEN_ENV = "GROUNDPLANE_TOKEN"
 
 
@@ -39,7 +41,7 @@ def register(commands: Any) -> None:
         description="Send PROMPT to the gateway as a user at LAT,LON and print the answer as it "
         f"streams. The bearer token comes from --token or ${TOKEN_ENV}.",
     )
-    infer.add_argument("--gateway", required=True, metavar="HOST:PORT")
+    infer.add_argument("--gateway", required=True, type=inputs.address, metavar="HOST:PORT")
     infer.add_argument("--lat", type=float, required=True, metavar="LAT")
     infer.add_argument("--lon", type=float, required=True, metavar="LON")
     infer.add_argument("--model", default=DEFAULT_MODEL.name, help=f"({DEFAULT_MODEL.name})")

@@ -181,7 +181,9 @@ def register(commands: Any) -> None:
         metavar="DIR",
         help="keep the handoff store (handoff.sqlite) here (default: a temporary folder)",
     )
-    up.add_argument("--handoff-port", type=int, default=0, help="handoff gRPC port (0 = free)")
+    up.add_argument(
+        "--handoff-port", type=inputs.port, default=0, help="handoff gRPC port; 0 picks a free one"
+    )
     up.add_argument("--summary", metavar="FILE", help="write the run's summary (JSON) here")
     up.add_argument("--trace", metavar="FILE", help="write one JSON line per request here")
     up.add_argument(
@@ -194,8 +196,12 @@ def register(commands: Any) -> None:
         f"{TTY_STATUS_INTERVAL_S:g} s on a terminal, otherwise one line every "
         f"{PIPE_STATUS_INTERVAL_S:g} s)",
     )
-    up.add_argument("--port", type=int, default=0, help="tracking gRPC port (0 = free port)")
-    up.add_argument("--gateway-port", type=int, default=0, help="gateway gRPC port (0 = free)")
+    up.add_argument(
+        "--port", type=inputs.port, default=0, help="tracking gRPC port; 0 picks a free one"
+    )
+    up.add_argument(
+        "--gateway-port", type=inputs.port, default=0, help="gateway gRPC port; 0 picks a free one"
+    )
     up.set_defaults(handler=run_up)
 
 
