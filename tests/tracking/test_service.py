@@ -241,6 +241,39 @@ async def test_stale_elements_refuse_planning() -> None:
         app.close()
 
 
+async def test_element_age_is_judged_at_the_instants_asked_for_not_the_service_clock() -> None:
+    """With the service clock 100 days after the element epoch, passes and look angles in the
+    elements' own week are served; look angles at the service's now are FAILED_PRECONDITION."""
+    clock = SimulatedClock(EPOCH_NOW + timedelta(days=100), speed=1.0)
+    app, channel = await _start(clock)
+    try:
+        stub = pb_grpc.TrackingServiceStub(channel)
+        await _load(stub, _iss_record())
+        sites = pb.SiteSelector(sites=[pb.Site(id="eq", lat_deg=0, lon_deg=0)])
+        request = pb.ListPassesRequest(
+            catalog_ids=[ISS],
+            sites=sites,
+            start=to_timestamp(EPOCH_NOW),
+            end=to_timestamp(EPOCH_NOW + timedelta(days=1)),
+        )
+        assert await _passes(stub, request)
+        then = pb.GetLookAnglesRequest(
+            catalog_ids=[ISS], sites=sites, times=[to_timestamp(EPOCH_NOW + timedelta(hours=1))]
+        )
+        assert len((await stub.GetLookAngles(then, timeout=10)).look_angles) == 1
+        now = pb.GetLookAnglesRequest(
+            catalog_ids=[ISS], sites=sites, times=[to_timestamp(clock.now())]
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as stale:
+            await stub.GetLookAngles(now, timeout=10)
+        assert stale.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "--max-element-age-days" in (stale.value.details() or "")
+    finally:
+        await channel.close(None)
+        await app.server.stop(0)
+        app.close()
+
+
 async def test_visibility_agrees_with_passes(service: Running) -> None:
     """Every satellite GetVisibility reports is inside a pass from ListPasses, above the
     threshold, and its LOS matches that pass's LOS within one second."""

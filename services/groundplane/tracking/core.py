@@ -119,9 +119,17 @@ class TrackingCore:
         return built
 
     def select(
-        self, catalog_ids: Sequence[str], now: datetime, until: datetime | None = None
+        self,
+        catalog_ids: Sequence[str],
+        now: datetime,
+        used: tuple[datetime, datetime] | None = None,
     ) -> Selection:
-        """The satellites to compute for, judged for element age at ``now`` (to ``until``).
+        """The satellites to compute for: the records active at ``now``, judged for element age
+        at the instants they will be used for (``used`` = first and last; ``now`` by default).
+
+        SGP4's error grows with the distance from the epoch to the instant propagated to, not
+        with the service's own time, so a window in the elements' own week is served whenever
+        it is asked for.
 
         Named satellites must exist and be plannable (stale ones fail the request with
         FAILED_PRECONDITION). With no names, every active satellite is used and stale ones are
@@ -146,11 +154,10 @@ class TrackingCore:
         keep: list[int] = []
         for index, catalog_id in enumerate(chosen.ids):
             elements = records[catalog_id].elements
-            judgement = policy.judge(elements, now)
-            if until is not None:
-                later = policy.judge(elements, until)
-                if later.age_days > judgement.age_days:
-                    judgement = later
+            instants = used if used is not None else (now, now)
+            judgement = max(
+                (policy.judge(elements, at) for at in instants), key=lambda j: j.age_days
+            )
             if judgement.verdict is AgeVerdict.REFUSE:
                 if catalog_ids:
                     raise FailedPrecondition(judgement.message)

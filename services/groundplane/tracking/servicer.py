@@ -301,7 +301,7 @@ class TrackingServicer(pb_grpc.TrackingServiceServicer):
         times = [required_timestamp(t, f"times[{i}]") for i, t in enumerate(request.times)]
         frequency = _finite_frequency(request.frequency_hz)
         now = self.clock.now()
-        selection = self.core.select(list(request.catalog_ids), now)
+        selection = self.core.select(list(request.catalog_ids), now, (min(times), max(times)))
         points = len(selection.batch) * len(sites) * len(times)
         if points > self.core.settings.max_look_angle_points:
             raise InvalidArgument(
@@ -324,7 +324,7 @@ class TrackingServicer(pb_grpc.TrackingServiceServicer):
         ):
             if not math.isfinite(value):
                 raise InvalidArgument(f"{name} must be a finite number, got {value}")
-        selection = self.core.select(list(request.catalog_ids), self.clock.now(), until=end)
+        selection = self.core.select(list(request.catalog_ids), self.clock.now(), (start, end))
         if selection.warnings:
             yield pb.ListPassesResponse(warnings=selection.warnings)
         batch_size = self.core.settings.pass_stream_batch
