@@ -15,6 +15,7 @@ from groundplane.gateway.v1 import gateway_pb2 as pb
 from groundplane.kernel.clock import format_utc
 from groundplane.node.backends import predict_answer
 
+from ..scrape import get, sample, samples
 from .conftest import (
     EPOCH,
     FAST,
@@ -71,6 +72,8 @@ async def test_served_request_goes_through_a_visible_satellite(
     through the station's link: the text is the synthetic model's answer, one attempt, and the
     metrics count one OK call for the tenant."""
     system = gateway_system
+    url = f"http://127.0.0.1:{system.app.metrics_port}/metrics"
+    before = await samples(url)
     reply = await system.stub.Infer(request("hello orbit"), metadata=system.auth(), timeout=5.0)
     expected = predict_answer(FAST, (), "hello orbit", MAX_TOKENS)
     assert reply.text == expected.text
@@ -78,9 +81,21 @@ async def test_served_request_goes_through_a_visible_satellite(
     assert (reply.satellite_id, reply.station_id) == (FIRST, STATION.station_id)
     assert reply.attempts == 1
     assert system.executions() == 1
-    metrics = system.app.metrics
-    assert metrics.requests_total.value(tenant="alpha", outcome="OK") == 1
-    assert 'groundplane_gateway_requests_total{outcome="OK",tenant="alpha"} 1' in (metrics.render())
+    after = await samples(url)
+    ok = {"tenant": "alpha", "outcome": "OK"}
+    assert sample(before, "groundplane_gateway_requests_total", **ok) == 0
+    assert sample(after, "groundplane_gateway_requests_total", **ok) == 1
+    assert sample(after, "groundplane_gateway_attempts_sum", tenant="alpha") == 1
+    duration = {"tenant": "alpha", "method": "infer"}
+    assert sample(after, "groundplane_gateway_request_duration_seconds_count", **duration) == 1
+    assert sample(after, "groundplane_gateway_requests_in_flight", tenant="alpha") == 0
+
+
+async def test_metrics_port_answers_404_off_the_metrics_path(gateway_system: GatewaySystem) -> None:
+    """The gateway's metrics port serves only ``/metrics``: another path is 404."""
+    status, _, body = await get(f"http://127.0.0.1:{gateway_system.app.metrics_port}/")
+    assert status == 404
+    assert "/metrics" in body
 
 
 async def test_missing_or_wrong_token_is_unauthenticated(gateway_system: GatewaySystem) -> None:

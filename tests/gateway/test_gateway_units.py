@@ -231,9 +231,12 @@ async def test_every_candidate_failing_before_a_token_is_unavailable_and_counted
     gw = gateway(caller)
     with pytest.raises(Unavailable, match="after 2 attempts"):
         await collect(gw)
-    assert gw.metrics.requests_total.value(tenant="alpha", outcome="UNAVAILABLE") == 1
-    assert gw.metrics.attempts.sums[(("tenant", "alpha"),)] == 2
-    assert "groundplane_gateway_attempts_bucket" in gw.metrics.render()
+    metrics = gw.metrics
+    unavailable = {"tenant": "alpha", "outcome": "UNAVAILABLE"}
+    assert metrics.value("groundplane_gateway_requests_total", **unavailable) == 1
+    assert metrics.value("groundplane_gateway_attempts_sum", tenant="alpha") == 2
+    assert metrics.value("groundplane_gateway_attempts_count", tenant="alpha") == 1
+    assert metrics.value("groundplane_gateway_requests_in_flight", tenant="alpha") == 0
 
 
 class FullCaller(FakeCaller):

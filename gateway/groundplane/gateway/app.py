@@ -10,7 +10,9 @@
 
 Without ``routing_target`` the caller hands a :class:`RouteTableSource` in (``tables=``), e.g. a
 :class:`LocalTableSource` fed by a routing service in the same process. With ``metrics_port``
-set, ``GET /metrics`` on that port serves the Prometheus text exposition.
+set (0 = a free port, :attr:`GatewayApp.metrics_port` tells which), ``GET /metrics`` on
+``metrics_host`` serves the gateway's Prometheus registry
+(:class:`~groundplane.kernel.metrics_http.MetricsServer`; every other path is 404).
 
 Session turns (calls with a ``session_id``) go to the handoff manager when one is given: an
 in-process :class:`~groundplane.gateway.turns.SessionTurns` (``session_turns=``, as
@@ -42,6 +44,7 @@ from groundplane.gateway.sources import (
 from groundplane.gateway.turns import GrpcSessionTurns, SessionTurns
 from groundplane.kernel.clock import Clock
 from groundplane.kernel.errors import InvalidArgument
+from groundplane.kernel.metrics_http import MetricsServer
 from groundplane.kernel.serving import GrpcServer
 from groundplane.mqtt.broker import BrokerAddress
 from groundplane.mqtt.client import Backoff, MqttClient
@@ -49,8 +52,6 @@ from groundplane.node.directory import NodeDirectory
 from groundplane.node.requester import Requester
 
 log = structlog.get_logger("groundplane.gateway.app")
-
-METRICS_READ_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -175,12 +176,15 @@ class GatewayApp:
                 session_turns=session_turns,
             )
             if settings.metrics_port is not None:
-                server = await asyncio.start_server(
-                    self._serve_metrics, settings.metrics_host, settings.metrics_port
+                metrics_server = await stack.enter_async_context(
+                    MetricsServer(
+                        self.metrics.registry,
+                        host=settings.metrics_host,
+                        port=settings.metrics_port,
+                    )
                 )
-                self._metrics_port = int(server.sockets[0].getsockname()[1])
-                stack.push_async_callback(server.wait_closed)
-                stack.callback(server.close)
+                self._metrics_port = metrics_server.port
+                log.info("gateway_metrics_serving", url=metrics_server.url)
             servicer = InferenceServicer(self._gateway, settings.tenants)
             self._server = GrpcServer(
                 [servicer.binding()],
@@ -211,26 +215,3 @@ class GatewayApp:
         if self._server is None:
             raise RuntimeError("the gateway is not started")
         await self._server.wait_stopped()
-
-    async def _serve_metrics(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        try:
-            async with asyncio.timeout(METRICS_READ_TIMEOUT_S):
-                request = await reader.readuntil(b"\r\n\r\n")
-            path = request.split(b" ", 2)[1] if request.count(b" ") >= 2 else b""
-            if path == b"/metrics":
-                body = self.metrics.render().encode()
-                head = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n"
-            else:
-                body, head = b"not found\n", b"HTTP/1.1 404 Not Found\r\n"
-            writer.write(
-                head + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
-            )
-            writer.write(body)
-            async with asyncio.timeout(METRICS_READ_TIMEOUT_S):
-                await writer.drain()
-        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError):
-            pass
-        finally:
-            writer.close()

@@ -274,7 +274,7 @@ class InferenceGateway:
         self, call: InferCall, tenant: Tenant, remaining_s: float | None, method: str
     ) -> AsyncGenerator[Token | InferAnswer, None]:
         record = _Record(tenant.tenant_id, call.model, method, self.clock.monotonic())
-        self.metrics.in_flight.inc(tenant=tenant.tenant_id)
+        self.metrics.started(tenant.tenant_id)
         try:
             self._validate(call)
             budget = hop_budget(self.clock, remaining_s, self.config)
@@ -292,7 +292,6 @@ class InferenceGateway:
             record.outcome = "INTERNAL"
             raise
         finally:
-            self.metrics.in_flight.dec(tenant=tenant.tenant_id)
             self._account(record)
 
     def _validate(self, call: InferCall) -> None:
@@ -622,12 +621,13 @@ class InferenceGateway:
     def _account(self, record: _Record) -> None:
         latency_s = self.clock.monotonic() - record.started
         tenant = record.tenant
-        self.metrics.requests_total.inc(tenant=tenant, outcome=record.outcome)
-        self.metrics.request_duration_seconds.observe(
-            latency_s, tenant=tenant, method=record.method
+        self.metrics.finished(
+            tenant,
+            outcome=record.outcome,
+            method=record.method,
+            duration_s=latency_s,
+            attempts=None if record.deduplicated else record.attempts,
         )
-        if not record.deduplicated:
-            self.metrics.attempts.observe(float(record.attempts), tenant=tenant)
         log.info(
             "gateway_request",
             request_id=record.request_id,

@@ -67,6 +67,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections import Counter
 from collections.abc import AsyncGenerator, Sequence
 from datetime import datetime, timedelta
 
@@ -118,6 +119,7 @@ class HandoffManager:
         self._settings = self._config.settings
         self.metrics = metrics or HandoffMetrics()
         self._sessions: dict[str, LiveSession] = {}
+        self.metrics.count_sessions(self._count_sessions)
         self._tasks = ManagerTasks()
         self._ready = asyncio.Event()
         self._node_states: dict[str, tuple[int, int]] = {}
@@ -151,6 +153,10 @@ class HandoffManager:
             tasks=self._tasks,
             config=self._config,
         )
+
+    def _count_sessions(self) -> dict[str, int]:
+        """Open sessions by state (for the metrics scrape, on its thread: a copy, read only)."""
+        return dict(Counter(session.record.state for session in tuple(self._sessions.values())))
 
     # -- lifecycle -------------------------------------------------------------------------------
 

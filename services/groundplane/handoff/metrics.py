@@ -1,73 +1,92 @@
-"""The handoff manager's Prometheus metrics (text exposition format 0.0.4).
+"""The handoff manager's Prometheus metrics, in a registry of its own (``prometheus_client``).
 
-=============================================  =========  ==============================
+=============================================  =========  ==================================
 metric                                         type       labels
-=============================================  =========  ==============================
+=============================================  =========  ==================================
 groundplane_handoff_total                      counter    result (completed, failed,
                                                           checkpointed, resumed, recovered)
-groundplane_handoff_bytes_moved_total          counter    path (isl, ground, none)
+groundplane_handoff_moved_bytes_total          counter    path (isl, ground, none)
 groundplane_handoff_interruption_seconds       histogram  (simulated seconds turns were held)
-groundplane_handoff_sessions                   gauge      state
-=============================================  =========  ==============================
+groundplane_handoff_sessions                   gauge      state (active, checkpointed)
+=============================================  =========  ==================================
+
+Every label takes values from a bounded set; session ids go to the handoff events, never to a
+label. ``groundplane_handoff_sessions`` is read from the manager's open sessions at each scrape.
+:class:`~groundplane.kernel.metrics_http.MetricsServer` serves :attr:`HandoffMetrics.registry`.
 """
 
 from __future__ import annotations
 
-import bisect
+from collections.abc import Callable, Iterator, Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 INTERRUPTION_BUCKETS_S = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 
+SESSIONS = "groundplane_handoff_sessions"
+SESSIONS_HELP = "Open sessions by state."
+
+
+class _Sessions(Collector):
+    """``groundplane_handoff_sessions`` from a count taken at scrape time."""
+
+    def __init__(self) -> None:
+        self.count: Callable[[], Mapping[str, int]] = dict
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        yield GaugeMetricFamily(SESSIONS, SESSIONS_HELP, labels=["state"])
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(SESSIONS, SESSIONS_HELP, labels=["state"])
+        for state, count in sorted(self.count().items()):
+            family.add_metric([state], count)
+        yield family
+
 
 class HandoffMetrics:
+    """Every metric of one handoff manager, registered in :attr:`registry` (one per manager, so
+    it never shares a series with a gateway or another manager in the same process)."""
+
     def __init__(self) -> None:
-        self.handoffs: dict[str, int] = {}
-        self.bytes_moved: dict[str, int] = {}
-        self.interruption_counts = [0] * (len(INTERRUPTION_BUCKETS_S) + 1)
-        self.interruption_sum_s = 0.0
-        self.interruptions_s: list[float] = []
-        """Every interruption observed (for benchmarks and tests; bounded to the last 100,000)."""
-        self.sessions: dict[str, int] = {}
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.handoffs = Counter(
+            "groundplane_handoff",
+            "Handoff steps by result.",
+            ["result"],
+            registry=self.registry,
+        )
+        self.moved_bytes = Counter(
+            "groundplane_handoff_moved_bytes",
+            "Modelled session state bytes moved, by path.",
+            ["path"],
+            registry=self.registry,
+        )
+        self.interruptions = Histogram(
+            "groundplane_handoff_interruption_seconds",
+            "Time a session's turns were held by a move, in simulated seconds.",
+            buckets=INTERRUPTION_BUCKETS_S,
+            registry=self.registry,
+        )
+        self._sessions = _Sessions()
+        self.registry.register(self._sessions)
 
     def handoff(self, result: str) -> None:
-        self.handoffs[result] = self.handoffs.get(result, 0) + 1
+        self.handoffs.labels(result=result).inc()
 
     def moved(self, path: str, state_bytes: int) -> None:
-        self.bytes_moved[path] = self.bytes_moved.get(path, 0) + state_bytes
+        self.moved_bytes.labels(path=path).inc(state_bytes)
 
     def interruption(self, seconds: float) -> None:
-        self.interruption_counts[bisect.bisect_left(INTERRUPTION_BUCKETS_S, seconds)] += 1
-        self.interruption_sum_s += seconds
-        self.interruptions_s.append(seconds)
-        if len(self.interruptions_s) > 100_000:
-            del self.interruptions_s[:50_000]
+        self.interruptions.observe(seconds)
 
-    def render(self) -> str:
-        lines = [
-            "# HELP groundplane_handoff_total Handoff steps by result.",
-            "# TYPE groundplane_handoff_total counter",
-            *(f'groundplane_handoff_total{{result="{k}"}} {v}' for k, v in self.handoffs.items()),
-            "# HELP groundplane_handoff_bytes_moved_total Modelled session state bytes moved.",
-            "# TYPE groundplane_handoff_bytes_moved_total counter",
-            *(
-                f'groundplane_handoff_bytes_moved_total{{path="{k}"}} {v}'
-                for k, v in self.bytes_moved.items()
-            ),
-            "# HELP groundplane_handoff_interruption_seconds Time a session's turns were held.",
-            "# TYPE groundplane_handoff_interruption_seconds histogram",
-        ]
-        cumulative = 0
-        for bound, count in zip(INTERRUPTION_BUCKETS_S, self.interruption_counts, strict=False):
-            cumulative += count
-            lines.append(
-                f'groundplane_handoff_interruption_seconds_bucket{{le="{bound}"}} {cumulative}'
-            )
-        cumulative += self.interruption_counts[-1]
-        lines += [
-            f'groundplane_handoff_interruption_seconds_bucket{{le="+Inf"}} {cumulative}',
-            f"groundplane_handoff_interruption_seconds_sum {self.interruption_sum_s}",
-            f"groundplane_handoff_interruption_seconds_count {cumulative}",
-            "# HELP groundplane_handoff_sessions Sessions by state.",
-            "# TYPE groundplane_handoff_sessions gauge",
-            *(f'groundplane_handoff_sessions{{state="{k}"}} {v}' for k, v in self.sessions.items()),
-        ]
-        return "\n".join(lines) + "\n"
+    def count_sessions(self, count: Callable[[], Mapping[str, int]]) -> None:
+        """Take ``groundplane_handoff_sessions`` from ``count()`` (state → open sessions) at each
+        scrape; it runs on the metrics server's thread, so it must only read."""
+        self._sessions.count = count
+
+    def value(self, name: str, **labels: str) -> float:
+        """One sample's value (0 when the series does not exist yet), e.g.
+        ``value("groundplane_handoff_total", result="completed")``."""
+        return self.registry.get_sample_value(name, labels) or 0.0
