@@ -137,6 +137,16 @@ def test_a_repeatable_option_takes_a_comma_separated_list() -> None:
     assert _parse([*PASSES, "--hours", "1", "--sat", "1"], environ).sat == ["1"]
 
 
+def test_a_list_of_nothing_is_a_usage_error_naming_the_variable(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``GROUNDPLANE_ELEMENTS=,`` names no file: exit 2 naming the variable, rather than an empty
+    list passing for the required ``--elements``."""
+    argv = ["passes", "--site", "52.2,0.1", "--start", "now", "--hours", "1"]
+    err = _usage_error(argv, {"GROUNDPLANE_ELEMENTS": " , "}, capsys)
+    assert "GROUNDPLANE_ELEMENTS=' , ': expected a ','-separated list, got none" in err
+
+
 def test_a_repeatable_option_whose_values_hold_commas_is_split_at_semicolons() -> None:
     """``--site LAT,LON[,ALT_M]`` values hold commas, so ``GROUNDPLANE_SITE`` separates them
     with ``;``; the variable also satisfies the required choice of ``--site`` or ``--sites``."""

@@ -11,8 +11,8 @@ option's default:
 - a flag (``store_true``/``store_false``) takes ``1``/``true``/``yes`` (as if given) or
   ``0``/``false``/``no`` (as if not), in any case;
 - a repeatable option (``append``) takes a list separated by ``,`` — by ``;`` where the values
-  themselves hold commas (its metavar has one, as ``--site LAT,LON[,ALT_M]``); one use of the
-  option on the command line replaces the whole list;
+  themselves hold commas (its metavar has one, as ``--site LAT,LON[,ALT_M]``); an empty list is
+  an error; one use of the option on the command line replaces the whole list;
 - a required option (or a required choice between options) is satisfied by its variable; of
   options that exclude each other, one given on the command line silences the others'
   variables, and two set only in the environment are a usage error naming both;
@@ -152,6 +152,8 @@ def _value(placeholder: _FromEnvironment) -> Any:
     if kind == "list":
         separator = ";" if "," in str(action.metavar or "") else ","
         items = [item.strip() for item in text.split(separator) if item.strip()]
+        if not items:
+            parser.error(f"{variable}={text!r}: expected a {separator!r}-separated list, got none")
     flag = action.option_strings[0]
     values: list[Any] = []
     for item in items:
