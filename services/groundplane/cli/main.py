@@ -2,8 +2,10 @@
 
 Every subcommand lives in its own module and registers itself here. Errors a user can cause
 print one line to stderr (what was expected, what came) and exit with status 2; success is 0.
-With no command, the help is printed (exit 0). When the reader of stdout goes away
-(``groundplane passes … | head``) the command stops quietly with status 1.
+Every option can also be set by its environment variable (``GROUNDPLANE_PORT`` for ``--port``;
+:mod:`groundplane.cli.environment`). With no command, the help is printed (exit 0). When the
+reader of stdout goes away (``groundplane passes … | head``) the command stops quietly with
+status 1.
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ import copy
 import os
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+from groundplane.cli import environment
 from groundplane.kernel.errors import GroundplaneError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -33,26 +36,40 @@ def _default_worth_showing(action: argparse.Action) -> bool:
     )
 
 
+def help_with_default(action: argparse.Action) -> str | None:
+    """The option's help followed by its default, unless there is none to show (``None``,
+    ``False``, an empty list) or the help already states it; its default alone when it has no
+    help."""
+    text = action.help or ""
+    if not _default_worth_showing(action):
+        return action.help
+    if action.help is None:
+        return "default: %(default)s"
+    default = action.default
+    plain = f"{default:g}" if isinstance(default, float) else str(default)
+    if "default" in text or f"({plain})" in text:
+        return text
+    return f"{text} (default: %(default)s)"
+
+
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Every option's help ends with its default, unless there is none to show (``None``,
-    ``False``, an empty list) or the help already states it; an option without help shows its
-    default alone."""
+    """Every option's help ends with its default (:func:`help_with_default`). The default shown
+    is the option's own, also while an environment variable stands in for it."""
 
     def _format_action(self, action: argparse.Action) -> str:
-        if action.help is None and _default_worth_showing(action):
-            action = copy.copy(action)
-            action.help = "default: %(default)s"
-        return super()._format_action(action)
+        shown = copy.copy(action)
+        shown.default = environment.shown_default(action)
+        shown.help = help_with_default(shown)
+        return super()._format_action(shown)
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
-        text = action.help or ""
-        if not _default_worth_showing(action):
-            return text
-        default = action.default
-        plain = f"{default:g}" if isinstance(default, float) else str(default)
-        if "default" in text or f"({plain})" in text:
-            return text
-        return f"{text} (default: %(default)s)"
+        return action.help  # _format_action has added the default
+
+
+def document_variables(parser: argparse.ArgumentParser) -> None:
+    """End every option's help with the variable that can set it: ``… [env GROUNDPLANE_PORT]``."""
+    for action, variable in environment.options(parser):
+        action.help = f"{help_with_default(action) or ''} [env {variable}]".lstrip()
 
 
 class Parser(argparse.ArgumentParser):
@@ -100,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     from groundplane.cli import plot  # noqa: PLC0415 - matplotlib itself loads only to draw
 
     plot.register(commands)
+    document_variables(parser)
     return parser
 
 
@@ -122,10 +140,13 @@ def join_negative_values(argv: Sequence[str]) -> list[str]:
     return joined
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] = os.environ) -> int:
+    """Run ``groundplane`` with ``argv`` (default: ``sys.argv[1:]``); every option not on the
+    command line may come from its variable in ``environ`` (:mod:`groundplane.cli.environment`).
+    Returns the exit status."""
     try:
         try:
-            return _run(sys.argv[1:] if argv is None else argv)
+            return _run(sys.argv[1:] if argv is None else argv, environ)
         finally:
             sys.stdout.flush()
     except BrokenPipeError:
@@ -136,9 +157,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-def _run(argv: Sequence[str]) -> int:
+def _run(argv: Sequence[str], environ: Mapping[str, str]) -> int:
     parser = build_parser()
-    args = parser.parse_args(join_negative_values(argv))
+    args = environment.parse_args(parser, join_negative_values(argv), environ)
     handler: Handler = args.handler
     name = " ".join(part for part in (args.command, getattr(args, "service", None)) if part)
     try:
