@@ -200,6 +200,18 @@ def register(commands: Any) -> None:
         "--port", type=inputs.port, default=0, help="tracking gRPC port; 0 picks a free one"
     )
     up.add_argument(
+        "--gateway-metrics-port",
+        type=inputs.port,
+        metavar="PORT",
+        help="serve the gateway's Prometheus /metrics on loopback at PORT (0 picks a free one)",
+    )
+    up.add_argument(
+        "--handoff-metrics-port",
+        type=inputs.port,
+        metavar="PORT",
+        help="serve the handoff manager's Prometheus /metrics on loopback (0 picks a free one)",
+    )
+    up.add_argument(
         "--gateway-port", type=inputs.port, default=0, help="gateway gRPC port; 0 picks a free one"
     )
     up.set_defaults(handler=run_up)
@@ -257,6 +269,8 @@ def _config(args: argparse.Namespace, clock: Clock) -> tuple[SystemConfig, str]:
         handoff=handoff,
         handoff_dir=Path(args.data_dir) if args.data_dir else None,
         handoff_address=f"127.0.0.1:{args.handoff_port}",
+        gateway_metrics_port=args.gateway_metrics_port,
+        handoff_metrics_port=args.handoff_metrics_port,
         broker_url=args.broker,
         node_password=node_password,
         broker_reader=READER_USER if args.broker_dev_credentials else None,
@@ -368,6 +382,12 @@ def _banner(system: GroundplaneSystem, *, existing_broker: bool) -> str:
         "  inspect   gRPC server reflection is on: grpcurl -plaintext ADDRESS list (grpcurl is a "
         "separate download, not in Debian), or the Python snippet in docs/cli.md",
     ]
+    for name, url in (
+        ("gateway", system.gateway_metrics_url),
+        ("handoff", system.handoff_metrics_url),
+    ):
+        if url is not None:
+            lines.append(f"  metrics   {url}  Prometheus ({name})")
     reader = system.reader_address
     if reader is not None:
         lines.append(f"  watch     {mosquitto_sub_command(reader)}")

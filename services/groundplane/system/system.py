@@ -58,6 +58,7 @@ from groundplane.handoff.servicer import HandoffServicer
 from groundplane.handoff.store import HandoffStore
 from groundplane.kernel.clock import Clock
 from groundplane.kernel.errors import DeadlineExceeded, GroundplaneError, InvalidArgument
+from groundplane.kernel.metrics_http import MetricsServer
 from groundplane.kernel.serving import GrpcServer
 from groundplane.link.v1 import link_pb2
 from groundplane.links.emulator import GroundGeometryProvider, LinkEmulator
@@ -141,6 +142,10 @@ class SystemConfig:
     handoff_dir: Path | None = None
     """Folder of the handoff store (``handoff.sqlite``); a temporary folder when None."""
     handoff_address: str = "127.0.0.1:0"
+    gateway_metrics_port: int | None = None
+    """Port of the gateway's ``/metrics`` on loopback (0 = a free one); not served when None."""
+    handoff_metrics_port: int | None = None
+    """Port of the handoff manager's ``/metrics`` on loopback (0 = a free one); None: not served."""
     broker_url: str | None = None
     node_password: str | None = None
     broker_reader: str | None = None
@@ -242,6 +247,8 @@ class GroundplaneSystem:
         self.gateway: GatewayApp | None = None
         self.tracking: TrackingApp | None = None
         self.broker_address: BrokerAddress | None = None
+        self.handoff_metrics_url: str | None = None
+        """The handoff manager's ``/metrics`` when ``config.handoff_metrics_port`` is set."""
         self.reader_address: BrokerAddress | None = None
         """The read-only broker account when ``config.broker_reader`` is set."""
         self.load: GroundLoad | None = None
@@ -266,6 +273,13 @@ class GroundplaneSystem:
         if self.gateway is None:
             raise RuntimeError("the system is not running")
         return self.gateway.target
+
+    @property
+    def gateway_metrics_url(self) -> str | None:
+        """The gateway's ``/metrics`` when ``config.gateway_metrics_port`` is set."""
+        if self.gateway is None or self.gateway.metrics_port is None:
+            return None
+        return f"http://127.0.0.1:{self.gateway.metrics_port}/metrics"
 
     @property
     def routing_target(self) -> str:
@@ -429,6 +443,7 @@ class GroundplaneSystem:
                         config=GatewayConfig(default_deadline_s=config.gateway_deadline_wall_s),
                         drain_grace_s=2.0,
                         unready_delay_s=0.0,
+                        metrics_port=config.gateway_metrics_port,
                     ),
                     self.clock,
                     tables=tables,
@@ -534,6 +549,13 @@ class GroundplaneSystem:
         await server.start()
         stack.push_async_callback(server.stop)
         self._handoff_server = server
+        if config.handoff_metrics_port is not None:
+            metrics = await stack.enter_async_context(
+                MetricsServer(
+                    manager.metrics.registry, host="127.0.0.1", port=config.handoff_metrics_port
+                )
+            )
+            self.handoff_metrics_url = metrics.url
         return manager
 
     async def _stop_handoff(self, manager: HandoffManager, task: asyncio.Task[None]) -> None:
