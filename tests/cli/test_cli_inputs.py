@@ -197,3 +197,20 @@ def test_help_formatter_shows_defaults_once_and_only_real_ones() -> None:
     assert "stop time (default: never) --verbose" in text
     assert "say more --file" in text
     assert text.endswith("a file")
+
+
+def test_clock_flag_joins_a_shared_time_line_and_excludes_start_and_speed() -> None:
+    """`--clock SPEC` gives the process the spec's simulated time (a running clock's own spec
+    joined again agrees with it within 10 ms); with --start or --speed, or malformed, it is a
+    usage error naming --clock."""
+    running = inputs.make_clock("2026-08-15T00:00:00Z", 60.0)
+    assert isinstance(running, SimulatedClock)
+    spec = str(running.spec())
+    joined = inputs.make_clock(None, None, spec)
+    assert abs((joined.now() - running.now()).total_seconds()) < 0.010
+    with pytest.raises(InvalidArgument, match="--clock"):
+        inputs.make_clock("now", None, spec)
+    with pytest.raises(InvalidArgument, match="--clock"):
+        inputs.make_clock(None, None, "start=yesterday")
+    args = build_parser().parse_args(["serve", "tracking", "--clock", spec])
+    assert args.clock == spec

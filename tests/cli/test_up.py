@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from groundplane.kernel.clock import ClockSpec
 from groundplane.scenario import DEFAULT_TOKEN, default_stations
 
 pytestmark = pytest.mark.slow
@@ -250,7 +251,8 @@ ADDRESS = r"\s+127\.0\.0\.1:\d+\s"
 
 def test_up_off_a_terminal_prints_one_marked_status_line_per_interval(tmp_path: Path) -> None:
     """With stdout a pipe, `up --status-interval 1 --duration 4` prints every service's address
-    (broker, tracking, routing, handoff, gateway), says where grpcurl comes from, and prints
+    (broker, tracking, routing, handoff, gateway) and its clock spec for other processes, says
+    where grpcurl comes from, and prints
     at most one status line per interval: single lines whose time is marked as simulated, at the
     run's speed. A user far from every station makes requests UNAVAILABLE; the status, the final
     lines and the summary name the reason the gateway gave, counted per reason."""
@@ -266,6 +268,10 @@ def test_up_off_a_terminal_prints_one_marked_status_line_per_interval(tmp_path: 
     for service in ("broker", "tracking", "routing", "handoff", "gateway"):
         assert re.search(rf"^  {service}{ADDRESS}", out, re.MULTILINE), (service, out)
     assert "grpcurl is a separate download" in out
+    shared = re.search(r"^  clock     --clock '([^']+)'", out, re.MULTILINE)
+    assert shared is not None, out
+    spec = ClockSpec.parse(shared.group(1))
+    assert spec.speed == 60.0
     status = [line for line in out.splitlines() if line.startswith("sim ")]
     assert 1 <= len(status) <= 4, out
     for line in status:

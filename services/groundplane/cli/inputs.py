@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from groundplane.kernel.clock import Clock, RealClock, SimulatedClock, parse_utc
+from groundplane.kernel.clock import Clock, ClockSpec, RealClock, SimulatedClock, parse_utc
 from groundplane.kernel.errors import InvalidArgument
 from groundplane.orbit.elements import ElementSet, canonical_catalog_id, parse_elements
 from groundplane.orbit.sites import HorizonMask, Site, parse_sites_csv
@@ -146,8 +146,17 @@ def parse_time(text: str, now: datetime, flag: str) -> datetime:
         ) from None
 
 
-def make_clock(start: str | None, speed: float | None) -> Clock:
-    """Real time, or simulated time from ``start`` (default: now) at ``speed``."""
+def make_clock(start: str | None, speed: float | None, spec: str | None = None) -> Clock:
+    """Real time, simulated time from ``start`` (default: now) at ``speed``, or the shared time
+    line of a ``--clock`` spec (:class:`~groundplane.kernel.clock.ClockSpec`, as
+    :meth:`SimulatedClock.spec` and ``groundplane up`` print it)."""
+    if spec is not None:
+        if start is not None or speed is not None:
+            raise InvalidArgument("--clock gives start and speed itself; drop --start/--speed")
+        try:
+            return ClockSpec.parse(spec).clock()
+        except ValueError as bad:
+            raise InvalidArgument(f"--clock: {bad}") from None
     if start is None and (speed is None or speed == 1.0):
         return RealClock()
     if speed is not None and not speed > 0:

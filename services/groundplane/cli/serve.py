@@ -86,6 +86,12 @@ def register(commands: Any) -> None:
         "--speed", type=float, help="simulated seconds per wall second (default: 1)"
     )
     tracking.add_argument(
+        "--clock",
+        metavar="SPEC",
+        help="share a simulated time line: 'start=ISO,speed=X,anchor=UNIX_S' as printed by "
+        "groundplane up (instead of --start/--speed)",
+    )
+    tracking.add_argument(
         MAX_ELEMENT_AGE_FLAG,
         type=float,
         default=ElementAgePolicy().refuse_after_days,
@@ -143,6 +149,12 @@ def register(commands: Any) -> None:
     )
     hil.add_argument("--speed", type=float, help="simulated seconds per wall second (default: 1)")
     hil.add_argument(
+        "--clock",
+        metavar="SPEC",
+        help="share a simulated time line: 'start=ISO,speed=X,anchor=UNIX_S' as printed by "
+        "groundplane up (instead of --start/--speed)",
+    )
+    hil.add_argument(
         "--unready-delay",
         type=float,
         default=1.0,
@@ -168,7 +180,7 @@ def tracking_db_path(db: str | None) -> str:
 def run_tracking(args: argparse.Namespace) -> int:
     configure_logging(args.log_format)
     settings = TrackingSettings(age_policy=inputs.age_policy(args.max_element_age_days))
-    clock = inputs.make_clock(args.start, args.speed)
+    clock = inputs.make_clock(args.start, args.speed, args.clock)
     elements: list[ElementSet] = inputs.load_elements(args.elements) if args.elements else []
     if args.constellation:
         elements.extend(generate(args.constellation, clock.now()))
@@ -204,7 +216,7 @@ def run_tracking(args: argparse.Namespace) -> int:
 
 def run_hil(args: argparse.Namespace) -> int:
     configure_logging(args.log_format)
-    clock = inputs.make_clock(args.start, args.speed)
+    clock = inputs.make_clock(args.start, args.speed, args.clock)
     site = inputs.parse_site_arg(
         args.site, args.site_id, args.min_elevation, inputs.load_mask(args.mask)
     )

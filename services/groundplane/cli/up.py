@@ -388,6 +388,11 @@ def _banner(system: GroundplaneSystem, *, existing_broker: bool) -> str:
     ):
         if url is not None:
             lines.append(f"  metrics   {url}  Prometheus ({name})")
+    if isinstance(system.clock, SimulatedClock):
+        lines.append(
+            f"  clock     --clock '{system.clock.spec()}'  (this run's simulated time, for "
+            "`groundplane serve tracking|hil`)"
+        )
     reader = system.reader_address
     if reader is not None:
         lines.append(f"  watch     {mosquitto_sub_command(reader)}")

@@ -97,6 +97,10 @@ class SimulatedClock:
     def monotonic(self) -> float:
         return self._monotonic()
 
+    def spec(self, wall: Callable[[], float] = time.time) -> ClockSpec:
+        """This time line as a :class:`ClockSpec` other processes can join (anchored now)."""
+        return ClockSpec(self.now(), self._speed, wall())
+
     def wall_seconds(self, simulated_s: float) -> float:
         """How many wall-clock seconds a span of simulated time takes."""
         return simulated_s / self._speed
