@@ -115,7 +115,11 @@ async def test_service_tracks_the_next_pass_and_parks(station: Station) -> None:
     assert phases[-1] == pb.PHASE_PARKED
     assert pb.PHASE_TRACKING in phases
     assert downlinks
-    assert all(0 < abs(f - DOWNLINK_HZ) < MAX_DOPPLER_HZ for f in downlinks)
+    offsets_hz = [abs(f - DOWNLINK_HZ) for f in downlinks]
+    assert max(offsets_hz) < MAX_DOPPLER_HZ
+    # Doppler-corrected: rigctld reports whole hertz, so a reading next to TCA (range rate ≈ 0)
+    # may equal the nominal frequency; nearly all others must be offset from it.
+    assert sum(offset > 0 for offset in offsets_hz) >= 0.9 * len(offsets_hz), offsets_hz
     # Receding at the end of the pass: the downlink is below nominal and still falling.
     assert downlinks[-1] < DOWNLINK_HZ
     assert downlinks[-1] <= downlinks[len(downlinks) // 2]
