@@ -151,10 +151,10 @@ class TrackingCore:
             chosen = batch.subset(indices)
         else:
             chosen = batch
+        instants = used if used is not None else (now,)
         keep: list[int] = []
         for index, catalog_id in enumerate(chosen.ids):
             elements = records[catalog_id].elements
-            instants = used if used is not None else (now, now)
             judgement = max(
                 (policy.judge(elements, at) for at in instants), key=lambda j: j.age_days
             )
