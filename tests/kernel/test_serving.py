@@ -141,6 +141,50 @@ async def test_watch_sends_each_entry_then_not_serving_at_shutdown() -> None:
         await server.stop(0)
 
 
+async def test_a_server_built_unready_serves_liveness_and_gates_readiness() -> None:
+    """With ready_at_start=False, liveness is SERVING from the start while readiness, '' and the
+    service are NOT_SERVING; set_ready(True) turns them SERVING (a Watch sees the change),
+    set_ready(False) back, and calls are answered throughout (readiness gates traffic, not the
+    port)."""
+    server = GrpcServer(
+        [_echo_binding()], drain_grace_s=0.1, unready_delay_s=0.0, ready_at_start=False
+    )
+    await server.start()
+    serving, not_serving = (
+        health_pb2.HealthCheckResponse.SERVING,
+        health_pb2.HealthCheckResponse.NOT_SERVING,
+    )
+    try:
+        async with grpc.aio.insecure_channel(server.target) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+
+            async def check(name: str) -> int:
+                reply = await stub.Check(health_pb2.HealthCheckRequest(service=name), timeout=5)
+                status: int = reply.status
+                return status
+
+            assert await check("liveness") == serving
+            for name in ("", "readiness", SERVICE):
+                assert await check(name) == not_serving, name
+            ready = lambda: server.ready  # noqa: E731 - read anew each time (no narrowing)
+            assert not ready()
+            echo = channel.unary_unary(f"/{SERVICE}/Echo", None, None)
+            assert await echo(b"hello", timeout=5) == b"hello"
+            watch = stub.Watch(health_pb2.HealthCheckRequest(service="readiness"), timeout=30)
+            assert await _next_status(watch, "readiness") == not_serving
+            await server.set_ready(True)
+            assert await _next_status(watch, "readiness") == serving
+            assert ready()
+            for name in ("", "readiness", SERVICE):
+                assert await check(name) == serving, name
+            await server.set_ready(False)
+            assert await _next_status(watch, "readiness") == not_serving
+            assert await check("liveness") == serving
+            watch.cancel()
+    finally:
+        await server.stop(0)
+
+
 async def test_health_entries_and_reflection() -> None:
     """Health answers SERVING for '', liveness, readiness and the service; reflection lists the
     service, and shutdown turns readiness NOT_SERVING."""

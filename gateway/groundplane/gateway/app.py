@@ -48,8 +48,7 @@ from groundplane.kernel.metrics_http import MetricsServer
 from groundplane.kernel.serving import GrpcServer
 from groundplane.mqtt.broker import BrokerAddress
 from groundplane.mqtt.client import Backoff, MqttClient
-from groundplane.node.directory import NodeDirectory
-from groundplane.node.requester import Requester
+from groundplane.node.client import NodeDirectory, Requester
 
 log = structlog.get_logger("groundplane.gateway.app")
 

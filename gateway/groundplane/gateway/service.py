@@ -69,7 +69,7 @@ from groundplane.kernel.errors import (
     ResourceExhausted,
     Unavailable,
 )
-from groundplane.node.directory import OFFLINE, NodeDirectory
+from groundplane.node.client import OFFLINE, NodeDirectory
 from groundplane.node.v1 import node_pb2
 from groundplane.routing.policy import Candidate, InFlightCounter, RouteRequest
 

@@ -13,7 +13,7 @@ from groundplane.handoff.planner import (
     rank_windows,
 )
 from groundplane.kernel.clock import Clock
-from groundplane.node.directory import NodeDirectory
+from groundplane.node.client import NodeDirectory
 
 
 class Coverage:

@@ -91,7 +91,7 @@ from groundplane.kernel.errors import (
     InvalidArgument,
     Unavailable,
 )
-from groundplane.node.directory import NodeDirectory, NodeView
+from groundplane.node.client import NodeDirectory, NodeView
 
 __all__ = ["HandoffManager", "JobInfo", "ManagerConfig", "SessionInfo", "TurnResult"]
 

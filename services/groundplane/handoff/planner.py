@@ -40,7 +40,7 @@ from enum import Enum
 from typing import NamedTuple, Protocol
 
 from groundplane.kernel.errors import InvalidArgument
-from groundplane.links.model import LinkGeometry
+from groundplane.links.client import LinkGeometry
 from groundplane.orbit.passes import Pass
 from groundplane.routing.policy import Candidate, PolicyKind, RoutingPolicy, rank_order, score
 

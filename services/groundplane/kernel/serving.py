@@ -174,15 +174,19 @@ def _wrap_stream(
 class GrpcServer:
     """A grpc.aio server with health, reflection, error mapping and graceful shutdown."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - server options by keyword, each with a default
         self,
         bindings: Sequence[ServiceBinding],
         address: str = "127.0.0.1:0",
         drain_grace_s: float = 5.0,
         unready_delay_s: float = 1.0,
         options: Sequence[tuple[str, Any]] = (),
+        *,
+        ready_at_start: bool = True,
     ) -> None:
         self._bindings = tuple(bindings)
+        self._ready_at_start = ready_at_start
+        self._ready = ready_at_start
         self._address = address
         self._drain_grace_s = drain_grace_s
         self._unready_delay_s = unready_delay_s
@@ -193,6 +197,7 @@ class GrpcServer:
         self._health: Any = None
         self._port: int | None = None
         self._stopped: asyncio.Event | None = None
+        self._draining = False
 
     @property
     def port(self) -> int:
@@ -241,16 +246,50 @@ class GrpcServer:
         self._port = port
         await self._server.start()
         await self._health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
-        for name in self._health_names():
-            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        log.info("serving", address=self.target, services=[b.name for b in self._bindings])
+        await self._publish_readiness()
+        log.info(
+            "serving",
+            address=self.target,
+            services=[b.name for b in self._bindings],
+            ready=self._ready,
+        )
         return port
+
+    @property
+    def ready(self) -> bool:
+        """Whether readiness (and each service's entry) is SERVING now."""
+        return self._ready and self._stopped is not None and not self._stopped.is_set()
+
+    async def set_ready(self, ready: bool) -> None:
+        """Readiness and every service's entry SERVING (``True``) or NOT_SERVING.
+
+        A service built with ``ready_at_start=False`` calls this once its inputs are live (and
+        with ``False`` when it loses them); ``liveness`` stays SERVING either way. Before
+        :meth:`start` it sets what start publishes; after :meth:`stop` began it does nothing.
+        """
+        if self._ready == ready:
+            return
+        self._ready = ready
+        if self._health is None or self._draining:
+            return
+        log.info("readiness", address=self.target, ready=ready)
+        await self._publish_readiness()
+
+    async def _publish_readiness(self) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if self._ready
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in self._health_names():
+            await self._health.set(name, status)
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Graceful shutdown: NOT_SERVING, let in-flight calls drain, then stop."""
         if self._stopped is None or self._stopped.is_set():
             return
         grace = self._drain_grace_s if grace_s is None else grace_s
+        self._draining = True
         for name in self._health_names():
             await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         log.info("unready", address=self.target, delay_s=self._unready_delay_s)

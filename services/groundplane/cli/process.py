@@ -1,0 +1,140 @@
+"""What every ``groundplane serve SERVICE`` process shares: its flags and its life cycle.
+
+Each service command adds the same process options (:func:`add_process_arguments`): where its
+gRPC server listens (``--host``, ``--port``), its Prometheus ``/metrics`` port
+(``--metrics-port``, off unless given), its log format, the shared simulated clock
+(``--clock SPEC`` as ``groundplane up`` prints it, or ``--start``/``--speed``), and how it stops
+(``--unready-delay``, ``--drain-grace``). Like every option each also comes from its
+environment variable (``GROUNDPLANE_PORT``, ``GROUNDPLANE_CLOCK``, …).
+
+:func:`run_service` runs one service body until SIGTERM or SIGINT: the body is an async context
+manager that starts the service on enter (its gRPC server NOT_SERVING on readiness until its
+inputs are live) and drains it on exit; the process then exits 0. A second signal while draining
+cancels the drain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
+
+import structlog
+
+from groundplane.kernel.clock import Clock
+from groundplane.kernel.logs import configure_logging
+
+from . import inputs
+
+log = structlog.get_logger("groundplane.cli.process")
+
+
+class RunningService(Protocol):
+    """What a started service tells its process: where it serves."""
+
+    @property
+    def target(self) -> str: ...
+
+
+def add_process_arguments(parser: argparse.ArgumentParser, *, default_port: int) -> None:
+    """The options every service process has (see the module docstring)."""
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument(
+        "--port",
+        type=inputs.port,
+        default=default_port,
+        help="gRPC port to listen on; 0 picks a free port",
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=inputs.port,
+        metavar="PORT",
+        help="serve Prometheus /metrics on this port of --host (0 picks a free one); "
+        "default: not served",
+    )
+    parser.add_argument(
+        "--start", metavar="TIME", help="simulated time starts here (default: real time)"
+    )
+    parser.add_argument(
+        "--speed", type=float, help="simulated seconds per wall second (default: 1)"
+    )
+    parser.add_argument(
+        "--clock",
+        metavar="SPEC",
+        help="share a simulated time line: 'start=ISO,speed=X,anchor=UNIX_S' as printed by "
+        "groundplane up (instead of --start/--speed)",
+    )
+    parser.add_argument(
+        "--unready-delay",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="seconds NOT_SERVING before draining on SIGTERM",
+    )
+    parser.add_argument(
+        "--drain-grace",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="seconds in-flight work may take to finish after SIGTERM before it is cancelled",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=("json", "console", "auto"),
+        default="auto",
+        help="log lines as JSON, for a console, or console on a TTY and JSON otherwise",
+    )
+
+
+def process_clock(args: argparse.Namespace) -> Clock:
+    """The clock the process options name (real time by default)."""
+    return inputs.make_clock(args.start, args.speed, args.clock)
+
+
+def listen_address(args: argparse.Namespace) -> str:
+    """``host:port`` of the gRPC server from ``--host`` and ``--port``."""
+    host: str = args.host
+    return f"[{host}]:{args.port}" if ":" in host else f"{host}:{args.port}"
+
+
+def run_service(
+    name: str,
+    args: argparse.Namespace,
+    body: Callable[[], AbstractAsyncContextManager[Any]],
+) -> int:
+    """Configure logging, enter ``body()``, print ``<name> serving on <target>``, wait for
+    SIGTERM/SIGINT, exit the body (its drain), return 0."""
+    configure_logging(args.log_format)
+
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        received = asyncio.Event()
+        signals = (signal.SIGTERM, signal.SIGINT)
+        for sig in signals:
+            loop.add_signal_handler(sig, received.set)
+        try:
+            async with body() as service:
+                target = getattr(service, "target", None)
+                print(f"{name} serving on {target}", flush=True)
+                log.info("process_serving", service=name, target=target)
+                await received.wait()
+                log.info("process_stopping", service=name)
+                received.clear()
+                # A second signal while draining cancels the drain.
+                current = asyncio.current_task()
+                for sig in signals:
+                    loop.remove_signal_handler(sig)
+                    if current is not None:
+                        loop.add_signal_handler(sig, current.cancel)
+        finally:
+            for sig in signals:
+                with contextlib.suppress(ValueError, RuntimeError):
+                    loop.remove_signal_handler(sig)
+        log.info("process_stopped", service=name)
+
+    asyncio.run(serve())
+    return 0
