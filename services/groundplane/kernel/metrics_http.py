@@ -114,13 +114,25 @@ class MetricsServer:
         return f"http://{host}:{self.port}{METRICS_PATH}"
 
     async def __aenter__(self) -> Self:
+        # Name resolution and the bind (wsgiref looks up the host's name) block: off the loop.
+        httpd = await asyncio.to_thread(self._bind)
+        thread = threading.Thread(
+            target=httpd.serve_forever,
+            kwargs={"poll_interval": POLL_INTERVAL_S},
+            name=f"metrics-http:{httpd.server_address[1]}",
+        )
+        thread.start()
+        self._httpd, self._thread = httpd, thread
+        return self
+
+    def _bind(self) -> WSGIServer:
         family = _family(self.host, self._port)
 
         class BoundServer(_Server):
             address_family = family
 
         try:
-            httpd: WSGIServer = make_server(
+            return make_server(
                 self.host,
                 self._port,
                 only_metrics_path(make_wsgi_app(self.registry)),
@@ -132,14 +144,6 @@ class MetricsServer:
                 f"cannot listen for metrics on {self.host}:{self._port} ({error}); choose a "
                 "free port or 0 for any (gateway: metrics_port)"
             ) from error
-        thread = threading.Thread(
-            target=httpd.serve_forever,
-            kwargs={"poll_interval": POLL_INTERVAL_S},
-            name=f"metrics-http:{httpd.server_address[1]}",
-        )
-        thread.start()
-        self._httpd, self._thread = httpd, thread
-        return self
 
     async def __aexit__(
         self,
