@@ -15,7 +15,7 @@ from groundplane.cli.main import main
 from groundplane.hil.controller import HamlibEndpoint, StationController, TrackingPassSource
 from groundplane.hil.hamlib import RigClient
 from groundplane.hil.servicer import StationControlServicer
-from groundplane.hil.tracker import TrackerConfig
+from groundplane.hil.tracker import TrackerConfig, TrackerStatus
 from groundplane.hil.v1 import hil_pb2 as pb
 from groundplane.hil.v1 import hil_pb2_grpc as pb_grpc
 from groundplane.kernel.clock import SimulatedClock
@@ -148,6 +148,44 @@ async def test_stop_mid_pass_parks_and_bad_requests_are_refused(station: Station
     status = (await station.stub.GetStatus(pb.GetStatusRequest(), timeout=10)).status
     assert not station.controller.busy
     assert status.phase == pb.PHASE_PARKED
+
+
+async def test_a_start_while_a_stopped_pass_parks_is_refused(station: Station) -> None:
+    """While StopTracking parks the antenna the station stays busy: a StartTracking in that
+    window is FAILED_PRECONDITION (it would drive the rotator during the park); once parked a
+    new pass starts."""
+    await station.stub.StartTracking(pb.StartTrackingRequest(catalog_id="25544"), timeout=30)
+    async for update in station.stub.WatchStatus(pb.WatchStatusRequest(), timeout=60):
+        if update.status.phase == pb.PHASE_TRACKING:
+            break
+    parking, parked = asyncio.Event(), asyncio.Event()
+    real_park = station.controller.tracker.park
+
+    async def slow_park() -> TrackerStatus:
+        parking.set()
+        await asyncio.sleep(0.3)  # the window a real rotator needs to slew home
+        status = await real_park()
+        parked.set()
+        return status
+
+    station.controller.tracker.park = slow_park  # type: ignore[method-assign]
+
+    async def stop() -> pb.StopTrackingResponse:
+        reply: pb.StopTrackingResponse = await station.stub.StopTracking(
+            pb.StopTrackingRequest(), timeout=30
+        )
+        return reply
+
+    stopping = asyncio.create_task(stop(), name="stop-tracking")
+    async with asyncio.timeout(10):
+        await parking.wait()
+    with pytest.raises(grpc.aio.AioRpcError) as busy:
+        await station.stub.StartTracking(pb.StartTrackingRequest(catalog_id="25544"), timeout=30)
+    assert busy.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert not parked.is_set(), "the refusal came after the park; the window was not tested"
+    stopped = await stopping
+    assert stopped.status.phase == pb.PHASE_PARKED
+    await station.stub.StartTracking(pb.StartTrackingRequest(catalog_id="25544"), timeout=30)
 
 
 @pytest.mark.slow

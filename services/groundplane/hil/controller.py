@@ -230,6 +230,8 @@ class StationController:
             asyncio.Queue(maxsize=1)
         )
         self._current: asyncio.Task[TrackerStatus] | None = None
+        self._parking = False
+        """True while :meth:`stop` parks the antenna: the rotator is not free for a new pass."""
         self._finished = asyncio.Event()
         self._log = log.bind(site=site.id)
 
@@ -239,7 +241,7 @@ class StationController:
 
     @property
     def busy(self) -> bool:
-        return self._current is not None or not self._jobs.empty()
+        return self._current is not None or self._parking or not self._jobs.empty()
 
     async def plan(self, catalog_id: str, pass_time: datetime | None) -> PlannedPass:
         return await self.source.plan(catalog_id, self.site, self.clock.now(), pass_time)
@@ -259,11 +261,16 @@ class StationController:
     async def stop(self) -> TrackerStatus:
         """Cancel the pass being tracked (if any) and park the antenna."""
         current = self._current
-        if current is not None:
-            current.cancel()
-            # wait() (not await): a cancellation of stop() itself must still propagate.
-            await asyncio.wait({current})
-            await self.tracker.park()
+        if current is not None and not self._parking:
+            # Busy until parked: a start() during the park would drive the rotator with it.
+            self._parking = True
+            try:
+                current.cancel()
+                # wait() (not await): a cancellation of stop() itself must still propagate.
+                await asyncio.wait({current})
+                await self.tracker.park()
+            finally:
+                self._parking = False
             self._finished.set()
         return self.status
 
