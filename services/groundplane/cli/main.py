@@ -52,24 +52,19 @@ def help_with_default(action: argparse.Action) -> str | None:
     return f"{text} (default: %(default)s)"
 
 
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Every option's help ends with its default (:func:`help_with_default`). The default shown
-    is the option's own, also while an environment variable stands in for it."""
+class HelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default (:func:`help_with_default`; the option's own,
+    also while an environment variable stands in for it) and then the variable that can set
+    it: ``… (default: 50051) [env GROUNDPLANE_PORT]``."""
 
     def _format_action(self, action: argparse.Action) -> str:
         shown = copy.copy(action)
         shown.default = environment.shown_default(action)
         shown.help = help_with_default(shown)
+        variable = environment.variable_name(action)
+        if variable is not None and shown.help is not argparse.SUPPRESS:
+            shown.help = f"{shown.help or ''} [env {variable}]".lstrip()
         return super()._format_action(shown)
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        return action.help  # _format_action has added the default
-
-
-def document_variables(parser: argparse.ArgumentParser) -> None:
-    """End every option's help with the variable that can set it: ``… [env GROUNDPLANE_PORT]``."""
-    for action, variable in environment.options(parser):
-        action.help = f"{help_with_default(action) or ''} [env {variable}]".lstrip()
 
 
 class Parser(argparse.ArgumentParser):
@@ -117,7 +112,6 @@ def build_parser() -> argparse.ArgumentParser:
     from groundplane.cli import plot  # noqa: PLC0415 - matplotlib itself loads only to draw
 
     plot.register(commands)
-    document_variables(parser)
     return parser
 
 
