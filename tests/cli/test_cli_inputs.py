@@ -182,7 +182,8 @@ def test_state_dir_follows_xdg(environ: dict[str, str], expected: Path) -> None:
 
 def test_help_formatter_shows_defaults_once_and_only_real_ones() -> None:
     """An option's default follows its help, or stands alone when it has no help; ``None``,
-    ``False`` and ``[]`` are not shown, nor a default its help already states."""
+    ``False`` and ``[]`` are not shown, nor a default its help already states; the variable that
+    can set the option comes last, once."""
     parser = Parser(prog="demo")
     parser.add_argument("--rate", type=float, default=4.0, help="requests per second")
     parser.add_argument("--depth", type=int, default=3)
@@ -191,12 +192,14 @@ def test_help_formatter_shows_defaults_once_and_only_real_ones() -> None:
     parser.add_argument("--verbose", action="store_true", help="say more")
     parser.add_argument("--file", action="append", default=[], help="a file")
     text = " ".join(parser.format_help().split())
-    assert "requests per second (default: 4.0)" in text
-    assert "--depth DEPTH default: 3" in text
-    assert "speed factor (60) --until" in text
-    assert "stop time (default: never) --verbose" in text
-    assert "say more --file" in text
-    assert text.endswith("a file")
+    assert "requests per second (default: 4.0) [env GROUNDPLANE_RATE]" in text
+    assert "--depth DEPTH default: 3 [env GROUNDPLANE_DEPTH]" in text
+    assert "speed factor (60) [env GROUNDPLANE_SPEED] --until" in text
+    assert "stop time (default: never) [env GROUNDPLANE_UNTIL] --verbose" in text
+    assert "say more [env GROUNDPLANE_VERBOSE] --file" in text
+    assert text.endswith("a file [env GROUNDPLANE_FILE]")
+    assert text.count("default:") == 3
+    assert text.count("[env ") == 6
 
 
 def test_clock_flag_joins_a_shared_time_line_and_excludes_start_and_speed() -> None:
