@@ -14,7 +14,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
 from groundplane.kernel.clock import SimulatedClock
-from groundplane.kernel.errors import DeadlineExceeded
+from groundplane.kernel.errors import DeadlineExceeded, InvalidArgument
 from groundplane.mqtt import topics
 from groundplane.mqtt.broker import PrivateBroker
 from groundplane.mqtt.client import (
@@ -236,3 +236,24 @@ async def test_filter_refused_on_resubscribe_is_dropped_and_the_connection_survi
     assert [refusal.topic for refusal in refusals] == [forbidden]
     assert refusals[0].reason_code == NOT_AUTHORIZED
     assert set(node.refused_subscriptions) == {forbidden}
+
+
+async def test_a_malformed_shared_filter_is_refused_at_subscribe(
+    broker: PrivateBroker, clock: SimulatedClock
+) -> None:
+    """A ``$share/`` filter without its group or filter is INVALID_ARGUMENT from subscribe()
+    itself (not an error raised later inside paho's message callback); nothing is registered and
+    a well-formed shared filter still works."""
+    async with MqttClient(broker.address, client_id="ground", clock=clock) as ground:
+        await ground.wait_connected()
+
+        async def ignore(message: ReceivedMessage) -> None:
+            return None
+
+        for bad in ("$share/", "$share/group", "$share//gp/v1/x"):
+            with pytest.raises(InvalidArgument, match="shared subscription"):
+                await ground.subscribe(bad, ignore)
+        inbox = Inbox()
+        await ground.subscribe("$share/workers/gp/v1/test/+", inbox)
+        await ground.publish("gp/v1/test/one", b"hello")
+        assert (await inbox.next()).payload == b"hello"

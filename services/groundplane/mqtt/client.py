@@ -148,11 +148,13 @@ class _Subscription:
     qos: int
     handler: Handler
     on_refused: RefusalCallback | None = None
+    match_filter: str = field(init=False)
+    """The filter without a ``$share/<group>/`` prefix, for matching incoming topics: checked and
+    stripped once here (a malformed shared filter is refused at :meth:`MqttClient.subscribe`),
+    not per message inside paho's callback."""
 
-    @property
-    def match_filter(self) -> str:
-        """The filter without a ``$share/<group>/`` prefix, for matching incoming topics."""
-        return topics.without_share_group(self.topic_filter)
+    def __post_init__(self) -> None:
+        self.match_filter = topics.without_share_group(self.topic_filter)
 
 
 @dataclass(eq=False)
