@@ -20,6 +20,8 @@ from groundplane.orbit.geometry import (
     doppler_downlink_hz,
     doppler_uplink_hz,
     earth_rotation,
+    ecef_to_geodetic,
+    geodetic_to_ecef_km,
     look_angles,
     offset_jd_fr,
     propagate,
@@ -289,3 +291,17 @@ def test_time_helpers_round_trip_and_reject_naive_datetimes() -> None:
         load_3le().index_of("no-such-satellite")
     with pytest.raises(InvalidArgument, match="same length"):
         SatelliteBatch(["a", "b"], [])
+
+
+def test_ecef_to_geodetic_inverts_the_library_geodetic_to_ecef_at_the_poles_too() -> None:
+    """Latitude, longitude and height come back to 1e-9° and 1e-9 km from the library's
+    geodetic → ECEF, from the ground to GEO, including both poles and the antimeridian."""
+    lat = np.array([90.0, -90.0, 0.0, 45.0, -89.999, 78.2298, -33.9, 10.0])
+    lon = np.array([0.0, 0.0, -180.0, 179.999, 12.0, 15.4078, 18.4, -75.0])
+    alt_m = np.array([0.0, 400e3, 0.0, 35_786e3, 1e3, 500.0, 20_200e3, 550e3])
+    back_lat, back_lon, back_alt = ecef_to_geodetic(geodetic_to_ecef_km(lat, lon, alt_m))
+    np.testing.assert_allclose(back_lat, lat, atol=1e-9)
+    away_from_pole = np.abs(lat) < 89.99
+    d_lon = (back_lon - lon + 180.0) % 360.0 - 180.0
+    np.testing.assert_allclose(d_lon[away_from_pole], 0.0, atol=1e-9)
+    np.testing.assert_allclose(back_alt, alt_m / 1000.0, atol=1e-9)

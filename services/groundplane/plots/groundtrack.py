@@ -26,13 +26,13 @@ from numpy.typing import ArrayLike
 
 from groundplane.kernel.errors import InvalidArgument
 from groundplane.orbit.geometry import (
-    WGS84_A_KM,
-    WGS84_E2,
     FloatArray,
     SatelliteBatch,
     earth_rotation,
+    ecef_to_geodetic,
     propagate,
     teme_to_itrf,
+    wrap_lon_deg,
 )
 from groundplane.orbit.sites import Site
 
@@ -53,32 +53,6 @@ class SubsatellitePoints:
     lat_deg: FloatArray
     lon_deg: FloatArray
     alt_km: FloatArray
-
-
-def ecef_to_geodetic(r_km: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """WGS84 geodetic latitude, longitude (degrees, [-180, 180)) and height (km) of ``(..., 3)``.
-
-    Fixed-point iteration on the latitude; the height uses the form that stays exact at the
-    poles (``p cos φ + z sin φ − a √(1 − e² sin² φ)``). Six rounds reach ≪ 1 mm below GEO.
-    """
-    x, y, z = r_km[..., 0], r_km[..., 1], r_km[..., 2]
-    p = np.hypot(x, y)
-    lon = np.arctan2(y, x)
-    lat = np.arctan2(z, p * (1.0 - WGS84_E2))
-    for _ in range(6):
-        sin_lat = np.sin(lat)
-        n = WGS84_A_KM / np.sqrt(1.0 - WGS84_E2 * sin_lat * sin_lat)
-        lat = np.arctan2(z + WGS84_E2 * n * sin_lat, p)
-    sin_lat = np.sin(lat)
-    height = (
-        p * np.cos(lat) + z * sin_lat - WGS84_A_KM * np.sqrt(1.0 - WGS84_E2 * sin_lat * sin_lat)
-    )
-    return np.degrees(lat), wrap_lon_deg(np.degrees(lon)), height
-
-
-def wrap_lon_deg(lon_deg: ArrayLike) -> FloatArray:
-    """Longitudes in [-180, 180)."""
-    return np.asarray(np.mod(np.asarray(lon_deg, dtype=np.float64) + 180.0, 360.0) - 180.0)
 
 
 def subsatellite_points(batch: SatelliteBatch, jd: ArrayLike, fr: ArrayLike) -> SubsatellitePoints:
