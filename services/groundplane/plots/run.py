@@ -32,7 +32,6 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from groundplane.handoff.store import HandoffEvent
-from groundplane.kernel.clock import parse_utc
 from groundplane.kernel.errors import InvalidArgument
 from groundplane.plots.dates import date_num, date_nums, utc_date_axis
 from groundplane.system.report import Outcome, TraceRecord, percentile
@@ -44,24 +43,11 @@ MAX_LANES = 24
 TARGET_BINS = 60
 _BIN_STEPS_S = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 86400)
 PERCENTILES = (("p50", 0.50), ("p90", 0.90), ("p99", 0.99))
-_TRACE_KEYS = (
-    "request_id",
-    "submitted_at",
-    "completed_at",
-    "status",
-    "user_lat",
-    "user_lon",
-    "station",
-    "satellite",
-    "attempts",
-    "latency_ms",
-)
 
 
 def parse_trace(text: str, source: str = "trace") -> list[TraceRecord]:
     """Trace records of ``up --trace`` (one JSON object per line; blank lines are skipped)."""
     records = []
-    statuses = {o.value: o for o in Outcome}
     for line_no, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -72,36 +58,9 @@ def parse_trace(text: str, source: str = "trace") -> list[TraceRecord]:
                 f"{source} line {line_no}: expected one JSON object per line (the format "
                 f"`groundplane up --trace` writes), got invalid JSON: {bad.msg}"
             ) from None
-        missing = [key for key in _TRACE_KEYS if not isinstance(data, dict) or key not in data]
-        if missing:
-            raise InvalidArgument(
-                f"{source} line {line_no}: a trace record needs {', '.join(_TRACE_KEYS)}; "
-                f"missing {', '.join(missing)}"
-            )
-        if data["status"] not in statuses:
-            raise InvalidArgument(
-                f"{source} line {line_no}: status must be one of {sorted(statuses)}, got "
-                f"{data['status']!r}"
-            )
         try:
-            opportunity = data.get("next_opportunity")
-            records.append(
-                TraceRecord(
-                    request_id=str(data["request_id"]),
-                    submitted_at=parse_utc(data["submitted_at"]),
-                    completed_at=parse_utc(data["completed_at"]),
-                    status=statuses[data["status"]],
-                    user_lat=float(data["user_lat"]),
-                    user_lon=float(data["user_lon"]),
-                    station=str(data["station"]),
-                    satellite=str(data["satellite"]),
-                    attempts=int(data["attempts"]),
-                    latency_ms=float(data["latency_ms"]),
-                    next_opportunity=parse_utc(opportunity) if opportunity else None,
-                    detail=str(data.get("detail", "")),
-                )
-            )
-        except (ValueError, TypeError, AttributeError) as bad:
+            records.append(TraceRecord.from_json(data))
+        except InvalidArgument as bad:
             raise InvalidArgument(f"{source} line {line_no}: {bad}") from None
     return records
 

@@ -35,7 +35,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from groundplane.kernel.clock import format_utc
+from groundplane.kernel.clock import format_utc, parse_utc
+from groundplane.kernel.errors import InvalidArgument
 
 
 class Outcome(Enum):
@@ -45,6 +46,21 @@ class Outcome(Enum):
     FAILED = "failed"
     REJECTED_UNAVAILABLE = "rejected_unavailable"
     REJECTED_OVERLOAD = "rejected_overload"
+
+
+TRACE_KEYS = (
+    "request_id",
+    "submitted_at",
+    "completed_at",
+    "status",
+    "user_lat",
+    "user_lon",
+    "station",
+    "satellite",
+    "attempts",
+    "latency_ms",
+)
+"""The keys every trace record has (``next_opportunity`` and ``detail`` only when set)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +104,39 @@ class TraceRecord:
         if self.detail:
             data["detail"] = self.detail
         return data
+
+    @classmethod
+    def from_json(cls, data: object) -> TraceRecord:
+        """The record :meth:`to_json` wrote (one line of ``up --trace``); InvalidArgument naming
+        what is missing or malformed."""
+        missing = [key for key in TRACE_KEYS if not isinstance(data, dict) or key not in data]
+        if missing or not isinstance(data, dict):
+            raise InvalidArgument(
+                f"a trace record needs {', '.join(TRACE_KEYS)}; missing {', '.join(missing)}"
+            )
+        statuses = {o.value: o for o in Outcome}
+        if data["status"] not in statuses:
+            raise InvalidArgument(
+                f"status must be one of {sorted(statuses)}, got {data['status']!r}"
+            )
+        try:
+            opportunity = data.get("next_opportunity")
+            return cls(
+                request_id=str(data["request_id"]),
+                submitted_at=parse_utc(data["submitted_at"]),
+                completed_at=parse_utc(data["completed_at"]),
+                status=statuses[data["status"]],
+                user_lat=float(data["user_lat"]),
+                user_lon=float(data["user_lon"]),
+                station=str(data["station"]),
+                satellite=str(data["satellite"]),
+                attempts=int(data["attempts"]),
+                latency_ms=float(data["latency_ms"]),
+                next_opportunity=parse_utc(opportunity) if opportunity else None,
+                detail=str(data.get("detail", "")),
+            )
+        except (ValueError, TypeError, AttributeError) as bad:
+            raise InvalidArgument(str(bad)) from None
 
 
 UNAVAILABLE_REASONS: tuple[tuple[str, str], ...] = (
