@@ -1,10 +1,16 @@
-"""Assembling a running tracking service: store, catalog, core, servicer, server."""
+"""Assembling a running tracking service: store, catalog, core, servicer, server, metrics.
+
+Tracking is ready as soon as it serves: its inputs are its own store and preload, so its gRPC
+server starts SERVING (``ready_at_start``).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Gauge
 
 from groundplane.kernel.clock import Clock
 from groundplane.kernel.serving import GrpcServer
@@ -23,6 +29,8 @@ class TrackingApp:
     server: GrpcServer
     servicer: TrackingServicer
     store: TrackingStore
+    registry: CollectorRegistry
+    """``groundplane_tracking_*`` gauges: satellites, sites, open catalog streams."""
 
     def close(self) -> None:
         self.store.close()
@@ -55,4 +63,26 @@ def build_tracking(  # noqa: PLR0913 - every tracking setting by keyword, each w
         unready_delay_s=unready_delay_s,
         drain_grace_s=drain_grace_s,
     )
-    return TrackingApp(server=server, servicer=servicer, store=store)
+    return TrackingApp(
+        server=server, servicer=servicer, store=store, registry=tracking_registry(servicer)
+    )
+
+
+def tracking_registry(servicer: TrackingServicer) -> CollectorRegistry:
+    """The tracking service's metrics, read when scraped."""
+    registry = CollectorRegistry()
+    core = servicer.core
+    Gauge(
+        "groundplane_tracking_catalog_satellites",
+        "Satellites with at least one element record in the catalog",
+        registry=registry,
+    ).set_function(lambda: len(core.catalog))
+    Gauge(
+        "groundplane_tracking_sites", "Ground sites in the catalog", registry=registry
+    ).set_function(lambda: len(core.list_sites()))
+    Gauge(
+        "groundplane_tracking_catalog_watchers",
+        "Open WatchCatalog streams (links, routing, handoff, … following the catalog)",
+        registry=registry,
+    ).set_function(lambda: servicer.catalog_watchers)
+    return registry

@@ -2,12 +2,24 @@
 
 :class:`TrackingCore` knows nothing of protobuf or gRPC; the servicer converts messages to the
 domain objects used here. Every method that depends on "now" takes it as an argument.
+
+Catalog version: every change made through the core (elements upserted or deleted, a record
+enabled or disabled, a site upserted) increments :attr:`TrackingCore.version` and calls the
+change listeners (from whichever thread made the change). The version is seeded with the wall
+clock in nanoseconds when the core is built, so a follower that saw version ``v`` before a
+restart of the service sees a larger one after it (as long as fewer than 10^9 changes a second
+were made). The active set also changes without a call when an active record expires:
+:meth:`TrackingCore.snapshot` notices that (it compares the active record ids with the last
+snapshot's) and increments the version then; :meth:`TrackingCore.next_expiry` tells a watcher
+when to look again. Changes made to ``core.catalog`` directly bypass the version (only the
+preload in ``build_tracking`` does that, before anyone watches).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -34,6 +46,18 @@ class TrackingSettings:
     min_watch_interval_s: float = 0.05
     max_watch_points: int = 200_000
     pass_stream_batch: int = 500
+
+
+@dataclass(frozen=True)
+class CatalogSnapshot:
+    """The whole catalog state a follower needs at one instant, with its version."""
+
+    version: int
+    at: datetime
+    records: tuple[ElementRecord, ...]
+    """The active record of every satellite that has one at ``at``, in catalog-id order."""
+    sites: tuple[Site, ...]
+    """Every stored site, by id."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +91,59 @@ class TrackingCore:
         self._lock = threading.RLock()
         self._cache_key: tuple[str, ...] | None = None
         self._cache: tuple[SatelliteBatch, dict[str, ElementRecord]] | None = None
+        self._version = time.time_ns()
+        self._snapshot_key: tuple[str, ...] | None = None
+        self._snapshot_version = -1
+        self._listeners: list[Callable[[int], None]] = []
+
+    # ---------------------------------------------------------------------------- versions
+
+    @property
+    def version(self) -> int:
+        """The catalog revision: grows with every change (see the module docstring)."""
+        with self._lock:
+            return self._version
+
+    def add_listener(self, callback: Callable[[int], None]) -> None:
+        """Call ``callback(version)`` after each change, on the thread that made it."""
+        with self._lock:
+            self._listeners.append(callback)
+
+    def _changed(self) -> None:
+        with self._lock:
+            self._version += 1
+            version = self._version
+            listeners = list(self._listeners)
+        for callback in listeners:
+            callback(version)
+
+    def snapshot(self, now: datetime) -> CatalogSnapshot:
+        """The active records and the sites at ``now``, with the version they belong to.
+
+        When the active records differ from the previous snapshot's without a change having
+        been made (a record expired), the version is incremented first.
+        """
+        records = self.catalog.active_all(now)
+        key = tuple(record.record_id for record in records)
+        with self._lock:
+            if key != self._snapshot_key and self._version == self._snapshot_version:
+                self._version += 1  # the active set changed with no change made: an expiry
+            self._snapshot_key, self._snapshot_version = key, self._version
+            version = self._version
+            sites = tuple(self._sites[site_id] for site_id in sorted(self._sites))
+        return CatalogSnapshot(version, now, tuple(records), sites)
+
+    def next_expiry(self, now: datetime) -> datetime | None:
+        """The first instant after ``now`` at which an enabled record expires (the active set
+        may change then), or None."""
+        return min(
+            (
+                record.expires_at
+                for record in self.catalog.list(enabled=True)
+                if record.expires_at is not None and record.expires_at > now
+            ),
+            default=None,
+        )
 
     # ---------------------------------------------------------------------------- sites
 
@@ -75,6 +152,7 @@ class TrackingCore:
             if self.store is not None:
                 self.store.put_site(site)
             self._sites[site.id] = site
+        self._changed()
         return site
 
     def list_sites(self) -> list[Site]:
@@ -188,6 +266,7 @@ class TrackingCore:
         records = self.catalog.upsert(
             element_sets, source=source, priority=priority, enabled=enabled, expires_at=expires_at
         )
+        self._changed()
         warnings = [
             judgement.message
             for record in records
@@ -195,6 +274,18 @@ class TrackingCore:
             is not AgeVerdict.OK
         ]
         return records, warnings
+
+    def delete_elements(self, catalog_id: str, record_id: str | None = None) -> int:
+        """Delete one record or every record of a satellite; returns how many went."""
+        deleted = self.catalog.delete(catalog_id, record_id)
+        self._changed()
+        return deleted
+
+    def set_enabled(self, catalog_id: str, record_id: str, enabled: bool) -> ElementRecord:
+        """Enable or disable one record (a disabled record is never active)."""
+        record = self.catalog.set_enabled(catalog_id, record_id, enabled)
+        self._changed()
+        return record
 
     def check_window(self, start: datetime, end: datetime) -> None:
         if not start < end:

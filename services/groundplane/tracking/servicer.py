@@ -7,6 +7,7 @@ work runs in a worker thread (``asyncio.to_thread``) so the event loop keeps ser
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timedelta
@@ -34,10 +35,16 @@ from groundplane.orbit.geometry import (
     utc_jd_fr,
 )
 from groundplane.orbit.passes import Pass, find_passes
-from groundplane.orbit.sites import HorizonMask, Site
+from groundplane.orbit.sites import Site
 from groundplane.orbit.visibility import visibility
 from groundplane.tracking.catalog import AgeVerdict, ElementRecord
-from groundplane.tracking.core import TrackingCore
+from groundplane.tracking.client import (
+    element_set_from_proto,
+    element_set_to_proto,
+    site_from_proto,
+    site_to_proto,
+)
+from groundplane.tracking.core import CatalogSnapshot, TrackingCore
 from groundplane.tracking.v1 import tracking_pb2 as pb
 from groundplane.tracking.v1 import tracking_pb2_grpc as pb_grpc
 
@@ -58,75 +65,6 @@ _AGE = {
 
 
 # -------------------------------------------------------------------------------- conversion
-
-
-def site_from_proto(message: pb.Site) -> Site:
-    mask = HorizonMask.from_points((p.azimuth_deg, p.elevation_deg) for p in message.mask)
-    return Site(
-        id=message.id,
-        name=message.name,
-        lat_deg=message.lat_deg,
-        lon_deg=message.lon_deg,
-        alt_m=message.alt_m,
-        min_elevation_deg=message.min_elevation_deg,
-        mask=mask,
-    )
-
-
-def site_to_proto(site: Site) -> pb.Site:
-    return pb.Site(
-        id=site.id,
-        name=site.name,
-        lat_deg=site.lat_deg,
-        lon_deg=site.lon_deg,
-        alt_m=site.alt_m,
-        min_elevation_deg=site.min_elevation_deg,
-        mask=[pb.MaskPoint(azimuth_deg=a, elevation_deg=e) for a, e in site.mask.points],
-    )
-
-
-def element_set_from_proto(message: pb.ElementSet) -> ElementSet:
-    return ElementSet(
-        catalog_id=message.catalog_id,
-        name=message.name,
-        epoch=required_timestamp(message.epoch, f"element set {message.catalog_id!r} epoch"),
-        mean_motion_rev_per_day=message.mean_motion_rev_per_day,
-        eccentricity=message.eccentricity,
-        inclination_deg=message.inclination_deg,
-        raan_deg=message.raan_deg,
-        arg_of_pericenter_deg=message.arg_of_pericenter_deg,
-        mean_anomaly_deg=message.mean_anomaly_deg,
-        bstar=message.bstar,
-        mean_motion_dot=message.mean_motion_dot,
-        mean_motion_ddot=message.mean_motion_ddot,
-        classification=message.classification or "U",
-        intl_designator=message.intl_designator,
-        element_set_no=message.element_set_no,
-        rev_at_epoch=message.rev_at_epoch,
-        ephemeris_type=message.ephemeris_type,
-    )
-
-
-def element_set_to_proto(elements: ElementSet) -> pb.ElementSet:
-    return pb.ElementSet(
-        catalog_id=elements.catalog_id,
-        name=elements.name,
-        epoch=to_timestamp(elements.epoch),
-        mean_motion_rev_per_day=elements.mean_motion_rev_per_day,
-        eccentricity=elements.eccentricity,
-        inclination_deg=elements.inclination_deg,
-        raan_deg=elements.raan_deg,
-        arg_of_pericenter_deg=elements.arg_of_pericenter_deg,
-        mean_anomaly_deg=elements.mean_anomaly_deg,
-        bstar=elements.bstar,
-        mean_motion_dot=elements.mean_motion_dot,
-        mean_motion_ddot=elements.mean_motion_ddot,
-        classification=elements.classification,
-        intl_designator=elements.intl_designator,
-        element_set_no=elements.element_set_no,
-        rev_at_epoch=elements.rev_at_epoch,
-        ephemeris_type=elements.ephemeris_type,
-    )
 
 
 def pass_to_proto(found: Pass, name: str) -> pb.Pass:
@@ -162,6 +100,27 @@ class TrackingServicer(pb_grpc.TrackingServiceServicer):
     def __init__(self, core: TrackingCore, clock: Clock) -> None:
         self.core = core
         self.clock = clock
+        # WatchCatalog: the core calls back from whichever thread changed it; each open stream
+        # waits on its own event, set on the event loop the streams run on.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._watchers: set[asyncio.Event] = set()
+        self._catalog_message: pb.WatchCatalogResponse | None = None
+        core.add_listener(self._on_catalog_change)
+
+    @property
+    def catalog_watchers(self) -> int:
+        """How many WatchCatalog streams are open."""
+        return len(self._watchers)
+
+    def _on_catalog_change(self, version: int) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        loop.call_soon_threadsafe(self._wake_watchers)
+
+    def _wake_watchers(self) -> None:
+        for changed in self._watchers:
+            changed.set()
 
     def binding(self) -> ServiceBinding:
         return ServiceBinding(
@@ -250,7 +209,9 @@ class TrackingServicer(pb_grpc.TrackingServiceServicer):
     ) -> pb.DeleteElementsResponse:
         if not request.catalog_id:
             raise InvalidArgument("catalog_id is required, got an empty string")
-        deleted = self.core.catalog.delete(request.catalog_id, request.record_id or None)
+        deleted = await asyncio.to_thread(
+            self.core.delete_elements, request.catalog_id, request.record_id or None
+        )
         return pb.DeleteElementsResponse(deleted_count=deleted)
 
     async def ExportElements(
@@ -277,7 +238,7 @@ class TrackingServicer(pb_grpc.TrackingServiceServicer):
     ) -> pb.UpsertSiteResponse:
         if not request.HasField("site"):
             raise InvalidArgument("site is required")
-        site = self.core.upsert_site(site_from_proto(request.site))
+        site = await asyncio.to_thread(self.core.upsert_site, site_from_proto(request.site))
         return pb.UpsertSiteResponse(site=site_to_proto(site))
 
     async def ListSites(
@@ -382,6 +343,80 @@ class TrackingServicer(pb_grpc.TrackingServiceServicer):
             yield pb.WatchLookAnglesResponse(time=to_timestamp(next_at), look_angles=messages)
             next_at += timedelta(seconds=interval_s)
             await self.clock.sleep((next_at - self.clock.now()).total_seconds())
+
+    # ---------------------------------------------------------------------- catalog
+
+    async def WatchCatalog(
+        self, request: pb.WatchCatalogRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[pb.WatchCatalogResponse]:
+        """The whole catalog now, then again after each change (bursts coalesce: the state
+        sent is always the latest), at most one response per ``min_interval_s`` wall seconds.
+
+        An active record that expires changes the active set by itself: the stream wakes at
+        the next expiry instant (on the service clock) and sends the new state.
+        """
+        interval_s = request.min_interval_s if request.HasField("min_interval_s") else 0.0
+        if not (math.isfinite(interval_s) and 0.0 <= interval_s <= MAX_CATALOG_INTERVAL_S):
+            raise InvalidArgument(
+                f"min_interval_s must be between 0 and {MAX_CATALOG_INTERVAL_S:g} wall seconds, "
+                f"got {interval_s}"
+            )
+        self._loop = asyncio.get_running_loop()
+        changed = asyncio.Event()
+        self._watchers.add(changed)
+        try:
+            sent: int | None = None
+            while True:
+                changed.clear()
+                snapshot = await asyncio.to_thread(self.core.snapshot, self.clock.now())
+                if snapshot.version != sent:
+                    yield await self._catalog_response(snapshot)
+                    sent = snapshot.version
+                    if interval_s > 0:
+                        await asyncio.sleep(interval_s)
+                if self.core.version != sent:
+                    continue  # changed while sending or pausing
+                await self._until_change_or_expiry(changed, snapshot)
+        finally:
+            self._watchers.discard(changed)
+
+    async def _catalog_response(self, snapshot: CatalogSnapshot) -> pb.WatchCatalogResponse:
+        """The response for ``snapshot``, built once per version for every stream."""
+        cached = self._catalog_message
+        if cached is not None and cached.catalog_version == snapshot.version:
+            return cached
+        message = await asyncio.to_thread(_catalog_message, snapshot)
+        self._catalog_message = message
+        return message
+
+    async def _until_change_or_expiry(
+        self, changed: asyncio.Event, snapshot: CatalogSnapshot
+    ) -> None:
+        expiry = self.core.next_expiry(snapshot.at)
+        if expiry is None:
+            await changed.wait()
+            return
+        simulated_s = (expiry - self.clock.now()).total_seconds()
+        # Just past the instant: a record is usable strictly before its expiry.
+        wall_s = max(0.0, simulated_s) / self.clock.speed + EXPIRY_MARGIN_S
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(wall_s):
+                await changed.wait()
+
+
+MAX_CATALOG_INTERVAL_S = 3600.0
+"""The longest ``min_interval_s`` a WatchCatalog request may ask for."""
+EXPIRY_MARGIN_S = 0.001
+"""Wall seconds a catalog stream waits past a record's expiry before looking again."""
+
+
+def _catalog_message(snapshot: CatalogSnapshot) -> pb.WatchCatalogResponse:
+    return pb.WatchCatalogResponse(
+        catalog_version=snapshot.version,
+        time=to_timestamp(snapshot.at),
+        element_sets=[element_set_to_proto(r.elements) for r in snapshot.records],
+        sites=[site_to_proto(s) for s in snapshot.sites],
+    )
 
 
 def _visibility_message(

@@ -1003,3 +1003,72 @@ class WatchLookAnglesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WatchLookAnglesResponse: _TypeAlias = WatchLookAnglesResponse  # noqa: Y015
+
+@_typing.final
+class WatchCatalogRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MIN_INTERVAL_S_FIELD_NUMBER: _builtins.int
+    min_interval_s: _builtins.float
+    """Wall seconds at least between two responses (a burst of changes within it arrives as one
+    response); 0 or unset: each change as soon as it is made. At most 3600.
+    """
+    def __init__(
+        self,
+        *,
+        min_interval_s: _builtins.float | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_min_interval_s", b"_min_interval_s", "min_interval_s", b"min_interval_s"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_min_interval_s", b"_min_interval_s", "min_interval_s", b"min_interval_s"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__min_interval_s: _TypeAlias = _typing.Literal["min_interval_s"]  # noqa: Y015
+    _WhichOneofArgType__min_interval_s: _TypeAlias = _typing.Literal["_min_interval_s", b"_min_interval_s"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__min_interval_s) -> _WhichOneofReturnType__min_interval_s | None: ...
+
+Global___WatchCatalogRequest: _TypeAlias = WatchCatalogRequest  # noqa: Y015
+
+@_typing.final
+class WatchCatalogResponse(_message.Message):
+    """The whole state a follower needs, never a delta: a reader that falls behind gets the latest
+    state and no backlog.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CATALOG_VERSION_FIELD_NUMBER: _builtins.int
+    TIME_FIELD_NUMBER: _builtins.int
+    ELEMENT_SETS_FIELD_NUMBER: _builtins.int
+    SITES_FIELD_NUMBER: _builtins.int
+    catalog_version: _builtins.int
+    """Grows with every change of the catalog, of a site, or of the active set (a record expiring).
+    Seeded at service start from the wall clock in nanoseconds, so it also grows across a
+    restart of the service (unless more than 10^9 changes a second were made before it).
+    """
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp:
+        """The service-clock instant the active sets were chosen at."""
+
+    @_builtins.property
+    def element_sets(self) -> _containers.RepeatedCompositeFieldContainer[Global___ElementSet]:
+        """The active element set of every satellite that has one, in catalog-id order."""
+
+    @_builtins.property
+    def sites(self) -> _containers.RepeatedCompositeFieldContainer[Global___Site]:
+        """Every ground site, as ListSites gives them."""
+
+    def __init__(
+        self,
+        *,
+        catalog_version: _builtins.int = ...,
+        time: _timestamp_pb2.Timestamp | None = ...,
+        element_sets: _abc.Iterable[Global___ElementSet] | None = ...,
+        sites: _abc.Iterable[Global___Site] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["catalog_version", b"catalog_version", "element_sets", b"element_sets", "sites", b"sites", "time", b"time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchCatalogResponse: _TypeAlias = WatchCatalogResponse  # noqa: Y015

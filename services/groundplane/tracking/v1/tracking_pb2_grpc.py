@@ -96,6 +96,11 @@ class TrackingServiceStub:
                 request_serializer=groundplane_dot_tracking_dot_v1_dot_tracking__pb2.WatchLookAnglesRequest.SerializeToString,
                 response_deserializer=groundplane_dot_tracking_dot_v1_dot_tracking__pb2.WatchLookAnglesResponse.FromString,
                 _registered_method=True)
+        self.WatchCatalog = channel.unary_stream(
+                '/groundplane.tracking.v1.TrackingService/WatchCatalog',
+                request_serializer=groundplane_dot_tracking_dot_v1_dot_tracking__pb2.WatchCatalogRequest.SerializeToString,
+                response_deserializer=groundplane_dot_tracking_dot_v1_dot_tracking__pb2.WatchCatalogResponse.FromString,
+                _registered_method=True)
 
 
 class TrackingServiceServicer:
@@ -185,6 +190,14 @@ class TrackingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchCatalog(self, request, context):
+        """The whole catalog as it stands, then again each time it changes (level-triggered): links,
+        routing and handoff follow tracking through this stream.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TrackingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -242,6 +255,11 @@ def add_TrackingServiceServicer_to_server(servicer, server):
                     servicer.WatchLookAngles,
                     request_deserializer=groundplane_dot_tracking_dot_v1_dot_tracking__pb2.WatchLookAnglesRequest.FromString,
                     response_serializer=groundplane_dot_tracking_dot_v1_dot_tracking__pb2.WatchLookAnglesResponse.SerializeToString,
+            ),
+            'WatchCatalog': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchCatalog,
+                    request_deserializer=groundplane_dot_tracking_dot_v1_dot_tracking__pb2.WatchCatalogRequest.FromString,
+                    response_serializer=groundplane_dot_tracking_dot_v1_dot_tracking__pb2.WatchCatalogResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -548,6 +566,33 @@ class TrackingService:
             '/groundplane.tracking.v1.TrackingService/WatchLookAngles',
             groundplane_dot_tracking_dot_v1_dot_tracking__pb2.WatchLookAnglesRequest.SerializeToString,
             groundplane_dot_tracking_dot_v1_dot_tracking__pb2.WatchLookAnglesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchCatalog(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/groundplane.tracking.v1.TrackingService/WatchCatalog',
+            groundplane_dot_tracking_dot_v1_dot_tracking__pb2.WatchCatalogRequest.SerializeToString,
+            groundplane_dot_tracking_dot_v1_dot_tracking__pb2.WatchCatalogResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -62,6 +62,10 @@ class TrackingServiceStub:
     """Which satellites each site sees at one instant, and how long each stays."""
     WatchLookAngles: _grpc.UnaryStreamMultiCallable[_tracking_pb2.WatchLookAnglesRequest, _tracking_pb2.WatchLookAnglesResponse]
     """A stream of look angles at a requested rate of simulated time."""
+    WatchCatalog: _grpc.UnaryStreamMultiCallable[_tracking_pb2.WatchCatalogRequest, _tracking_pb2.WatchCatalogResponse]
+    """The whole catalog as it stands, then again each time it changes (level-triggered): links,
+    routing and handoff follow tracking through this stream.
+    """
 
 @_typing.type_check_only
 class TrackingServiceAsyncStub(TrackingServiceStub):
@@ -97,6 +101,10 @@ class TrackingServiceAsyncStub(TrackingServiceStub):
     """Which satellites each site sees at one instant, and how long each stays."""
     WatchLookAngles: _aio.UnaryStreamMultiCallable[_tracking_pb2.WatchLookAnglesRequest, _tracking_pb2.WatchLookAnglesResponse]  # type: ignore[assignment]
     """A stream of look angles at a requested rate of simulated time."""
+    WatchCatalog: _aio.UnaryStreamMultiCallable[_tracking_pb2.WatchCatalogRequest, _tracking_pb2.WatchCatalogResponse]  # type: ignore[assignment]
+    """The whole catalog as it stands, then again each time it changes (level-triggered): links,
+    routing and handoff follow tracking through this stream.
+    """
 
 class TrackingServiceServicer(metaclass=_abc_1.ABCMeta):
     """TrackingService owns the element catalog and the ground sites, and answers every geometric
@@ -195,5 +203,15 @@ class TrackingServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_tracking_pb2.WatchLookAnglesResponse], _abc.AsyncIterator[_tracking_pb2.WatchLookAnglesResponse]]:
         """A stream of look angles at a requested rate of simulated time."""
+
+    @_abc_1.abstractmethod
+    def WatchCatalog(
+        self,
+        request: _tracking_pb2.WatchCatalogRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_tracking_pb2.WatchCatalogResponse], _abc.AsyncIterator[_tracking_pb2.WatchCatalogResponse]]:
+        """The whole catalog as it stands, then again each time it changes (level-triggered): links,
+        routing and handoff follow tracking through this stream.
+        """
 
 def add_TrackingServiceServicer_to_server(servicer: TrackingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
