@@ -42,7 +42,7 @@ import asyncio
 import time
 import zlib
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 
 import structlog
@@ -80,6 +80,7 @@ OFFLOAD_SAMPLE_S = 0.001
 more is called in a worker thread from the next tick on (``asyncio.to_thread`` costs ~50–90 µs
 per call, so cheaper samples stay on the loop)."""
 _DOWN = LinkGeometry(up=False, range_km=0.0)
+_COUNTER_FIELDS = tuple(f.name for f in fields(Counters))
 
 
 @dataclass
@@ -213,6 +214,29 @@ class LinkEmulator:
         if endpoint is not None:
             endpoint.real = real
             endpoint.published_up = None  # publish the new carrier on the next tick
+
+    def update_known(self, stations: Iterable[str], satellites: Iterable[str]) -> None:
+        """Replace the ids known up front (the catalog changed): from now on a transmission to a
+        satellite no longer known and without a link is dropped as unknown. Ids the geometry
+        reports later are added again as usual."""
+        self._known_stations = set(stations)
+        self._known_satellites = set(satellites)
+
+    def links_up(self) -> int:
+        """How many links are up now."""
+        at_s = self.sim_s()
+        return sum(1 for endpoint in list(self._links.values()) if endpoint.link.is_up(at_s))
+
+    def traffic(self) -> Counters:
+        """The traffic of every link the emulator has carried, summed (links held now and links
+        forgotten since)."""
+        total = Counters()
+        every = [e.link.counters for e in list(self._links.values())]
+        every.extend(counters for counters, _ in list(self._retired.values()))
+        for counters in every:
+            for name in _COUNTER_FIELDS:
+                setattr(total, name, getattr(total, name) + getattr(counters, name))
+        return total
 
     async def wait_ready(self, timeout_s: float = 10.0) -> None:
         """Return once subscribed and the first geometry tick is done."""

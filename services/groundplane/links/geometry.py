@@ -82,3 +82,25 @@ class FixedGroundGeometry:
 
     def __call__(self, at: datetime) -> dict[GroundKey, LinkGeometry]:
         return dict(self._links)
+
+
+class SwitchableGroundGeometry:
+    """A ground-geometry provider whose satellites and stations can be replaced while it runs.
+
+    The link emulator keeps calling the same provider; :meth:`use` swaps in the geometry of a
+    new catalog (a whole :class:`TrackedGroundGeometry`, one reference assignment, so a sample
+    running in a worker thread finishes on the geometry it started with). The next sample, at
+    the next tick, uses the new one. With no stations nothing is in view.
+    """
+
+    def __init__(self) -> None:
+        self._geometry: TrackedGroundGeometry | None = None
+        self.switches = 0
+
+    def use(self, batch: SatelliteBatch, stations: Sequence[Site]) -> None:
+        self._geometry = TrackedGroundGeometry(batch, stations) if stations else None
+        self.switches += 1
+
+    def __call__(self, at: datetime) -> dict[GroundKey, LinkGeometry]:
+        geometry = self._geometry
+        return geometry.sample(at) if geometry is not None else {}
