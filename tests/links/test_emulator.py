@@ -436,3 +436,21 @@ async def test_expensive_geometry_is_sampled_off_the_event_loop(
     assert geometry.threads[0] == loop_thread  # the first sample is measured on the loop
     later_off_loop = {thread != loop_thread for thread in geometry.threads[1:]}
     assert later_off_loop == {off_loop}
+
+
+async def test_update_known_replaces_the_ids_known_up_front(broker: PrivateBroker) -> None:
+    """After update_known (the catalog changed) a satellite left out is unknown (its
+    transmission is dropped without a link) and one added is known (a link-down drop on its own
+    link while out of view). links_up counts the link in view; traffic sums every link's."""
+    geometry = Geometry({(STATION, "9001"): LinkGeometry(True, 800.0, 55.0)})
+    async with running(broker, geometry, LinkConfig(), satellites=("9002",)) as h:
+        h.emulator.update_known([STATION], ["9001", "9003"])
+        await h.ground.publish(topics.ground_tx(STATION, "9002", "cmd"), b"no longer known")
+        await h.ground.publish(topics.ground_tx(STATION, "9003", "cmd"), b"known, out of view")
+        await h.ground.publish(topics.ground_tx(STATION, "9001", "cmd"), b"in view")
+        assert (await h.next()).payload == b"in view"
+        assert h.emulator.dropped_unknown_messages == 1
+        assert forgotten(h.emulator, f"{STATION}/9002")
+        assert h.emulator.links_up() == 1
+        traffic = h.emulator.traffic()
+    assert (traffic.delivered_messages, traffic.dropped_link_down) == (1, 1)
