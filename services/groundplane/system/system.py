@@ -20,7 +20,8 @@
    predictions as routing (:class:`~groundplane.system.handoff.RefreshedPasses`) and ISL line of
    sight from the elements; ``groundplane.handoff.v1.HandoffService`` is served on loopback;
 7. the **gateway** (``groundplane.gateway.v1.InferenceService``) following the routing service's
-   ``WatchRouteTable`` stream and sending session turns to the handoff manager in-process;
+   ``WatchRouteTable`` stream and sending session turns to ``HandoffService`` over gRPC
+   (loopback), ready once it holds a table;
 8. the synthetic **load** (:mod:`groundplane.system.load`) and the **jobs**
    (:class:`~groundplane.system.handoff.JobLoad`), when configured.
 
@@ -51,7 +52,6 @@ from groundplane.gateway.app import GatewayApp, GatewaySettings
 from groundplane.gateway.auth import TenantRegistry
 from groundplane.gateway.service import GatewayConfig
 from groundplane.gateway.sources import WatchedTableSource
-from groundplane.gateway.turns import ManagerSessionTurns
 from groundplane.handoff.manager import HandoffManager, ManagerConfig
 from groundplane.handoff.planner import HandoffSettings
 from groundplane.handoff.servicer import HandoffServicer
@@ -444,14 +444,15 @@ class GroundplaneSystem:
                         drain_grace_s=2.0,
                         unready_delay_s=0.0,
                         metrics_port=config.gateway_metrics_port,
+                        handoff_target=self.handoff_target,
                     ),
                     self.clock,
                     tables=tables,
-                    session_turns=ManagerSessionTurns(manager),
                 )
             )
             self.gateway = gateway
             await self._wait_first_table(tables)
+            await gateway.wait_ready(STARTUP_TIMEOUT_S)
 
             self._start_load(stack, tasks, manager, gateway)
             self._ready.set()
