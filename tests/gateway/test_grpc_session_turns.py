@@ -3,6 +3,7 @@ private Mosquitto (the handoff tests' system), served by GrpcServer on loopback.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
@@ -228,6 +229,32 @@ async def test_a_lost_reply_is_sent_again_with_the_same_turn_id_and_runs_once(
     assert turn.replayed
     assert len(handoff.executions("chat-3")) == 1
     assert handoff.system.manager.get_session("chat-3").turns == 1
+
+
+async def test_a_turn_while_the_handoff_service_restarts_waits_for_it(handoff: Handoff) -> None:
+    """The handoff service is down when a session's first turn starts and back on the same
+    address half a second later: the adapter's calls (GetSession, CreateSession, SendTurn) are
+    sent again until it answers, within the turn's deadline, and the turn is answered once."""
+    address = handoff.server.target
+    await handoff.server.stop()
+    turn = asyncio.create_task(
+        handoff.turns.send_turn(
+            "chat-6",
+            "chat",
+            "are you back?",
+            turn_id="t0",
+            max_tokens=MAX_TOKENS,
+            deadline=handoff.deadline_in(CALL_TIMEOUT_S),
+        ),
+        name="test-turn-during-restart",
+    )
+    await asyncio.sleep(0.5)  # the outage: the calls of the turn fail meanwhile
+    assert not turn.done()
+    handoff.servers.append(await serve(handoff.system.manager, handoff.system, address))
+    async with asyncio.timeout(CALL_TIMEOUT_S):
+        answered = await turn
+    assert answered.text == predict_answer(CHAT, (), "are you back?", MAX_TOKENS).text
+    assert len(handoff.executions("chat-6")) == 1
 
 
 async def test_the_deadline_travels_to_the_manager_and_bounds_the_call(

@@ -26,7 +26,8 @@ answer per turn id. :class:`SessionTurns` is that hand-off as the gateway sees i
   :class:`~groundplane.mqtt.client.Backoff` delay, at most :data:`MAX_SENDS` times in all and
   never past the deadline, and waits for the channel to be ready. It is not retried when the
   session is checkpointed (no satellite holds it before its resume time): that UNAVAILABLE goes
-  back to the caller with the resume time as its next opportunity.
+  back to the caller with the resume time as its next opportunity. GetSession and CreateSession
+  are re-sent after UNAVAILABLE the same way (a repeated CreateSession answers ALREADY_EXISTS).
 * **Errors.** Every other status comes back as its domain error
   (:func:`~groundplane.kernel.errors.error_from_status`, the message prefixed ``handoff:``), so
   the caller of the gateway sees the handoff service's code.
@@ -38,9 +39,10 @@ import asyncio
 import random
 import uuid
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import grpc
 
@@ -68,6 +70,7 @@ MAX_SENDS = 4
 SEND_BACKOFF = Backoff(base_s=0.05, factor=2.0, cap_s=1.0, jitter=0.2)
 """Delay before each SendTurn retry."""
 SESSION_CHECKPOINTED = "checkpointed"
+_Reply = TypeVar("_Reply")
 """``Session.state`` of a session no satellite holds until its ``resume_at``."""
 
 
@@ -222,31 +225,57 @@ class GrpcSessionTurns:
             _check_model(session_id, held, model)
             return
         lock = self._known.lock(session_id)
-        timeout_s = max(0.01, min(CONTROL_CALL_S, self._wall_s(deadline)))
         try:
             async with lock:
                 try:
-                    reply = await self._stub.GetSession(
-                        hpb.GetSessionRequest(session_id=session_id), timeout=timeout_s
+                    reply = await self._control(
+                        self._stub.GetSession,
+                        hpb.GetSessionRequest(session_id=session_id),
+                        deadline,
                     )
                     held = reply.session.model
                 except grpc.aio.AioRpcError as error:
                     if error.code() is not grpc.StatusCode.NOT_FOUND:
                         raise _mapped(error) from None
                     try:
-                        created = await self._stub.CreateSession(
+                        created = await self._control(
+                            self._stub.CreateSession,
                             hpb.CreateSessionRequest(model=model, session_id=session_id),
-                            timeout=timeout_s,
+                            deadline,
                         )
                         held = created.session.model
                     except grpc.aio.AioRpcError as create_error:
                         if create_error.code() is not grpc.StatusCode.ALREADY_EXISTS:
                             raise _mapped(create_error) from None
-                        held = model  # opened meanwhile by another gateway; checked on use
+                        # Opened meanwhile (another gateway, or our own call whose reply was
+                        # lost); the model is checked on use.
+                        held = model
                 self._known.remember(session_id, held)
                 _check_model(session_id, held, model)
         finally:
             self._known.release(session_id, lock)
+
+    async def _control(
+        self, method: Callable[..., Awaitable[_Reply]], request: object, deadline: datetime
+    ) -> _Reply:
+        """A GetSession or CreateSession call (each at most :data:`CONTROL_CALL_S`, never past
+        the deadline), sent again after UNAVAILABLE like SendTurn: both are safe to repeat (a
+        repeated CreateSession answers ALREADY_EXISTS)."""
+        sends = 0
+        while True:
+            sends += 1
+            timeout_s = max(0.01, min(CONTROL_CALL_S, self._wall_s(deadline)))
+            try:
+                return await method(request, timeout=timeout_s, wait_for_ready=sends > 1)
+            except grpc.aio.AioRpcError as error:
+                left_s = self._wall_s(deadline)
+                if (
+                    error.code() is not grpc.StatusCode.UNAVAILABLE
+                    or sends >= self._max_sends
+                    or left_s <= 0
+                ):
+                    raise
+                await asyncio.sleep(min(self._backoff.delay_s(sends - 1, self._rng), left_s))
 
     async def _error(
         self, error: grpc.aio.AioRpcError, session_id: str, deadline: datetime
