@@ -369,12 +369,13 @@ async def test_the_gateway_process_serves_once_it_has_a_table_and_drains_on_sigt
     assert "dev token" in child.stderr()
 
 
-async def test_the_gateway_process_is_unready_while_routing_is_away(
+async def test_the_gateway_process_is_unready_while_routing_or_the_broker_is_away(
     world: World, tmp_path: Path
 ) -> None:
     """With a table and routing gone (its server stopped), the child keeps serving for the
     feed's grace and then turns NOT_SERVING; routing back on the same address (streaming a new
-    table) makes it SERVING again. Tenants come from a --tenants file: its token is accepted,
+    table) makes it SERVING again. The broker killed: NOT_SERVING; the broker back: SERVING
+    once the gateway has reconnected. Tenants come from a --tenants file: its token is accepted,
     the demo token is not, and no dev-token warning is printed."""
     tenants = tmp_path / "tenants.json"
     token = "alpha-token-0123456789"
@@ -408,6 +409,11 @@ async def test_the_gateway_process_is_unready_while_routing_is_away(
         try:
             await wait_readiness(health, SERVING, CALL_TIMEOUT_S)
             assert routing.watchers >= 1
+
+            await world.system.broker.kill()
+            await wait_readiness(health, NOT_SERVING, CALL_TIMEOUT_S)
+            await world.system.broker.start()
+            await wait_readiness(health, SERVING, CALL_TIMEOUT_S)
         finally:
             await back.stop()
         child.process.send_signal(signal.SIGTERM)
