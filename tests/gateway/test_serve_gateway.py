@@ -50,6 +50,7 @@ from ..handoff.conftest import (
     SystemFactory,
     make_system,
 )
+from ..scrape import sample, samples
 
 __all__ = ["make_system"]  # the handoff tests' fixture, used here too
 
@@ -182,6 +183,15 @@ class Child:
     def stderr(self) -> str:
         return self.stderr_path.read_text(errors="replace")
 
+    def logged(self, event: str) -> dict[str, Any]:
+        """The first JSON log line of ``event`` on the child's stderr."""
+        for line in self.stderr().splitlines():
+            if line.startswith("{") and f'"{event}"' in line:
+                record: dict[str, Any] = json.loads(line)
+                if record.get("event") == event:
+                    return record
+        raise AssertionError(f"no {event!r} log line: {self.stderr()[-2000:]}")
+
 
 @asynccontextmanager
 async def serve_gateway(tmp_path: Path, *args: str) -> AsyncIterator[Child]:
@@ -311,10 +321,11 @@ async def test_the_gateway_process_serves_once_it_has_a_table_and_drains_on_sigt
     turns it SERVING. An Infer with the demo token is answered by the first-ranked satellite's
     node (the synthetic model's answer, one node execution); a wrong token is UNAUTHENTICATED;
     a call with a session id is a turn through the handoff service, answered by a node too.
+    --metrics-port serves the gateway's metrics (the answered call counted).
     SIGTERM: readiness NOT_SERVING, exit 0 within the unready delay and the drain grace."""
     system = world.system
     async with (
-        serve_gateway(tmp_path, *world.gateway_args()) as child,
+        serve_gateway(tmp_path, *world.gateway_args(), "--metrics-port", "0") as child,
         grpc.aio.insecure_channel(child.target) as channel,
     ):
         health = health_pb2_grpc.HealthStub(channel)
@@ -335,6 +346,9 @@ async def test_the_gateway_process_serves_once_it_has_a_table_and_drains_on_sigt
         assert reply.text == predict_answer(CHAT, (), "hello from a child", MAX_TOKENS).text
         assert (reply.satellite_id, reply.station_id) == (SATELLITES[0], STATION)
         assert [sat for sat, _ in system.executions] == [SATELLITES[0]]
+        metrics = await samples(child.logged("gateway_metrics_serving")["url"])
+        ok = {"tenant": "demo", "outcome": "OK"}
+        assert sample(metrics, "groundplane_gateway_requests_total", **ok) == 1
 
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await stub.Infer(
