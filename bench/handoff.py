@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from groundplane.handoff.manager import HandoffManager, ManagerConfig
+from groundplane.handoff.node_adapter import RequesterNodes
 from groundplane.handoff.planner import HandoffSettings, PassSchedule
 from groundplane.handoff.store import HandoffStore
 from groundplane.kernel.clock import SimulatedClock
@@ -40,7 +41,6 @@ from groundplane.node.directory import ONLINE, NodeDirectory
 from groundplane.node.engine import EngineConfig
 from groundplane.node.host import HostedNode, NodeHost
 from groundplane.node.requester import Requester
-from groundplane.system.handoff_nodes import RequesterNodes
 
 EPOCH = datetime(2026, 8, 15, 12, tzinfo=UTC)
 SATS = ("sat-a", "sat-b", "sat-c")

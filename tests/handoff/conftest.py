@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from groundplane.handoff.manager import HandoffManager, ManagerConfig
+from groundplane.handoff.node_adapter import RequesterNodes
 from groundplane.handoff.planner import IslInView, PassSchedule
 from groundplane.handoff.store import HandoffStore
 from groundplane.kernel.clock import SimulatedClock
@@ -28,7 +29,6 @@ from groundplane.node.backends import GenerateRequest, SyntheticBackend, Synthet
 from groundplane.node.directory import ONLINE, NodeDirectory
 from groundplane.node.engine import Engine, EngineConfig
 from groundplane.node.requester import Requester
-from groundplane.system.handoff_nodes import RequesterNodes
 
 EPOCH = datetime(2026, 8, 15, 12, tzinfo=UTC)
 STATION = "gs1"

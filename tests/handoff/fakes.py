@@ -17,7 +17,6 @@ from groundplane.handoff.nodes import (
     SessionSnapshot,
     Turn,
     TurnAnswer,
-    context_tokens,
 )
 from groundplane.handoff.planner import PassSchedule, PassSource, PassWindow
 from groundplane.handoff.store import HandoffStore
@@ -133,7 +132,7 @@ class FakeNodes:
         self.fences[(satellite_id, session_id)] = fence_epoch
         if self.export_error is not None:
             raise self.export_error
-        tokens = context_tokens(state.turns)
+        tokens = sum(turn.tokens for turn in state.turns)
         if self.export_rate_bps is not None:
             async with self.down_links.setdefault(satellite_id, asyncio.Lock()):
                 await self.clock.sleep(tokens * BYTES_PER_TOKEN * 8 / self.export_rate_bps)

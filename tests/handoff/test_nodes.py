@@ -1,5 +1,6 @@
-"""The handoff manager's node port: its values match the nodes' accounting and format, and the
-handoff core reaches nodes only through it."""
+"""The handoff manager's node port: its values are the nodes' own (one turn type, one token
+count), its checkpoints are the nodes' snapshot format, and the handoff core reaches nodes only
+through it."""
 
 from __future__ import annotations
 
@@ -9,11 +10,11 @@ from pathlib import Path
 import pytest
 
 import groundplane.handoff
-from groundplane.handoff.nodes import SessionSnapshot, Turn, context_tokens
+from groundplane.handoff import nodes
+from groundplane.handoff.node_adapter import encode_snapshot, from_node_state, to_node_state
+from groundplane.handoff.nodes import SessionSnapshot, Turn
+from groundplane.node import sessions as node_sessions
 from groundplane.node.sessions import SessionState, decode_session, encode_session
-from groundplane.node.sessions import Turn as NodeTurn
-from groundplane.node.sessions import context_tokens as node_context_tokens
-from groundplane.system.handoff_nodes import encode_snapshot, from_node_state, to_node_state
 
 HANDOFF_DIR = Path(groundplane.handoff.__file__).parent
 NODE_RUNTIME = (
@@ -25,6 +26,15 @@ NODE_RUNTIME = (
     "groundplane.node.v1",
 )
 """Node modules (runtime, snapshot format, wire messages) the handoff core must not import."""
+ADAPTER = "node_adapter.py"
+"""The one handoff module that speaks the node contract's messages and snapshot format."""
+CONTRACT_CODEC = (
+    "groundplane.node.v1",
+    "groundplane.node.client.Requester",
+    "groundplane.node.client.SessionState",
+    "groundplane.node.client.encode_session",
+    "groundplane.node.client.decode_session",
+)
 
 TEXTS = ("", "one", "two words", "  spaced\tout\nacross lines  ", "ünïcode wörds ok", "a " * 50)
 
@@ -51,24 +61,36 @@ def imported_modules(path: Path) -> set[str]:
 @pytest.mark.parametrize("path", sorted(HANDOFF_DIR.glob("*.py")), ids=lambda p: p.name)
 def test_the_handoff_core_imports_no_node_runtime_or_format(path: Path) -> None:
     """No module of ``groundplane.handoff`` imports the node requester, engine, agent, host,
-    wire messages or snapshot format: the manager reaches nodes through ``NodePort`` only."""
+    wire messages or snapshot format from the node's insides, and only the adapter uses the
+    contract's requester, messages and snapshot codec: the manager reaches nodes through
+    ``NodePort`` only."""
+    if path.name == ADAPTER:
+        banned = tuple(name for name in NODE_RUNTIME if name != "groundplane.node.v1")
+    else:
+        banned = NODE_RUNTIME + CONTRACT_CODEC
     crossing = {
         name
         for name in imported_modules(path)
-        if any(name == banned or name.startswith(f"{banned}.") for banned in NODE_RUNTIME)
+        if any(name == ban or name.startswith(f"{ban}.") for ban in banned)
     }
     assert not crossing, f"{path.name} imports {sorted(crossing)}; go through handoff.nodes"
 
 
-@pytest.mark.parametrize("prompt", TEXTS)
-def test_turn_tokens_are_counted_as_the_nodes_count_them(prompt: str) -> None:
-    """The handoff's token count of a turn, and of a context, equals the nodes' (the modelled
-    state size the manager plans with is tokens × bytes per token, as the nodes report it)."""
-    answer = prompt[::-1] + " and more"
-    assert Turn(prompt, answer).tokens == NodeTurn(prompt, answer).tokens
-    turns = (Turn(prompt, answer), Turn(answer, prompt))
-    node_turns = (NodeTurn(prompt, answer), NodeTurn(answer, prompt))
-    assert context_tokens(turns) == node_context_tokens(node_turns)
+def test_a_turn_is_one_type_shared_with_the_nodes() -> None:
+    """The manager's turn is the node contract's turn (not a copy to convert), with the nodes'
+    own token count: the modelled state size the manager plans with is tokens × bytes per token,
+    as the nodes report it."""
+    assert nodes.Turn is node_sessions.Turn
+    for prompt in TEXTS:
+        assert Turn(prompt, "an answer").tokens == node_sessions.count_tokens(prompt) + 2
+
+
+def test_conversions_pass_the_turns_through_unconverted() -> None:
+    """Snapshot ↔ node state keeps the very same turns tuple: nothing is rebuilt per turn on a
+    move."""
+    assert to_node_state(SNAPSHOT).turns is SNAPSHOT.turns
+    state = SessionState("s-3", "chat", 1, (Turn("q", "a"),))
+    assert from_node_state(state).turns is state.turns
 
 
 def test_checkpoint_bytes_are_the_nodes_snapshot_format() -> None:
@@ -80,10 +102,7 @@ def test_checkpoint_bytes_are_the_nodes_snapshot_format() -> None:
         "s-1",
         "chat",
         7,
-        (
-            NodeTurn("hello there", "hi, how can I help"),
-            NodeTurn("when is the pass", "in ünïcode 5 min"),
-        ),
+        (Turn("hello there", "hi, how can I help"), Turn("when is the pass", "in ünïcode 5 min")),
     )
     assert data == encode_session(node_state)
 
@@ -91,7 +110,7 @@ def test_checkpoint_bytes_are_the_nodes_snapshot_format() -> None:
 def test_a_node_snapshot_converts_both_ways_without_loss() -> None:
     """Node state → handoff snapshot → node state keeps id, model, epoch, turns and the content
     hash the nodes check."""
-    state = SessionState("s-2", "chat", 3, (NodeTurn("q", "a"), NodeTurn("q2", "a b c")))
+    state = SessionState("s-2", "chat", 3, (Turn("q", "a"), Turn("q2", "a b c")))
     again = to_node_state(from_node_state(state))
     assert again == state
     assert again.content_sha256 == state.content_sha256

@@ -2,9 +2,13 @@
 
 The manager never sees a node's wire messages or its snapshot format: it runs turns and job
 prompts, exports a session's state fenced at an epoch, imports a :class:`SessionSnapshot` under an
-epoch and fences a closed session, all through a :class:`NodePort`. In ``groundplane up`` (and
-the handoff benchmark) the port is :class:`groundplane.system.handoff_nodes.RequesterNodes`, the
-node requester over MQTT, which parses and writes the node's snapshot format.
+epoch and fences a closed session, all through a :class:`NodePort`. In the handoff process (and
+the handoff benchmark) the port is :class:`groundplane.handoff.node_adapter.RequesterNodes`, the
+node contract's requester over MQTT, which parses and writes the node's snapshot format.
+
+A :class:`Turn` is the node contract's own value (:mod:`groundplane.node.client`): one definition,
+with the nodes' token count, so a session's turns pass between the manager and the nodes as they
+are.
 
 Every operation raises :mod:`groundplane.kernel.errors`: ``UNAVAILABLE`` or ``DEADLINE_EXCEEDED``
 when the node may or may not have done it (retry with the same request id), ``FAILED_PRECONDITION``
@@ -14,33 +18,13 @@ when the session moved away from that node, ``NOT_FOUND`` when the node does not
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from groundplane.node.client import Turn
 
-def count_tokens(text: str) -> int:
-    """Tokens as the nodes count them: whitespace-separated words (the modelled state size is
-    context tokens × bytes per token, so this count must match the nodes')."""
-    return len(text.split())
-
-
-@dataclass(frozen=True, slots=True)
-class Turn:
-    """One exchange of a session: what the user asked and what the model answered."""
-
-    prompt: str
-    answer: str
-
-    @property
-    def tokens(self) -> int:
-        return count_tokens(self.prompt) + count_tokens(self.answer)
-
-
-def context_tokens(turns: Sequence[Turn]) -> int:
-    """Tokens of a whole context (every prompt and answer)."""
-    return sum(turn.tokens for turn in turns)
+__all__ = ["ExportedState", "NodePort", "SessionSnapshot", "Turn", "TurnAnswer"]
 
 
 @dataclass(frozen=True, slots=True)

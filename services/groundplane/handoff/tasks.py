@@ -46,8 +46,16 @@ class ManagerTasks:
             raise Unavailable("the handoff manager is not running; retry shortly") from None
 
     async def call(self, work: Coroutine[Any, Any, _T], name: str, wait_s: float) -> _T:
-        """Run ``work`` as a manager task (it dies with the manager); wait ``wait_s`` wall s."""
+        """Run ``work`` as a manager task (it dies with the manager); wait ``wait_s`` wall s.
+
+        The task is not the caller's: a caller that is cancelled leaves it running (a turn that
+        reached a node is still recorded, and answered from the store on a retry); when
+        ``wait_s`` passes first, the task is cancelled and the caller gets DEADLINE_EXCEEDED.
+        Either way, what the task ends with after its caller stopped waiting is read here and
+        dropped, never left set on a future nobody awaits.
+        """
         outcome: asyncio.Future[_T] = asyncio.get_running_loop().create_future()
+        outcome.add_done_callback(_read_outcome)
 
         async def settle() -> None:
             try:
@@ -70,9 +78,17 @@ class ManagerTasks:
         except Unavailable:
             work.close()
             raise
-        try:
-            async with asyncio.timeout(max(wait_s, 0.0)):
-                return await asyncio.shield(outcome)
-        except TimeoutError:
-            task.cancel()
-            raise DeadlineExceeded(f"{name} did not finish before its deadline") from None
+        # asyncio.wait neither cancels ``outcome`` when the caller is cancelled nor wraps it in
+        # a future of its own (asyncio.shield's outer future forgets the inner one once
+        # cancelled, leaving a later exception unread).
+        await asyncio.wait({outcome}, timeout=max(wait_s, 0.0))
+        if outcome.done():
+            return outcome.result()
+        task.cancel()
+        raise DeadlineExceeded(f"{name} did not finish before its deadline")
+
+
+def _read_outcome(outcome: asyncio.Future[Any]) -> None:
+    """Mark a settled outcome's exception as read (its caller, if still waiting, re-reads it)."""
+    if not outcome.cancelled():
+        outcome.exception()

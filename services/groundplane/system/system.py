@@ -53,6 +53,7 @@ from groundplane.gateway.auth import TenantRegistry
 from groundplane.gateway.service import GatewayConfig
 from groundplane.gateway.sources import WatchedTableSource
 from groundplane.handoff.manager import HandoffManager, ManagerConfig
+from groundplane.handoff.node_adapter import RequesterNodes
 from groundplane.handoff.planner import HandoffSettings
 from groundplane.handoff.servicer import HandoffServicer
 from groundplane.handoff.store import HandoffStore
@@ -101,7 +102,6 @@ from groundplane.system.handoff import (
     JobLoad,
     RefreshedPasses,
 )
-from groundplane.system.handoff_nodes import RequesterNodes
 from groundplane.system.load import GroundLoad, LoadConfig
 from groundplane.system.report import RunStats
 from groundplane.tracking.app import TrackingApp, build_tracking

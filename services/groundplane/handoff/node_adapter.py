@@ -1,37 +1,30 @@
-"""The handoff manager's :class:`~groundplane.handoff.nodes.NodePort` over the node requester.
+"""The handoff manager's :class:`~groundplane.handoff.nodes.NodePort` over the node contract.
 
-The one place the handoff manager's values meet the node's messages: turns and job prompts go
-out as ``InferRequest``, exports, imports and fences as the session messages, and snapshots are
-read and written in the node's format (:func:`groundplane.node.sessions.encode_session`).
+The one module of handoff where the manager's values meet the node's messages: turns and job
+prompts go out as ``InferRequest`` through the contract's
+:class:`~groundplane.node.client.Requester`, exports, imports and fences as the session messages,
+and snapshots are read and written in the node's snapshot format
+(:func:`groundplane.node.client.encode_session`). Turns are the contract's own
+:class:`~groundplane.node.client.Turn`, so a snapshot's turns pass through unconverted.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from groundplane.handoff.nodes import ExportedState, SessionSnapshot, Turn, TurnAnswer
-from groundplane.node.requester import Requester
-from groundplane.node.sessions import SessionState, decode_session, encode_session
-from groundplane.node.sessions import Turn as NodeTurn
+from groundplane.handoff.nodes import ExportedState, SessionSnapshot, TurnAnswer
+from groundplane.node.client import Requester, SessionState, decode_session, encode_session
 from groundplane.node.v1 import node_pb2
 
 
 def to_node_state(snapshot: SessionSnapshot) -> SessionState:
-    return SessionState(
-        snapshot.session_id,
-        snapshot.model,
-        snapshot.epoch,
-        tuple(NodeTurn(t.prompt, t.answer) for t in snapshot.turns),
-    )
+    """The node's session value of ``snapshot`` (the same turns tuple, not a copy)."""
+    return SessionState(snapshot.session_id, snapshot.model, snapshot.epoch, snapshot.turns)
 
 
 def from_node_state(state: SessionState) -> SessionSnapshot:
-    return SessionSnapshot(
-        state.session_id,
-        state.model,
-        state.epoch,
-        tuple(Turn(t.prompt, t.answer) for t in state.turns),
-    )
+    """The manager's snapshot of a node's session value (the same turns tuple, not a copy)."""
+    return SessionSnapshot(state.session_id, state.model, state.epoch, state.turns)
 
 
 def encode_snapshot(snapshot: SessionSnapshot) -> bytes:
