@@ -28,6 +28,8 @@ NODE_RUNTIME = (
 """Node modules (runtime, snapshot format, wire messages) the handoff core must not import."""
 ADAPTER = "node_adapter.py"
 """The one handoff module that speaks the node contract's messages and snapshot format."""
+APP = "app.py"
+"""The process assembly: it makes the contract's requester the adapter wraps."""
 CONTRACT_CODEC = (
     "groundplane.node.v1",
     "groundplane.node.client.Requester",
@@ -62,10 +64,12 @@ def imported_modules(path: Path) -> set[str]:
 def test_the_handoff_core_imports_no_node_runtime_or_format(path: Path) -> None:
     """No module of ``groundplane.handoff`` imports the node requester, engine, agent, host,
     wire messages or snapshot format from the node's insides, and only the adapter uses the
-    contract's requester, messages and snapshot codec: the manager reaches nodes through
-    ``NodePort`` only."""
+    contract's messages and snapshot codec (and only it and the process assembly its
+    requester): the manager reaches nodes through ``NodePort`` only."""
     if path.name == ADAPTER:
         banned = tuple(name for name in NODE_RUNTIME if name != "groundplane.node.v1")
+    elif path.name == APP:
+        banned = tuple(n for n in NODE_RUNTIME + CONTRACT_CODEC if not n.endswith(".Requester"))
     else:
         banned = NODE_RUNTIME + CONTRACT_CODEC
     crossing = {

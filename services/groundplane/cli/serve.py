@@ -17,6 +17,7 @@ from groundplane.tracking.v1.tracking_pb2_grpc import TrackingServiceStub
 
 from . import inputs, serve_gateway, serve_links, serve_tracking
 from .main import print_help_of
+from .serve_handoff import register as register_handoff
 
 log = structlog.get_logger("groundplane.cli.serve")
 
@@ -86,6 +87,7 @@ def register(commands: Any) -> None:
         help="log lines as JSON, for a console, or console on a TTY and JSON otherwise",
     )
     hil.set_defaults(handler=run_hil)
+    register_handoff(services)
 
 
 def run_hil(args: argparse.Namespace) -> int:

@@ -1,10 +1,7 @@
-"""What ``groundplane up`` adds around the handoff manager.
+"""What ``groundplane up`` adds around the handoff manager for its run's report (the pass windows
+and ISL line of sight are the handoff package's own: :mod:`groundplane.handoff.passes`,
+:mod:`groundplane.handoff.isl`).
 
-* :class:`RefreshedPasses`: the manager's pass source, replaced wholesale whenever the system
-  predicts a new horizon of passes with tracking (the same predictions routing gets), so a run of
-  any length has windows ahead of it.
-* :class:`IslLineOfSight`: whether two satellites see each other (the segment between them clears
-  the Earth and is no longer than ``max_range_km``), from SGP4 at the instant asked.
 * :class:`CountingBackend` and :class:`ExecutionLog`: the synthetic backend that also counts every
   execution of a job item's request id, so duplicate executions are seen at the nodes themselves.
 * :class:`JobLoad`: submits the run's jobs to the manager and follows their progress.
@@ -13,68 +10,22 @@
 from __future__ import annotations
 
 import asyncio
-import math
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Sequence
-from datetime import datetime
+from collections.abc import AsyncIterator, Sequence
 
-import numpy as np
 import structlog
 
 from groundplane.handoff.manager import HandoffManager
-from groundplane.handoff.planner import PassSchedule, PassWindow
 from groundplane.kernel.clock import Clock
-from groundplane.kernel.errors import GroundplaneError, InvalidArgument, NotFound
-from groundplane.links.model import line_of_sight
+from groundplane.kernel.errors import GroundplaneError, InvalidArgument
 from groundplane.node.backends import GenerateRequest, SyntheticBackend, SyntheticModelSpec
-from groundplane.orbit.geometry import SatelliteBatch, propagate, utc_jd_fr
-from groundplane.orbit.passes import Pass
 from groundplane.system.report import JobCounters
 
 log = structlog.get_logger("groundplane.system.handoff")
 
-ISL_MAX_RANGE_KM = 5_000.0
-"""Longest inter-satellite link the handoff planner counts as usable."""
 JOB_PREFIX = "up-job-"
 """Job ids of the run's own jobs (``up-job-<run>-<k>``); item request ids are ``<job>.i<n>``."""
 JOB_POLL_WALL_S = 0.5
-
-
-class RefreshedPasses:
-    """A :class:`~groundplane.handoff.planner.PassSource` replaced by :meth:`update`."""
-
-    def __init__(self) -> None:
-        self._schedule = PassSchedule(())
-
-    def update(self, passes: Iterable[Pass]) -> None:
-        """Take a new set of predicted passes (the previous set is dropped)."""
-        self._schedule = PassSchedule.from_passes(passes)
-
-    def windows(self, start: datetime, stop: datetime) -> Sequence[PassWindow]:
-        return self._schedule.windows(start, stop)
-
-
-class IslLineOfSight:
-    """``isl_in_view(a, b, at)`` for the handoff planner, from the elements of ``batch``."""
-
-    def __init__(self, batch: SatelliteBatch, max_range_km: float = ISL_MAX_RANGE_KM) -> None:
-        if not (math.isfinite(max_range_km) and max_range_km > 0):
-            raise InvalidArgument(f"expected max_range_km > 0, got {max_range_km}")
-        self._batch = batch
-        self._max_range_km = max_range_km
-
-    def __call__(self, sat_a: str, sat_b: str, at: datetime) -> bool:
-        try:
-            pair = self._batch.subset([self._batch.index_of(sat_a), self._batch.index_of(sat_b)])
-        except NotFound:
-            return False
-        jd, fr = utc_jd_fr(at)
-        positions = propagate(pair, jd, fr).r_teme_km[:, 0, :]
-        if not np.all(np.isfinite(positions)):
-            return False
-        a = (float(positions[0, 0]), float(positions[0, 1]), float(positions[0, 2]))
-        b = (float(positions[1, 0]), float(positions[1, 1]), float(positions[1, 2]))
-        return math.dist(a, b) <= self._max_range_km and line_of_sight(a, b)
 
 
 class ExecutionLog:

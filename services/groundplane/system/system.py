@@ -14,11 +14,11 @@
 5. **routing**: :class:`~groundplane.routing.service.RoutingService` fed with tracking's
    visibility, the node directory (birth/will over MQTT), the retained link states and pass
    predictions (refreshed every half horizon in a worker thread), served over gRPC;
-6. the **handoff manager** (:class:`~groundplane.handoff.manager.HandoffManager`) on its own
-   MQTT client and requester, the shared node directory and clock, a SQLite store in
-   ``handoff_dir`` (a temporary folder when unset), pass windows from the same tracking
-   predictions as routing (:class:`~groundplane.system.handoff.RefreshedPasses`) and ISL line of
-   sight from the elements; ``groundplane.handoff.v1.HandoffService`` is served on loopback;
+6. **handoff**: the handoff process's parts, in-process
+   (:class:`~groundplane.handoff.app.HandoffApp`: the manager on its own MQTT client, requester
+   and node directory, a SQLite store in ``handoff_dir`` (a temporary folder when unset), pass
+   windows and ISL line of sight from a :class:`~groundplane.handoff.catalog.StaticCatalog` of
+   the run's elements and stations); ``groundplane.handoff.v1.HandoffService`` on loopback;
 7. the **gateway** (``groundplane.gateway.v1.InferenceService``) following the routing service's
    ``WatchRouteTable`` stream and sending session turns to ``HandoffService`` over gRPC
    (loopback), ready once it holds a table;
@@ -52,14 +52,12 @@ from groundplane.gateway.app import GatewayApp, GatewaySettings
 from groundplane.gateway.auth import TenantRegistry
 from groundplane.gateway.service import GatewayConfig
 from groundplane.gateway.sources import WatchedTableSource
+from groundplane.handoff.app import HandoffApp, HandoffAppSettings
+from groundplane.handoff.catalog import StaticCatalog
 from groundplane.handoff.manager import HandoffManager, ManagerConfig
-from groundplane.handoff.node_adapter import RequesterNodes
 from groundplane.handoff.planner import HandoffSettings
-from groundplane.handoff.servicer import HandoffServicer
-from groundplane.handoff.store import HandoffStore
 from groundplane.kernel.clock import Clock
 from groundplane.kernel.errors import DeadlineExceeded, GroundplaneError, InvalidArgument
-from groundplane.kernel.metrics_http import MetricsServer
 from groundplane.kernel.serving import GrpcServer
 from groundplane.link.v1 import link_pb2
 from groundplane.links.emulator import GroundGeometryProvider, LinkEmulator
@@ -73,7 +71,6 @@ from groundplane.node.backends import SyntheticModelSpec
 from groundplane.node.directory import ONLINE, NodeDirectory, NodeView
 from groundplane.node.engine import EngineConfig
 from groundplane.node.host import HostedNode, NodeHost
-from groundplane.node.requester import Requester
 from groundplane.orbit.elements import ElementSet
 from groundplane.orbit.geometry import SatelliteBatch
 from groundplane.orbit.passes import find_passes
@@ -95,13 +92,7 @@ from groundplane.scenario import (
     GroundUser,
     default_tenants,
 )
-from groundplane.system.handoff import (
-    CountingBackend,
-    ExecutionLog,
-    IslLineOfSight,
-    JobLoad,
-    RefreshedPasses,
-)
+from groundplane.system.handoff import CountingBackend, ExecutionLog, JobLoad
 from groundplane.system.load import GroundLoad, LoadConfig
 from groundplane.system.report import RunStats
 from groundplane.tracking.app import TrackingApp, build_tracking
@@ -254,13 +245,11 @@ class GroundplaneSystem:
         self.load: GroundLoad | None = None
         self.jobs: JobLoad | None = None
         self.handoff: HandoffManager | None = None
-        self.passes = RefreshedPasses()
         self.executions = ExecutionLog()
         self.run_id = uuid.uuid4().hex[:8]
         """Distinguishes this run's session and job ids from earlier runs on the same store."""
-        self._handoff_server: GrpcServer | None = None
+        self._handoff_app: HandoffApp | None = None
         self._routing_server: GrpcServer | None = None
-        self._handoff_store: HandoffStore | None = None
         self._handoff_after_id = 0
         self._started_at: datetime | None = None
         self._stop = asyncio.Event()
@@ -289,9 +278,9 @@ class GroundplaneSystem:
 
     @property
     def handoff_target(self) -> str:
-        if self._handoff_server is None:
+        if self._handoff_app is None:
             raise RuntimeError("the system is not running")
-        return self._handoff_server.target
+        return self._handoff_app.target
 
     def refresh_counters(self) -> None:
         """Bring the handoff and job counters of :attr:`stats` up to date."""
@@ -428,7 +417,7 @@ class GroundplaneSystem:
             for sat, epoch in epochs.items():
                 await self.directory.wait_for(sat, _has_epoch(epoch), STARTUP_TIMEOUT_S)
 
-            manager = await self._start_handoff(stack, tasks, broker_address)
+            manager = await self._start_handoff(stack, broker_address)
 
             # gateway
             tables = WatchedTableSource(routing_server.target)
@@ -503,9 +492,9 @@ class GroundplaneSystem:
             stack.push_async_callback(self._stop_jobs, jobs_task)
 
     async def _start_handoff(
-        self, stack: AsyncExitStack, tasks: asyncio.TaskGroup, broker_address: BrokerAddress
+        self, stack: AsyncExitStack, broker_address: BrokerAddress
     ) -> HandoffManager:
-        """The handoff manager, its store and its gRPC server (stopped before the nodes)."""
+        """The handoff app over the run's elements and stations (stopped before the nodes)."""
         config = self.config
         folder = config.handoff_dir
         if folder is None:
@@ -513,56 +502,42 @@ class GroundplaneSystem:
                 stack.enter_context(tempfile.TemporaryDirectory(prefix="groundplane-handoff-"))
             )
         folder.mkdir(parents=True, exist_ok=True)
-        client = await stack.enter_async_context(
-            MqttClient(broker_address, client_id="groundplane-handoff", clock=self.clock)
-        )
-        await client.wait_connected(STARTUP_TIMEOUT_S)
-        requester = await stack.enter_async_context(
-            Requester(client, self.clock, instance_id="handoff", directory=self.directory)
-        )
-        store = HandoffStore(folder / "handoff.sqlite")
-        stack.callback(store.close)
-        self._handoff_store = store
         manager_s = max(10.0, MANAGER_WALL_S * self.clock.speed)
-        manager = HandoffManager(
-            RequesterNodes(requester),
-            self.directory,
-            self.clock,
-            store,
-            self.passes,
-            config=ManagerConfig(
-                settings=config.handoff, turn_attempt_s=manager_s, operation_s=manager_s
+        app = HandoffApp(
+            HandoffAppSettings(
+                broker=broker_address,
+                db_path=folder / "handoff.sqlite",
+                grpc_address=config.handoff_address,
+                manager=ManagerConfig(
+                    settings=config.handoff, turn_attempt_s=manager_s, operation_s=manager_s
+                ),
+                pass_horizon_s=config.pass_horizon_s,
+                metrics_port=config.handoff_metrics_port,
+                drain_grace_s=0.5,
+                unready_delay_s=0.0,
             ),
-            isl_in_view=IslLineOfSight(self.batch),
+            self.clock,
+            StaticCatalog(self.batch, self.stations),
         )
-        self._handoff_after_id = store.last_event_id()
-        self._started_at = self.clock.now()
-        manager_task = tasks.create_task(manager.run(), name="handoff-manager")
-        stack.push_async_callback(self._stop_handoff, manager, manager_task)
-        await manager.wait_ready(STARTUP_TIMEOUT_S)
-        self.handoff = manager
-        server = GrpcServer(
-            [HandoffServicer(manager, self.clock).binding()],
-            address=config.handoff_address,
-            drain_grace_s=0.5,
-            unready_delay_s=0.0,
-        )
-        await server.start()
-        stack.push_async_callback(server.stop)
-        self._handoff_server = server
-        if config.handoff_metrics_port is not None:
-            metrics = await stack.enter_async_context(
-                MetricsServer(
-                    manager.metrics.registry, host="127.0.0.1", port=config.handoff_metrics_port
-                )
+        await stack.enter_async_context(app)
+        stack.push_async_callback(self._stop_handoff, app)
+        await app.wait_ready(STARTUP_TIMEOUT_S)
+        for view in self.directory.nodes():
+            await app.directory.wait_for(
+                view.satellite_id, _has_epoch(view.epoch), STARTUP_TIMEOUT_S
             )
-            self.handoff_metrics_url = metrics.url
-        return manager
+        self._handoff_app = app
+        self._handoff_after_id = app.store.last_event_id()
+        self._started_at = self.clock.now()
+        self.handoff = app.manager
+        self.handoff_metrics_url = app.metrics_url
+        return app.manager
 
-    async def _stop_handoff(self, manager: HandoffManager, task: asyncio.Task[None]) -> None:
-        """Close this run's sessions (fencing them on their nodes), count, stop the manager."""
-        store, started = self._handoff_store, self._started_at
-        if store is not None and started is not None:
+    async def _stop_handoff(self, app: HandoffApp) -> None:
+        """Close this run's sessions (fencing them on their nodes) and count, before the app
+        drains and its manager stops."""
+        store, started, manager = app.store, self._started_at, app.manager
+        if started is not None:
             # An earlier run's sessions (a kept --data-dir) stay open for the next run.
             ours = [r.session_id for r in store.sessions() if r.created_at >= started]
             async with asyncio.TaskGroup() as closing:
@@ -573,7 +548,6 @@ class GroundplaneSystem:
         self.refresh_counters()
         # The store closes next: the counters are final, nothing reads the manager any more.
         self.handoff, self.jobs = None, None
-        await _cancel_and_wait(task)
 
     async def _stop_jobs(self, task: asyncio.Task[None]) -> None:
         if self.jobs is not None:
@@ -625,7 +599,6 @@ class GroundplaneSystem:
         stop = start + timedelta(seconds=self.config.pass_horizon_s)
         passes = await asyncio.to_thread(find_passes, self.batch, self.stations, start, stop)
         routing.set_upcoming(upcoming_from_passes(passes))
-        self.passes.update(passes)
 
     async def _passes_loop(self, routing: RoutingService) -> None:
         while True:
