@@ -25,11 +25,14 @@
   when ``metrics_port`` is set.
 
 **Readiness.** The server starts NOT_SERVING (liveness SERVING) and becomes SERVING once all
-three inputs are live: the manager has restored the store (``manager.wait_ready``), a first pass
-prediction exists (so sessions can be placed and planned), and the directory has heard at least
-one node (so the manager knows who is alive). It then stays SERVING: when tracking or the broker
-goes away the manager keeps serving from its last prediction and directory while the follower and
-the MQTT client reconnect.
+three inputs are live: a first pass prediction exists (so sessions can be placed and planned),
+the directory has heard at least one node (so the manager knows who is alive), and the manager,
+started only then, has restored the store (``manager.wait_ready``). The manager waits for those
+two because it judges every restored session at once: without passes or without the session's
+node in the directory it would take a serving node for lost and move the session off it (the
+start waits up to :data:`RESTORE_WAIT_S` for the nodes of restored sessions). It then stays
+SERVING: when tracking or the broker goes away the manager keeps serving from its last
+prediction and directory while the follower and the MQTT client reconnect.
 
 **Exit (drain).** The server goes NOT_SERVING for ``unready_delay_s``, takes no new calls and lets
 in-flight turns finish within ``drain_grace_s``; then the manager, the pass predictions and the
@@ -48,6 +51,7 @@ from typing import Self
 
 import structlog
 
+from groundplane.handoff import store as st
 from groundplane.handoff.catalog import CatalogSource
 from groundplane.handoff.isl import IslLineOfSight
 from groundplane.handoff.manager import HandoffManager, ManagerConfig
@@ -70,6 +74,8 @@ INSTANCE_ID = "handoff"
 """The requester's instance id: node replies come back on its reply topics."""
 MANAGER_READY_S = 60.0
 """Wall seconds the manager may take to restore its sessions and jobs from the store."""
+RESTORE_WAIT_S = 5.0
+"""Wall seconds the manager's start waits for the nodes of its restored sessions to be heard."""
 
 
 @dataclass(frozen=True)
@@ -192,16 +198,15 @@ class HandoffApp:
             ready_at_start=False,
         )
         tasks = await stack.enter_async_context(asyncio.TaskGroup())
-        running = [
-            tasks.create_task(manager.run(), name="handoff-manager"),
-            tasks.create_task(self.passes.run(), name="handoff-passes"),
-        ]
+        running = [tasks.create_task(self.passes.run(), name="handoff-passes")]
         # Unwound after the server drained: the manager stops, then the TaskGroup exits.
         stack.push_async_callback(_cancel_all, running)
         await server.start()
         stack.push_async_callback(server.stop)
         self._server = server
-        running.append(tasks.create_task(self._become_ready(server), name="handoff-readiness"))
+        running.append(
+            tasks.create_task(self._start_manager(tasks, running), name="handoff-readiness")
+        )
         if settings.metrics_port is not None:
             self._metrics = await stack.enter_async_context(
                 MetricsServer(
@@ -209,25 +214,46 @@ class HandoffApp:
                 )
             )
 
-    async def _become_ready(self, server: GrpcServer) -> None:
-        """Readiness SERVING once the manager, a pass prediction and a node are there."""
-        heard = asyncio.Event()
+    async def _start_manager(
+        self, tasks: asyncio.TaskGroup, running: list[asyncio.Task[None]]
+    ) -> None:
+        """Start the manager once it can judge its restored sessions (passes predicted, nodes
+        heard), then set readiness SERVING when it has restored them."""
+        await self.passes.wait_ready(None)
+        await self._hear_nodes()
+        manager = self.manager
+        running.append(tasks.create_task(manager.run(), name="handoff-manager"))
+        await manager.wait_ready(MANAGER_READY_S)
+        assert self._server is not None
+        await self._server.set_ready(True)
+        self._ready.set()
+        log.info("handoff_ready", target=self._server.target, nodes=len(self.directory.nodes()))
+
+    async def _hear_nodes(self) -> None:
+        """Until the directory has heard a node, and (for at most :data:`RESTORE_WAIT_S`) every
+        node serving a session restored from the store: a node not heard yet would look dead to
+        the manager and its sessions moved off it needlessly."""
+        changed = asyncio.Event()
 
         def on_node(_view: NodeView) -> None:
-            heard.set()
+            changed.set()
 
+        serving = {r.satellite_id for r in self.store.sessions() if r.state == st.ACTIVE}
         remove = self.directory.add_listener(on_node)
         try:
-            await self.manager.wait_ready(MANAGER_READY_S)
-            log.info("handoff_manager_ready")
-            await self.passes.wait_ready(None)
-            if not self.directory.nodes():
-                await heard.wait()
+            while not self.directory.nodes():
+                changed.clear()
+                await changed.wait()
+            try:
+                async with asyncio.timeout(RESTORE_WAIT_S):
+                    while missing := {s for s in serving if self.directory.get(s) is None}:
+                        log.info("handoff_waiting_for_nodes", satellites=sorted(missing))
+                        changed.clear()
+                        await changed.wait()
+            except TimeoutError:
+                log.warning("handoff_nodes_not_heard", satellites=sorted(missing))
         finally:
             remove()
-        await server.set_ready(True)
-        self._ready.set()
-        log.info("handoff_ready", target=server.target, nodes=len(self.directory.nodes()))
 
 
 async def _cancel_all(tasks: list[asyncio.Task[None]]) -> None:
