@@ -15,9 +15,8 @@ from groundplane.kernel.logs import configure_logging
 from groundplane.kernel.serving import GrpcServer
 from groundplane.tracking.v1.tracking_pb2_grpc import TrackingServiceStub
 
-from . import inputs, serve_gateway, serve_links, serve_tracking
+from . import inputs, serve_gateway, serve_handoff, serve_links, serve_tracking
 from .main import print_help_of
-from .serve_handoff import register as register_handoff
 
 log = structlog.get_logger("groundplane.cli.serve")
 
@@ -33,6 +32,7 @@ def register(commands: Any) -> None:
     serve_tracking.register(services)
     serve_links.register(services)
     serve_gateway.register(services)
+    serve_handoff.register(services)
     hil = services.add_parser(
         "hil",
         help="station control (rotctld/rigctld) for one station",
@@ -87,7 +87,6 @@ def register(commands: Any) -> None:
         help="log lines as JSON, for a console, or console on a TTY and JSON otherwise",
     )
     hil.set_defaults(handler=run_hil)
-    register_handoff(services)
 
 
 def run_hil(args: argparse.Namespace) -> int:

@@ -29,6 +29,7 @@ from groundplane.system.system import (
     DEFAULT_MIN_DWELL_S,
     MANAGER_WALL_S,
 )
+from groundplane.tracking.client import CatalogFollower
 
 from . import inputs
 from .process import add_process_arguments, listen_address, process_clock, run_service
@@ -122,9 +123,6 @@ def run_handoff(args: argparse.Namespace) -> int:
     clock = process_clock(args)
     settings = handoff_settings(args, clock.speed)
 
-    # Until tracking's follower lands on main (then a module-level import).
-    from groundplane.tracking.client import CatalogFollower  # noqa: PLC0415 - see above
-
     @contextlib.asynccontextmanager
     async def body() -> AsyncIterator[HandoffApp]:
         follower = CatalogFollower(args.tracking)
@@ -132,6 +130,8 @@ def run_handoff(args: argparse.Namespace) -> int:
             following = tasks.create_task(follower.run(), name="handoff-catalog-follower")
             try:
                 async with HandoffApp(settings, clock, follower) as app:
+                    if app.metrics_url is not None:
+                        print(f"handoff metrics on {app.metrics_url}", flush=True)
                     yield app
             finally:
                 following.cancel()
