@@ -132,3 +132,25 @@ def test_isl_range_must_be_positive() -> None:
     for bad in (0.0, -1.0, math.inf, math.nan):
         with pytest.raises(InvalidArgument):
             IslLineOfSight(StaticCatalog(batch_of(2), SITES), max_range_km=bad)
+
+
+async def test_a_failed_prediction_keeps_the_passes_held_until_the_next_view() -> None:
+    """A view that cannot be predicted (here: no SGP4 batch at all) is logged and leaves the
+    previous passes in place; the next good view is predicted as usual."""
+    clock = SimulatedClock(EPOCH, speed=1.0)
+    catalog = ChangingCatalog(FixedView(1, batch_of(4), SITES))
+    passes = RefreshedPasses(catalog, clock, horizon_s=HORIZON_S)
+    window = (EPOCH, EPOCH + timedelta(seconds=HORIZON_S))
+    async with asyncio.TaskGroup() as tasks:
+        runner = tasks.create_task(passes.run(), name="test-passes")
+        await passes.wait_for_version(1, 30.0)
+        held = passes.windows(*window)
+        assert held
+        catalog.publish(FixedView(2, None, SITES))  # type: ignore[arg-type]
+        await passes.wait_for_version(2, 30.0, attempted=True)
+        assert passes.predicted_version == 1
+        assert passes.windows(*window) == held
+        catalog.publish(FixedView(3, batch_of(12), SITES))
+        await passes.wait_for_version(3, 30.0)
+        assert len(passes.windows(*window)) > len(held)
+        runner.cancel()

@@ -6,7 +6,8 @@
 ``horizon_s`` of simulated time with :func:`groundplane.orbit.passes.find_passes` in a worker
 thread (the event loop keeps serving), again as soon as the view changes (an element added or
 replaced through tracking) and every half horizon, so a run of any length has windows ahead of
-it. A view that changes during a prediction is predicted again right after.
+it. A view that changes during a prediction is predicted again right after; a prediction that
+fails is logged and the passes held stay until the next one.
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ class RefreshedPasses:
         self._next_prediction = asyncio.Event()
         self.predicted_version: int | None = None
         """Catalog revision of the passes held (None before the first prediction)."""
+        self.attempted_version: int | None = None
+        """Catalog revision of the last prediction tried (failed or not)."""
         catalog.add_listener(self._on_view)
 
     def update(self, passes: Iterable[Pass]) -> None:
@@ -71,11 +74,17 @@ class RefreshedPasses:
         async with asyncio.timeout(timeout_s):
             await self._predicted.wait()
 
-    async def wait_for_version(self, version: int, timeout_s: float) -> None:
+    async def wait_for_version(
+        self, version: int, timeout_s: float, *, attempted: bool = False
+    ) -> None:
         """Until the passes held were predicted from catalog revision ``version`` or a later
-        one (TimeoutError after ``timeout_s`` wall seconds)."""
+        one (``attempted``: until a prediction of it was tried, failed or not); TimeoutError
+        after ``timeout_s`` wall seconds."""
         async with asyncio.timeout(timeout_s):
-            while self.predicted_version is None or self.predicted_version < version:
+            while True:
+                seen = self.attempted_version if attempted else self.predicted_version
+                if seen is not None and seen >= version:
+                    return
                 await self._next_prediction.wait()
 
     async def run(self) -> None:
@@ -86,7 +95,13 @@ class RefreshedPasses:
             if view is None:
                 await self._changed.wait()
                 continue
-            await self._predict(view)
+            try:
+                await self._predict(view)
+            except Exception:  # a bad view keeps the last passes; the next view or period retries
+                log.exception("handoff_passes_failed", version=view.version)
+            self.attempted_version = view.version
+            done, self._next_prediction = self._next_prediction, asyncio.Event()
+            done.set()
             if self._changed.is_set():
                 continue  # a newer view arrived while predicting
             try:
@@ -102,8 +117,6 @@ class RefreshedPasses:
         self.update(passes)
         self.predicted_version = view.version
         self._predicted.set()
-        done, self._next_prediction = self._next_prediction, asyncio.Event()
-        done.set()
         log.info("handoff_passes_predicted", version=view.version, passes=len(passes))
 
     def _on_view(self, _view: CatalogView) -> None:
