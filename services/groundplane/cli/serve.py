@@ -11,6 +11,7 @@ from typing import Any
 import grpc
 import structlog
 
+from groundplane.cli import serve_nodes
 from groundplane.hil.controller import HamlibEndpoint, StationController, TrackingPassSource
 from groundplane.hil.servicer import StationControlServicer
 from groundplane.kernel import paths
@@ -168,6 +169,7 @@ def register(commands: Any) -> None:
         help="log lines as JSON, for a console, or console on a TTY and JSON otherwise",
     )
     hil.set_defaults(handler=run_hil)
+    serve_nodes.register(services)
 
 
 def tracking_db_path(db: str | None) -> str:
