@@ -284,6 +284,23 @@ class NodeDirectory:
                 f"last seen: {self._views.get(satellite_id)}"
             ) from None
 
+    async def wait_for_shard(
+        self, shard_id: str, predicate: Callable[[ShardView], bool], timeout_s: float
+    ) -> ShardView:
+        """The shard's view once ``predicate`` holds; DeadlineExceeded after ``timeout_s``."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                while True:
+                    view = self._shards.get(shard_id)
+                    if view is not None and predicate(view):
+                        return view
+                    await self._changed.wait()
+        except TimeoutError:
+            raise DeadlineExceeded(
+                f"shard {shard_id!r} did not reach the awaited state within {timeout_s} s; "
+                f"last seen: {self._shards.get(shard_id)}"
+            ) from None
+
     def _wake(self) -> None:
         self._changed.set()
         self._changed = asyncio.Event()
