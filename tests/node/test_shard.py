@@ -28,7 +28,7 @@ from groundplane.node.requester import Requester
 from groundplane.node.shard import NodeShard, ShardConfig
 from groundplane.node.v1 import node_pb2
 
-from .conftest import EPOCH, FAST_BACKOFF, FAST_MODEL, STATION, geometry
+from .conftest import EPOCH, FAST_BACKOFF, FAST_MODEL, STATION, geometry, has_epoch
 
 MEMBERS = ("sat-a", "sat-b", "sat-c")
 OUTSIDER = "sat-z"
@@ -270,7 +270,7 @@ async def running_shard(
         stack.callback(task.cancel)
         epochs = await shard.wait_ready(WAIT_S)
         for sat, epoch in epochs.items():
-            await directory.wait_for(sat, lambda view, e=epoch: view.epoch == e, WAIT_S)
+            await directory.wait_for(sat, has_epoch(epoch), WAIT_S)
         yield ShardRun(shard, directory, requester, clock, task)
 
 
