@@ -295,6 +295,9 @@ class MqttClient:
     messages) for ``session_expiry_s`` while the client is away; otherwise every connect starts
     clean and the client resubscribes.
 
+    ``max_inflight_messages`` raises paho's limit of unacknowledged QoS 1 publishes (20) for a
+    client that publishes for many (a nodes shard); more wait in paho's queue.
+
     ``will`` may be a callable: it is called before every connect, so a client can carry a new
     Will per connection (the node agent puts a fresh incarnation epoch in each). ``on_connect``
     is awaited, as a task of the client, after every successful connect (argument: the connection
@@ -314,6 +317,7 @@ class MqttClient:
         backoff: Backoff | None = None,
         will: LastWill | Callable[[], LastWill] | None = None,
         max_concurrent_handlers: int = 64,
+        max_inflight_messages: int | None = None,
         rng: random.Random | None = None,
         on_connect: Callable[[int], Awaitable[None]] | None = None,
     ) -> None:
@@ -331,6 +335,7 @@ class MqttClient:
         self._on_connect = on_connect
         self._rng = rng or random.Random()
         self._handler_slots = asyncio.Semaphore(max_concurrent_handlers)
+        self._max_inflight = max_inflight_messages
         self._subscriptions = _Subscriptions()
         self._refused: dict[str, BrokerRefusedError] = {}
         self._session: _Session | None = None
@@ -474,12 +479,19 @@ class MqttClient:
 
     async def unsubscribe(self, topic_filter: str) -> None:
         """Stop delivering ``topic_filter``."""
-        if self._subscriptions.pop(topic_filter) is None:
-            return
+        await self.unsubscribe_many([topic_filter])
+
+    async def unsubscribe_many(self, topic_filters: Sequence[str]) -> None:
+        """Stop delivering each of ``topic_filters``, in UNSUBSCRIBE requests of at most
+        :data:`SUBSCRIBE_BATCH` filters sent one after the other."""
+        removed = [f for f in topic_filters if self._subscriptions.pop(f) is not None]
         session = self._session
-        if session is not None:
+        if session is None:
+            return
+        for first in range(0, len(removed), SUBSCRIBE_BATCH):
+            batch = removed[first : first + SUBSCRIBE_BATCH]
             with contextlib.suppress(aiomqtt.MqttError):
-                await session.aio.unsubscribe(topic_filter, timeout=self._io_timeout_s)
+                await session.aio.unsubscribe(batch, timeout=self._io_timeout_s)
 
     async def publish(  # noqa: PLR0913 - MQTT PUBLISH options (qos, retain, expiry) are keywords
         self,
@@ -581,6 +593,7 @@ class MqttClient:
             timeout=self._io_timeout_s,
             will=will,
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+            max_inflight_messages=self._max_inflight,
         )
         aio._client.manual_ack_set(True)
         return aio

@@ -192,6 +192,7 @@ class NodeAgent:
         self._ready = asyncio.Event()
         self._log = log.bind(satellite_id=self._sat)
         self._shard: tuple[str, int] | None = None
+        self._publish_slots: asyncio.Semaphore | None = None
         self._load_sent: tuple[object, ...] | None = None
         self._load_sent_at_s = 0.0
         self.load_reports_total = 0
@@ -313,10 +314,13 @@ class NodeAgent:
         """
         await self._serve(client, own_load_loop=False)
 
-    def attach(self, client: MqttClient) -> None:
+    def attach(self, client: MqttClient, publish_slots: asyncio.Semaphore | None = None) -> None:
         """Publish through ``client`` (a shard's connection) from now on, before :meth:`run_shared`
-        starts: the shard may announce a birth as soon as it connects."""
+        starts: the shard may announce a birth as soon as it connects. ``publish_slots`` bounds
+        the status publishes in flight across the shard (a drain of every member at once must
+        not time them out)."""
         self._client = client
+        self._publish_slots = publish_slots
 
     def begin_incarnation(self, shard_id: str, shard_epoch: int) -> int:
         """A new epoch of this agent, born under incarnation ``shard_epoch`` of the shard."""
@@ -335,6 +339,8 @@ class NodeAgent:
 
     async def _serve(self, client: MqttClient, *, own_load_loop: bool) -> None:
         request_filters = [topic_filter for topic_filter, _ in self.request_filters()]
+        if self._shard is not None:  # the shard unsubscribes every member at once
+            request_filters = []
         self._client = client
         offline_published = False
         try:
@@ -376,9 +382,8 @@ class NodeAgent:
                 replies_left=len(self._reply_tasks),
             )
         client = self._client
-        if client is not None:
-            for topic_filter in request_filters:
-                await client.unsubscribe(topic_filter)
+        if client is not None and request_filters:
+            await client.unsubscribe_many(request_filters)
         return drained
 
     async def _go_offline(self, *, drained: bool) -> bool:
@@ -387,12 +392,13 @@ class NodeAgent:
         client = self._client
         if client is not None:
             with contextlib.suppress(GroundplaneError):  # clear the retained load report
-                await client.publish(
-                    topics.node_load(self._sat),
-                    b"",
-                    retain=True,
-                    timeout_s=self._config.io_timeout_s,
-                )
+                async with self._slot():
+                    await client.publish(
+                        topics.node_load(self._sat),
+                        b"",
+                        retain=True,
+                        timeout_s=self._config.io_timeout_s,
+                    )
         self._log.info("node_offline", epoch=self._epoch, drained=drained)
         return published
 
@@ -401,16 +407,22 @@ class NodeAgent:
         if client is None:
             return False
         try:
-            await client.publish(
-                topics.node_status(self._sat),
-                self.status_message(drained=drained).SerializeToString(),
-                retain=True,
-                timeout_s=min(self._config.io_timeout_s, 2.0),
-            )
+            async with self._slot():
+                await client.publish(
+                    topics.node_status(self._sat),
+                    self.status_message(drained=drained).SerializeToString(),
+                    retain=True,
+                    timeout_s=min(self._config.io_timeout_s, 2.0),
+                )
         except GroundplaneError as error:
             self._log.warning("node_status_publish_failed", error=str(error))
             return False
         return True
+
+    def _slot(self) -> contextlib.AbstractAsyncContextManager[object]:
+        """A slot of the shard's bounded status publishes (none alone)."""
+        slots = self._publish_slots
+        return slots if slots is not None else contextlib.nullcontext()
 
     # -- liveness --------------------------------------------------------------------------------
 

@@ -42,14 +42,18 @@ from groundplane.node.v1 import node_pb2
 
 log = structlog.get_logger("groundplane.node.shard")
 
+SHARD_INFLIGHT_MESSAGES = 100
+"""Unacknowledged QoS 1 publishes the shard's connection allows (paho's default is 20)."""
+
 
 @dataclass(frozen=True)
 class ShardConfig:
     """Settings of a shard's one connection and of its start-up.
 
     ``keepalive_s`` bounds failure detection of the whole shard (the broker fires its Will after
-    about 1.5 × keepalive of silence). ``startup_concurrency`` bounds the births in flight;
-    ``subscribe_batch`` the filters per SUBSCRIBE request. ``load_interval_s`` is how often the
+    about 1.5 × keepalive of silence). ``startup_concurrency`` bounds the births and the member
+    status publishes in flight (a drain of every member at once); ``subscribe_batch`` the filters
+    per SUBSCRIBE request. ``load_interval_s`` is how often the
     shard checks its members' load (wall seconds).
     """
 
@@ -187,9 +191,11 @@ class NodeShard:
             will=self._next_will,
             on_connect=self._on_connect,
             max_concurrent_handlers=256,
+            max_inflight_messages=SHARD_INFLIGHT_MESSAGES,
         )
+        publish_slots = asyncio.Semaphore(config.startup_concurrency)
         for agent in self._agents.values():
-            agent.attach(client)
+            agent.attach(client, publish_slots)
         filters: list[tuple[str, Handler]] = [
             pair for agent in self._agents.values() for pair in agent.request_filters()
         ]
@@ -208,6 +214,7 @@ class NodeShard:
                     await self._stop.wait()
                     drained = await self._drain(members)
                     loader.cancel()
+                    await client.unsubscribe_many([topic_filter for topic_filter, _ in filters])
                     graceful = await self._publish_status(OFFLINE, drained=drained)
             finally:
                 if not graceful:  # cancelled or failed: the members die with the shard
