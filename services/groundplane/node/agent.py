@@ -66,6 +66,7 @@ from groundplane.mqtt.broker import BrokerAddress
 from groundplane.mqtt.client import Backoff, Handler, LastWill, MqttClient, ReceivedMessage
 from groundplane.node import wire
 from groundplane.node.engine import Engine, InferenceRequest, Ticket
+from groundplane.node.engine import LoadReport as EngineLoad
 from groundplane.node.sessions import decode_session
 from groundplane.node.v1 import node_pb2
 
@@ -254,8 +255,10 @@ class NodeAgent:
             shard_epoch=self._shard[1] if self._shard is not None else 0,
         )
 
-    def load_message(self) -> node_pb2.LoadReport:
-        load = self._engine.load()
+    def load_message(self, load: EngineLoad | None = None) -> node_pb2.LoadReport:
+        """The load report of the current epoch (``load``: the engine's snapshot, taken now when
+        not given)."""
+        load = self._engine.load() if load is None else load
         return node_pb2.LoadReport(
             satellite_id=self._sat,
             epoch=self._epoch,
@@ -467,15 +470,15 @@ class NodeAgent:
         client = self._client
         if client is None or not client.connected or self._ready_epoch_unset():
             return False
-        report = self.load_message()
-        key = _load_key(report)
+        load = self._engine.load()
+        key = (self._epoch, self._state, load)
         refresh_s = self._config.load_interval_s * self._config.load_refresh_every
         if key == self._load_sent and now_s - self._load_sent_at_s < refresh_s:
             return False
         try:
             await client.publish(
                 topics.node_load(self._sat),
-                report.SerializeToString(),
+                self.load_message(load).SerializeToString(),
                 qos=0,
                 retain=True,
                 timeout_s=self._config.io_timeout_s,
@@ -773,24 +776,6 @@ class NodeAgent:
         except GroundplaneError as error:
             reply = wire.error_message(error)
         await self._reply(reply_topic, envelope, reply, epoch, deadline)
-
-
-def _load_key(report: node_pb2.LoadReport) -> tuple[object, ...]:
-    """What a load report says, without its time stamp (to publish only changes)."""
-    return (
-        report.epoch,
-        report.in_flight,
-        report.free_slots,
-        report.queue_depth,
-        report.queue_limit,
-        tuple(report.served_models),
-        report.accepting,
-        report.sessions,
-        report.session_bytes,
-        report.executed_total,
-        report.deduplicated_total,
-        report.rejected_total,
-    )
 
 
 async def _ready(message: Message) -> Message:
