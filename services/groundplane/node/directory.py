@@ -182,7 +182,8 @@ class NodeDirectory:
             shard_id=shard_id,
             epoch=status.epoch,
             state=status.state,
-            members=tuple(sorted(status.members)),
+            members=tuple(sorted(status.members))
+            or (current.members if current is not None else ()),
             drained=status.state == OFFLINE and status.drained,
         )
         changed = False

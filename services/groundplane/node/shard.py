@@ -61,7 +61,7 @@ class ShardConfig:
     io_timeout_s: float = 10.0
     session_expiry_s: int = 3600
     backoff: Backoff | None = None
-    startup_concurrency: int = 32
+    startup_concurrency: int = 64
     subscribe_batch: int = 256
     load_interval_s: float = 1.0
 
@@ -164,13 +164,19 @@ class NodeShard:
         return {sat: agent.epoch for sat, agent in sorted(self._agents.items())}
 
     def status_message(
-        self, state: node_pb2.NodeState.ValueType | None = None, *, drained: bool = False
+        self,
+        state: node_pb2.NodeState.ValueType | None = None,
+        *,
+        drained: bool = False,
+        with_members: bool = True,
     ) -> node_pb2.ShardStatus:
+        """The shard's status; the Will goes ``with_members=False`` (a CONNECT's Will payload is
+        limited to 64 KiB: about 5,000 member ids)."""
         return node_pb2.ShardStatus(
             shard_id=self._id,
             epoch=self._epoch,
             state=self._state if state is None else state,
-            members=self.members,
+            members=self.members if with_members else [],
             updated_at=to_timestamp(self._clock.now()),
             drained=drained,
         )
@@ -260,7 +266,7 @@ class NodeShard:
         self._epoch = self._epochs.next()
         for agent in self._agents.values():
             agent.begin_incarnation(self._id, self._epoch)
-        will = self.status_message(OFFLINE)
+        will = self.status_message(OFFLINE, with_members=False)
         return LastWill(topics.shard_status(self._id), will.SerializeToString(), qos=1, retain=True)
 
     async def _on_connect(self, connection: int) -> None:

@@ -328,7 +328,9 @@ class ShardStatus(_message.Message):
     """Only with OFFLINE: true after a graceful drain of every member."""
     @_builtins.property
     def members(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Satellite ids the shard hosts (sorted)."""
+        """Satellite ids the shard hosts (sorted); empty in the Will (its payload is limited to 64 KiB),
+        where consumers keep the members of the epoch's birth.
+        """
 
     @_builtins.property
     def updated_at(self) -> _timestamp_pb2.Timestamp:
