@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from groundplane.kernel.clock import SimulatedClock
+from groundplane.kernel.errors import Unavailable
 from groundplane.links.emulator import LinkEmulator
 from groundplane.links.model import LinkConfig
 from groundplane.mqtt import topics
@@ -354,3 +355,45 @@ async def test_stop_drains_every_member_then_the_shard(shard_broker: PrivateBrok
             view = await run.directory.wait_for(sat, lambda v: v.state == OFFLINE, WAIT_S)
             assert view.drained
             assert run.directory.accepts(sat, agent.epoch)
+
+
+async def test_a_member_the_account_may_not_speak_for_keeps_the_shard_unready(
+    shard_broker: PrivateBroker,
+) -> None:
+    """A shard given a satellite outside its account's ACL: the broker refuses that member's
+    birth, the shard keeps retrying it and never reports ready, while the allowed member is
+    born and ONLINE in the directory."""
+    clock = SimulatedClock(EPOCH)
+    directory = NodeDirectory()
+    async with AsyncExitStack() as stack:
+        ground = await stack.enter_async_context(
+            MqttClient(shard_broker.address, client_id="ground", clock=clock)
+        )
+        await ground.wait_connected()
+        await directory.attach(ground)
+        agents = []
+        for sat in ("sat-a", OUTSIDER):
+            engine = await stack.enter_async_context(
+                Engine(SyntheticBackend([FAST_MODEL], clock), clock, EngineConfig())
+            )
+            agents.append(
+                NodeAgent(sat, shard_broker.shard_address(SHARD), engine, clock,
+                          epochs=EpochSource(time.time_ns), config=AgentConfig())
+            )  # fmt: skip
+        shard = NodeShard(
+            SHARD,
+            shard_broker.shard_address(SHARD),
+            agents,
+            clock,
+            epochs=EpochSource(time.time_ns),
+            config=ShardConfig(backoff=FAST_BACKOFF),
+        )
+        tasks = await stack.enter_async_context(asyncio.TaskGroup())
+        task = tasks.create_task(shard.run(), name="test-node-shard")
+        stack.callback(task.cancel)
+        born = await directory.wait_for("sat-a", lambda v: v.state == ONLINE, WAIT_S)
+        assert born.shard_id == SHARD
+        with pytest.raises(Unavailable):
+            await shard.wait_ready(2.0)
+        assert not shard.born
+        assert directory.get(OUTSIDER) is None

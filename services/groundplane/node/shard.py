@@ -26,6 +26,7 @@ publishes per node: 1,584 of them starve a two-core machine before it serves any
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -42,6 +43,8 @@ from groundplane.node.v1 import node_pb2
 
 log = structlog.get_logger("groundplane.node.shard")
 
+BIRTH_BACKOFF = Backoff(base_s=0.2, factor=1.6, cap_s=5.0, jitter=0.2)
+"""Between retries of births that failed (the connection stays up; only a PUBACK was late)."""
 SHARD_INFLIGHT_MESSAGES = 100
 """Unacknowledged QoS 1 publishes the shard's connection allows (paho's default is 20)."""
 
@@ -53,8 +56,8 @@ class ShardConfig:
     ``keepalive_s`` bounds failure detection of the whole shard (the broker fires its Will after
     about 1.5 × keepalive of silence). ``startup_concurrency`` bounds the births and the member
     status publishes in flight (a drain of every member at once); ``subscribe_batch`` the filters
-    per SUBSCRIBE request. ``load_interval_s`` is how often the
-    shard checks its members' load (wall seconds).
+    per SUBSCRIBE request. ``load_interval_s`` is how often the shard checks its members' load
+    (wall seconds). ``birth_backoff`` spaces the retries of births that failed.
     """
 
     keepalive_s: int = 30
@@ -64,6 +67,7 @@ class ShardConfig:
     startup_concurrency: int = 64
     subscribe_batch: int = 256
     load_interval_s: float = 1.0
+    birth_backoff: Backoff = BIRTH_BACKOFF
 
     def __post_init__(self) -> None:
         if self.keepalive_s < 1:
@@ -270,20 +274,43 @@ class NodeShard:
         return LastWill(topics.shard_status(self._id), will.SerializeToString(), qos=1, retain=True)
 
     async def _on_connect(self, connection: int) -> None:
-        if not await self._publish_status(self._state):
-            return
+        """The shard's birth, then every member's; what failed (a PUBACK timeout on a loaded
+        machine) is retried with :attr:`ShardConfig.birth_backoff` while this connection lasts."""
+        client = self._client
+        shard_born = False
+        pending = list(self._agents.values())
         slots = asyncio.Semaphore(self._config.startup_concurrency)
-        announced = await _bounded_all([agent.announce for agent in self._agents.values()], slots)
-        self.births_total += sum(announced)
-        self._log.info(
-            "shard_birth",
-            epoch=self._epoch,
-            connection=connection,
-            members=len(self._agents),
-            born=sum(announced),
-        )
-        if all(announced):
-            self._born.set()
+        rng = random.Random()
+        attempt = 0
+        while client is not None and client.connections == connection and client.connected:
+            if not shard_born:
+                shard_born = await self._publish_status(self._state)
+            if shard_born:
+                announced = await _bounded_all([agent.announce for agent in pending], slots)
+                self.births_total += sum(announced)
+                pending = [
+                    agent for agent, born in zip(pending, announced, strict=True) if not born
+                ]
+            if shard_born and not pending:
+                self._born.set()
+                self._log.info(
+                    "shard_birth",
+                    epoch=self._epoch,
+                    connection=connection,
+                    members=len(self._agents),
+                    attempts=attempt + 1,
+                )
+                return
+            delay_s = self._config.birth_backoff.delay_s(attempt, rng)
+            self._log.warning(
+                "shard_birth_incomplete",
+                epoch=self._epoch,
+                shard_born=shard_born,
+                members_left=len(pending),
+                retry_in_s=round(delay_s, 3),
+            )
+            attempt += 1
+            await asyncio.sleep(delay_s)
 
     async def _load_loop(self) -> None:
         loop = asyncio.get_running_loop()
