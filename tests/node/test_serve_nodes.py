@@ -8,10 +8,12 @@ request through the link emulator) and the execution log file.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
 import sys
+import urllib.request
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -137,6 +139,8 @@ async def serve_nodes(scene: Scene, name: str) -> AsyncIterator[Served]:
             str(scene.tmp_path / "epochs"),
             "--port",
             "0",
+            "--metrics-port",
+            "0",
             "--start",
             START.isoformat(),
             "--unready-delay",
@@ -164,6 +168,22 @@ async def serve_nodes(scene: Scene, name: str) -> AsyncIterator[Served]:
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+async def scrape(stderr: Path) -> str:
+    """The process's /metrics text (its URL is in the ``metrics_serving`` log line)."""
+    for line in stderr.read_text().splitlines():
+        if line.startswith("{") and json.loads(line).get("event") == "metrics_serving":
+            url = json.loads(line)["url"]
+            break
+    else:
+        pytest.fail(f"no metrics_serving line in {stderr}")
+
+    def fetch() -> str:
+        with urllib.request.urlopen(url, timeout=WAIT_S) as response:
+            return str(response.read().decode())
+
+    return await asyncio.to_thread(fetch)
 
 
 async def readiness(target: str) -> health_pb2.HealthCheckResponse.ServingStatus.ValueType:
@@ -222,6 +242,9 @@ async def test_a_shard_process_serves_its_members_and_dies_with_its_will(tmp_pat
                 ("req-serve-nodes-1", sat)
             ]
             assert log.unreadable_lines == 0
+            metrics = await scrape(first.stderr)
+            assert f'groundplane_nodes_agents{{shard_id="{SHARD_ID}"}} 4.0' in metrics
+            assert f'groundplane_nodes_executions_total{{shard_id="{SHARD_ID}"}} 1.0' in metrics
 
             first.process.send_signal(signal.SIGKILL)
             await first.process.wait()
