@@ -7,6 +7,7 @@ request through the link emulator) and the execution log file.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -24,8 +25,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from groundplane.cli.serve_nodes import shard_members
+from groundplane.cli.serve_nodes import NodesSettings, parse_shard, register, shard_members
 from groundplane.kernel.clock import SimulatedClock
+from groundplane.kernel.errors import InvalidArgument
 from groundplane.links.emulator import LinkEmulator
 from groundplane.links.model import LinkConfig
 from groundplane.mqtt.broker import PrivateBroker
@@ -272,3 +274,47 @@ async def test_a_shard_process_serves_its_members_and_dies_with_its_will(tmp_pat
                 final = world.directory.shard(SHARD_ID)
                 assert final is not None
                 assert (final.state, final.drained) == (OFFLINE, True)
+
+
+# -- the command line, pure --------------------------------------------------------------------
+
+
+def test_shards_partition_the_catalog_stably() -> None:
+    """--shard I/N over the same catalog (in any order, with repeats) gives disjoint shards whose
+    union is the catalog, each every N-th of the sorted ids; a bad I/N is refused."""
+    ids = [f"walker-{k:04d}" for k in (7, 3, 0, 5, 1, 6, 2, 4, 3)]
+    shards = [shard_members(ids, index, 3) for index in range(3)]
+    assert shards == [
+        ["walker-0000", "walker-0003", "walker-0006"],
+        ["walker-0001", "walker-0004", "walker-0007"],
+        ["walker-0002", "walker-0005"],
+    ]
+    assert shard_members(list(reversed(ids)), 1, 3) == shards[1]
+    assert parse_shard("1/3") == (1, 3)
+    for text in ("3/3", "-1/2", "1", "a/b", "1/0"):
+        with pytest.raises(InvalidArgument):
+            parse_shard(text)
+
+
+def test_the_shard_id_follows_the_account_and_a_foreign_account_is_refused() -> None:
+    """The shard id defaults to the broker username after gp-shard-, else I-of-N; a shard id
+    whose account is not the URL's username (nor the service account) is refused."""
+    parser = argparse.ArgumentParser()
+    services = parser.add_subparsers()
+    register(services)
+
+    def settings(*argv: str) -> NodesSettings:
+        return NodesSettings.from_args(parser.parse_args(["nodes", *argv]))
+
+    own = settings("--broker", "mqtt://gp-shard-east:pw@127.0.0.1:1883", "--satellites", "a,b")
+    assert (own.shard_id, own.satellites) == ("east", ("a", "b"))
+    service = settings(
+        "--broker", "mqtt://gp-service:pw@h:1", "--shard", "1/4", "--tracking", "h:50051"
+    )
+    assert (service.shard_id, service.shard) == ("1-of-4", (1, 4))
+    with pytest.raises(InvalidArgument, match="gp-shard-west"):
+        settings(
+            "--broker", "mqtt://gp-shard-east:pw@h:1", "--shard-id", "west", "--satellites", "a"
+        )
+    with pytest.raises(InvalidArgument, match="--tracking"):
+        settings("--broker", "mqtt://gp-shard-east:pw@h:1", "--shard", "0/2")
