@@ -25,7 +25,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from groundplane.cli.serve_nodes import NodesSettings, parse_shard, register, shard_members
+from groundplane.cli.serve_nodes import NodesSettings, parse_shard, register
 from groundplane.kernel.clock import SimulatedClock
 from groundplane.kernel.errors import InvalidArgument
 from groundplane.links.emulator import LinkEmulator
@@ -35,6 +35,7 @@ from groundplane.mqtt.client import MqttClient
 from groundplane.node.directory import OFFLINE, ONLINE, NodeDirectory, NodeView
 from groundplane.node.executions import read_execution_log
 from groundplane.node.requester import Requester
+from groundplane.node.shard import shard_members
 from groundplane.node.v1 import node_pb2
 from groundplane.orbit.constellations import generate
 from groundplane.tracking.app import build_tracking

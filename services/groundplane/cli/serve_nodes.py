@@ -27,7 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +49,7 @@ from groundplane.node.backends import InferenceBackend, SyntheticBackend
 from groundplane.node.engine import Engine, EngineConfig
 from groundplane.node.executions import ExecutionLogWriter, ExecutionRecorder
 from groundplane.node.host import parse_model
-from groundplane.node.shard import NodeShard, ShardConfig
+from groundplane.node.shard import NodeShard, ShardConfig, shard_members
 from groundplane.tracking.v1 import tracking_pb2
 from groundplane.tracking.v1.tracking_pb2_grpc import TrackingServiceStub
 
@@ -147,11 +147,6 @@ def parse_shard(text: str) -> tuple[int, int]:
     if not 0 <= index < count:
         raise InvalidArgument(f"--shard I/N needs 0 <= I < N, got {text!r}")
     return index, count
-
-
-def shard_members(catalog_ids: Sequence[str], index: int, count: int) -> list[str]:
-    """Shard ``index`` of ``count``: every ``count``-th of the sorted ids from the ``index``-th."""
-    return sorted(set(catalog_ids))[index::count]
 
 
 def parse_satellites(text: str) -> list[str]:

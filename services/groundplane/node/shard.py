@@ -84,6 +84,15 @@ class ShardConfig:
             )
 
 
+def shard_members(catalog_ids: Sequence[str], index: int, count: int) -> list[str]:
+    """Shard ``index`` (0-based) of ``count``: every ``count``-th of the sorted distinct ids,
+    from the ``index``-th. ``serve nodes --shard I/N`` hosts this; a supervisor that creates the
+    shard accounts computes the same from the same catalog."""
+    if not 0 <= index < count:
+        raise InvalidArgument(f"shard I/N needs 0 <= I < N, got {index}/{count}")
+    return sorted(set(catalog_ids))[index::count]
+
+
 def shard_client_id(shard_id: str) -> str:
     """The MQTT client id of a shard (fixed, so its persistent session is resumed)."""
     return f"shard-{topics.check_id('shard id', shard_id)}"
