@@ -194,6 +194,7 @@ class NodeAgent:
         self._log = log.bind(satellite_id=self._sat)
         self._shard: tuple[str, int] | None = None
         self._publish_slots: asyncio.Semaphore | None = None
+        self._drained = False
         self._load_sent: tuple[object, ...] | None = None
         self._load_sent_at_s = 0.0
         self.load_reports_total = 0
@@ -215,6 +216,11 @@ class NodeAgent:
     @property
     def state(self) -> node_pb2.NodeState.ValueType:
         return self._state
+
+    @property
+    def drained(self) -> bool:
+        """Whether the last stop finished every admitted request (and its replies) in time."""
+        return self._drained
 
     @property
     def client(self) -> MqttClient | None:
@@ -356,6 +362,7 @@ class NodeAgent:
                 )
                 await self._stop.wait()
                 drained = await self._drain(request_filters)
+                self._drained = drained
                 offline_published = await self._go_offline(drained=drained)
                 if loader is not None:
                     loader.cancel()

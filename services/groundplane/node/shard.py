@@ -248,7 +248,10 @@ class NodeShard:
         for agent in self._agents.values():
             agent.stop()
         await asyncio.wait(members)
-        drained = all(not task.cancelled() and task.exception() is None for task in members)
+        drained = all(
+            not task.cancelled() and task.exception() is None and agent.drained
+            for task, agent in zip(members, self._agents.values(), strict=True)
+        )
         self._state = OFFLINE
         self._log.info("shard_offline", epoch=self._epoch, drained=drained)
         return drained
