@@ -9,6 +9,7 @@ from typing import Any
 import grpc
 import structlog
 
+from groundplane.cli import serve_nodes
 from groundplane.hil.controller import HamlibEndpoint, StationController, TrackingPassSource
 from groundplane.hil.servicer import StationControlServicer
 from groundplane.kernel.logs import configure_logging
@@ -87,6 +88,7 @@ def register(commands: Any) -> None:
         help="log lines as JSON, for a console, or console on a TTY and JSON otherwise",
     )
     hil.set_defaults(handler=run_hil)
+    serve_nodes.register(services)
 
 
 def run_hil(args: argparse.Namespace) -> int:

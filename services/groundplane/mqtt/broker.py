@@ -9,6 +9,10 @@
   under ``gp/v1/#``) and one account per node whose username is the satellite id; a pattern ACL
   lets node ``<sat>`` read and write ``gp/v1/node/<sat>/#`` and nothing else; optional read-only
   accounts (``readers``, named ``gp-…``) may subscribe to ``gp/v1/#`` and publish nowhere;
+  optional **shard accounts** (``shards={shard_id: [sat, …]}``, username ``gp-shard-<shard_id>``,
+  :func:`shard_username`) may read and write ``gp/v1/shard/<shard_id>/#`` and the node subtree
+  ``gp/v1/node/<sat>/#`` of each of their members, and nothing else: one connection carries many
+  node agents, and a shard still cannot speak for a satellite it does not host;
 * its own session (process group): a terminal's Ctrl-C or a signal to the caller's process group
   does not reach it; the owner stops it (:meth:`PrivateBroker.stop`, or leaving the ``async with``)
   after the clients that use it;
@@ -33,7 +37,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -48,6 +52,8 @@ from groundplane.mqtt import topics
 log = structlog.get_logger("groundplane.mqtt.broker")
 
 SERVICE_USER = "gp-service"
+SHARD_USER_PREFIX = "gp-shard-"
+"""Usernames of shard accounts: ``gp-shard-<shard_id>`` (a ``gp-`` name: never a satellite id)."""
 DEFAULT_PORT = 1883
 START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 5.0
@@ -116,11 +122,15 @@ def _reader_names(usernames: Iterable[str]) -> frozenset[str]:
     readers: set[str] = set()
     for username in usernames:
         topics.check_id("read-only account", username)
-        if not username.startswith(topics.SERVICE_USER_PREFIX) or username == SERVICE_USER:
+        if (
+            not username.startswith(topics.SERVICE_USER_PREFIX)
+            or username == SERVICE_USER
+            or username.startswith(SHARD_USER_PREFIX)
+        ):
             raise InvalidArgument(
                 f"a read-only broker account's name must start with "
                 f"{topics.SERVICE_USER_PREFIX!r} (so no satellite id can take it) and not be "
-                f"{SERVICE_USER!r}, got {username!r}"
+                f"{SERVICE_USER!r} or a shard account ({SHARD_USER_PREFIX}…), got {username!r}"
             )
         readers.add(username)
     return frozenset(readers)
@@ -139,6 +149,48 @@ def _reader_acl_text(readers: Iterable[str]) -> str:
         f"topic deny {topics.PREFIX}/node/{username}/#\n"
         for username in sorted(readers)
     )
+
+
+def shard_username(shard_id: str) -> str:
+    """The broker account of nodes shard ``shard_id``: ``gp-shard-<shard_id>``."""
+    return SHARD_USER_PREFIX + topics.check_id("shard id", shard_id)
+
+
+def _shard_members(shards: Mapping[str, Iterable[str]]) -> dict[str, tuple[str, ...]]:
+    """Each shard's members, checked: valid ids, no satellite in two shards."""
+    members: dict[str, tuple[str, ...]] = {}
+    owner: dict[str, str] = {}
+    for shard_id, sats in shards.items():
+        shard_username(shard_id)
+        checked = tuple(sorted({topics.check_node_id(sat) for sat in sats}))
+        for sat in checked:
+            if sat in owner:
+                raise InvalidArgument(
+                    f"satellite {sat!r} is in shard {owner[sat]!r} and in shard {shard_id!r}; "
+                    "a satellite belongs to one shard"
+                )
+            owner[sat] = shard_id
+        members[shard_id] = checked
+    return members
+
+
+def _shard_acl_text(shards: Mapping[str, tuple[str, ...]]) -> str:
+    """ACL sections of the shard accounts: their shard topic and their members' node subtrees.
+
+    As for readers, the account's own would-be node subtree (the ``%u`` pattern) is denied.
+    """
+    sections = []
+    for shard_id in sorted(shards):
+        username = shard_username(shard_id)
+        lines = [
+            f"\n# nodes shard {shard_id}: its status and its {len(shards[shard_id])} members",
+            f"user {username}",
+            f"topic deny {topics.PREFIX}/node/{username}/#",
+            f"topic readwrite {topics.PREFIX}/shard/{shard_id}/#",
+            *(f"topic readwrite {topics.PREFIX}/node/{sat}/#" for sat in shards[shard_id]),
+        ]
+        sections.append("\n".join(lines) + "\n")
+    return "".join(sections)
 
 
 def free_loopback_port() -> int:
@@ -200,6 +252,7 @@ class PrivateBroker:
         autosave_on_changes: bool = False,
         max_queued_messages: int = 10_000,
         readers: Iterable[str] = (),
+        shards: Mapping[str, Iterable[str]] | None = None,
     ) -> None:
         if autosave_interval_s < 1:
             raise InvalidArgument(
@@ -221,6 +274,9 @@ class PrivateBroker:
             self._passwords[topics.check_node_id(node)] = secrets.token_urlsafe(18)
         for reader in self._readers:
             self._passwords[reader] = secrets.token_urlsafe(18)
+        self._shards = _shard_members(shards or {})
+        for shard_id in self._shards:
+            self._passwords[shard_username(shard_id)] = secrets.token_urlsafe(18)
         self._process: asyncio.subprocess.Process | None = None
 
     # -- addresses -------------------------------------------------------------------------------
@@ -249,15 +305,30 @@ class PrivateBroker:
     def node_address(self, node_id: str) -> BrokerAddress:
         """The account of node ``node_id`` (only ``gp/v1/node/<node_id>/#``)."""
         password = self._passwords.get(node_id)
-        if password is None or node_id == SERVICE_USER or node_id in self._readers:
+        if password is None or node_id.startswith(topics.SERVICE_USER_PREFIX):
             known = sorted(
-                n for n in self._passwords if n != SERVICE_USER and n not in self._readers
+                n for n in self._passwords if not n.startswith(topics.SERVICE_USER_PREFIX)
             )
             raise InvalidArgument(
                 f"no broker account for node {node_id!r}; nodes with accounts: {known} "
                 "(a node gets an account when its id is in PrivateBroker(nodes=...))"
             )
         return BrokerAddress(self.host, self._port, node_id, password)
+
+    def shard_address(self, shard_id: str) -> BrokerAddress:
+        """The account of nodes shard ``shard_id`` (its members' node topics and its own)."""
+        if shard_id not in self._shards:
+            raise InvalidArgument(
+                f"no broker account for shard {shard_id!r}; shards with accounts: "
+                f"{sorted(self._shards)} (pass shards={{shard_id: [sats]}} to PrivateBroker)"
+            )
+        username = shard_username(shard_id)
+        return BrokerAddress(self.host, self._port, username, self._passwords[username])
+
+    def shard_members(self, shard_id: str) -> tuple[str, ...]:
+        """The satellites shard ``shard_id`` may speak for (sorted)."""
+        self.shard_address(shard_id)
+        return self._shards[shard_id]
 
     def reader_address(self, username: str) -> BrokerAddress:
         """A read-only account given as ``readers``: subscribe to ``gp/v1/#``, publish nothing."""
@@ -301,13 +372,17 @@ class PrivateBroker:
 
     def _acl_text(self) -> str:
         return (
-            "# generated by groundplane.mqtt.broker\n"
-            f"user {SERVICE_USER}\n"
-            f"topic readwrite {topics.PREFIX}/#\n"
-            "\n"
-            "# every other account is a node whose username is its satellite id\n"
-            f"pattern readwrite {topics.PREFIX}/node/%u/#\n"
-        ) + _reader_acl_text(self._readers)
+            (
+                "# generated by groundplane.mqtt.broker\n"
+                f"user {SERVICE_USER}\n"
+                f"topic readwrite {topics.PREFIX}/#\n"
+                "\n"
+                "# every other account is a node whose username is its satellite id\n"
+                f"pattern readwrite {topics.PREFIX}/node/%u/#\n"
+            )
+            + _reader_acl_text(self._readers)
+            + _shard_acl_text(self._shards)
+        )
 
     async def _write_password_file(self) -> None:
         path = self._workdir / "passwords"

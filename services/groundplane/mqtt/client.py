@@ -32,7 +32,7 @@ import math
 import random
 import socket
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
@@ -60,6 +60,8 @@ log = structlog.get_logger("groundplane.mqtt.client")
 
 DEFAULT_IO_TIMEOUT_S = 10.0
 NOT_AUTHORIZED = 0x87
+SUBSCRIBE_BATCH = 256
+"""Most filters sent in one SUBSCRIBE request (a resubscribe after a connect is split)."""
 
 
 class BrokerRefusedError(PermissionDenied):
@@ -157,6 +159,86 @@ class _Subscription:
         self.match_filter = topics.without_share_group(self.topic_filter)
 
 
+class _TrieNode:
+    __slots__ = ("children", "subscriptions")
+
+    def __init__(self) -> None:
+        self.children: dict[str, _TrieNode] = {}
+        self.subscriptions: dict[str, tuple[int, _Subscription]] = {}
+
+
+class _Subscriptions:
+    """The registered filters by filter text, indexed by topic level for matching.
+
+    An incoming message is matched in time proportional to its topic's depth, not to the number
+    of filters: a nodes shard registers thousands (two per hosted satellite).
+    """
+
+    def __init__(self) -> None:
+        self._by_filter: dict[str, _Subscription] = {}
+        self._root = _TrieNode()
+        self._sequence = 0
+
+    def __len__(self) -> int:
+        return len(self._by_filter)
+
+    def get(self, topic_filter: str) -> _Subscription | None:
+        return self._by_filter.get(topic_filter)
+
+    def values(self) -> list[_Subscription]:
+        return list(self._by_filter.values())
+
+    def add(self, subscription: _Subscription) -> None:
+        self.pop(subscription.topic_filter)
+        self._by_filter[subscription.topic_filter] = subscription
+        node = self._root
+        for level in subscription.match_filter.split("/"):
+            node = node.children.setdefault(level, _TrieNode())
+        self._sequence += 1
+        node.subscriptions[subscription.topic_filter] = (self._sequence, subscription)
+
+    def pop(self, topic_filter: str) -> _Subscription | None:
+        subscription = self._by_filter.pop(topic_filter, None)
+        if subscription is None:
+            return None
+        path = [self._root]
+        for level in subscription.match_filter.split("/"):
+            path.append(path[-1].children[level])
+        path[-1].subscriptions.pop(topic_filter, None)
+        levels = subscription.match_filter.split("/")
+        for depth in range(len(levels), 0, -1):  # prune empty branches
+            node = path[depth]
+            if node.children or node.subscriptions:
+                break
+            del path[depth - 1].children[levels[depth - 1]]
+        return subscription
+
+    def matching(self, topic: str) -> list[Handler]:
+        """Handlers of every filter matching ``topic``, in the order they were registered.
+
+        MQTT rules: ``+`` matches one level, ``#`` the rest (including none); a topic starting
+        with ``$`` is not matched by a wildcard in the first level.
+        """
+        levels = topic.split("/")
+        found: list[tuple[int, _Subscription]] = []
+        dollar = topic.startswith("$")
+        stack = [(self._root, 0)]
+        while stack:
+            node, depth = stack.pop()
+            wild_ok = not (dollar and depth == 0)
+            if wild_ok and (rest := node.children.get("#")) is not None:
+                found.extend(rest.subscriptions.values())
+            if depth == len(levels):
+                found.extend(node.subscriptions.values())
+                continue
+            if (exact := node.children.get(levels[depth])) is not None:
+                stack.append((exact, depth + 1))
+            if wild_ok and (one := node.children.get("+")) is not None:
+                stack.append((one, depth + 1))
+        found.sort(key=lambda item: item[0])
+        return [subscription.handler for _, subscription in found]
+
+
 @dataclass(eq=False)
 class _AckSlot:
     mid: int
@@ -215,6 +297,9 @@ class MqttClient:
     messages) for ``session_expiry_s`` while the client is away; otherwise every connect starts
     clean and the client resubscribes.
 
+    ``max_inflight_messages`` raises paho's limit of unacknowledged QoS 1 publishes (20) for a
+    client that publishes for many (a nodes shard); more wait in paho's queue.
+
     ``will`` may be a callable: it is called before every connect, so a client can carry a new
     Will per connection (the node agent puts a fresh incarnation epoch in each). ``on_connect``
     is awaited, as a task of the client, after every successful connect (argument: the connection
@@ -234,6 +319,7 @@ class MqttClient:
         backoff: Backoff | None = None,
         will: LastWill | Callable[[], LastWill] | None = None,
         max_concurrent_handlers: int = 64,
+        max_inflight_messages: int | None = None,
         rng: random.Random | None = None,
         on_connect: Callable[[int], Awaitable[None]] | None = None,
     ) -> None:
@@ -251,7 +337,8 @@ class MqttClient:
         self._on_connect = on_connect
         self._rng = rng or random.Random()
         self._handler_slots = asyncio.Semaphore(max_concurrent_handlers)
-        self._subscriptions: dict[str, _Subscription] = {}
+        self._max_inflight = max_inflight_messages
+        self._subscriptions = _Subscriptions()
         self._refused: dict[str, BrokerRefusedError] = {}
         self._session: _Session | None = None
         self._connected = asyncio.Event()
@@ -349,28 +436,64 @@ class MqttClient:
         """
         if qos not in (0, 1):
             raise InvalidArgument(f"qos must be 0 or 1 (QoS 2 is not used), got {qos}")
-        subscription = _Subscription(topic_filter, qos, handler, on_refused)
-        self._subscriptions[topic_filter] = subscription
-        self._refused.pop(topic_filter, None)
+        await self.subscribe_many([(topic_filter, handler)], qos=qos, on_refused=on_refused)
+
+    async def subscribe_many(
+        self,
+        filters: Sequence[tuple[str, Handler]],
+        *,
+        qos: int = 1,
+        on_refused: RefusalCallback | None = None,
+    ) -> None:
+        """:meth:`subscribe` several ``(filter, handler)`` pairs in one SUBSCRIBE request.
+
+        Raises :class:`BrokerRefusedError` for the first filter refused; every refused filter is
+        unregistered, the granted ones stay.
+        """
+        if qos not in (0, 1):
+            raise InvalidArgument(f"qos must be 0 or 1 (QoS 2 is not used), got {qos}")
+        subscriptions = [
+            _Subscription(topic_filter, qos, handler, on_refused)
+            for topic_filter, handler in filters
+        ]
+        for subscription in subscriptions:
+            self._subscriptions.add(subscription)
+            self._refused.pop(subscription.topic_filter, None)
         session = self._session
-        if session is None:
+        if session is None or not subscriptions:
             return
         try:
-            await self._subscribe(session, [subscription])
-        except BrokerRefusedError:
-            self._subscriptions.pop(topic_filter, None)
-            raise
+            refusals = await self._subscribe_each(session, subscriptions)
         except aiomqtt.MqttError as error:
-            self._log.warning("subscribe_deferred", topic_filter=topic_filter, error=str(error))
+            self._log.warning(
+                "subscribe_deferred",
+                topic_filter=subscriptions[0].topic_filter,
+                filters=len(subscriptions),
+                error=str(error),
+            )
+            return
+        refused = [r for r in refusals if r is not None]
+        for refusal in refused:
+            if self._subscriptions.get(refusal.topic) is not None:
+                self._subscriptions.pop(refusal.topic)
+        if refused:
+            raise refused[0]
 
     async def unsubscribe(self, topic_filter: str) -> None:
         """Stop delivering ``topic_filter``."""
-        if self._subscriptions.pop(topic_filter, None) is None:
-            return
+        await self.unsubscribe_many([topic_filter])
+
+    async def unsubscribe_many(self, topic_filters: Sequence[str]) -> None:
+        """Stop delivering each of ``topic_filters``, in UNSUBSCRIBE requests of at most
+        :data:`SUBSCRIBE_BATCH` filters sent one after the other."""
+        removed = [f for f in topic_filters if self._subscriptions.pop(f) is not None]
         session = self._session
-        if session is not None:
+        if session is None:
+            return
+        for first in range(0, len(removed), SUBSCRIBE_BATCH):
+            batch = removed[first : first + SUBSCRIBE_BATCH]
             with contextlib.suppress(aiomqtt.MqttError):
-                await session.aio.unsubscribe(topic_filter, timeout=self._io_timeout_s)
+                await session.aio.unsubscribe(batch, timeout=self._io_timeout_s)
 
     async def publish(  # noqa: PLR0913 - MQTT PUBLISH options (qos, retain, expiry) are keywords
         self,
@@ -472,6 +595,7 @@ class MqttClient:
             timeout=self._io_timeout_s,
             will=will,
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+            max_inflight_messages=self._max_inflight,
         )
         aio._client.manual_ack_set(True)
         return aio
@@ -535,30 +659,25 @@ class MqttClient:
             if aio._disconnected.done() and not aio._disconnected.cancelled():
                 aio._disconnected.exception()  # mark retrieved
 
-    async def _subscribe(self, session: _Session, subscriptions: list[_Subscription]) -> None:
-        """Subscribe; raise :class:`BrokerRefusedError` for the first filter refused."""
-        for refusal in await self._subscribe_each(session, subscriptions):
-            if refusal is not None:
-                raise refusal
-
     async def _subscribe_each(
         self, session: _Session, subscriptions: list[_Subscription]
     ) -> list[BrokerRefusedError | None]:
-        """Subscribe in one request; the refusal of each filter (None: granted)."""
-        if not subscriptions:
-            return []
-        request = [
-            (s.topic_filter, SubscribeOptions(qos=s.qos, retainHandling=1)) for s in subscriptions
-        ]
-        codes = await session.aio.subscribe(request, timeout=self._io_timeout_s)
+        """Subscribe in requests of at most :data:`SUBSCRIBE_BATCH` filters, one after the other
+        (a bounded burst for the broker); the refusal of each filter (None: granted)."""
         refusals: list[BrokerRefusedError | None] = []
-        for subscription, code in zip(subscriptions, codes, strict=False):
-            value = int(code.value) if isinstance(code, ReasonCode) else int(str(code))
-            if value >= 0x80:
-                reason = str(code) if isinstance(code, ReasonCode) else "refused"
-                refusals.append(BrokerRefusedError(subscription.topic_filter, value, reason))
-            else:
-                refusals.append(None)
+        for first in range(0, len(subscriptions), SUBSCRIBE_BATCH):
+            batch = subscriptions[first : first + SUBSCRIBE_BATCH]
+            request = [
+                (s.topic_filter, SubscribeOptions(qos=s.qos, retainHandling=1)) for s in batch
+            ]
+            codes = await session.aio.subscribe(request, timeout=self._io_timeout_s)
+            for subscription, code in zip(batch, codes, strict=False):
+                value = int(code.value) if isinstance(code, ReasonCode) else int(str(code))
+                if value >= 0x80:
+                    reason = str(code) if isinstance(code, ReasonCode) else "refused"
+                    refusals.append(BrokerRefusedError(subscription.topic_filter, value, reason))
+                else:
+                    refusals.append(None)
         return refusals
 
     async def _resubscribe(self, session: _Session) -> None:
@@ -572,7 +691,7 @@ class MqttClient:
                 continue
             topic_filter = subscription.topic_filter
             if self._subscriptions.get(topic_filter) is subscription:
-                del self._subscriptions[topic_filter]
+                self._subscriptions.pop(topic_filter)
             self._refused[topic_filter] = refusal
             self._log.warning(
                 "mqtt_subscription_refused",
@@ -608,11 +727,7 @@ class MqttClient:
                 message_expiry_s=int(expiry) if expiry is not None else None,
                 received_monotonic_s=asyncio.get_running_loop().time(),
             )
-            handlers = [
-                s.handler
-                for s in self._subscriptions.values()
-                if paho.topic_matches_sub(s.match_filter, message.topic)
-            ]
+            handlers = self._subscriptions.matching(message.topic)
             if self._tasks is None:
                 return
             handling = self._handle(received, handlers, session.acks, slot)

@@ -14,6 +14,10 @@ Satellite side (node ``<sat>`` may read and write only ``gp/v1/node/<sat>/#``)::
     gp/v1/node/<sat>/status                      birth / will (retained)
     gp/v1/node/<sat>/load                        load report (retained)
 
+Nodes shards (one connection carrying many node agents; account ``gp-shard-<shard>``)::
+
+    gp/v1/shard/<shard>/status                   shard birth / will (retained): its members
+
 Links (published by the link emulator, retained)::
 
     gp/v1/link/<station>/<sat>/state      LinkState
@@ -158,6 +162,23 @@ NODE_STATUS_FILTER = f"{PREFIX}/node/+/status"
 """Every node's status (for directories of nodes)."""
 NODE_LOAD_FILTER = f"{PREFIX}/node/+/load"
 """Every node's load report."""
+
+
+def shard_status(shard_id: str) -> str:
+    """Retained birth / will of a nodes shard (the liveness of its one connection)."""
+    return f"{PREFIX}/shard/{check_id('shard id', shard_id)}/status"
+
+
+SHARD_STATUS_FILTER = f"{PREFIX}/shard/+/status"
+"""Every nodes shard's status (for directories of nodes)."""
+
+
+def shard_of(topic: str) -> str:
+    """The shard id of a ``gp/v1/shard/<shard>/status`` topic; InvalidArgument otherwise."""
+    levels = topic.split("/")
+    if len(levels) != 5 or levels[:3] != ["gp", "v1", "shard"] or levels[4] != "status":
+        raise InvalidArgument(f"expected a topic gp/v1/shard/<shard>/status, got {topic!r}")
+    return check_id("shard id", levels[3])
 
 
 def node_of(topic: str) -> str:

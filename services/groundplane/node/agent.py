@@ -17,9 +17,20 @@ use ``gp/v1/node/<sat>/#``) and
   epoch** on ``gp/v1/node/<sat>/status``, and a Will (OFFLINE, the same epoch) set in that same
   CONNECT. Every reply carries the epoch its request was admitted under, so after the broker
   declared an incarnation dead, whatever it still sends is recognisably stale;
-* publishes a retained ``LoadReport`` on ``gp/v1/node/<sat>/load`` every ``load_interval_s``;
+* publishes a retained ``LoadReport`` on ``gp/v1/node/<sat>/load`` at each birth, then checks
+  every ``load_interval_s`` and publishes when the load changed, or at least every
+  ``load_refresh_every`` intervals (an idle node costs the broker and its subscribers little);
 * drains on :meth:`NodeAgent.stop`: status DRAINING, finish admitted work, then OFFLINE (the Will
   does not fire on a clean disconnect, so OFFLINE is published explicitly).
+
+**Alone or in a shard.** :meth:`NodeAgent.run` gives the agent its own connection (client id
+``node-<sat>``, its own Will): real hardware, ``python -m groundplane.node.host``.
+:meth:`NodeAgent.run_shared` serves over a connection a :class:`~groundplane.node.shard.NodeShard`
+owns for many agents: the shard subscribes the agent's filters (:meth:`NodeAgent.request_filters`)
+and, at every connect of its own, starts a new incarnation of each agent
+(:meth:`NodeAgent.begin_incarnation`, whose status names the shard and the shard's epoch) and
+publishes its birth (:meth:`NodeAgent.announce`). The shard's one Will declares every such
+incarnation dead at once (docs/topics.md, "Nodes shards").
 
 Epochs come from an :class:`EpochSource`: ``max(last + 1, now_ns())``, persisted in a counter
 file when one is given. The time term keeps epochs increasing across restarts without a file; the
@@ -52,9 +63,10 @@ from groundplane.kernel.timestamps import to_timestamp
 from groundplane.link.v1 import link_pb2
 from groundplane.mqtt import topics
 from groundplane.mqtt.broker import BrokerAddress
-from groundplane.mqtt.client import Backoff, LastWill, MqttClient, ReceivedMessage
+from groundplane.mqtt.client import Backoff, Handler, LastWill, MqttClient, ReceivedMessage
 from groundplane.node import wire
 from groundplane.node.engine import Engine, InferenceRequest, Ticket
+from groundplane.node.engine import LoadReport as EngineLoad
 from groundplane.node.sessions import decode_session
 from groundplane.node.v1 import node_pb2
 
@@ -113,7 +125,9 @@ class AgentConfig:
     ``keepalive_s`` bounds failure detection: the broker fires the Will after about
     1.5 × keepalive of silence. ``load_interval_s`` is wall seconds between load reports.
     ``reply_patience_s`` is how long a reply without a deadline is retried while the broker is
-    unreachable. ``drain_timeout_s`` bounds the wait for admitted work on stop.
+    unreachable. ``drain_timeout_s`` bounds the wait for admitted work on stop. An unchanged load
+    is re-published every ``load_refresh_every`` × ``load_interval_s`` (a changed one at the next
+    interval).
     """
 
     keepalive_s: int = 30
@@ -123,8 +137,13 @@ class AgentConfig:
     drain_timeout_s: float = 60.0
     backoff: Backoff | None = None
     session_expiry_s: int = 3600
+    load_refresh_every: int = 10
 
     def __post_init__(self) -> None:
+        if self.load_refresh_every < 1:
+            raise InvalidArgument(
+                f"load_refresh_every must be ≥ 1 interval, got {self.load_refresh_every}"
+            )
         if self.keepalive_s < 1:
             raise InvalidArgument(f"keepalive_s must be ≥ 1 s, got {self.keepalive_s}")
         if not self.load_interval_s > 0:
@@ -173,6 +192,13 @@ class NodeAgent:
         self._stop = asyncio.Event()
         self._ready = asyncio.Event()
         self._log = log.bind(satellite_id=self._sat)
+        self._shard: tuple[str, int] | None = None
+        self._publish_slots: asyncio.Semaphore | None = None
+        self._drained = False
+        self._load_sent: tuple[object, ...] | None = None
+        self._load_sent_at_s = 0.0
+        self.load_reports_total = 0
+        """Load reports published (births, changes and refreshes)."""
         self.stale_requests_total = 0
         """Requests refused because they were addressed to an older incarnation."""
 
@@ -190,6 +216,11 @@ class NodeAgent:
     @property
     def state(self) -> node_pb2.NodeState.ValueType:
         return self._state
+
+    @property
+    def drained(self) -> bool:
+        """Whether the last stop finished every admitted request (and its replies) in time."""
+        return self._drained
 
     @property
     def client(self) -> MqttClient | None:
@@ -226,10 +257,14 @@ class NodeAgent:
             slots=load.slots,
             updated_at=to_timestamp(self._clock.now()),
             drained=drained,
+            shard_id=self._shard[0] if self._shard is not None else "",
+            shard_epoch=self._shard[1] if self._shard is not None else 0,
         )
 
-    def load_message(self) -> node_pb2.LoadReport:
-        load = self._engine.load()
+    def load_message(self, load: EngineLoad | None = None) -> node_pb2.LoadReport:
+        """The load report of the current epoch (``load``: the engine's snapshot, taken now when
+        not given)."""
+        load = self._engine.load() if load is None else load
         return node_pb2.LoadReport(
             satellite_id=self._sat,
             epoch=self._epoch,
@@ -250,8 +285,15 @@ class NodeAgent:
 
     # -- lifecycle -------------------------------------------------------------------------------
 
+    def request_filters(self) -> list[tuple[str, Handler]]:
+        """The filters this agent serves requests on, with their handlers."""
+        return [
+            (f"{topics.PREFIX}/node/{self._sat}/rx/gs/+/{wire.INFER_CHANNEL}", self._on_infer),
+            (f"{topics.PREFIX}/node/{self._sat}/rx/gs/+/session/+", self._on_session),
+        ]
+
     async def run(self) -> None:
-        """Connect, serve, and on :meth:`stop` drain and go OFFLINE."""
+        """Connect on an own connection, serve, and on :meth:`stop` drain and go OFFLINE."""
         config = self._config
         client = MqttClient(
             self._address,
@@ -265,31 +307,71 @@ class NodeAgent:
             will=self._next_will,
             on_connect=self._on_connect,
         )
-        status_topic = topics.node_status(self._sat)
-        request_filters = [
-            f"{topics.PREFIX}/node/{self._sat}/rx/gs/+/{wire.INFER_CHANNEL}",
-            f"{topics.PREFIX}/node/{self._sat}/rx/gs/+/session/+",
-        ]
         async with client:
-            self._client = client
-            offline_published = False
-            try:
-                async with asyncio.TaskGroup() as tasks:
-                    self._tasks = tasks
-                    await client.subscribe(request_filters[0], self._on_infer)
-                    await client.subscribe(request_filters[1], self._on_session)
-                    await client.subscribe(status_topic, self._on_own_status)
-                    loader = tasks.create_task(self._load_loop(), name=f"node-load:{self._sat}")
-                    await self._stop.wait()
-                    drained = await self._drain(request_filters)
-                    offline_published = await self._go_offline(drained=drained)
+            for topic_filter, handler in self.request_filters():
+                await client.subscribe(topic_filter, handler)
+            await client.subscribe(topics.node_status(self._sat), self._on_own_status)
+            await self._serve(client, own_load_loop=True)
+
+    async def run_shared(self, client: MqttClient) -> None:
+        """Serve over a shard's connection until :meth:`stop` (then drain, go OFFLINE).
+
+        The shard subscribed :meth:`request_filters`, starts each incarnation
+        (:meth:`begin_incarnation`, :meth:`announce`) and publishes the load
+        (:meth:`publish_load_if_due`). Cancellation publishes nothing: the shard's own OFFLINE
+        declares every member's incarnation dead.
+        """
+        await self._serve(client, own_load_loop=False)
+
+    def attach(self, client: MqttClient, publish_slots: asyncio.Semaphore | None = None) -> None:
+        """Publish through ``client`` (a shard's connection) from now on, before :meth:`run_shared`
+        starts: the shard may announce a birth as soon as it connects. ``publish_slots`` bounds
+        the status publishes in flight across the shard (a drain of every member at once must
+        not time them out)."""
+        self._client = client
+        self._publish_slots = publish_slots
+
+    def begin_incarnation(self, shard_id: str, shard_epoch: int) -> int:
+        """A new epoch of this agent, born under incarnation ``shard_epoch`` of the shard."""
+        self._epoch = self._epochs.next()
+        self._shard = (topics.check_id("shard id", shard_id), shard_epoch)
+        self._load_sent = None
+        return self._epoch
+
+    async def announce(self) -> bool:
+        """Publish the current incarnation's status and load; True once the birth is out."""
+        published = await self._publish_status_best_effort()
+        if published:
+            self._ready.set()
+            await self.publish_load_if_due(asyncio.get_running_loop().time())
+        return published
+
+    async def _serve(self, client: MqttClient, *, own_load_loop: bool) -> None:
+        request_filters = [topic_filter for topic_filter, _ in self.request_filters()]
+        if self._shard is not None:  # the shard unsubscribes every member at once
+            request_filters = []
+        self._client = client
+        offline_published = False
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                self._tasks = tasks
+                loader = (
+                    tasks.create_task(self._load_loop(), name=f"node-load:{self._sat}")
+                    if own_load_loop
+                    else None
+                )
+                await self._stop.wait()
+                drained = await self._drain(request_filters)
+                self._drained = drained
+                offline_published = await self._go_offline(drained=drained)
+                if loader is not None:
                     loader.cancel()
-            finally:
-                self._tasks = None
-                if not offline_published:
-                    self._state = OFFLINE
-                    await self._publish_status_best_effort()
-                self._client = None
+        finally:
+            self._tasks = None
+            if not offline_published and self._shard is None:
+                self._state = OFFLINE
+                await self._publish_status_best_effort()
+            self._client = None
 
     async def _drain(self, request_filters: list[str]) -> bool:
         """DRAINING, then wait for admitted work and its replies; True when all were sent."""
@@ -310,9 +392,8 @@ class NodeAgent:
                 replies_left=len(self._reply_tasks),
             )
         client = self._client
-        if client is not None:
-            for topic_filter in request_filters:
-                await client.unsubscribe(topic_filter)
+        if client is not None and request_filters:
+            await client.unsubscribe_many(request_filters)
         return drained
 
     async def _go_offline(self, *, drained: bool) -> bool:
@@ -321,12 +402,13 @@ class NodeAgent:
         client = self._client
         if client is not None:
             with contextlib.suppress(GroundplaneError):  # clear the retained load report
-                await client.publish(
-                    topics.node_load(self._sat),
-                    b"",
-                    retain=True,
-                    timeout_s=self._config.io_timeout_s,
-                )
+                async with self._slot():
+                    await client.publish(
+                        topics.node_load(self._sat),
+                        b"",
+                        retain=True,
+                        timeout_s=self._config.io_timeout_s,
+                    )
         self._log.info("node_offline", epoch=self._epoch, drained=drained)
         return published
 
@@ -335,16 +417,22 @@ class NodeAgent:
         if client is None:
             return False
         try:
-            await client.publish(
-                topics.node_status(self._sat),
-                self.status_message(drained=drained).SerializeToString(),
-                retain=True,
-                timeout_s=min(self._config.io_timeout_s, 2.0),
-            )
+            async with self._slot():
+                await client.publish(
+                    topics.node_status(self._sat),
+                    self.status_message(drained=drained).SerializeToString(),
+                    retain=True,
+                    timeout_s=min(self._config.io_timeout_s, 2.0),
+                )
         except GroundplaneError as error:
             self._log.warning("node_status_publish_failed", error=str(error))
             return False
         return True
+
+    def _slot(self) -> contextlib.AbstractAsyncContextManager[object]:
+        """A slot of the shard's bounded status publishes (none alone)."""
+        slots = self._publish_slots
+        return slots if slots is not None else contextlib.nullcontext()
 
     # -- liveness --------------------------------------------------------------------------------
 
@@ -355,7 +443,7 @@ class NodeAgent:
         return LastWill(topics.node_status(self._sat), will.SerializeToString(), qos=1, retain=True)
 
     async def _on_connect(self, connection: int) -> None:
-        published = await self._publish_status_best_effort()
+        published = await self.announce()
         self._log.info(
             "node_birth",
             epoch=self._epoch,
@@ -363,9 +451,6 @@ class NodeAgent:
             state=node_pb2.NodeState.Name(self._state),
             published=published,
         )
-        if published:
-            self._ready.set()
-            await self._publish_load()
 
     async def _on_own_status(self, message: ReceivedMessage) -> None:
         """Re-announce when an older incarnation's Will overwrote the retained status."""
@@ -384,22 +469,37 @@ class NodeAgent:
     async def _load_loop(self) -> None:
         while True:
             await asyncio.sleep(self._config.load_interval_s)
-            await self._publish_load()
+            await self.publish_load_if_due(asyncio.get_running_loop().time())
 
-    async def _publish_load(self) -> None:
+    async def publish_load_if_due(self, now_s: float) -> bool:
+        """Publish the load report if it changed since the last one, or that one is older than
+        ``load_refresh_every`` intervals (``now_s``: event-loop time); True when published."""
         client = self._client
-        if client is None or not client.connected:
-            return
+        if client is None or not client.connected or self._ready_epoch_unset():
+            return False
+        load = self._engine.load()
+        key = (self._epoch, self._state, load)
+        refresh_s = self._config.load_interval_s * self._config.load_refresh_every
+        if key == self._load_sent and now_s - self._load_sent_at_s < refresh_s:
+            return False
         try:
             await client.publish(
                 topics.node_load(self._sat),
-                self.load_message().SerializeToString(),
+                self.load_message(load).SerializeToString(),
                 qos=0,
                 retain=True,
                 timeout_s=self._config.io_timeout_s,
             )
         except GroundplaneError as error:
             self._log.debug("node_load_publish_failed", error=str(error))
+            return False
+        self._load_sent = key
+        self._load_sent_at_s = now_s
+        self.load_reports_total += 1
+        return True
+
+    def _ready_epoch_unset(self) -> bool:
+        return self._epoch == 0
 
     # -- requests --------------------------------------------------------------------------------
 

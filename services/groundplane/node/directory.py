@@ -13,14 +13,20 @@ subscribes an :class:`~groundplane.mqtt.client.MqttClient` to both). The rules (
   not lower than the held epoch and epoch ``e`` did not die (OFFLINE from its Will, as opposed
   to OFFLINE ``drained`` after a graceful stop) (:meth:`NodeDirectory.accepts`); work done by an
   incarnation the ground declared dead is rejected;
-* load reports count only for the epoch they were measured in.
+* load reports count only for the epoch they were measured in;
+* **shards** (``gp/v1/shard/+/status``, :class:`ShardStatus`): a node whose status names a shard
+  and shard epoch ``k`` shares that shard's one connection and Will. Per shard the highest epoch
+  wins as for nodes; while the shard's held status is OFFLINE at epoch ``k``, or names a later
+  epoch than ``k``, the node's incarnation counts as OFFLINE (``drained`` only when the shard
+  stopped gracefully at ``k``), whatever order the retained messages arrive in. A new shard
+  birth brings its nodes back through their own new births (higher node epochs).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import structlog
 from google.protobuf.message import DecodeError
@@ -51,6 +57,10 @@ class NodeView:
     """The latest load report of this epoch, if any arrived."""
     drained: bool = False
     """OFFLINE after a graceful drain: its replies still crossing a link remain valid."""
+    shard_id: str = ""
+    """The nodes shard carrying this incarnation ("" when the node has its own connection)."""
+    shard_epoch: int = 0
+    """The shard incarnation this node incarnation was born under."""
 
     @property
     def died(self) -> bool:
@@ -71,6 +81,23 @@ class NodeView:
         return model in self.served_models
 
 
+@dataclass(frozen=True)
+class ShardView:
+    """What the ground knows about one nodes shard's current incarnation."""
+
+    shard_id: str
+    epoch: int
+    state: node_pb2.NodeState.ValueType
+    members: tuple[str, ...]
+    drained: bool = False
+
+    def ends(self, view: NodeView) -> bool:
+        """Whether this shard status ends node incarnation ``view`` (which names this shard)."""
+        return self.epoch > view.shard_epoch or (
+            self.epoch == view.shard_epoch and self.state == OFFLINE
+        )
+
+
 Listener = Callable[[NodeView], None]
 
 
@@ -79,6 +106,8 @@ class NodeDirectory:
 
     def __init__(self) -> None:
         self._views: dict[str, NodeView] = {}
+        self._shards: dict[str, ShardView] = {}
+        self._shard_nodes: dict[str, set[str]] = {}
         self._early_loads: dict[str, node_pb2.LoadReport] = {}
         self._listeners: list[Listener] = []
         self._changed = asyncio.Event()
@@ -117,10 +146,72 @@ class NodeDirectory:
             slots=status.slots,
             load=load,
             drained=status.state == OFFLINE and status.drained,
+            shard_id=status.shard_id,
+            shard_epoch=status.shard_epoch if status.shard_id else 0,
         )
+        if current is not None and current.shard_id and current.shard_id != view.shard_id:
+            self._shard_nodes.get(current.shard_id, set()).discard(sat)
+        if view.shard_id:
+            self._shard_nodes.setdefault(view.shard_id, set()).add(sat)
+            view = self._ended_by_shard(view)
         self._views[sat] = view
         self._notify(view)
         return True
+
+    def observe_shard(self, status: node_pb2.ShardStatus) -> bool:
+        """Apply a shard status; True when it changed the shard's view (epoch or state).
+
+        Every node incarnation of this shard that the new status ends becomes OFFLINE (each
+        listener is told, as for a node's own status).
+        """
+        shard_id = topics.check_id("shard id", status.shard_id)
+        if status.state not in _RANK:
+            raise InvalidArgument(
+                f"shard status of {shard_id!r} must be ONLINE, DRAINING or OFFLINE, got state "
+                f"{status.state}"
+            )
+        current = self._shards.get(shard_id)
+        if current is not None and (
+            status.epoch < current.epoch
+            or (status.epoch == current.epoch and _RANK[status.state] <= _RANK[current.state])
+        ):
+            if status.epoch < current.epoch or status.state != current.state:
+                self.ignored_statuses_total += 1
+            return False
+        self._shards[shard_id] = ShardView(
+            shard_id=shard_id,
+            epoch=status.epoch,
+            state=status.state,
+            members=tuple(sorted(status.members))
+            or (current.members if current is not None else ()),
+            drained=status.state == OFFLINE and status.drained,
+        )
+        changed = False
+        for sat in sorted(self._shard_nodes.get(shard_id, ())):
+            view = self._views[sat]
+            ended = self._ended_by_shard(view)
+            if ended is not view:
+                self._views[sat] = ended
+                self._notify(ended)
+                changed = True
+        if not changed:
+            self._wake()
+        return True
+
+    def _ended_by_shard(self, view: NodeView) -> NodeView:
+        """``view`` as OFFLINE when its shard's held status ends it; else ``view`` itself."""
+        shard = self._shards.get(view.shard_id)
+        if shard is None or view.state == OFFLINE or not shard.ends(view):
+            return view
+        drained = shard.epoch == view.shard_epoch and shard.drained
+        return replace(view, state=OFFLINE, drained=drained)
+
+    def shard(self, shard_id: str) -> ShardView | None:
+        return self._shards.get(shard_id)
+
+    def shards(self) -> list[ShardView]:
+        """Every shard seen, sorted by shard id."""
+        return [self._shards[shard_id] for shard_id in sorted(self._shards)]
 
     def observe_load(self, report: node_pb2.LoadReport) -> bool:
         """Apply a load report; True when it is the current epoch's (older ones are dropped)."""
@@ -131,14 +222,10 @@ class NodeDirectory:
             return False
         if report.epoch < current.epoch:
             return False
-        self._views[sat] = NodeView(
-            current.satellite_id,
-            current.epoch,
-            current.state,
-            tuple(report.served_models) or current.served_models,
-            current.slots,
-            report,
-            current.drained,
+        self._views[sat] = replace(
+            current,
+            served_models=tuple(report.served_models) or current.served_models,
+            load=report,
         )
         self._wake()
         return True
@@ -198,6 +285,23 @@ class NodeDirectory:
                 f"last seen: {self._views.get(satellite_id)}"
             ) from None
 
+    async def wait_for_shard(
+        self, shard_id: str, predicate: Callable[[ShardView], bool], timeout_s: float
+    ) -> ShardView:
+        """The shard's view once ``predicate`` holds; DeadlineExceeded after ``timeout_s``."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                while True:
+                    view = self._shards.get(shard_id)
+                    if view is not None and predicate(view):
+                        return view
+                    await self._changed.wait()
+        except TimeoutError:
+            raise DeadlineExceeded(
+                f"shard {shard_id!r} did not reach the awaited state within {timeout_s} s; "
+                f"last seen: {self._shards.get(shard_id)}"
+            ) from None
+
     def _wake(self) -> None:
         self._changed.set()
         self._changed = asyncio.Event()
@@ -213,9 +317,34 @@ class NodeDirectory:
     # -- MQTT ------------------------------------------------------------------------------------
 
     async def attach(self, client: MqttClient) -> None:
-        """Subscribe ``client`` (a service account) to every node's status and load."""
+        """Subscribe ``client`` (a service account) to every node's status and load and every
+        shard's status."""
+        await client.subscribe(topics.SHARD_STATUS_FILTER, self._on_shard)
         await client.subscribe(topics.NODE_STATUS_FILTER, self._on_status)
         await client.subscribe(topics.NODE_LOAD_FILTER, self._on_load)
+
+    async def _on_shard(self, message: ReceivedMessage) -> None:
+        if not message.payload:
+            return
+        status = node_pb2.ShardStatus()
+        try:
+            status.ParseFromString(message.payload)
+            if status.shard_id != topics.shard_of(message.topic):
+                raise InvalidArgument(
+                    f"shard status on {message.topic!r} names shard {status.shard_id!r}"
+                )
+            changed = self.observe_shard(status)
+        except (DecodeError, InvalidArgument) as error:
+            log.warning("shard_status_rejected", topic=message.topic, error=str(error))
+            return
+        log.info(
+            "shard_status",
+            shard_id=status.shard_id,
+            epoch=status.epoch,
+            state=node_pb2.NodeState.Name(status.state),
+            members=len(status.members),
+            applied=changed,
+        )
 
     async def _on_status(self, message: ReceivedMessage) -> None:
         if not message.payload:

@@ -10,7 +10,10 @@
    the stations;
 3. **links**: the :class:`~groundplane.links.emulator.LinkEmulator` driven by
    :class:`~groundplane.links.geometry.TrackedGroundGeometry` on a tick of simulated time;
-4. **nodes**: one agent per satellite in one :class:`~groundplane.node.host.NodeHost`;
+4. **nodes**: one agent per satellite, all multiplexed over one MQTT connection by one
+   :class:`~groundplane.node.shard.NodeShard` (account ``gp-shard-up``, liveness on
+   ``gp/v1/shard/up/status``) on the private broker; with an existing broker each agent has its
+   own connection and account in a :class:`~groundplane.node.host.NodeHost`;
 5. **routing**: :class:`~groundplane.routing.service.RoutingService` fed with tracking's
    visibility, the node directory (birth/will over MQTT), the retained link states and pass
    predictions (refreshed every half horizon in a worker thread), served over gRPC;
@@ -66,11 +69,12 @@ from groundplane.links.model import LinkConfig
 from groundplane.mqtt import topics
 from groundplane.mqtt.broker import BrokerAddress, PrivateBroker
 from groundplane.mqtt.client import MqttClient, ReceivedMessage
-from groundplane.node.agent import AgentConfig
+from groundplane.node.agent import AgentConfig, EpochSource, NodeAgent
 from groundplane.node.backends import SyntheticModelSpec
 from groundplane.node.directory import ONLINE, NodeDirectory, NodeView
-from groundplane.node.engine import EngineConfig
+from groundplane.node.engine import Engine, EngineConfig
 from groundplane.node.host import HostedNode, NodeHost
+from groundplane.node.shard import NodeShard, ShardConfig
 from groundplane.orbit.elements import ElementSet
 from groundplane.orbit.geometry import SatelliteBatch
 from groundplane.orbit.passes import find_passes
@@ -99,6 +103,8 @@ from groundplane.tracking.app import TrackingApp, build_tracking
 
 log = structlog.get_logger("groundplane.system")
 
+UP_SHARD_ID = "up"
+"""The nodes shard of ``groundplane up`` on its private broker (account ``gp-shard-up``)."""
 STARTUP_TIMEOUT_S = 60.0
 """Wall seconds for the whole system to come up (node births included)."""
 STOP_TIMEOUT_S = 15.0
@@ -329,7 +335,7 @@ class GroundplaneSystem:
         """Start everything, call ``on_ready`` (a task of the group), serve until stopped."""
         config = self.config
         async with AsyncExitStack() as stack:
-            broker_address, node_address = await self._broker(stack)
+            broker_address, node_address, shard_address = await self._broker(stack)
             self.broker_address = broker_address
             tracking = build_tracking(
                 self.clock,
@@ -398,22 +404,7 @@ class GroundplaneSystem:
             self._routing_server = routing_server
 
             # nodes (stopped after the gateway: the exit stack unwinds in reverse)
-            host = NodeHost(
-                [
-                    HostedNode(
-                        sat,
-                        node_address(sat),
-                        CountingBackend([config.model], self.clock, self.executions),
-                        config.engine,
-                    )
-                    for sat in self.batch.ids
-                ],
-                self.clock,
-                agent_config=AgentConfig(load_interval_s=config.load_interval_wall_s),
-            )
-            host_task = tasks.create_task(host.run(), name="node-host")
-            stack.push_async_callback(self._stop_host, host, host_task)
-            epochs = await host.wait_ready(STARTUP_TIMEOUT_S)
+            epochs = await self._start_nodes(stack, tasks, node_address, shard_address)
             for sat, epoch in epochs.items():
                 await self.directory.wait_for(sat, _has_epoch(epoch), STARTUP_TIMEOUT_S)
 
@@ -557,25 +548,90 @@ class GroundplaneSystem:
     async def _call(self, on_ready: Callable[[GroundplaneSystem], Awaitable[None]]) -> None:
         await on_ready(self)
 
+    async def _start_nodes(
+        self,
+        stack: AsyncExitStack,
+        tasks: asyncio.TaskGroup,
+        node_address: Callable[[str], BrokerAddress],
+        shard_address: BrokerAddress | None,
+    ) -> dict[str, int]:
+        """Every satellite's agent: one shard over one connection on the private broker, one
+        connection per agent on an existing broker; the epoch of each once all are born."""
+        config = self.config
+        agent_config = AgentConfig(load_interval_s=config.load_interval_wall_s)
+        if shard_address is None:
+            host = NodeHost(
+                [
+                    HostedNode(
+                        sat,
+                        node_address(sat),
+                        CountingBackend([config.model], self.clock, self.executions),
+                        config.engine,
+                    )
+                    for sat in self.batch.ids
+                ],
+                self.clock,
+                agent_config=agent_config,
+            )
+            host_task = tasks.create_task(host.run(), name="node-host")
+            stack.push_async_callback(self._stop_host, host, host_task)
+            return await host.wait_ready(STARTUP_TIMEOUT_S)
+        agents = []
+        for sat in self.batch.ids:
+            engine = await stack.enter_async_context(
+                Engine(
+                    CountingBackend([config.model], self.clock, self.executions),
+                    self.clock,
+                    config.engine,
+                )
+            )
+            agents.append(
+                NodeAgent(
+                    sat,
+                    shard_address,
+                    engine,
+                    self.clock,
+                    epochs=EpochSource(time.time_ns),
+                    config=agent_config,
+                )
+            )
+        shard = NodeShard(
+            UP_SHARD_ID,
+            shard_address,
+            agents,
+            self.clock,
+            epochs=EpochSource(time.time_ns),
+            config=ShardConfig(load_interval_s=config.load_interval_wall_s),
+        )
+        shard_task = tasks.create_task(shard.run(), name=f"nodes-shard:{UP_SHARD_ID}")
+        stack.push_async_callback(self._stop_host, shard, shard_task)
+        return await shard.wait_ready(STARTUP_TIMEOUT_S)
+
     async def _broker(
         self, stack: AsyncExitStack
-    ) -> tuple[BrokerAddress, Callable[[str], BrokerAddress]]:
+    ) -> tuple[BrokerAddress, Callable[[str], BrokerAddress], BrokerAddress | None]:
+        """The service account, each node's account and the nodes shard's (private broker)."""
         config = self.config
         if config.broker_url is None:
             readers = () if config.broker_reader is None else (config.broker_reader,)
             broker = await stack.enter_async_context(
-                PrivateBroker(nodes=self.batch.ids, workdir=config.workdir, readers=readers)
+                PrivateBroker(
+                    nodes=self.batch.ids,
+                    workdir=config.workdir,
+                    readers=readers,
+                    shards={UP_SHARD_ID: self.batch.ids},
+                )
             )
             if config.broker_reader is not None:
                 self.reader_address = broker.reader_address(config.broker_reader)
-            return broker.address, broker.node_address
+            return broker.address, broker.node_address, broker.shard_address(UP_SHARD_ID)
         address = BrokerAddress.from_url(config.broker_url)
         password = config.node_password or ""
 
         def node_address(sat: str) -> BrokerAddress:
             return address.with_credentials(sat, password)
 
-        return address, node_address
+        return address, node_address, None
 
     async def _on_link_state(self, message: ReceivedMessage) -> None:
         if not message.payload or self.routing is None:
@@ -622,7 +678,7 @@ class GroundplaneSystem:
         load.stop()
         await _bounded(task, STOP_TIMEOUT_S)
 
-    async def _stop_host(self, host: NodeHost, task: asyncio.Task[None]) -> None:
+    async def _stop_host(self, host: NodeHost | NodeShard, task: asyncio.Task[None]) -> None:
         host.stop()
         await _bounded(task, STOP_TIMEOUT_S)
 

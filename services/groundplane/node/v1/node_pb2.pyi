@@ -249,6 +249,8 @@ class NodeStatus(_message.Message):
     SLOTS_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     DRAINED_FIELD_NUMBER: _builtins.int
+    SHARD_ID_FIELD_NUMBER: _builtins.int
+    SHARD_EPOCH_FIELD_NUMBER: _builtins.int
     satellite_id: _builtins.str
     """The satellite (node) id; equals the topic level."""
     epoch: _builtins.int
@@ -264,6 +266,13 @@ class NodeStatus(_message.Message):
     Replies of this epoch still crossing a link stay valid. False in the Will: whatever that
     incarnation still sends is stale.
     """
+    shard_id: _builtins.str
+    """The nodes shard whose connection carries this node (empty: the node has its own connection
+    and its own Will). While the shard's retained ShardStatus (gp/v1/shard/<shard_id>/status)
+    says OFFLINE for shard_epoch (or names a later shard epoch), this node incarnation is OFFLINE.
+    """
+    shard_epoch: _builtins.int
+    """The shard incarnation this node incarnation was born under (0 without a shard)."""
     @_builtins.property
     def served_models(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Models the node serves."""
@@ -282,18 +291,74 @@ class NodeStatus(_message.Message):
         slots: _builtins.int = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
         drained: _builtins.bool = ...,
+        shard_id: _builtins.str = ...,
+        shard_epoch: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["drained", b"drained", "epoch", b"epoch", "satellite_id", b"satellite_id", "served_models", b"served_models", "slots", b"slots", "state", b"state", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["drained", b"drained", "epoch", b"epoch", "satellite_id", b"satellite_id", "served_models", b"served_models", "shard_epoch", b"shard_epoch", "shard_id", b"shard_id", "slots", b"slots", "state", b"state", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___NodeStatus: _TypeAlias = NodeStatus  # noqa: Y015
 
 @_typing.final
+class ShardStatus(_message.Message):
+    """Retained on gp/v1/shard/<shard_id>/status: the birth (ONLINE), drain (DRAINING) and death
+    (OFFLINE, also the Will of the shard's one connection) of a nodes shard incarnation. A node whose
+    NodeStatus names this shard and shard epoch is OFFLINE while its shard is (died when the Will
+    fired, drained after a graceful stop).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHARD_ID_FIELD_NUMBER: _builtins.int
+    EPOCH_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    MEMBERS_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    DRAINED_FIELD_NUMBER: _builtins.int
+    shard_id: _builtins.str
+    """The shard id; equals the topic level."""
+    epoch: _builtins.int
+    """Shard incarnation number, strictly increasing: a new one at every broker connection."""
+    state: Global___NodeState.ValueType
+    """Liveness state of the shard's connection."""
+    drained: _builtins.bool
+    """Only with OFFLINE: true after a graceful drain of every member."""
+    @_builtins.property
+    def members(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Satellite ids the shard hosts (sorted); empty in the Will (its payload is limited to 64 KiB),
+        where consumers keep the members of the epoch's birth.
+        """
+
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp:
+        """When the shard published this status (system clock); the Will carries the connect time."""
+
+    def __init__(
+        self,
+        *,
+        shard_id: _builtins.str = ...,
+        epoch: _builtins.int = ...,
+        state: Global___NodeState.ValueType = ...,
+        members: _abc.Iterable[_builtins.str] | None = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+        drained: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["drained", b"drained", "epoch", b"epoch", "members", b"members", "shard_id", b"shard_id", "state", b"state", "updated_at", b"updated_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ShardStatus: _TypeAlias = ShardStatus  # noqa: Y015
+
+@_typing.final
 class LoadReport(_message.Message):
-    """Published on gp/v1/node/<sat>/load at a fixed rate (retained): the node's load for routing."""
+    """Published on gp/v1/node/<sat>/load (retained) when the load changes (checked every load
+    interval) and at least every load_refresh_every intervals: the node's load for routing.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 

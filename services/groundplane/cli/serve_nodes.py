@@ -1,0 +1,347 @@
+"""``groundplane serve nodes``: one shard of node agents over one MQTT connection.
+
+::
+
+    groundplane serve nodes --broker mqtt://gp-shard-0-of-2:PASS@127.0.0.1:1883 \\
+        --tracking 127.0.0.1:50051 --shard 0/2 --model synth-7b:0.0005:0.01
+
+Members: ``--satellites ID,ID,…`` names them; ``--shard I/N`` takes every N-th catalog id from
+the tracking service's active elements (``TrackingService.ListElements``, fetched once at
+start), sorted, starting at the I-th (0-based): shard I of N hosts ``sorted(ids)[I::N]``. The
+assignment is stable for a given catalog and spreads each orbital plane over the shards.
+
+The shard connects with ONE account, ``gp-shard-<shard_id>`` (``--shard-id``; by default taken
+from the ``--broker`` URL's username, else ``I-of-N``), whose ACL allows exactly its members'
+``gp/v1/node/<sat>/#`` and ``gp/v1/shard/<shard_id>/#`` (``PrivateBroker(shards=...)``). Its
+liveness is the shard's retained status and Will on ``gp/v1/shard/<shard_id>/status``; each
+member's status names the shard (docs/topics.md, "Nodes shards").
+
+gRPC health on ``--port`` (default 50055; no service of its own): NOT_SERVING until every
+member's birth is published. ``--metrics-port`` serves ``groundplane_nodes_agents``,
+``groundplane_nodes_in_flight`` and ``groundplane_nodes_executions_total``. SIGTERM: NOT_SERVING,
+every agent drains (DRAINING, admitted work finished, OFFLINE), exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import structlog
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from groundplane.kernel.errors import InvalidArgument, Unavailable
+from groundplane.kernel.metrics_http import MetricsServer
+from groundplane.kernel.serving import GrpcServer
+from groundplane.mqtt import topics
+from groundplane.mqtt.broker import SERVICE_USER, SHARD_USER_PREFIX, BrokerAddress
+from groundplane.node.agent import AgentConfig, EpochSource, NodeAgent
+from groundplane.node.backends import InferenceBackend, SyntheticBackend
+from groundplane.node.engine import Engine, EngineConfig
+from groundplane.node.executions import ExecutionLogWriter, ExecutionRecorder
+from groundplane.node.host import parse_model
+from groundplane.node.shard import NodeShard, ShardConfig, shard_members
+from groundplane.tracking.v1 import tracking_pb2
+from groundplane.tracking.v1.tracking_pb2_grpc import TrackingServiceStub
+
+from . import inputs
+from .process import add_process_arguments, listen_address, process_clock, run_service
+
+log = structlog.get_logger("groundplane.cli.serve_nodes")
+
+DEFAULT_PORT = 50055
+DEFAULT_MODEL = "synth-7b:0.0005:0.01"
+TRACKING_TIMEOUT_S = 30.0
+READY_TIMEOUT_S = 120.0
+
+
+def register(services: Any) -> None:
+    nodes = services.add_parser(
+        "nodes",
+        help="a shard of node agents",
+        description=__doc__.splitlines()[0] if __doc__ else None,
+        epilog="Members: --satellites, or --shard I/N of the tracking catalog (sorted ids, "
+        "every N-th from the I-th). The broker account is gp-shard-<shard id>. "
+        f"Times: {inputs.TIME_HELP}.",
+    )
+    nodes.add_argument(
+        "--broker",
+        required=True,
+        metavar="URL",
+        help="mqtt://gp-shard-<id>:PASSWORD@HOST:PORT, the shard's account",
+    )
+    nodes.add_argument(
+        "--tracking",
+        type=inputs.address,
+        metavar="HOST:PORT",
+        help="the tracking service whose catalog --shard divides (needed with --shard)",
+    )
+    members = nodes.add_mutually_exclusive_group(required=True)
+    members.add_argument("--satellites", metavar="ID,ID,…", help="the satellites to host")
+    members.add_argument(
+        "--shard", metavar="I/N", help="host shard I (0-based) of N of the tracking catalog"
+    )
+    nodes.add_argument(
+        "--shard-id",
+        metavar="NAME",
+        help="the shard's id (default: from the --broker username gp-shard-<id>, else I-of-N)",
+    )
+    nodes.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="NAME[:PREFILL_S[:DECODE_S]]",
+        help=f"a synthetic model every node serves; repeatable (default {DEFAULT_MODEL})",
+    )
+    nodes.add_argument("--slots", type=int, default=4, help="generation slots per node")
+    nodes.add_argument(
+        "--queue-limit", type=int, default=16, help="admitted requests waiting per node"
+    )
+    nodes.add_argument(
+        "--load-interval",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="wall seconds between load checks (a changed load is published then; an unchanged "
+        "one every 10 intervals)",
+    )
+    nodes.add_argument(
+        "--keepalive",
+        type=int,
+        default=30,
+        metavar="S",
+        help="MQTT keepalive of the shard's connection (the Will fires after ≈1.5×)",
+    )
+    nodes.add_argument(
+        "--epoch-dir",
+        type=Path,
+        metavar="DIR",
+        help="keep incarnation counters here (<sat>.epoch, shard-<id>.epoch); default: wall clock",
+    )
+    nodes.add_argument(
+        "--execution-log",
+        type=Path,
+        metavar="FILE",
+        help="append one JSON line per backend execution (request_id, satellite_id, "
+        "wall_time_s); several shards may share the file",
+    )
+    add_process_arguments(nodes, default_port=DEFAULT_PORT)
+    nodes.set_defaults(handler=run_nodes)
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``I/N`` with 0 ≤ I < N."""
+    index_text, separator, count_text = text.partition("/")
+    if not separator or not index_text.isdigit() or not count_text.isdigit():
+        raise InvalidArgument(f"expected --shard I/N (e.g. 0/2), got {text!r}")
+    index, count = int(index_text), int(count_text)
+    if not 0 <= index < count:
+        raise InvalidArgument(f"--shard I/N needs 0 <= I < N, got {text!r}")
+    return index, count
+
+
+def parse_satellites(text: str) -> list[str]:
+    ids = [part.strip() for part in text.split(",") if part.strip()]
+    if not ids:
+        raise InvalidArgument(f"expected --satellites ID,ID,…, got {text!r}")
+    return [topics.check_node_id(sat) for sat in ids]
+
+
+def default_shard_id(address: BrokerAddress, shard: tuple[int, int] | None) -> str:
+    username = address.username or ""
+    if username.startswith(SHARD_USER_PREFIX):
+        return username.removeprefix(SHARD_USER_PREFIX)
+    if shard is not None:
+        return f"{shard[0]}-of-{shard[1]}"
+    return "nodes"
+
+
+async def fetch_catalog_ids(target: str, timeout_s: float = TRACKING_TIMEOUT_S) -> list[str]:
+    """The catalog ids of the tracking service's active elements (one ListElements call)."""
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = TrackingServiceStub(channel)
+        try:
+            response = await stub.ListElements(
+                tracking_pb2.ListElementsRequest(active_only=True),
+                timeout=timeout_s,
+                wait_for_ready=True,
+            )
+        except grpc.aio.AioRpcError as error:
+            raise Unavailable(
+                f"could not list the catalog of tracking at {target}: "
+                f"{error.code().name} {error.details()}"
+            ) from None
+    return [record.element_set.catalog_id for record in response.records]
+
+
+@dataclass(frozen=True)
+class NodesSettings:
+    """What ``serve nodes`` was asked to run (parsed, checked)."""
+
+    broker: BrokerAddress
+    shard_id: str
+    satellites: tuple[str, ...] | None
+    shard: tuple[int, int] | None
+    tracking: str | None
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> NodesSettings:
+        broker = BrokerAddress.from_url(args.broker)
+        shard = parse_shard(args.shard) if args.shard else None
+        if shard is not None and not args.tracking:
+            raise InvalidArgument("--shard I/N divides the tracking catalog: give --tracking")
+        shard_id = topics.check_id("shard id", args.shard_id or default_shard_id(broker, shard))
+        expected = SHARD_USER_PREFIX + shard_id
+        if broker.username not in (expected, SERVICE_USER):
+            raise InvalidArgument(
+                f"shard {shard_id!r} connects as broker account {expected!r}, got username "
+                f"{broker.username!r} in --broker"
+            )
+        satellites = tuple(parse_satellites(args.satellites)) if args.satellites else None
+        return cls(broker, shard_id, satellites, shard, args.tracking)
+
+
+class _ShardCollector(Collector):
+    def __init__(self, shard: NodeShard, engines: dict[str, Engine]) -> None:
+        self._shard = shard
+        self._engines = engines
+
+    def collect(self) -> Any:
+        labels = ["shard_id"]
+        agents = GaugeMetricFamily("groundplane_nodes_agents", "node agents hosted", labels=labels)
+        agents.add_metric([self._shard.shard_id], len(self._engines))
+        loads = [engine.load() for engine in self._engines.values()]
+        in_flight = GaugeMetricFamily(
+            "groundplane_nodes_in_flight", "requests generating now", labels=labels
+        )
+        in_flight.add_metric([self._shard.shard_id], sum(load.in_flight for load in loads))
+        executions = CounterMetricFamily(
+            "groundplane_nodes_executions", "requests executed", labels=labels
+        )
+        executions.add_metric([self._shard.shard_id], sum(load.executed_total for load in loads))
+        yield agents
+        yield in_flight
+        yield executions
+
+
+@dataclass(frozen=True)
+class RunningNodes:
+    target: str
+    shard: NodeShard
+
+
+@asynccontextmanager
+async def nodes_service(args: argparse.Namespace) -> AsyncIterator[RunningNodes]:
+    """Start the shard (health NOT_SERVING until every member is born); drain on exit."""
+    settings = NodesSettings.from_args(args)
+    clock = process_clock(args)
+    members = list(settings.satellites or ())
+    if settings.shard is not None:
+        assert settings.tracking is not None
+        catalog = await fetch_catalog_ids(settings.tracking)
+        members = shard_members(catalog, *settings.shard)
+    if not members:
+        raise InvalidArgument(
+            f"shard {settings.shard_id!r} has no satellites (catalog too small for --shard?)"
+        )
+    specs = [parse_model(text) for text in (args.model or [DEFAULT_MODEL])]
+    engine_config = EngineConfig(slots=args.slots, queue_limit=args.queue_limit)
+    agent_config = AgentConfig(keepalive_s=args.keepalive, load_interval_s=args.load_interval)
+    epoch_dir: Path | None = args.epoch_dir
+    if epoch_dir is not None:
+        await asyncio.to_thread(epoch_dir.mkdir, parents=True, exist_ok=True)
+    server = GrpcServer(
+        [],
+        address=listen_address(args),
+        drain_grace_s=args.drain_grace,
+        unready_delay_s=args.unready_delay,
+        ready_at_start=False,
+    )
+    await server.start()
+    async with AsyncExitStack() as stack:
+        stack.push_async_callback(server.stop)
+        writer = (
+            stack.enter_context(ExecutionLogWriter(args.execution_log, wall_time_s=time.time))
+            if args.execution_log is not None
+            else None
+        )
+        engines: dict[str, Engine] = {}
+        agents: list[NodeAgent] = []
+        for sat in members:
+            backend: InferenceBackend = SyntheticBackend(specs, clock)
+            if writer is not None:
+                backend = ExecutionRecorder(backend, writer, sat)
+            engine = await stack.enter_async_context(Engine(backend, clock, engine_config))
+            engines[sat] = engine
+            path = epoch_dir / f"{sat}.epoch" if epoch_dir is not None else None
+            agents.append(
+                NodeAgent(
+                    sat,
+                    settings.broker,
+                    engine,
+                    clock,
+                    epochs=EpochSource(time.time_ns, path),
+                    config=agent_config,
+                )
+            )
+        shard = NodeShard(
+            settings.shard_id,
+            settings.broker,
+            agents,
+            clock,
+            epochs=EpochSource(
+                time.time_ns,
+                epoch_dir / f"shard-{settings.shard_id}.epoch" if epoch_dir is not None else None,
+            ),
+            config=ShardConfig(keepalive_s=args.keepalive, load_interval_s=args.load_interval),
+        )
+        if args.metrics_port is not None:
+            registry = CollectorRegistry()
+            registry.register(_ShardCollector(shard, engines))
+            metrics = await stack.enter_async_context(
+                MetricsServer(registry, host=args.host, port=args.metrics_port)
+            )
+            log.info("metrics_serving", url=metrics.url)
+        async with asyncio.TaskGroup() as tasks:
+            runner = tasks.create_task(shard.run(), name=f"nodes-shard:{settings.shard_id}")
+            ready = tasks.create_task(
+                _ready_when_born(shard, server), name=f"nodes-ready:{settings.shard_id}"
+            )
+            log.info(
+                "nodes_shard_starting",
+                shard_id=settings.shard_id,
+                members=len(members),
+                first=members[0],
+                last=members[-1],
+            )
+            try:
+                yield RunningNodes(server.target, shard)
+            finally:
+                ready.cancel()
+                await server.set_ready(False)
+                shard.stop()
+                await runner
+
+
+async def _ready_when_born(shard: NodeShard, server: GrpcServer) -> None:
+    while True:
+        try:
+            epochs = await shard.wait_ready(READY_TIMEOUT_S)
+            break
+        except Unavailable as error:  # still NOT_SERVING; keep waiting (the broker may be away)
+            log.warning("nodes_shard_not_ready", shard_id=shard.shard_id, error=error.message)
+    await server.set_ready(True)
+    log.info("nodes_shard_ready", shard_id=shard.shard_id, members=len(epochs))
+
+
+def run_nodes(args: argparse.Namespace) -> int:
+    return run_service("nodes", args, lambda: nodes_service(args))
