@@ -28,6 +28,7 @@ from sgp4.api import WGS72, Satrec
 
 from groundplane.orbit.geometry import SatelliteBatch
 from groundplane.orbit.sites import Site
+from groundplane.routing.convert import table_to_proto
 from groundplane.routing.policy import (
     InFlightCounter,
     LinkQuality,
@@ -38,7 +39,6 @@ from groundplane.routing.policy import (
     StickyMemory,
 )
 from groundplane.routing.service import TrackingVisibility, stations_from_sites
-from groundplane.routing.servicer import table_to_proto
 from groundplane.routing.table import RouteTable, build_table
 
 EPOCH_DAYS_SINCE_1949_12_31 = 27_990.0  # 2026-08-21

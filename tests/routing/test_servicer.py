@@ -15,6 +15,7 @@ import pytest
 from groundplane.kernel.clock import SimulatedClock
 from groundplane.kernel.serving import GrpcServer
 from groundplane.kernel.timestamps import from_timestamp
+from groundplane.routing.convert import table_from_proto
 from groundplane.routing.policy import (
     LinkQuality,
     NodeState,
@@ -24,7 +25,7 @@ from groundplane.routing.policy import (
     Sighting,
 )
 from groundplane.routing.service import RoutingService
-from groundplane.routing.servicer import RoutingServicer, table_from_proto
+from groundplane.routing.servicer import RoutingServicer
 from groundplane.routing.table import StationInfo, UpcomingPass
 from groundplane.routing.v1 import routing_pb2 as pb
 from groundplane.routing.v1 import routing_pb2_grpc as pb_grpc

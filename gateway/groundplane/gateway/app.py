@@ -53,12 +53,7 @@ from groundplane.gateway.auth import TenantRegistry
 from groundplane.gateway.metrics import GatewayMetrics
 from groundplane.gateway.service import GatewayConfig, InferenceGateway
 from groundplane.gateway.servicer import InferenceServicer
-from groundplane.gateway.sources import (
-    LinkWatch,
-    RouteTableSource,
-    SessionRouter,
-    WatchedTableSource,
-)
+from groundplane.gateway.sources import LinkWatch, RouteTableSource, SessionRouter
 from groundplane.gateway.turns import GrpcSessionTurns, SessionTurns
 from groundplane.kernel.clock import Clock
 from groundplane.kernel.errors import DeadlineExceeded, InvalidArgument
@@ -67,6 +62,7 @@ from groundplane.kernel.serving import LIVENESS, GrpcServer
 from groundplane.mqtt.broker import BrokerAddress
 from groundplane.mqtt.client import Backoff, MqttClient
 from groundplane.node.client import NodeDirectory, Requester
+from groundplane.routing.client import WatchedTableSource
 
 log = structlog.get_logger("groundplane.gateway.app")
 

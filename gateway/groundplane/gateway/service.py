@@ -71,7 +71,7 @@ from groundplane.kernel.errors import (
 )
 from groundplane.node.client import OFFLINE, NodeDirectory
 from groundplane.node.v1 import node_pb2
-from groundplane.routing.policy import Candidate, InFlightCounter, RouteRequest
+from groundplane.routing.client import Candidate, InFlightCounter, RouteRequest
 
 log = structlog.get_logger("groundplane.gateway")
 

@@ -1,8 +1,9 @@
 """What the gateway decides from: the route table, session assignments and link state.
 
 * :class:`RouteTableSource` gives the latest :class:`RouteTable`. In production it is
-  :class:`WatchedTableSource` (the routing service's ``WatchRouteTable`` stream, turned back into
-  tables with ``routing.servicer.table_from_proto``); tests use :class:`LocalTableSource`.
+  :class:`~groundplane.routing.client.WatchedTableSource` (the routing service's
+  ``WatchRouteTable`` stream, turned back into tables by routing's client module); tests use
+  :class:`LocalTableSource`.
 * :class:`SessionRouter` is the session assignment hook: which satellites a session's turn may
   go to. The default :class:`StickySessionRouter` keeps a session on its satellite through the
   table's stickiness (``StickyMemory`` keyed by session id); the handoff manager will supply the
@@ -13,25 +14,26 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Protocol
 
-import grpc
 import structlog
 from google.protobuf.message import DecodeError
 
-from groundplane.kernel.errors import GroundplaneError, InvalidArgument
+from groundplane.kernel.errors import InvalidArgument
 from groundplane.link.v1 import link_pb2
 from groundplane.mqtt import topics
 from groundplane.mqtt.client import MqttClient, ReceivedMessage
-from groundplane.routing.backhaul import BackhaulModel
-from groundplane.routing.policy import Assignment, RouteDecision, RouteRequest, StickyMemory
-from groundplane.routing.servicer import table_from_proto
-from groundplane.routing.table import RouteTable
-from groundplane.routing.v1 import routing_pb2, routing_pb2_grpc
+from groundplane.routing.client import (
+    Assignment,
+    LatestTable,
+    RouteDecision,
+    RouteRequest,
+    RouteTable,
+    StickyMemory,
+)
 
 log = structlog.get_logger("groundplane.gateway.sources")
 
@@ -46,75 +48,13 @@ class RouteTableSource(Protocol):
         ...
 
 
-class _Updates:
-    def __init__(self) -> None:
-        self._table: RouteTable | None = None
-        self._changed = asyncio.Event()
-
-    def current(self) -> RouteTable | None:
-        return self._table
-
-    def publish(self, table: RouteTable) -> None:
-        self._table = table
-        self._changed.set()
-        self._changed = asyncio.Event()
-
-    async def wait_for_update(self, timeout_s: float) -> bool:
-        changed = self._changed
-        try:
-            async with asyncio.timeout(max(0.0, timeout_s)):
-                await changed.wait()
-        except TimeoutError:
-            return False
-        return True
-
-
-class LocalTableSource(_Updates):
+class LocalTableSource(LatestTable):
     """A table handed in by the owner (tests, or a routing service in the same process)."""
 
     def __init__(self, table: RouteTable | None = None) -> None:
         super().__init__()
         if table is not None:
             self.publish(table)
-
-
-class WatchedTableSource(_Updates):
-    """Follows ``RoutingService.WatchRouteTable`` on ``target``, reconnecting after failures."""
-
-    def __init__(
-        self,
-        target: str,
-        *,
-        backhaul: BackhaulModel | None = None,
-        retry_s: float = 1.0,
-        idle_timeout_s: float = 300.0,
-    ) -> None:
-        super().__init__()
-        self._target = target
-        self._backhaul = backhaul
-        self._retry_s = retry_s
-        self._idle_timeout_s = idle_timeout_s
-        self.tables_received_total = 0
-
-    async def run(self) -> None:
-        """Watch until cancelled; a broken or silent stream is reopened after ``retry_s``."""
-        while True:
-            try:
-                async with grpc.aio.insecure_channel(self._target) as channel:
-                    stub = routing_pb2_grpc.RoutingServiceStub(channel)
-                    call = stub.WatchRouteTable(routing_pb2.WatchRouteTableRequest())
-                    iterator = call.__aiter__()
-                    while True:
-                        async with asyncio.timeout(self._idle_timeout_s):
-                            response = await anext(iterator)
-                        table = await asyncio.to_thread(
-                            table_from_proto, response.table, self._backhaul
-                        )
-                        self.publish(table)
-                        self.tables_received_total += 1
-            except (grpc.aio.AioRpcError, TimeoutError, StopAsyncIteration, GroundplaneError) as e:
-                log.warning("route_table_watch_broken", target=self._target, error=str(e))
-            await asyncio.sleep(self._retry_s)
 
 
 class SessionRouter(Protocol):

@@ -42,7 +42,7 @@ from typing import NamedTuple, Protocol
 from groundplane.kernel.errors import InvalidArgument
 from groundplane.links.client import LinkGeometry
 from groundplane.orbit.passes import Pass
-from groundplane.routing.policy import Candidate, PolicyKind, RoutingPolicy, rank_order, score
+from groundplane.routing.client import Candidate, PolicyKind, RoutingPolicy, rank_order, score
 
 DEFAULT_BYTES_PER_TOKEN = 131_072
 """The node engine's default modelled session bytes per token (kept equal on purpose)."""

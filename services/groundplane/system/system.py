@@ -54,7 +54,6 @@ from google.protobuf.message import DecodeError
 from groundplane.gateway.app import GatewayApp, GatewaySettings
 from groundplane.gateway.auth import TenantRegistry
 from groundplane.gateway.service import GatewayConfig
-from groundplane.gateway.sources import WatchedTableSource
 from groundplane.handoff.app import HandoffApp, HandoffAppSettings
 from groundplane.handoff.catalog import StaticCatalog
 from groundplane.handoff.manager import HandoffManager, ManagerConfig
@@ -79,6 +78,7 @@ from groundplane.orbit.elements import ElementSet
 from groundplane.orbit.geometry import SatelliteBatch
 from groundplane.orbit.passes import find_passes
 from groundplane.orbit.sites import Site
+from groundplane.routing.client import WatchedTableSource
 from groundplane.routing.policy import NodeState, RoutingPolicy, VisibilitySource
 from groundplane.routing.service import (
     RoutingService,

@@ -1,0 +1,147 @@
+"""The client side of the routing contract: what other services import from ``groundplane.routing``.
+
+Routing is served as ``groundplane.routing.v1.RoutingService`` (``groundplane serve routing``).
+A caller that decides per request itself (the gateway) follows the whole route table with
+:class:`WatchedTableSource` (the ``WatchRouteTable`` stream, each table decoded back into a
+:class:`RouteTable` by :func:`~groundplane.routing.convert.table_from_proto`) and decides on it
+locally with the pure decision types re-exported here (:class:`RouteRequest`,
+:class:`RouteDecision`, :class:`StickyMemory`, :class:`InFlightCounter`, …). The handoff planner
+scores successors with the same pure policy (:func:`score`, :func:`rank_order`).
+
+Nothing here imports routing's runtime (service, servicer, app): a client never runs routing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import grpc
+import structlog
+
+from groundplane.kernel.errors import GroundplaneError
+from groundplane.mqtt.client import Backoff
+from groundplane.routing.backhaul import BackhaulModel
+from groundplane.routing.convert import (
+    SERVICE_NAME,
+    policy_from_proto,
+    policy_to_proto,
+    table_from_proto,
+)
+from groundplane.routing.policy import (
+    Assignment,
+    Candidate,
+    InFlightCounter,
+    PolicyKind,
+    RouteDecision,
+    RouteRequest,
+    RoutingPolicy,
+    StickyMemory,
+    rank_order,
+    score,
+)
+from groundplane.routing.table import RouteTable
+from groundplane.routing.v1 import routing_pb2, routing_pb2_grpc
+
+__all__ = [
+    "SERVICE_NAME",
+    "WATCH_BACKOFF",
+    "Assignment",
+    "BackhaulModel",
+    "Candidate",
+    "InFlightCounter",
+    "LatestTable",
+    "PolicyKind",
+    "RouteDecision",
+    "RouteRequest",
+    "RouteTable",
+    "RoutingPolicy",
+    "StickyMemory",
+    "WatchedTableSource",
+    "policy_from_proto",
+    "policy_to_proto",
+    "rank_order",
+    "score",
+    "table_from_proto",
+]
+
+log = structlog.get_logger("groundplane.routing.client")
+
+WATCH_BACKOFF = Backoff(base_s=0.2, factor=1.6, cap_s=5.0, jitter=0.2)
+"""Reopening a broken table stream: quickly (a restarted routing process is back in seconds),
+at most every 5 s while routing stays away."""
+
+
+class LatestTable:
+    """The latest route table, and a way to wait for the next one."""
+
+    def __init__(self) -> None:
+        self._table: RouteTable | None = None
+        self._changed = asyncio.Event()
+
+    def current(self) -> RouteTable | None:
+        return self._table
+
+    def publish(self, table: RouteTable) -> None:
+        self._table = table
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def wait_for_update(self, timeout_s: float) -> bool:
+        """True when a new table arrived within ``timeout_s`` wall seconds."""
+        changed = self._changed
+        try:
+            async with asyncio.timeout(max(0.0, timeout_s)):
+                await changed.wait()
+        except TimeoutError:
+            return False
+        return True
+
+
+class WatchedTableSource(LatestTable):
+    """Follows ``RoutingService.WatchRouteTable`` on ``target``, reconnecting after failures.
+
+    A broken stream, or one silent for ``idle_timeout_s`` wall seconds, is reopened after a
+    jittered exponential ``backoff`` (reset by every table received). The last table stays
+    :meth:`current` while the stream is down.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        backhaul: BackhaulModel | None = None,
+        backoff: Backoff = WATCH_BACKOFF,
+        idle_timeout_s: float = 300.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        super().__init__()
+        self._target = target
+        self._backhaul = backhaul
+        self._backoff = backoff
+        self._idle_timeout_s = idle_timeout_s
+        self._rng = rng or random.Random()
+        self.tables_received_total = 0
+
+    async def run(self) -> None:
+        """Watch until cancelled."""
+        attempt = 0
+        while True:
+            try:
+                async with grpc.aio.insecure_channel(self._target) as channel:
+                    stub = routing_pb2_grpc.RoutingServiceStub(channel)
+                    call = stub.WatchRouteTable(routing_pb2.WatchRouteTableRequest())
+                    iterator = call.__aiter__()
+                    while True:
+                        async with asyncio.timeout(self._idle_timeout_s):
+                            response = await anext(iterator)
+                        table = await asyncio.to_thread(
+                            table_from_proto, response.table, self._backhaul
+                        )
+                        self.publish(table)
+                        self.tables_received_total += 1
+                        attempt = 0
+            except (grpc.aio.AioRpcError, TimeoutError, StopAsyncIteration, GroundplaneError) as e:
+                log.warning("route_table_watch_broken", target=self._target, error=str(e))
+            await asyncio.sleep(self._backoff.delay_s(attempt, self._rng))
+            attempt += 1
