@@ -7,7 +7,9 @@ states, pass predictions, policy) and rebuilds it
   visibility source is sampled again (the expensive part, run in a worker thread);
 * whenever a node or a link changes (:meth:`invalidate`, :meth:`update_link`) or the policy
   changes: the table is rebuilt from the last sightings (cheap; geometry keeps its instant, and
-  remaining pass times shrink by the table's age at decision time).
+  remaining pass times shrink by the table's age at decision time);
+* at once, sampling again, when the catalog changes (:meth:`set_catalog`: new stations or
+  satellites from tracking).
 
 Changes arriving together are coalesced into one rebuild. Watchers (:meth:`watch`) always get
 the latest table; a slow watcher skips intermediate versions rather than queueing them.
@@ -148,6 +150,7 @@ class RoutingService:
         # One refresh at a time: a policy change and a tick must not build the same version
         # twice, nor publish an older table over a newer one.
         self._refreshing = asyncio.Lock()
+        self._resample_due = False
         self.memory = StickyMemory()
         self.in_flight = InFlightCounter()
 
@@ -171,6 +174,14 @@ class RoutingService:
     def set_upcoming(self, upcoming: Iterable[UpcomingPass]) -> None:
         """Replace the pass predictions used for the next opportunity."""
         self._upcoming = tuple(upcoming)
+        self._dirty.set()
+
+    def set_catalog(self, stations: Sequence[StationInfo], visibility: VisibilitySource) -> None:
+        """New stations and satellites (tracking's catalog changed): the next refresh, at once,
+        samples the new visibility instead of reusing the last sightings."""
+        self._stations = tuple(stations)
+        self._visibility = visibility
+        self._resample_due = True
         self._dirty.set()
 
     def invalidate(self) -> None:
@@ -206,7 +217,13 @@ class RoutingService:
         """Rebuild the table now (sampling visibility again unless ``resample`` is false)."""
         async with self._refreshing:
             self._dirty.clear()
-            if resample or self._sightings is None or self._sampled_at is None:
+            if (
+                resample
+                or self._resample_due
+                or self._sightings is None
+                or self._sampled_at is None
+            ):
+                self._resample_due = False
                 at = self._clock.now()
                 sightings = tuple(await asyncio.to_thread(self._visibility.sightings, at))
                 self._sightings, self._sampled_at = sightings, at

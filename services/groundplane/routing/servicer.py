@@ -22,6 +22,7 @@ from groundplane.routing.convert import (
     request_from_proto,
     table_to_proto,
 )
+from groundplane.routing.metrics import RoutingMetrics
 from groundplane.routing.service import RoutingService
 from groundplane.routing.v1 import routing_pb2 as pb
 from groundplane.routing.v1 import routing_pb2_grpc as pb_grpc
@@ -32,8 +33,9 @@ __all__ = ["SERVICE_NAME", "RoutingServicer"]
 class RoutingServicer(pb_grpc.RoutingServiceServicer):
     """The gRPC face of :class:`RoutingService`."""
 
-    def __init__(self, service: RoutingService) -> None:
+    def __init__(self, service: RoutingService, metrics: RoutingMetrics | None = None) -> None:
         self.service = service
+        self._metrics = metrics
 
     def binding(self) -> ServiceBinding:
         return ServiceBinding(
@@ -44,6 +46,8 @@ class RoutingServicer(pb_grpc.RoutingServiceServicer):
         self, request: pb.RouteRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.RouteResponse:
         decision = await self.service.route(request_from_proto(request))
+        if self._metrics is not None:
+            self._metrics.decided(decision)
         decision.require()
         return decision_to_proto(decision)
 

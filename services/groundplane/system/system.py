@@ -14,9 +14,9 @@
    :class:`~groundplane.node.shard.NodeShard` (account ``gp-shard-up``, liveness on
    ``gp/v1/shard/up/status``) on the private broker; with an existing broker each agent has its
    own connection and account in a :class:`~groundplane.node.host.NodeHost`;
-5. **routing**: :class:`~groundplane.routing.service.RoutingService` fed with tracking's
-   visibility, the node directory (birth/will over MQTT), the retained link states and pass
-   predictions (refreshed every half horizon in a worker thread), served over gRPC;
+5. **routing**: :class:`~groundplane.routing.app.RoutingApp` over a static catalog of the
+   system's elements and stations, on its own MQTT client (the system's node directory, the
+   retained link states), served over gRPC;
 6. **handoff**: the handoff process's parts, in-process
    (:class:`~groundplane.handoff.app.HandoffApp`: the manager on its own MQTT client, requester
    and node directory, a SQLite store in ``handoff_dir`` (a temporary folder when unset), pass
@@ -45,11 +45,10 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 import structlog
-from google.protobuf.message import DecodeError
 
 from groundplane.gateway.app import GatewayApp, GatewaySettings
 from groundplane.gateway.auth import TenantRegistry
@@ -60,14 +59,11 @@ from groundplane.handoff.manager import HandoffManager, ManagerConfig
 from groundplane.handoff.planner import HandoffSettings
 from groundplane.kernel.clock import Clock
 from groundplane.kernel.errors import DeadlineExceeded, GroundplaneError, InvalidArgument
-from groundplane.kernel.serving import GrpcServer
-from groundplane.link.v1 import link_pb2
 from groundplane.links.emulator import GroundGeometryProvider, LinkEmulator
 from groundplane.links.geometry import TrackedGroundGeometry
 from groundplane.links.model import LinkConfig
-from groundplane.mqtt import topics
 from groundplane.mqtt.broker import BrokerAddress, PrivateBroker
-from groundplane.mqtt.client import MqttClient, ReceivedMessage
+from groundplane.mqtt.client import MqttClient
 from groundplane.node.agent import AgentConfig, EpochSource, NodeAgent
 from groundplane.node.backends import SyntheticModelSpec
 from groundplane.node.directory import ONLINE, NodeDirectory, NodeView
@@ -76,18 +72,10 @@ from groundplane.node.host import HostedNode, NodeHost
 from groundplane.node.shard import NodeShard, ShardConfig
 from groundplane.orbit.elements import ElementSet
 from groundplane.orbit.geometry import SatelliteBatch
-from groundplane.orbit.passes import find_passes
 from groundplane.orbit.sites import Site
+from groundplane.routing.app import RoutingApp
 from groundplane.routing.client import WatchedTableSource
-from groundplane.routing.policy import NodeState, RoutingPolicy, VisibilitySource
-from groundplane.routing.service import (
-    RoutingService,
-    TrackingVisibility,
-    link_quality_from_proto,
-    stations_from_sites,
-    upcoming_from_passes,
-)
-from groundplane.routing.servicer import RoutingServicer
+from groundplane.routing.policy import RoutingPolicy, VisibilitySource
 from groundplane.routing.table import RouteTable
 from groundplane.scenario import (
     DEFAULT_MODEL,
@@ -195,28 +183,6 @@ class SystemConfig:
             )
 
 
-class DirectoryNodes:
-    """Routing's :class:`NodeSnapshotSource` over a :class:`NodeDirectory`."""
-
-    def __init__(self, directory: NodeDirectory) -> None:
-        self._directory = directory
-
-    def snapshot(self) -> dict[str, NodeState]:
-        states: dict[str, NodeState] = {}
-        for view in self._directory.nodes():
-            load = view.load
-            states[view.satellite_id] = NodeState(
-                satellite_id=view.satellite_id,
-                online=view.state == ONLINE,
-                models=frozenset(view.served_models),
-                epoch=view.epoch,
-                queue_depth=load.queue_depth if load is not None else 0,
-                in_flight=load.in_flight if load is not None else 0,
-                free_slots=load.free_slots if load is not None else view.slots,
-            )
-        return states
-
-
 @dataclass(frozen=True)
 class Status:
     """What the live view shows."""
@@ -239,8 +205,7 @@ class GroundplaneSystem:
         )
         self.stations = tuple(config.stations)
         self.directory = NodeDirectory()
-        self.links_up: set[tuple[str, str]] = set()
-        self.routing: RoutingService | None = None
+        self.routing: RoutingApp | None = None
         self.gateway: GatewayApp | None = None
         self.tracking: TrackingApp | None = None
         self.broker_address: BrokerAddress | None = None
@@ -255,7 +220,6 @@ class GroundplaneSystem:
         self.run_id = uuid.uuid4().hex[:8]
         """Distinguishes this run's session and job ids from earlier runs on the same store."""
         self._handoff_app: HandoffApp | None = None
-        self._routing_server: GrpcServer | None = None
         self._handoff_after_id = 0
         self._started_at: datetime | None = None
         self._stop = asyncio.Event()
@@ -278,9 +242,14 @@ class GroundplaneSystem:
 
     @property
     def routing_target(self) -> str:
-        if self._routing_server is None:
+        if self.routing is None:
             raise RuntimeError("the system is not running")
-        return self._routing_server.target
+        return self.routing.target
+
+    @property
+    def links_up(self) -> set[tuple[str, str]]:
+        """(station, satellite) ground links up, as routing last heard them."""
+        return self.routing.links_up if self.routing is not None else set()
 
     @property
     def handoff_target(self) -> str:
@@ -378,30 +347,22 @@ class GroundplaneSystem:
 
             # routing
             await routing_client.wait_connected(STARTUP_TIMEOUT_S)
-            await self.directory.attach(routing_client)
-            routing = RoutingService(
-                clock=self.clock,
-                stations=stations_from_sites(self.stations),
-                visibility=config.visibility or TrackingVisibility(self.batch, self.stations),
-                nodes=DirectoryNodes(self.directory),
-                policy=config.policy,
-                tick_s=config.route_tick_s,
+            routing = await stack.enter_async_context(
+                RoutingApp(
+                    StaticCatalog(self.batch, self.stations),
+                    routing_client,
+                    self.clock,
+                    policy=config.policy,
+                    tick_s=config.route_tick_s,
+                    pass_horizon_s=config.pass_horizon_s,
+                    drain_grace_s=0.5,
+                    unready_delay_s=0.0,
+                    directory=self.directory,
+                    visibility=config.visibility,
+                )
             )
             self.routing = routing
-            self.directory.add_listener(lambda _view: routing.invalidate())
-            await routing_client.subscribe(topics.LINK_STATE_FILTER, self._on_link_state)
-            await self._refresh_passes(routing)
-            background.append(tasks.create_task(routing.run(), name="routing-service"))
-            background.append(tasks.create_task(self._passes_loop(routing), name="routing-passes"))
-            routing_server = GrpcServer(
-                [RoutingServicer(routing).binding()],
-                address="127.0.0.1:0",
-                drain_grace_s=0.5,
-                unready_delay_s=0.0,
-            )
-            await routing_server.start()
-            stack.push_async_callback(routing_server.stop)
-            self._routing_server = routing_server
+            await routing.wait_table(STARTUP_TIMEOUT_S)
 
             # nodes (stopped after the gateway: the exit stack unwinds in reverse)
             epochs = await self._start_nodes(stack, tasks, node_address, shard_address)
@@ -411,8 +372,10 @@ class GroundplaneSystem:
             manager = await self._start_handoff(stack, broker_address)
 
             # gateway
-            tables = WatchedTableSource(routing_server.target)
-            background.append(tasks.create_task(tables.run(), name="gateway-route-table-watch"))
+            tables = WatchedTableSource(routing.target)
+            watch = tasks.create_task(tables.run(), name="gateway-route-table-watch")
+            # Cancelled before routing stops, so that its stream does not break on the way out.
+            stack.push_async_callback(_cancel_and_wait, watch)
             gateway = await stack.enter_async_context(
                 GatewayApp(
                     GatewaySettings(
@@ -632,34 +595,6 @@ class GroundplaneSystem:
             return address.with_credentials(sat, password)
 
         return address, node_address, None
-
-    async def _on_link_state(self, message: ReceivedMessage) -> None:
-        if not message.payload or self.routing is None:
-            return
-        state = link_pb2.LinkState()
-        try:
-            state.ParseFromString(message.payload)
-            quality = link_quality_from_proto(state)
-        except (DecodeError, GroundplaneError):
-            log.warning("link_state_rejected", topic=message.topic)
-            return
-        key = (quality.station_id, quality.satellite_id)
-        if quality.up:
-            self.links_up.add(key)
-        else:
-            self.links_up.discard(key)
-        self.routing.update_link(quality)
-
-    async def _refresh_passes(self, routing: RoutingService) -> None:
-        start = self.clock.now()
-        stop = start + timedelta(seconds=self.config.pass_horizon_s)
-        passes = await asyncio.to_thread(find_passes, self.batch, self.stations, start, stop)
-        routing.set_upcoming(upcoming_from_passes(passes))
-
-    async def _passes_loop(self, routing: RoutingService) -> None:
-        while True:
-            await self.clock.sleep(self.config.pass_horizon_s / 2)
-            await self._refresh_passes(routing)
 
     async def _wait_first_table(self, tables: WatchedTableSource) -> None:
         """The gateway holds a route table in which the model is served."""
