@@ -186,7 +186,7 @@ async def test_not_ready_without_a_catalog_view_then_ready_once_it_arrives(
         assert [s.station.station_id for s in table.stations] == [s.id for s in STATIONS]
         assert seen(table), "the default stations see some of the 96 satellites"
         assert app.catalog_version == 7
-        assert app.metrics.value("groundplane_routing_catalog_version") == 7
+        assert app.metrics.value("groundplane_routing_catalog_views_total") == 1
 
 
 async def test_a_table_from_the_catalog_is_not_enough_readiness_waits_for_a_node(
@@ -227,4 +227,4 @@ async def test_a_catalog_change_rebuilds_visibility_and_passes_without_waiting_f
         assert predictions.items[1]
         assert not gone & {p.catalog_id for p in predictions.items[1]}
         assert app.catalog_version == 2
-        assert app.metrics.value("groundplane_routing_catalog_version") == 2
+        assert app.metrics.value("groundplane_routing_catalog_views_total") == 2

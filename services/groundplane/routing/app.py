@@ -28,7 +28,7 @@ context exits: NOT_SERVING, drain, stop. Calls answered before readiness see a t
 the catalog's stations (no candidates: ``Route`` is UNAVAILABLE).
 
 Metrics (:class:`~groundplane.routing.metrics.RoutingMetrics`, :attr:`RoutingApp.metrics`): the
-catalog version in use, the route table version, the paths of the latest table and the ``Route``
+catalog views applied, the route table version, the paths of the latest table and the ``Route``
 decisions. The caller serves :attr:`RoutingMetrics.registry` when it wants ``/metrics``.
 """
 
@@ -347,7 +347,7 @@ class RoutingApp:
         )
         self.service.set_catalog(stations_from_sites(sites), visibility)
         self._view = view
-        self.metrics.catalog_version.set(view.version)
+        self.metrics.catalog_views.inc()
         self._passes_due.set()
         log.info(
             "routing_catalog",

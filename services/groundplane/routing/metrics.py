@@ -3,7 +3,7 @@
 ==========================================  =======  =============================================
 metric                                      type     labels
 ==========================================  =======  =============================================
-groundplane_routing_catalog_version         gauge    (tracking's catalog revision routing uses)
+groundplane_routing_catalog_views_total     counter  (tracking catalog views applied)
 groundplane_routing_table_version           gauge    (the latest route table's version)
 groundplane_routing_paths                   gauge    state (usable, excluded): (station,
                                                      satellite) paths in the latest table
@@ -28,9 +28,11 @@ class RoutingMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.catalog_version = Gauge(
-            "groundplane_routing_catalog_version",
-            "Revision of tracking's catalog the visibility and passes are computed from.",
+        # A counter rather than the catalog's version: tracking's versions are large integers
+        # that a float sample cannot tell apart from their successor.
+        self.catalog_views = Counter(
+            "groundplane_routing_catalog_views",
+            "Catalog views (tracking's elements and sites) applied to visibility and passes.",
             registry=self.registry,
         )
         self.table_version = Gauge(
