@@ -16,7 +16,7 @@ from groundplane.kernel.logs import configure_logging
 from groundplane.kernel.serving import GrpcServer
 from groundplane.tracking.v1.tracking_pb2_grpc import TrackingServiceStub
 
-from . import inputs, serve_gateway, serve_handoff, serve_links, serve_tracking
+from . import inputs, serve_gateway, serve_handoff, serve_links, serve_routing, serve_tracking
 from .main import print_help_of
 
 log = structlog.get_logger("groundplane.cli.serve")
@@ -32,6 +32,7 @@ def register(commands: Any) -> None:
     serve.set_defaults(handler=print_help_of(serve))
     serve_tracking.register(services)
     serve_links.register(services)
+    serve_routing.register(services)
     serve_gateway.register(services)
     serve_handoff.register(services)
     hil = services.add_parser(
