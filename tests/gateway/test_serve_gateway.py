@@ -33,9 +33,9 @@ from groundplane.handoff.servicer import HandoffServicer
 from groundplane.kernel.clock import ClockSpec
 from groundplane.kernel.serving import GrpcServer, ServiceBinding
 from groundplane.node.backends import predict_answer
+from groundplane.routing.convert import table_to_proto
 from groundplane.routing.policy import NodeState, PolicyKind, RoutingPolicy, Sighting
 from groundplane.routing.servicer import SERVICE_NAME as ROUTING
-from groundplane.routing.servicer import table_to_proto
 from groundplane.routing.table import RouteTable, StationInfo, build_table
 from groundplane.routing.v1 import routing_pb2, routing_pb2_grpc
 from groundplane.scenario import DEFAULT_TOKEN
