@@ -122,7 +122,13 @@ class WatchedTableSource(LatestTable):
         self._backoff = backoff
         self._idle_timeout_s = idle_timeout_s
         self._rng = rng or random.Random()
+        self._connected = False
         self.tables_received_total = 0
+
+    @property
+    def connected(self) -> bool:
+        """Whether a stream is open now (it delivered a table and has not broken since)."""
+        return self._connected
 
     async def run(self) -> None:
         """Watch until cancelled."""
@@ -139,10 +145,13 @@ class WatchedTableSource(LatestTable):
                         table = await asyncio.to_thread(
                             table_from_proto, response.table, self._backhaul
                         )
+                        self._connected = True
                         self.publish(table)
                         self.tables_received_total += 1
                         attempt = 0
             except (grpc.aio.AioRpcError, TimeoutError, StopAsyncIteration, GroundplaneError) as e:
                 log.warning("route_table_watch_broken", target=self._target, error=str(e))
+            finally:
+                self._connected = False
             await asyncio.sleep(self._backoff.delay_s(attempt, self._rng))
             attempt += 1
