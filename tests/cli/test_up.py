@@ -35,6 +35,9 @@ TRACE_FIELDS = {
     "attempts",
     "latency_ms",
 }
+IN_PROCESS = "--in-process"
+"""These tests run `up` with every service in its process: the multi-process default needs every
+`groundplane serve` command (issue 10); its own tests are in tests/system/test_processes.py."""
 UTC_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 
@@ -55,7 +58,7 @@ def _run_up(
 ) -> subprocess.Popen[str]:
     status = () if interval is None else ("--status-interval", interval)
     return subprocess.Popen(
-        _groundplane("up", "--start", "2026-08-15T00:00:00Z", *status, *extra),
+        _groundplane("up", IN_PROCESS, "--start", "2026-08-15T00:00:00Z", *status, *extra),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -83,8 +86,9 @@ def _read_until(
 
 def test_up_runs_the_default_scenario_and_writes_summary_and_trace(tmp_path: Path) -> None:
     """With no files, `up --duration 3` serves the built-in load, prints status lines, writes a
-    summary whose counts add up and a trace line per request (simulated UTC times, station ids of
-    the built-in stations), and exits 0 after a clean stop."""
+    summary whose counts add up (and no process restarts: all in one process) and a trace line
+    per request (simulated UTC times, station ids of the built-in stations), and exits 0 after a
+    clean stop."""
     _need_mosquitto()
     summary_path, trace_path = tmp_path / "summary.json", tmp_path / "trace.jsonl"
     process = _run_up("--duration", "3", "--summary", str(summary_path), "--trace", str(trace_path))
@@ -104,7 +108,8 @@ def test_up_runs_the_default_scenario_and_writes_summary_and_trace(tmp_path: Pat
         requests[k] for k in ("succeeded", "failed", "rejected_unavailable", "rejected_overload")
     )
     assert requests["latency_ms"]["p50"] <= requests["latency_ms"]["p99"]
-    assert set(summary) == {"requests", "handoffs", "sessions", "jobs"}
+    assert set(summary) == {"requests", "handoffs", "sessions", "jobs", "processes"}
+    assert summary["processes"] == {"restarts": 0, "by_service": {}}
     lines = [json.loads(line) for line in trace_path.read_text().splitlines()]
     assert len(lines) == requests["submitted"]
     stations = {s.id for s in default_stations()}
@@ -233,7 +238,7 @@ def test_up_runs_sessions_and_jobs_through_the_handoff_manager(tmp_path: Path) -
     assert set(summary["handoffs"]) >= {"planned", "completed", "failed"}
     assert (tmp_path / "handoff" / "handoff.sqlite").exists()
     refused = subprocess.run(
-        _groundplane("up", "--handoff-margin", "-1", "--duration", "1"),
+        _groundplane("up", IN_PROCESS, "--handoff-margin", "-1", "--duration", "1"),
         check=False,
         capture_output=True,
         text=True,
@@ -356,6 +361,7 @@ def test_up_broker_dev_credentials_print_a_read_only_mosquitto_sub(tmp_path: Pat
     both = subprocess.run(
         _groundplane(
             "up",
+            IN_PROCESS,
             "--broker",
             "mqtt://u:p@127.0.0.1:1",
             "--broker-dev-credentials",
@@ -381,7 +387,14 @@ def test_up_on_a_terminal_redraws_a_live_status_block(tmp_path: Path) -> None:
     leader, follower = pty.openpty()
     process = subprocess.Popen(
         _groundplane(
-            "up", "--start", "2026-08-15T00:00:00Z", "--duration", "3", "--status-interval", "1"
+            "up",
+            IN_PROCESS,
+            "--start",
+            "2026-08-15T00:00:00Z",
+            "--duration",
+            "3",
+            "--status-interval",
+            "1",
         ),
         stdout=follower,
         stderr=subprocess.PIPE,

@@ -102,6 +102,7 @@ def test_a_signal_to_the_process_group_stops_up_cleanly_and_counts_nothing_as_fa
                 "-m",
                 "groundplane.cli.main",
                 "up",
+                "--in-process",  # the multi-process default needs every `serve` command
                 "--start",
                 "2026-08-15T00:00:00Z",
                 "--interval",

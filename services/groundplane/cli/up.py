@@ -1,10 +1,13 @@
 """``groundplane up``: the whole system on one machine.
 
-Broker (private Mosquitto unless ``--broker``), tracking, emulated links, one node agent per
+Broker (private Mosquitto unless ``--broker``), tracking, emulated links, node agents for every
 satellite, routing, the handoff manager, the gateway and a synthetic ground-user load (stateless
 requests, ``--sessions`` conversations through the gateway and the handoff manager, ``--jobs``
-batch jobs through the manager), on one simulated clock (:mod:`groundplane.system`). With no
-files: the built-in scenario of :mod:`groundplane.scenario`, without sessions or jobs.
+batch jobs through the manager), on one simulated clock. By default every service is a child
+process (``groundplane serve …``) that ``up`` supervises: started in order and awaited ready,
+restarted when it dies, stopped in reverse order (:mod:`groundplane.system.processes`);
+``--in-process`` runs them all in this one process instead (:mod:`groundplane.system.system`).
+With no files: the built-in scenario of :mod:`groundplane.scenario`, without sessions or jobs.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from groundplane.scenario import (
     default_users,
 )
 from groundplane.system.load import load_users, random_users
+from groundplane.system.processes import CatalogSource, ProcessSystem
 from groundplane.system.report import Outcome, RunStats, write_summary, write_trace
 from groundplane.system.system import (
     DEFAULT_HANDOFF_MARGIN_S,
@@ -78,7 +82,9 @@ def register(commands: Any) -> None:
         "up",
         help="run the whole system on this machine",
         description="Start groundplane on one machine (broker, tracking, links, one node per "
-        "satellite, routing, gateway) with a synthetic ground-user load. With no files: "
+        "satellite, routing, handoff, gateway) with a synthetic ground-user load: each service "
+        "a supervised child process (restarted when it dies), or all in this process with "
+        "--in-process. With no files: "
         f"{DEFAULT_CONSTELLATION}, {len(default_stations())} ground stations, "
         f"{len(default_users())} users in cities, {DEFAULT_RATE_RPS:g} requests/s.",
     )
@@ -214,7 +220,17 @@ def register(commands: Any) -> None:
     up.add_argument(
         "--gateway-port", type=inputs.port, default=0, help="gateway gRPC port; 0 picks a free one"
     )
+    up.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run every service in this one process (debugging, fast tests) instead of one "
+        "supervised child process per service",
+    )
     up.set_defaults(handler=run_up)
+
+
+System = GroundplaneSystem | ProcessSystem
+"""What ``up`` runs: every service in this process, or each in a child process."""
 
 
 def _users(value: str | None) -> list[GroundUser]:
@@ -225,14 +241,16 @@ def _users(value: str | None) -> list[GroundUser]:
     return load_users(value)
 
 
-def _config(args: argparse.Namespace, clock: Clock) -> tuple[SystemConfig, str]:
+def _config(args: argparse.Namespace, clock: Clock) -> tuple[SystemConfig, str, CatalogSource]:
     if args.elements:
         elements = inputs.load_elements(args.elements)
         scenario = ", ".join(args.elements)
+        catalog = CatalogSource(element_files=tuple(str(Path(p).resolve()) for p in args.elements))
     else:
         spec = args.constellation or DEFAULT_CONSTELLATION
         elements = generate(spec, clock.now())
         scenario = spec
+        catalog = CatalogSource(constellation=spec)
     stations = (
         inputs.load_sites_csv(args.stations, args.min_elevation, inputs.load_mask(None))
         if args.stations
@@ -280,7 +298,7 @@ def _config(args: argparse.Namespace, clock: Clock) -> tuple[SystemConfig, str]:
         gateway_address=f"127.0.0.1:{args.gateway_port}",
         keep_trace=args.trace is not None,
     )
-    return config, scenario
+    return config, scenario, catalog
 
 
 def run_up(args: argparse.Namespace) -> int:
@@ -302,8 +320,12 @@ def run_up(args: argparse.Namespace) -> int:
         raise InvalidArgument(f"--job-items must be ≥ 1, got {args.job_items}")
     configure_logging("json", level="WARNING")
     clock = inputs.make_clock(args.start, args.speed)
-    config, scenario = _config(args, clock)
-    system = GroundplaneSystem(config, clock)
+    config, scenario, catalog = _config(args, clock)
+    system: System = (
+        GroundplaneSystem(config, clock)
+        if args.in_process
+        else ProcessSystem(config, clock, catalog)
+    )
     print(
         f"groundplane up: {len(config.elements)} satellites ({scenario}), "
         f"{len(config.stations)} stations, min elevation {args.min_elevation:g}°, "
@@ -322,20 +344,20 @@ def run_up(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _run(system: GroundplaneSystem, args: argparse.Namespace) -> None:
+async def _run(system: System, args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     # Ctrl-C, a stop, or the terminal closing: the children (the private Mosquitto) sit in their
     # own sessions, so only this process gets the signal and it stops them in order.
     for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, system.stop)
     try:
-        await system.run(lambda running: _supervise(running, args))
+        await system.run(lambda _running: _supervise(system, args))
     finally:
         for sig in STOP_SIGNALS:
             loop.remove_signal_handler(sig)
 
 
-async def _supervise(system: GroundplaneSystem, args: argparse.Namespace) -> None:
+async def _supervise(system: System, args: argparse.Namespace) -> None:
     """Announce the addresses, show the status every interval, stop at ``--duration``.
 
     On a terminal the status is a live block rewritten in place; otherwise (a log, a pipe) it is
@@ -350,7 +372,7 @@ async def _supervise(system: GroundplaneSystem, args: argparse.Namespace) -> Non
         wait_s = interval_s if end is None else min(interval_s, end - loop.time())
         if wait_s > 0:
             await asyncio.sleep(wait_s)
-        system.refresh_counters()
+        await system.refresh_counters()
         if tty:
             sys.stdout.write("\x1b[s\x1b[J" + _render(system) + "\x1b[u")
         else:
@@ -363,7 +385,7 @@ async def _supervise(system: GroundplaneSystem, args: argparse.Namespace) -> Non
             return
 
 
-def _banner(system: GroundplaneSystem, *, existing_broker: bool) -> str:
+def _banner(system: System, *, existing_broker: bool) -> str:
     """Every service's address, how to call the gateway, and how to watch the broker."""
     user = system.config.users[0]
     broker = system.broker_address
@@ -388,6 +410,11 @@ def _banner(system: GroundplaneSystem, *, existing_broker: bool) -> str:
     ):
         if url is not None:
             lines.append(f"  metrics   {url}  Prometheus ({name})")
+    if isinstance(system, ProcessSystem) and system.plan is not None:
+        lines.append(
+            f"  processes {len(system.supervisor.names if system.supervisor else [])} children, "
+            f"logs in {system.plan.workdir / 'processes'}/<child>.log"
+        )
     if isinstance(system.clock, SimulatedClock):
         lines.append(
             f"  clock     --clock '{system.clock.spec()}'  (this run's simulated time, for "
@@ -444,7 +471,7 @@ def _reasons(stats: RunStats) -> str:
     )
 
 
-def _status_line(system: GroundplaneSystem) -> str:
+def _status_line(system: System) -> str:
     """The status as one line (for logs and pipes)."""
     status = system.status()
     stats = status.stats
@@ -475,7 +502,7 @@ def _status_line(system: GroundplaneSystem) -> str:
     return "; ".join(parts)
 
 
-def _render(system: GroundplaneSystem) -> str:
+def _render(system: System) -> str:
     status = system.status()
     stats = status.stats
     out = stats.outcomes
@@ -512,7 +539,7 @@ def _render(system: GroundplaneSystem) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _final(system: GroundplaneSystem) -> str:
+def _final(system: System) -> str:
     full = system.stats.summary()
     summary = full["requests"]
     latency = summary["latency_ms"]
@@ -533,4 +560,15 @@ def _final(system: GroundplaneSystem) -> str:
         f"{jobs['completed_items']}/{jobs['items']} items, {jobs['duplicate_items']} duplicates; "
         f"handoffs {handoffs['planned']} planned, {handoffs['completed']} completed, "
         f"{handoffs['failed']} failed"
+        f"{_restarts(full['processes']) if isinstance(system, ProcessSystem) else ''}"
+    )
+
+
+def _restarts(processes: dict[str, Any]) -> str:
+    """``\ngroundplane up: processes 1 restart (routing 1)`` for a multi-process run."""
+    restarted = ", ".join(f"{name} {n}" for name, n in processes["by_service"].items() if n)
+    count = processes["restarts"]
+    return (
+        f"\ngroundplane up: processes {count} restart{'' if count == 1 else 's'}"
+        f"{f' ({restarted})' if restarted else ''}"
     )

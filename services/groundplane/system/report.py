@@ -7,7 +7,8 @@ The summary (``--summary FILE``) is one JSON object::
                   "unavailable_reasons": {reason: count}},
      "handoffs": {"planned", "completed", "failed", "checkpointed", "resumed"},
      "sessions": {"turns", "failed_turns", "context_mismatches"},
-     "jobs": {"items", "completed_items", "duplicate_items"}}
+     "jobs": {"items", "completed_items", "duplicate_items"},
+     "processes": {"restarts", "by_service": {service: restarts}}}
 
 ``unavailable_reasons`` counts the UNAVAILABLE requests by the reason the gateway gave
 (:func:`unavailable_reason` of the status details, most frequent first; their counts add up to
@@ -19,7 +20,9 @@ the ground for lack of a successor, ``resumed`` sessions brought back from such 
 ``sessions`` counts the turns of the load's sessions (a turn failed when no answer came after its
 retries; a context mismatch is an answer that differs from the synthetic model's answer over the
 session's whole context). ``jobs``: items submitted, items with a kept result, and items the nodes
-executed more than once (counted at the node backends). The trace (``--trace FILE``) is one JSON
+executed more than once (counted at the node backends). ``processes``: how many times the
+supervisor of a multi-process ``up`` restarted a child that died, in all and per service (0 and
+``{}`` for ``--in-process``). The trace (``--trace FILE``) is one JSON
 object per request and line (:class:`TraceRecord`), times in simulated UTC.
 """
 
@@ -209,6 +212,14 @@ class JobCounters:
 
 
 @dataclass
+class ProcessCounters:
+    """Restarts of the child processes of a multi-process run (none in-process)."""
+
+    restarts: int = 0
+    by_service: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
 class RunStats:
     """Counters of a run, updated by the load as requests finish."""
 
@@ -218,6 +229,7 @@ class RunStats:
     sessions: SessionCounters = field(default_factory=SessionCounters)
     handoffs: HandoffCounters = field(default_factory=HandoffCounters)
     jobs: JobCounters = field(default_factory=JobCounters)
+    processes: ProcessCounters = field(default_factory=ProcessCounters)
     trace: list[TraceRecord] = field(default_factory=list)
     keep_trace: bool = True
     unavailable_reasons: Counter[str] = field(default_factory=Counter)
@@ -276,6 +288,10 @@ class RunStats:
                 "items": self.jobs.items,
                 "completed_items": self.jobs.completed_items,
                 "duplicate_items": self.jobs.duplicate_items,
+            },
+            "processes": {
+                "restarts": self.processes.restarts,
+                "by_service": dict(self.processes.by_service),
             },
         }
 

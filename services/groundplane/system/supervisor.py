@@ -95,14 +95,15 @@ class ChildFailedError(Unavailable):
 class ChildSpec:
     """One child process: how to run it and how to know it is ready.
 
-    ``env`` is added to the supervisor's own environment. ``health_target`` (``host:port``) is
-    where the child serves gRPC health; None: the child counts as ready once spawned.
+    ``env`` is the child's whole environment (None: the supervisor's). ``health_target``
+    (``host:port``) is where the child serves gRPC health; None: the child counts as ready once
+    spawned.
     """
 
     name: str
     argv: Sequence[str]
     health_target: str | None
-    env: Mapping[str, str] = field(default_factory=dict)
+    env: Mapping[str, str] | None = None
     ready_timeout_s: float = DEFAULT_READY_TIMEOUT_S
     stop_grace_s: float = DEFAULT_STOP_GRACE_S
 
@@ -345,7 +346,7 @@ class Supervisor:
     async def _spawn(self, child: _Child) -> asyncio.subprocess.Process:
         spec = child.spec
         child.spawns += 1
-        env = {**os.environ, **spec.env}
+        env = dict(os.environ if spec.env is None else spec.env)
         with child.log_path.open("ab") as output:
             _mark(output, f"spawn {child.spawns} of {spec.name}: {' '.join(spec.argv)}")
             process = await asyncio.create_subprocess_exec(

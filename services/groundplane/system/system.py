@@ -84,7 +84,7 @@ from groundplane.scenario import (
     GroundUser,
     default_tenants,
 )
-from groundplane.system.handoff import CountingBackend, ExecutionLog, JobLoad
+from groundplane.system.handoff import CountingBackend, ExecutionLog, JobLoad, ManagerJobs
 from groundplane.system.load import GroundLoad, LoadConfig
 from groundplane.system.report import RunStats
 from groundplane.tracking.app import TrackingApp, build_tracking
@@ -257,7 +257,7 @@ class GroundplaneSystem:
             raise RuntimeError("the system is not running")
         return self._handoff_app.target
 
-    def refresh_counters(self) -> None:
+    async def refresh_counters(self) -> None:
         """Bring the handoff and job counters of :attr:`stats` up to date."""
         if self.handoff is not None:
             while True:
@@ -268,7 +268,7 @@ class GroundplaneSystem:
                     self.stats.handoffs.count(event.state)
                 self._handoff_after_id = page[-1].event_id
         if self.jobs is not None:
-            self.jobs.update()
+            await self.jobs.update()
 
     @property
     def tracking_target(self) -> str:
@@ -433,7 +433,7 @@ class GroundplaneSystem:
             stack.push_async_callback(self._stop_load, load, load_task)
         if config.jobs > 0:
             jobs = JobLoad(
-                manager,
+                ManagerJobs(manager),
                 self.stats.jobs,
                 self.executions,
                 run_id=self.run_id,
@@ -499,13 +499,13 @@ class GroundplaneSystem:
                     closing.create_task(
                         _close_session(manager, session_id), name=f"handoff-close:{session_id}"
                     )
-        self.refresh_counters()
+        await self.refresh_counters()
         # The store closes next: the counters are final, nothing reads the manager any more.
         self.handoff, self.jobs = None, None
 
     async def _stop_jobs(self, task: asyncio.Task[None]) -> None:
         if self.jobs is not None:
-            self.jobs.update()
+            await self.jobs.update()
         await _cancel_and_wait(task)
 
     async def _call(self, on_ready: Callable[[GroundplaneSystem], Awaitable[None]]) -> None:
@@ -616,6 +616,40 @@ class GroundplaneSystem:
     async def _stop_host(self, host: NodeHost | NodeShard, task: asyncio.Task[None]) -> None:
         host.stop()
         await _bounded(task, STOP_TIMEOUT_S)
+
+
+@dataclass(frozen=True)
+class BrokerAccess:
+    """The run's broker: the service account, each node's account, the read-only account."""
+
+    address: BrokerAddress
+    node_address: Callable[[str], BrokerAddress]
+    reader: BrokerAddress | None
+    node_password: str | None
+    """The one password of every node account (an existing broker), None for a private one."""
+
+
+async def enter_broker(
+    stack: AsyncExitStack, config: SystemConfig, nodes: Sequence[str]
+) -> BrokerAccess:
+    """A private Mosquitto (with an account per node, stopped by ``stack``), or the existing
+    broker of ``config.broker_url`` (its accounts must exist)."""
+    if config.broker_url is None:
+        readers = () if config.broker_reader is None else (config.broker_reader,)
+        broker = await stack.enter_async_context(
+            PrivateBroker(nodes=nodes, workdir=config.workdir, readers=readers)
+        )
+        reader = (
+            None if config.broker_reader is None else broker.reader_address(config.broker_reader)
+        )
+        return BrokerAccess(broker.address, broker.node_address, reader, None)
+    address = BrokerAddress.from_url(config.broker_url)
+    password = config.node_password or ""
+
+    def node_address(sat: str) -> BrokerAddress:
+        return address.with_credentials(sat, password)
+
+    return BrokerAccess(address, node_address, None, password)
 
 
 async def _close_session(manager: HandoffManager, session_id: str) -> None:

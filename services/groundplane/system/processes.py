@@ -1,0 +1,746 @@
+"""The whole system on one machine, every service its own process: ``groundplane up``'s default.
+
+:class:`ProcessSystem` has the public surface ``groundplane up`` uses of
+:class:`~groundplane.system.system.GroundplaneSystem` (``run``, ``stop``, ``wait_ready``,
+``status``, ``refresh_counters``, ``stats``, the targets and metrics URLs), and assembles:
+
+1. the **broker**, in this process as in-process (a private Mosquitto, or ``--broker``);
+2. one shared **clock**: a :class:`~groundplane.kernel.clock.ClockSpec` taken once from the run's
+   :class:`~groundplane.kernel.clock.SimulatedClock` and given to every child as ``--clock``
+   (a restarted child rejoins the same time line);
+3. a **free port** per child, chosen once up front and kept across restarts (so clients that
+   know a target keep reaching the service after its restart);
+4. the **children**, under a :class:`~groundplane.system.supervisor.Supervisor`, each started
+   and awaited ready (gRPC health ``readiness``) before the next: ``tracking``, ``links``, the
+   ``nodes`` shards (``ceil(satellites / NODES_PER_SHARD)`` of them, ``--shard i/n``),
+   ``routing``, ``handoff``, ``gateway`` (:func:`child_specs` builds their command lines);
+5. in this process: the synthetic **load** through the gateway's gRPC target, the **jobs**
+   through the handoff service's gRPC (:class:`~groundplane.system.handoff.GrpcJobs`), and what
+   the status line shows: nodes online from its own
+   :class:`~groundplane.node.client.NodeDirectory` (MQTT), links up from the retained link
+   states, satellites visible from the route table (``WatchRouteTable``), handoff counts from
+   ``ListHandoffs``, duplicate job items from the nodes shards' ``--execution-log`` files.
+
+Every file of the run is in its work folder (``config.workdir``, a temporary folder when None):
+the children's logs (``processes/<child>.log``), the tracking catalog, the handoff store
+(``handoff.sqlite``, or in ``config.handoff_dir``), the stations as a sites CSV, the execution
+logs. :meth:`ProcessSystem.stop` stops the load and the jobs, closes this run's sessions, takes
+the final counters, then the supervisor stops the children in reverse order (gateway first,
+tracking last), then the broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import structlog
+from google.protobuf.message import DecodeError
+
+from groundplane.gateway.sources import WatchedTableSource
+from groundplane.handoff.v1 import handoff_pb2, handoff_pb2_grpc
+from groundplane.kernel.clock import Clock, SimulatedClock
+from groundplane.kernel.errors import DeadlineExceeded, GroundplaneError, InvalidArgument
+from groundplane.link.v1 import link_pb2
+from groundplane.mqtt import topics
+from groundplane.mqtt.broker import BrokerAddress, free_loopback_port
+from groundplane.mqtt.client import MqttClient, ReceivedMessage
+from groundplane.node.client import ONLINE, NodeDirectory
+from groundplane.orbit.sites import Site
+from groundplane.scenario import DEFAULT_MODEL
+from groundplane.system.handoff import ExecutionFiles, GrpcJobs, JobLoad
+from groundplane.system.load import GroundLoad, LoadConfig
+from groundplane.system.report import RunStats
+from groundplane.system.supervisor import ChildSpec, RestartPolicy, Supervisor
+from groundplane.system.system import (
+    MANAGER_WALL_S,
+    STARTUP_TIMEOUT_S,
+    STOP_TIMEOUT_S,
+    Status,
+    SystemConfig,
+    enter_broker,
+)
+
+log = structlog.get_logger("groundplane.system.processes")
+
+NODES_PER_SHARD = 400
+"""Node agents per ``serve nodes`` process."""
+CHILD_READY_TIMEOUT_S = 120.0
+"""Wall seconds a child may take to become ready (a nodes shard: all its agents born)."""
+CHILD_DRAIN_GRACE_S = 2.0
+"""``--drain-grace`` of every child."""
+CHILD_STOP_GRACE_S = CHILD_DRAIN_GRACE_S + 8.0
+"""Wall seconds from SIGTERM to SIGKILL: the drain and the process's own shutdown."""
+CALL_TIMEOUT_S = 10.0
+"""Wall seconds of one gRPC call of this process to a child."""
+ENV_PREFIX = "GROUNDPLANE_"
+NODE_PASSWORD_ENV = "GROUNDPLANE_NODE_PASSWORD"
+"""The node accounts' password on an existing broker (``--broker``), passed on to the nodes."""
+SERVICE_ORDER = ("tracking", "links", "nodes", "routing", "handoff", "gateway")
+"""Start order (``nodes`` stands for every shard); the stop goes the other way."""
+
+
+@dataclass(frozen=True)
+class CatalogSource:
+    """What tracking loads at start: a synthetic constellation or element files (as ``up``
+    was given them; the satellites' ids are the same as in the elements ``up`` holds)."""
+
+    constellation: str | None = None
+    element_files: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if (self.constellation is None) == (not self.element_files):
+            raise InvalidArgument(
+                "tracking needs either a constellation or element files, got "
+                f"{self.constellation!r} and {list(self.element_files)}"
+            )
+
+
+@dataclass(frozen=True)
+class ChildPorts:
+    """Every child's gRPC port (and the optional metrics ports), fixed for the whole run."""
+
+    tracking: int
+    links: int
+    nodes: tuple[int, ...]
+    routing: int
+    handoff: int
+    gateway: int
+    gateway_metrics: int | None = None
+    handoff_metrics: int | None = None
+
+    @classmethod
+    def choose(cls, config: SystemConfig, shards: int) -> ChildPorts:
+        """The ports ``config`` names (tracking, handoff, gateway, metrics), free ones else."""
+
+        def port_of(address: str) -> int:
+            port = int(address.rsplit(":", 1)[1])
+            return port if port else free_loopback_port()
+
+        def metrics(port: int | None) -> int | None:
+            return None if port is None else (port or free_loopback_port())
+
+        return cls(
+            tracking=port_of(config.tracking_address),
+            links=free_loopback_port(),
+            nodes=tuple(free_loopback_port() for _ in range(shards)),
+            routing=free_loopback_port(),
+            handoff=port_of(config.handoff_address),
+            gateway=port_of(config.gateway_address),
+            gateway_metrics=metrics(config.gateway_metrics_port),
+            handoff_metrics=metrics(config.handoff_metrics_port),
+        )
+
+
+@dataclass(frozen=True)
+class ProcessPlan:
+    """Everything the children's command lines are made of."""
+
+    workdir: Path
+    broker_url: str
+    catalog: CatalogSource
+    sites_csv: Path
+    min_elevation_deg: float
+    satellites: int
+    ports: ChildPorts
+    clock_spec: str | None
+    """``--clock`` of every child; None: real time."""
+    handoff_db: Path
+    link_tick_s: float = 1.0
+    route_tick_s: float = 1.0
+    pass_horizon_s: float = 4 * 3600.0
+    lead_margin_s: float = 5.0
+    min_dwell_s: float = 30.0
+    operation_wall_s: float = MANAGER_WALL_S
+    model: str = DEFAULT_MODEL.name
+    load_interval_s: float = 2.0
+    default_deadline_s: float = 10.0
+    env: dict[str, str] | None = None
+    """The children's whole environment (None: ``up``'s own)."""
+    program: tuple[str, ...] = (sys.executable, "-m", "groundplane.cli.main")
+
+    @property
+    def shards(self) -> int:
+        return shard_count(self.satellites)
+
+    def execution_log(self, shard: int) -> Path:
+        return self.workdir / f"executions-{shard}.jsonl"
+
+    @property
+    def execution_logs(self) -> list[Path]:
+        return [self.execution_log(i) for i in range(self.shards)]
+
+
+def shard_count(satellites: int) -> int:
+    """Nodes shards for ``satellites`` agents (at least one)."""
+    return max(1, math.ceil(satellites / NODES_PER_SHARD))
+
+
+def _target(port: int) -> str:
+    return f"127.0.0.1:{port}"
+
+
+def child_specs(plan: ProcessPlan) -> list[ChildSpec]:
+    """The children of ``plan`` in start order, with the flags of ``groundplane serve``."""
+    ports = plan.ports
+    tracking, routing, handoff = (
+        _target(ports.tracking),
+        _target(ports.routing),
+        _target(ports.handoff),
+    )
+
+    def spec(name: str, service: str, port: int, *flags: str) -> ChildSpec:
+        common = ["--host", "127.0.0.1", "--port", str(port)]
+        if plan.clock_spec is not None:
+            common += ["--clock", plan.clock_spec]
+        common += [
+            "--unready-delay",
+            "0",
+            "--drain-grace",
+            f"{CHILD_DRAIN_GRACE_S:g}",
+            "--log-format",
+            "json",
+        ]
+        return ChildSpec(
+            name=name,
+            argv=[*plan.program, "serve", service, *common, *flags],
+            health_target=_target(port),
+            env=plan.env,
+            ready_timeout_s=CHILD_READY_TIMEOUT_S,
+            stop_grace_s=CHILD_STOP_GRACE_S,
+        )
+
+    catalog = (
+        ["--constellation", plan.catalog.constellation]
+        if plan.catalog.constellation is not None
+        else [arg for path in plan.catalog.element_files for arg in ("--elements", path)]
+    )
+    specs = [
+        spec(
+            "tracking",
+            "tracking",
+            ports.tracking,
+            "--db",
+            str(plan.workdir / "tracking.sqlite3"),
+            *catalog,
+            "--sites",
+            str(plan.sites_csv),
+            "--min-elevation",
+            f"{plan.min_elevation_deg:g}",
+        ),
+        spec(
+            "links",
+            "links",
+            ports.links,
+            "--tracking",
+            tracking,
+            "--broker",
+            plan.broker_url,
+            "--link-tick",
+            f"{plan.link_tick_s:g}",
+        ),
+    ]
+    for shard, port in enumerate(ports.nodes):
+        specs.append(
+            spec(
+                f"nodes-{shard}",
+                "nodes",
+                port,
+                "--broker",
+                plan.broker_url,
+                "--tracking",
+                tracking,
+                "--shard",
+                f"{shard}/{len(ports.nodes)}",
+                "--shard-id",
+                f"nodes-{shard}",
+                "--model",
+                plan.model,
+                "--load-interval",
+                f"{plan.load_interval_s:g}",
+                "--epoch-dir",
+                str(plan.workdir / "epochs"),
+                "--execution-log",
+                str(plan.execution_log(shard)),
+            )
+        )
+    specs += [
+        spec(
+            "routing",
+            "routing",
+            ports.routing,
+            "--tracking",
+            tracking,
+            "--broker",
+            plan.broker_url,
+            "--route-tick",
+            f"{plan.route_tick_s:g}",
+            "--pass-horizon",
+            f"{plan.pass_horizon_s:g}",
+        ),
+        spec(
+            "handoff",
+            "handoff",
+            ports.handoff,
+            "--tracking",
+            tracking,
+            "--broker",
+            plan.broker_url,
+            "--db",
+            str(plan.handoff_db),
+            "--lead-margin",
+            f"{plan.lead_margin_s:g}",
+            "--min-dwell",
+            f"{plan.min_dwell_s:g}",
+            "--operation-wall",
+            f"{plan.operation_wall_s:g}",
+            *_metrics_flag(ports.handoff_metrics),
+        ),
+        spec(
+            "gateway",
+            "gateway",
+            ports.gateway,
+            "--routing",
+            routing,
+            "--handoff",
+            handoff,
+            "--broker",
+            plan.broker_url,
+            "--instance-id",
+            "gw-up",
+            "--default-deadline",
+            f"{plan.default_deadline_s:g}",
+            *_metrics_flag(ports.gateway_metrics),
+        ),
+    ]
+    return specs
+
+
+def child_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """``up``'s environment without its ``GROUNDPLANE_*`` variables: those are ``up``'s own
+    options, and every child would read them as its own (``GROUNDPLANE_PORT``, …)."""
+    return {key: value for key, value in environ.items() if not key.startswith(ENV_PREFIX)}
+
+
+def _metrics_flag(port: int | None) -> list[str]:
+    return [] if port is None else ["--metrics-port", str(port)]
+
+
+def model_flag(config: SystemConfig) -> str:
+    """``--model`` of the nodes: the name of the built-in model, else NAME:PREFILL_S:DECODE_S."""
+    model = config.model
+    if model == DEFAULT_MODEL:
+        return model.name
+    return f"{model.name}:{model.prefill_s_per_token:g}:{model.decode_s_per_token:g}"
+
+
+def write_sites_csv(path: Path, stations: Sequence[Site]) -> None:
+    """The stations as ``id,name,lat,lon,alt_m`` (what ``serve tracking --sites`` reads).
+
+    A CSV has no horizon masks and one minimum elevation (``--min-elevation``) for all.
+    """
+    with path.open("w", newline="", encoding="utf-8") as out:
+        writer = csv.writer(out)
+        writer.writerow(["id", "name", "lat", "lon", "alt_m"])
+        for site in stations:
+            writer.writerow(
+                [site.id, site.name, repr(site.lat_deg), repr(site.lon_deg), repr(site.alt_m)]
+            )
+
+
+class ProcessSystem:
+    """One running multi-process system; :meth:`run` serves until :meth:`stop` (or a child is
+    given up on: :class:`~groundplane.system.supervisor.ChildFailedError` out of :meth:`run`)."""
+
+    def __init__(
+        self,
+        config: SystemConfig,
+        clock: Clock,
+        catalog: CatalogSource,
+        *,
+        restart_policy: RestartPolicy | None = None,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.catalog = catalog
+        self.stats = RunStats(keep_trace=config.keep_trace)
+        self.stations = tuple(config.stations)
+        self.satellite_ids = [e.catalog_id for e in config.elements]
+        self.directory = NodeDirectory()
+        self.links_up: set[tuple[str, str]] = set()
+        self.broker_address: BrokerAddress | None = None
+        self.reader_address: BrokerAddress | None = None
+        self.supervisor: Supervisor | None = None
+        self.plan: ProcessPlan | None = None
+        self.tables: WatchedTableSource | None = None
+        self.load: GroundLoad | None = None
+        self.jobs: JobLoad | None = None
+        self.run_id = uuid.uuid4().hex[:8]
+        """Distinguishes this run's session and job ids from earlier runs on the same store."""
+        self._restart_policy = restart_policy
+        self._handoff: handoff_pb2_grpc.HandoffServiceAsyncStub | None = None
+        self._handoff_after_id = 0
+        self._stop = asyncio.Event()
+        self._ready = asyncio.Event()
+
+    # -- what is running ----------------------------------------------------------------------
+
+    def _ports(self) -> ChildPorts:
+        if self.plan is None:
+            raise RuntimeError("the system is not running")
+        return self.plan.ports
+
+    @property
+    def tracking_target(self) -> str:
+        return _target(self._ports().tracking)
+
+    @property
+    def routing_target(self) -> str:
+        return _target(self._ports().routing)
+
+    @property
+    def handoff_target(self) -> str:
+        return _target(self._ports().handoff)
+
+    @property
+    def gateway_target(self) -> str:
+        return _target(self._ports().gateway)
+
+    @property
+    def gateway_metrics_url(self) -> str | None:
+        port = self._ports().gateway_metrics if self.plan is not None else None
+        return None if port is None else f"http://127.0.0.1:{port}/metrics"
+
+    @property
+    def handoff_metrics_url(self) -> str | None:
+        port = self._ports().handoff_metrics if self.plan is not None else None
+        return None if port is None else f"http://127.0.0.1:{port}/metrics"
+
+    def status(self) -> Status:
+        table = self.tables.current() if self.tables is not None else None
+        visible = (
+            {p.satellite_id for s in table.stations for p in s.paths}
+            if table is not None
+            else set()
+        )
+        online = sum(1 for view in self.directory.nodes() if view.state == ONLINE)
+        return Status(self.stats, len(visible), len(self.links_up), online)
+
+    async def refresh_counters(self) -> None:
+        """Bring the handoff, job and process counters of :attr:`stats` up to date."""
+        self._count_processes()
+        if self._handoff is not None:
+            await self._count_handoffs(self._handoff)
+        if self.jobs is not None:
+            await self.jobs.update()
+
+    async def wait_ready(self, timeout_s: float = STARTUP_TIMEOUT_S) -> None:
+        async with asyncio.timeout(timeout_s):
+            await self._ready.wait()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    # -- assembly -----------------------------------------------------------------------------
+
+    async def run(self, on_ready: Callable[[ProcessSystem], Awaitable[None]] | None = None) -> None:
+        """Start everything, call ``on_ready`` (a task of the group), serve until stopped.
+
+        A child that fails to start, or is given up on, ends the run with its
+        :class:`~groundplane.system.supervisor.ChildFailedError` (not wrapped in a group).
+        """
+        try:
+            await self._run(on_ready)
+        except BaseExceptionGroup as group:
+            failures = _leaves(group)
+            first = failures[0] if failures else None
+            if isinstance(first, GroundplaneError) and all(
+                isinstance(e, GroundplaneError | asyncio.CancelledError) for e in failures
+            ):
+                raise first from group
+            raise
+
+    async def _run(self, on_ready: Callable[[ProcessSystem], Awaitable[None]] | None) -> None:
+        config = self.config
+        async with AsyncExitStack() as stack:
+            workdir = config.workdir
+            if workdir is None:
+                workdir = Path(tempfile.mkdtemp(prefix="groundplane-up-"))
+                stack.push(_drop_unless_failed(workdir))
+            workdir.mkdir(parents=True, exist_ok=True)
+            broker = await enter_broker(stack, config, self.satellite_ids)
+            self.broker_address, self.reader_address = broker.address, broker.reader
+            plan = self._plan(workdir, broker.address, broker.node_password)
+            self.plan = plan
+
+            observer = await stack.enter_async_context(
+                MqttClient(
+                    broker.address, client_id=f"groundplane-up-{self.run_id}", clock=self.clock
+                )
+            )
+            await observer.wait_connected(STARTUP_TIMEOUT_S)
+            await self.directory.attach(observer)
+            await observer.subscribe(topics.LINK_STATE_FILTER, self._on_link_state)
+
+            # Runs after the supervisor stopped every child: its restart counts are final.
+            stack.callback(self._count_processes)
+            supervisor = await stack.enter_async_context(
+                Supervisor(workdir / "processes", policy=self._restart_policy)
+            )
+            self.supervisor = supervisor
+            tasks = await stack.enter_async_context(asyncio.TaskGroup())
+            background: list[asyncio.Task[None]] = []
+            stack.callback(lambda: [task.cancel() for task in background])
+
+            specs = child_specs(plan)
+            for child in specs:
+                await supervisor.start(child)
+                if child.name == "routing":
+                    tables = WatchedTableSource(self.routing_target)
+                    self.tables = tables
+                    background.append(tasks.create_task(tables.run(), name="up-route-table-watch"))
+            assert self.tables is not None
+            await self._wait_first_table(self.tables)
+
+            channel = await stack.enter_async_context(
+                grpc.aio.insecure_channel(self.handoff_target)
+            )
+            handoff: handoff_pb2_grpc.HandoffServiceAsyncStub = handoff_pb2_grpc.HandoffServiceStub(
+                channel
+            )
+            self._handoff_after_id = await _last_event_id(handoff)
+            self._handoff = handoff
+            # Before the children stop: the final handoff counts, this run's sessions closed.
+            stack.push_async_callback(self._stop_handoff, handoff)
+
+            self._start_load(stack, tasks, handoff, plan)
+            self._ready.set()
+            log.info("system_ready", children=supervisor.names)
+            if on_ready is not None:
+                background.append(tasks.create_task(self._call(on_ready), name="system-on-ready"))
+            await self._stop.wait()
+            log.info("system_stopping")
+
+    async def _call(self, on_ready: Callable[[ProcessSystem], Awaitable[None]]) -> None:
+        await on_ready(self)
+
+    def _plan(self, workdir: Path, broker: BrokerAddress, node_password: str | None) -> ProcessPlan:
+        config = self.config
+        sites_csv = workdir / "sites.csv"
+        write_sites_csv(sites_csv, self.stations)
+        shards = shard_count(len(self.satellite_ids))
+        handoff_dir = config.handoff_dir or workdir
+        handoff_dir.mkdir(parents=True, exist_ok=True)
+        clock_spec = str(self.clock.spec()) if isinstance(self.clock, SimulatedClock) else None
+        env = child_environment(os.environ)
+        if node_password is not None:
+            env[NODE_PASSWORD_ENV] = node_password
+        return ProcessPlan(
+            workdir=workdir,
+            broker_url=broker.url,
+            catalog=self.catalog,
+            sites_csv=sites_csv,
+            min_elevation_deg=min(s.min_elevation_deg for s in self.stations),
+            satellites=len(self.satellite_ids),
+            ports=ChildPorts.choose(config, shards),
+            clock_spec=clock_spec,
+            handoff_db=handoff_dir / "handoff.sqlite",
+            link_tick_s=config.link_tick_s,
+            route_tick_s=config.route_tick_s,
+            pass_horizon_s=config.pass_horizon_s,
+            lead_margin_s=config.handoff.lead_margin_s,
+            min_dwell_s=config.handoff.min_dwell_s,
+            operation_wall_s=MANAGER_WALL_S,
+            model=model_flag(config),
+            load_interval_s=config.load_interval_wall_s,
+            default_deadline_s=config.gateway_deadline_wall_s,
+            env=env,
+        )
+
+    def _start_load(
+        self,
+        stack: AsyncExitStack,
+        tasks: asyncio.TaskGroup,
+        handoff: handoff_pb2_grpc.HandoffServiceAsyncStub,
+        plan: ProcessPlan,
+    ) -> None:
+        """The ground load (through the gateway) and the job load, each when configured."""
+        config = self.config
+        if config.rate_rps > 0 or config.sessions > 0:
+            load = GroundLoad(
+                LoadConfig(
+                    target=self.gateway_target,
+                    token=config.token,
+                    users=config.users,
+                    model=config.model,
+                    rate_rps=config.rate_rps,
+                    sessions=config.sessions,
+                    deadline_s=config.load_deadline_wall_s,
+                    run_id=self.run_id,
+                ),
+                self.clock,
+                self.stats,
+            )
+            self.load = load
+            load_task = tasks.create_task(load.run(), name="ground-load")
+            stack.push_async_callback(self._stop_load, load, load_task)
+        if config.jobs > 0:
+            jobs = JobLoad(
+                GrpcJobs(handoff, timeout_s=CALL_TIMEOUT_S),
+                self.stats.jobs,
+                ExecutionFiles(plan.execution_logs),
+                run_id=self.run_id,
+                model=config.model.name,
+                jobs=config.jobs,
+                items=config.job_items,
+            )
+            self.jobs = jobs
+            jobs_task = tasks.create_task(jobs.run(), name="handoff-jobs")
+            stack.push_async_callback(self._stop_jobs, jobs, jobs_task)
+
+    # -- counters -----------------------------------------------------------------------------
+
+    def _count_processes(self) -> None:
+        supervisor = self.supervisor
+        if supervisor is not None:
+            self.stats.processes.restarts = supervisor.restarts
+            self.stats.processes.by_service = supervisor.by_service
+
+    async def _count_handoffs(self, handoff: handoff_pb2_grpc.HandoffServiceAsyncStub) -> None:
+        """Count the handoff events after the last counted one (none while handoff restarts)."""
+        try:
+            while True:
+                response = await handoff.ListHandoffs(
+                    handoff_pb2.ListHandoffsRequest(
+                        after_event_id=self._handoff_after_id, limit=10_000
+                    ),
+                    timeout=CALL_TIMEOUT_S,
+                )
+                if not response.events:
+                    return
+                for event in response.events:
+                    self.stats.handoffs.count(event.state)
+                self._handoff_after_id = response.events[-1].event_id
+        except grpc.aio.AioRpcError as error:
+            log.warning("handoff_counts_unavailable", code=error.code().name)
+
+    async def _on_link_state(self, message: ReceivedMessage) -> None:
+        if not message.payload:
+            return
+        state = link_pb2.LinkState()
+        try:
+            state.ParseFromString(message.payload)
+        except DecodeError:
+            log.warning("link_state_rejected", topic=message.topic)
+            return
+        if state.link_id.startswith("isl:"):
+            return
+        key = (state.station_id, state.satellite_id)
+        if state.up:
+            self.links_up.add(key)
+        else:
+            self.links_up.discard(key)
+
+    # -- start and stop -----------------------------------------------------------------------
+
+    async def _wait_first_table(self, tables: WatchedTableSource) -> None:
+        """Routing's table (as this process follows it) serves the model."""
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while time.monotonic() < deadline:
+            table = tables.current()
+            if table is not None and self.config.model.name in table.known_models:
+                return
+            await tables.wait_for_update(0.2)
+        raise DeadlineExceeded(
+            f"routing served no route table with {self.config.model.name!r} within "
+            f"{STARTUP_TIMEOUT_S} s"
+        )
+
+    async def _stop_handoff(self, handoff: handoff_pb2_grpc.HandoffServiceAsyncStub) -> None:
+        """Close this run's sessions (fencing them on their nodes), take the final counts."""
+        async with asyncio.TaskGroup() as closing:
+            for index in range(self.config.sessions):
+                session_id = f"load-{self.run_id}-session-{index}"
+                closing.create_task(
+                    _close_session(handoff, session_id), name=f"handoff-close:{session_id}"
+                )
+        await self.refresh_counters()
+        self._handoff, self.jobs = None, None
+
+    async def _stop_load(self, load: GroundLoad, task: asyncio.Task[None]) -> None:
+        load.stop()
+        done, _ = await asyncio.wait({task}, timeout=STOP_TIMEOUT_S)
+        if not done:
+            log.warning("shutdown_step_timed_out", task=task.get_name(), timeout_s=STOP_TIMEOUT_S)
+            task.cancel()
+            await asyncio.wait({task})
+
+    async def _stop_jobs(self, jobs: JobLoad, task: asyncio.Task[None]) -> None:
+        await jobs.update()
+        task.cancel()
+        await asyncio.wait({task})
+
+
+def _drop_unless_failed(
+    workdir: Path,
+) -> Callable[[type[BaseException] | None, BaseException | None, Any], bool]:
+    """An exit callback removing the run's temporary work folder, kept when the run failed
+    (the children's logs are there)."""
+
+    def exit_(exc_type: type[BaseException] | None, _exc: BaseException | None, _tb: Any) -> bool:
+        if exc_type is None or issubclass(exc_type, asyncio.CancelledError):
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            log.warning("workdir_kept", workdir=str(workdir))
+        return False
+
+    return exit_
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    """The exceptions of ``group`` and of the groups inside it, depth first."""
+    leaves: list[BaseException] = []
+    for error in group.exceptions:
+        if isinstance(error, BaseExceptionGroup):
+            leaves.extend(_leaves(error))
+        else:
+            leaves.append(error)
+    return leaves
+
+
+async def _last_event_id(handoff: handoff_pb2_grpc.HandoffServiceAsyncStub) -> int:
+    """The id of the last handoff event recorded so far (0: none), so the run counts its own."""
+    after = 0
+    while True:
+        response = await handoff.ListHandoffs(
+            handoff_pb2.ListHandoffsRequest(after_event_id=after, limit=10_000),
+            timeout=CALL_TIMEOUT_S,
+        )
+        if not response.events:
+            return after
+        after = response.events[-1].event_id
+
+
+async def _close_session(
+    handoff: handoff_pb2_grpc.HandoffServiceAsyncStub, session_id: str
+) -> None:
+    try:
+        await handoff.CloseSession(
+            handoff_pb2.CloseSessionRequest(session_id=session_id), timeout=STOP_TIMEOUT_S
+        )
+    except grpc.aio.AioRpcError as error:
+        if error.code() != grpc.StatusCode.NOT_FOUND:
+            log.warning("handoff_close_failed", session_id=session_id, code=error.code().name)

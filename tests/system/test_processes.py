@@ -1,0 +1,381 @@
+"""Multi-process `up` (:mod:`groundplane.system.processes`): the children's command lines, the
+files they share with `up`, the job load over the handoff service's gRPC, and (once every
+`groundplane serve` command exists) the whole system in child processes surviving a kill -9."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import importlib.util
+import json
+import os
+import signal
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from groundplane.cli.inputs import load_mask, load_sites_csv
+from groundplane.gateway.v1 import gateway_pb2 as gateway_pb
+from groundplane.gateway.v1 import gateway_pb2_grpc as gateway_pb_grpc
+from groundplane.handoff.servicer import SERVICE_NAME as HANDOFF_SERVICE
+from groundplane.handoff.v1 import handoff_pb2 as pb
+from groundplane.handoff.v1 import handoff_pb2_grpc as pb_grpc
+from groundplane.kernel.clock import SimulatedClock
+from groundplane.kernel.serving import GrpcServer, ServiceBinding
+from groundplane.orbit.constellations import generate
+from groundplane.scenario import DEFAULT_CONSTELLATION, default_stations, default_users
+from groundplane.system.handoff import ExecutionFiles, GrpcJobs, JobLoad
+from groundplane.system.processes import (
+    CatalogSource,
+    ChildPorts,
+    ProcessPlan,
+    ProcessSystem,
+    child_environment,
+    child_specs,
+    shard_count,
+    write_sites_csv,
+)
+from groundplane.system.report import JobCounters
+from groundplane.system.supervisor import RestartPolicy
+from groundplane.system.system import SystemConfig
+
+START = datetime(2026, 8, 15, tzinfo=UTC)
+CLOCK = "start=2026-08-15T00:00:00Z,speed=60.0,anchor=1786000000.0"
+
+
+def _plan(tmp_path: Path, satellites: int) -> ProcessPlan:
+    shards = shard_count(satellites)
+    return ProcessPlan(
+        workdir=tmp_path,
+        broker_url="mqtt://gp-service:secret@127.0.0.1:1883",
+        catalog=CatalogSource(constellation="walker:1584/72/1@550km:53"),
+        sites_csv=tmp_path / "sites.csv",
+        min_elevation_deg=25.0,
+        satellites=satellites,
+        ports=ChildPorts(
+            tracking=50051,
+            links=50054,
+            nodes=tuple(50100 + i for i in range(shards)),
+            routing=50052,
+            handoff=50053,
+            gateway=50056,
+            gateway_metrics=9100,
+        ),
+        clock_spec=CLOCK,
+        handoff_db=tmp_path / "handoff.sqlite",
+        link_tick_s=1.2,
+        route_tick_s=6.0,
+    )
+
+
+def _flags(argv: list[str]) -> dict[str, list[str]]:
+    """``--flag value`` pairs of a command line (a repeated flag keeps every value)."""
+    flags: dict[str, list[str]] = {}
+    for index, arg in enumerate(argv):
+        if arg.startswith("--"):
+            value = argv[index + 1] if index + 1 < len(argv) else ""
+            flags.setdefault(arg, []).append("" if value.startswith("--") else value)
+    return flags
+
+
+def test_shards_hold_at_most_400_agents() -> None:
+    """ceil(satellites / 400) nodes shards, at least one."""
+    assert [shard_count(n) for n in (1, 96, 400, 401, 1584, 6336)] == [1, 1, 1, 2, 4, 16]
+
+
+def test_children_start_in_order_with_the_serve_flags(tmp_path: Path) -> None:
+    """tracking, links, the nodes shards (i/n), routing, handoff, gateway: each `groundplane
+    serve <service>` on its fixed port with the shared --clock, JSON logs and no unready delay,
+    and the flags of its contract pointing at the others' ports."""
+    plan = _plan(tmp_path, 1584)
+    specs = child_specs(plan)
+    assert [s.name for s in specs] == [
+        "tracking",
+        "links",
+        "nodes-0",
+        "nodes-1",
+        "nodes-2",
+        "nodes-3",
+        "routing",
+        "handoff",
+        "gateway",
+    ]
+    by_name = {s.name: s for s in specs}
+    for spec in specs:
+        argv = list(spec.argv)
+        service = spec.name.split("-")[0]
+        assert argv[3:5] == ["serve", service]
+        flags = _flags(argv)
+        assert flags["--clock"] == [CLOCK]
+        assert flags["--log-format"] == ["json"]
+        assert flags["--unready-delay"] == ["0"]
+        assert spec.health_target == f"127.0.0.1:{flags['--port'][0]}"
+    tracking = _flags(list(by_name["tracking"].argv))
+    assert tracking["--port"] == ["50051"]
+    assert tracking["--db"] == [str(tmp_path / "tracking.sqlite3")]
+    assert tracking["--constellation"] == ["walker:1584/72/1@550km:53"]
+    assert tracking["--sites"] == [str(tmp_path / "sites.csv")]
+    assert tracking["--min-elevation"] == ["25"]
+    links = _flags(list(by_name["links"].argv))
+    assert links["--tracking"] == ["127.0.0.1:50051"]
+    assert links["--broker"] == [plan.broker_url]
+    assert links["--link-tick"] == ["1.2"]
+    for shard in range(4):
+        nodes = _flags(list(by_name[f"nodes-{shard}"].argv))
+        assert nodes["--shard"] == [f"{shard}/4"]
+        assert nodes["--port"] == [str(50100 + shard)]
+        assert nodes["--execution-log"] == [str(tmp_path / f"executions-{shard}.jsonl")]
+        assert nodes["--tracking"] == ["127.0.0.1:50051"]
+        assert nodes["--model"] == ["synth-7b"]
+    routing = _flags(list(by_name["routing"].argv))
+    assert routing["--route-tick"] == ["6"]
+    assert routing["--tracking"] == ["127.0.0.1:50051"]
+    handoff = _flags(list(by_name["handoff"].argv))
+    assert handoff["--db"] == [str(tmp_path / "handoff.sqlite")]
+    assert handoff["--lead-margin"] == ["5"]
+    assert handoff["--min-dwell"] == ["30"]
+    assert "--metrics-port" not in handoff
+    gateway = _flags(list(by_name["gateway"].argv))
+    assert gateway["--routing"] == ["127.0.0.1:50052"]
+    assert gateway["--handoff"] == ["127.0.0.1:50053"]
+    assert gateway["--metrics-port"] == ["9100"]
+
+
+def test_element_files_go_to_tracking_each_with_its_flag(tmp_path: Path) -> None:
+    """With element files (not a constellation) tracking gets one --elements per file."""
+    plan = _plan(tmp_path, 10)
+    files = dataclasses.replace(plan, catalog=CatalogSource(element_files=("/a", "/b")))
+    tracking = _flags(list(child_specs(files)[0].argv))
+    assert tracking["--elements"] == ["/a", "/b"]
+    assert "--constellation" not in tracking
+    with pytest.raises(ValueError, match="either a constellation or element files"):
+        CatalogSource()
+
+
+def test_ports_named_in_the_config_are_kept_and_the_rest_chosen(tmp_path: Path) -> None:
+    """`up --port/--handoff-port/--gateway-port` fix those children's ports; 0 picks a free one
+    per child, all distinct."""
+    config = SystemConfig(
+        elements=generate(DEFAULT_CONSTELLATION, START),
+        stations=default_stations(),
+        tracking_address="127.0.0.1:0",
+        handoff_address="127.0.0.1:0",
+        gateway_address="127.0.0.1:50999",
+        gateway_metrics_port=0,
+    )
+    ports = ChildPorts.choose(config, shards=2)
+    assert ports.gateway == 50999
+    assert ports.gateway_metrics not in (None, 0)
+    assert ports.handoff_metrics is None
+    chosen = [ports.tracking, ports.links, *ports.nodes, ports.routing, ports.handoff]
+    assert 0 not in chosen
+    assert len(set(chosen)) == len(chosen)
+
+
+def test_sites_csv_reads_back_as_the_stations(tmp_path: Path) -> None:
+    """The stations written for `serve tracking --sites` read back (the CLI's reader) with the
+    same ids, names and coordinates."""
+    stations = default_stations(25.0)
+    path = tmp_path / "sites.csv"
+    write_sites_csv(path, stations)
+    back = load_sites_csv(str(path), 25.0, load_mask(None))
+    assert [(s.id, s.name, s.lat_deg, s.lon_deg, s.alt_m) for s in back] == [
+        (s.id, s.name, s.lat_deg, s.lon_deg, s.alt_m) for s in stations
+    ]
+
+
+def test_execution_files_count_items_run_twice_across_shards(tmp_path: Path) -> None:
+    """Duplicates are job items executed more than once over every shard's JSONL file; a line
+    still being written counts once complete, other requests and a missing file count nothing."""
+    first, second, missing = (tmp_path / f"executions-{i}.jsonl" for i in range(3))
+    files = ExecutionFiles([first, second, missing])
+
+    def line(request_id: str) -> str:
+        return json.dumps({"request_id": request_id, "satellite_id": "sat"}) + "\n"
+
+    first.write_text(line("up-job-r-0.i0") + line("up-job-r-0.i1") + line("load-1"))
+    second.write_text(line("up-job-r-0.i2") + line("load-1"))
+    assert files.duplicates() == 0
+    with second.open("a") as out:
+        out.write(line("up-job-r-0.i0")[:10])
+    assert files.duplicates() == 0
+    with second.open("a") as out:
+        out.write(line("up-job-r-0.i0")[10:])
+    assert files.duplicates() == 1
+
+
+class _FakeJobs(pb_grpc.HandoffServiceServicer):
+    """SubmitJob keeps the job; GetJob reports one more item done per call until all are."""
+
+    def __init__(self) -> None:
+        self.jobs: dict[str, pb.Job] = {}
+
+    async def SubmitJob(self, request: pb.SubmitJobRequest, context: Any) -> pb.SubmitJobResponse:
+        job = pb.Job(
+            job_id=request.job_id,
+            model=request.model,
+            state="running",
+            item_count=len(request.prompts),
+        )
+        self.jobs[request.job_id] = job
+        return pb.SubmitJobResponse(job=job)
+
+    async def GetJob(self, request: pb.GetJobRequest, context: Any) -> pb.GetJobResponse:
+        job = self.jobs.get(request.job_id)
+        if job is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no job {request.job_id}")
+        assert job is not None
+        job.done_count = min(job.item_count, job.done_count + 1)
+        job.state = "done" if job.done_count == job.item_count else "running"
+        return pb.GetJobResponse(job=job)
+
+    async def _unimplemented(self, context: Any) -> Any:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not in this fake")
+
+    async def CreateSession(self, request: Any, context: Any) -> Any:
+        return await self._unimplemented(context)
+
+    async def GetSession(self, request: Any, context: Any) -> Any:
+        return await self._unimplemented(context)
+
+    async def CloseSession(self, request: Any, context: Any) -> Any:
+        return await self._unimplemented(context)
+
+    async def SendTurn(self, request: Any, context: Any) -> Any:
+        return await self._unimplemented(context)
+
+    async def WatchHandoffs(
+        self, request: Any, context: Any
+    ) -> AsyncIterator[pb.WatchHandoffsResponse]:
+        await self._unimplemented(context)
+        yield pb.WatchHandoffsResponse()
+
+    async def ListHandoffs(self, request: Any, context: Any) -> Any:
+        return await self._unimplemented(context)
+
+
+async def test_job_load_submits_and_follows_jobs_over_grpc(tmp_path: Path) -> None:
+    """JobLoad through GrpcJobs: every job is submitted to the HandoffService with its items,
+    followed with GetJob until done; the counters show the items and the ones done."""
+    fake = _FakeJobs()
+    server = GrpcServer(
+        [
+            ServiceBinding(
+                HANDOFF_SERVICE, lambda s: pb_grpc.add_HandoffServiceServicer_to_server(fake, s)
+            )
+        ],
+        unready_delay_s=0.0,
+    )
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(server.target) as channel:
+            counters = JobCounters()
+            jobs = JobLoad(
+                GrpcJobs(pb_grpc.HandoffServiceStub(channel)),
+                counters,
+                ExecutionFiles([tmp_path / "none.jsonl"]),
+                run_id="r",
+                model="synth-7b",
+                jobs=2,
+                items=3,
+            )
+            async with asyncio.timeout(30):
+                await jobs.run()
+    finally:
+        await server.stop(0.1)
+    assert sorted(fake.jobs) == ["up-job-r-0", "up-job-r-1"]
+    assert all(job.item_count == 3 and job.model == "synth-7b" for job in fake.jobs.values())
+    assert (counters.items, counters.completed_items, counters.duplicate_items) == (6, 6, 0)
+
+
+MISSING = [
+    service
+    for service in ("links", "nodes", "routing", "handoff", "gateway")
+    if importlib.util.find_spec(f"groundplane.cli.serve_{service}") is None
+]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    bool(MISSING), reason=f"groundplane serve {'/'.join(MISSING)} not built yet (issue 10)"
+)
+async def test_multi_process_up_serves_and_survives_a_killed_child(tmp_path: Path) -> None:
+    """The whole system in child processes on the default constellation: requests are served
+    through the gateway process; kill -9 of the routing process: the supervisor restarts it,
+    requests are served again, and the run counts one restart of routing."""
+    clock = SimulatedClock(START, speed=60.0)
+    config = SystemConfig(
+        elements=generate(DEFAULT_CONSTELLATION, clock.now()),
+        stations=default_stations(),
+        users=default_users(),
+        rate_rps=4.0,
+        jobs=1,
+        job_items=5,
+        workdir=tmp_path,
+        link_tick_s=1.2,
+        route_tick_s=6.0,
+    )
+    system = ProcessSystem(
+        config,
+        clock,
+        CatalogSource(constellation=DEFAULT_CONSTELLATION),
+        restart_policy=RestartPolicy(),
+    )
+    served: list[str] = []
+
+    async def scenario(running: ProcessSystem) -> None:
+        supervisor = running.supervisor
+        assert supervisor is not None
+        assert running.tables is not None
+        served.append(await _served_by(running))
+        pid = supervisor.pid("routing")
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        await supervisor.wait_ready_after("routing", 1, 60.0)
+        assert await running.tables.wait_for_update(30.0)  # the new routing's first table
+        served.append(await _served_by(running))
+        running.stop()
+
+    async with asyncio.timeout(300):
+        await system.run(scenario)
+    assert len(served) == 2
+    summary = system.stats.summary()
+    assert summary["processes"]["restarts"] == 1
+    assert summary["processes"]["by_service"]["routing"] == 1
+    assert summary["jobs"]["duplicate_items"] == 0
+
+
+async def _served_by(running: ProcessSystem) -> str:
+    """Send one request through the gateway process for each user until one is answered; the
+    satellite that answered it."""
+    auth = (("authorization", f"Bearer {running.config.token}"),)
+    async with grpc.aio.insecure_channel(running.gateway_target) as channel:
+        stub = gateway_pb_grpc.InferenceServiceStub(channel)
+        for user in running.config.users:
+            try:
+                reply = await stub.Infer(
+                    gateway_pb.InferRequest(
+                        model=running.config.model.name,
+                        prompt="hello",
+                        location=gateway_pb.UserLocation(
+                            lat_deg=user.lat_deg, lon_deg=user.lon_deg
+                        ),
+                    ),
+                    metadata=auth,
+                    timeout=10.0,
+                )
+            except grpc.aio.AioRpcError:
+                continue
+            return str(reply.satellite_id)
+    pytest.fail("no user's request was answered through the gateway process")
+
+
+def test_children_do_not_inherit_ups_own_options_from_the_environment() -> None:
+    """`up`'s GROUNDPLANE_* variables (its own options, e.g. GROUNDPLANE_PORT) are not passed to
+    the children, which would read them as theirs; everything else is."""
+    env = child_environment({"PATH": "/bin", "GROUNDPLANE_PORT": "50051", "HOME": "/h"})
+    assert env == {"PATH": "/bin", "HOME": "/h"}
