@@ -10,6 +10,7 @@ import importlib.util
 import json
 import os
 import signal
+import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,7 +41,7 @@ from groundplane.system.processes import (
     write_sites_csv,
 )
 from groundplane.system.report import JobCounters
-from groundplane.system.supervisor import RestartPolicy
+from groundplane.system.supervisor import ChildFailedError, RestartPolicy
 from groundplane.system.system import SystemConfig
 
 START = datetime(2026, 8, 15, tzinfo=UTC)
@@ -90,7 +91,8 @@ def test_shards_hold_at_most_400_agents() -> None:
 def test_children_start_in_order_with_the_serve_flags(tmp_path: Path) -> None:
     """tracking, links, the nodes shards (i/n), routing, handoff, gateway: each `groundplane
     serve <service>` on its fixed port with the shared --clock, JSON logs and no unready delay,
-    and the flags of its contract pointing at the others' ports."""
+    the flags of its contract pointing at the others' ports, and the broker URL (a password) in
+    GROUNDPLANE_BROKER of its environment rather than on its command line."""
     plan = _plan(tmp_path, 1584)
     specs = child_specs(plan)
     assert [s.name for s in specs] == [
@@ -114,6 +116,11 @@ def test_children_start_in_order_with_the_serve_flags(tmp_path: Path) -> None:
         assert flags["--log-format"] == ["json"]
         assert flags["--unready-delay"] == ["0"]
         assert spec.health_target == f"127.0.0.1:{flags['--port'][0]}"
+        # The URL holds a password: in the child's environment, never on its command line.
+        assert "--broker" not in flags
+        assert all("secret" not in arg for arg in argv)
+        assert spec.env is not None
+        assert spec.env["GROUNDPLANE_BROKER"] == plan.broker_url
     tracking = _flags(list(by_name["tracking"].argv))
     assert tracking["--port"] == ["50051"]
     assert tracking["--db"] == [str(tmp_path / "tracking.sqlite3")]
@@ -122,7 +129,6 @@ def test_children_start_in_order_with_the_serve_flags(tmp_path: Path) -> None:
     assert tracking["--min-elevation"] == ["25"]
     links = _flags(list(by_name["links"].argv))
     assert links["--tracking"] == ["127.0.0.1:50051"]
-    assert links["--broker"] == [plan.broker_url]
     assert links["--link-tick"] == ["1.2"]
     for shard in range(4):
         nodes = _flags(list(by_name[f"nodes-{shard}"].argv))
@@ -379,3 +385,30 @@ def test_children_do_not_inherit_ups_own_options_from_the_environment() -> None:
     the children, which would read them as theirs; everything else is."""
     env = child_environment({"PATH": "/bin", "GROUNDPLANE_PORT": "50051", "HOME": "/h"})
     assert env == {"PATH": "/bin", "HOME": "/h"}
+
+
+async def test_a_child_that_cannot_start_ends_the_run_with_its_error(tmp_path: Path) -> None:
+    """When a child exits before it is ready (here every `serve` command exits 2), run() ends
+    with ChildFailedError naming the first child, tracking, and the tail of its log (kept in the
+    work folder); nothing after it is started."""
+    clock = SimulatedClock(START, speed=60.0)
+    config = SystemConfig(
+        elements=generate(DEFAULT_CONSTELLATION, clock.now()),
+        stations=default_stations(),
+        workdir=tmp_path,
+    )
+    refuse = "import sys; print('refused', *sys.argv[1:3]); sys.exit(2)"
+    system = ProcessSystem(
+        config,
+        clock,
+        CatalogSource(constellation=DEFAULT_CONSTELLATION),
+        program=[sys.executable, "-c", refuse],
+    )
+    with pytest.raises(ChildFailedError, match=r"'tracking': exited \(exit status 2\)") as caught:
+        async with asyncio.timeout(60):
+            await system.run()
+    assert "refused serve tracking" in caught.value.message
+    assert system.supervisor is not None
+    assert system.supervisor.names == ["tracking"]
+    assert system.supervisor.pids() == {}
+    assert "refused serve tracking" in (tmp_path / "processes" / "tracking.log").read_text()

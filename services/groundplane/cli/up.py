@@ -499,6 +499,8 @@ def _status_line(system: System) -> str:
         f"handoffs {handoffs.planned} planned, {handoffs.completed} completed, "
         f"{handoffs.failed} failed"
     )
+    if stats.processes.restarts:
+        parts.append(f"processes {stats.processes.restarts} restarts")
     return "; ".join(parts)
 
 
@@ -536,6 +538,9 @@ def _render(system: System) -> str:
         f"{handoffs.failed} failed, {handoffs.checkpointed} checkpointed, "
         f"{handoffs.resumed} resumed"
     )
+    if stats.processes.restarts:
+        restarted = ", ".join(f"{n} {k}" for n, k in stats.processes.by_service.items() if k)
+        lines.append(f"  processes {stats.processes.restarts} restarts ({restarted})")
     return "\n".join(lines) + "\n"
 
 

@@ -13,7 +13,9 @@
 4. the **children**, under a :class:`~groundplane.system.supervisor.Supervisor`, each started
    and awaited ready (gRPC health ``readiness``) before the next: ``tracking``, ``links``, the
    ``nodes`` shards (``ceil(satellites / NODES_PER_SHARD)`` of them, ``--shard i/n``),
-   ``routing``, ``handoff``, ``gateway`` (:func:`child_specs` builds their command lines);
+   ``routing``, ``handoff``, ``gateway`` (:func:`child_specs` builds their command lines; the
+   broker URL, which holds a password, goes in ``GROUNDPLANE_BROKER`` of their environment, and
+   ``up``'s own ``GROUNDPLANE_*`` variables are not passed on);
 5. in this process: the synthetic **load** through the gateway's gRPC target, the **jobs**
    through the handoff service's gRPC (:class:`~groundplane.system.handoff.GrpcJobs`), and what
    the status line shows: nodes online from its own
@@ -87,6 +89,9 @@ CHILD_STOP_GRACE_S = CHILD_DRAIN_GRACE_S + 8.0
 CALL_TIMEOUT_S = 10.0
 """Wall seconds of one gRPC call of this process to a child."""
 ENV_PREFIX = "GROUNDPLANE_"
+BROKER_ENV = "GROUNDPLANE_BROKER"
+"""``--broker`` of links, nodes, routing, handoff and gateway (other children have no such flag
+and ignore it)."""
 NODE_PASSWORD_ENV = "GROUNDPLANE_NODE_PASSWORD"
 """The node accounts' password on an existing broker (``--broker``), passed on to the nodes."""
 SERVICE_ORDER = ("tracking", "links", "nodes", "routing", "handoff", "gateway")
@@ -169,7 +174,8 @@ class ProcessPlan:
     load_interval_s: float = 2.0
     default_deadline_s: float = 10.0
     env: dict[str, str] | None = None
-    """The children's whole environment (None: ``up``'s own)."""
+    """The children's environment, to which ``GROUNDPLANE_BROKER`` is added (None: ``up``'s own
+    without its ``GROUNDPLANE_*`` variables, :func:`child_environment`)."""
     program: tuple[str, ...] = (sys.executable, "-m", "groundplane.cli.main")
 
     @property
@@ -202,6 +208,11 @@ def child_specs(plan: ProcessPlan) -> list[ChildSpec]:
         _target(ports.handoff),
     )
 
+    # The broker URL carries the service account's password: in the environment (readable by
+    # this user only), not on a command line every user of the machine can read.
+    env = {**(plan.env if plan.env is not None else child_environment(os.environ))}
+    env[BROKER_ENV] = plan.broker_url
+
     def spec(name: str, service: str, port: int, *flags: str) -> ChildSpec:
         common = ["--host", "127.0.0.1", "--port", str(port)]
         if plan.clock_spec is not None:
@@ -218,7 +229,7 @@ def child_specs(plan: ProcessPlan) -> list[ChildSpec]:
             name=name,
             argv=[*plan.program, "serve", service, *common, *flags],
             health_target=_target(port),
-            env=plan.env,
+            env=env,
             ready_timeout_s=CHILD_READY_TIMEOUT_S,
             stop_grace_s=CHILD_STOP_GRACE_S,
         )
@@ -247,8 +258,6 @@ def child_specs(plan: ProcessPlan) -> list[ChildSpec]:
             ports.links,
             "--tracking",
             tracking,
-            "--broker",
-            plan.broker_url,
             "--link-tick",
             f"{plan.link_tick_s:g}",
         ),
@@ -259,8 +268,6 @@ def child_specs(plan: ProcessPlan) -> list[ChildSpec]:
                 f"nodes-{shard}",
                 "nodes",
                 port,
-                "--broker",
-                plan.broker_url,
                 "--tracking",
                 tracking,
                 "--shard",
@@ -284,8 +291,6 @@ def child_specs(plan: ProcessPlan) -> list[ChildSpec]:
             ports.routing,
             "--tracking",
             tracking,
-            "--broker",
-            plan.broker_url,
             "--route-tick",
             f"{plan.route_tick_s:g}",
             "--pass-horizon",
@@ -297,8 +302,6 @@ def child_specs(plan: ProcessPlan) -> list[ChildSpec]:
             ports.handoff,
             "--tracking",
             tracking,
-            "--broker",
-            plan.broker_url,
             "--db",
             str(plan.handoff_db),
             "--lead-margin",
@@ -317,8 +320,6 @@ def child_specs(plan: ProcessPlan) -> list[ChildSpec]:
             routing,
             "--handoff",
             handoff,
-            "--broker",
-            plan.broker_url,
             "--instance-id",
             "gw-up",
             "--default-deadline",
@@ -372,7 +373,9 @@ class ProcessSystem:
         catalog: CatalogSource,
         *,
         restart_policy: RestartPolicy | None = None,
+        program: Sequence[str] | None = None,
     ) -> None:
+        """``program`` is what runs ``serve SERVICE …`` (default: this Python's groundplane)."""
         self.config = config
         self.clock = clock
         self.catalog = catalog
@@ -391,6 +394,7 @@ class ProcessSystem:
         self.run_id = uuid.uuid4().hex[:8]
         """Distinguishes this run's session and job ids from earlier runs on the same store."""
         self._restart_policy = restart_policy
+        self._program = tuple(program) if program is not None else None
         self._handoff: handoff_pb2_grpc.HandoffServiceAsyncStub | None = None
         self._handoff_after_id = 0
         self._stop = asyncio.Event()
@@ -568,6 +572,7 @@ class ProcessSystem:
             load_interval_s=config.load_interval_wall_s,
             default_deadline_s=config.gateway_deadline_wall_s,
             env=env,
+            **({} if self._program is None else {"program": self._program}),
         )
 
     def _start_load(

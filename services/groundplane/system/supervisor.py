@@ -69,8 +69,6 @@ DEFAULT_READY_TIMEOUT_S = 60.0
 DEFAULT_STOP_GRACE_S = 10.0
 KILL_WAIT_S = 10.0
 """Wall seconds to wait for a SIGKILLed child to be reaped."""
-HEALTH_CALL_TIMEOUT_S = 5.0
-"""Wall seconds one health ``Watch`` attempt may take to answer before it is retried."""
 LOG_TAIL_LINES = 20
 _HEALTH_CHANNEL_OPTIONS = (
     # gRPC reconnects to a not-yet-listening child with its own backoff (1 s first by default);
