@@ -412,3 +412,45 @@ async def test_a_child_that_cannot_start_ends_the_run_with_its_error(tmp_path: P
     assert system.supervisor.names == ["tracking"]
     assert system.supervisor.pids() == {}
     assert "refused serve tracking" in (tmp_path / "processes" / "tracking.log").read_text()
+
+
+async def test_stop_while_a_child_is_starting_ends_the_run_at_once(tmp_path: Path) -> None:
+    """stop() (Ctrl-C) while a child is still starting does not wait for its readiness
+    timeout: run() returns promptly and cleanly, and the child is stopped."""
+    started = asyncio.Event()
+    pids: list[int] = []
+
+    async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        pids.append(int((await reader.readline()).decode()))
+        started.set()
+        writer.close()
+
+    server = await asyncio.start_server(on_connect, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    # Tells the test it runs, then never serves health (so never becomes ready).
+    hang = (
+        "import os, socket, sys, time\n"
+        "s = socket.create_connection(('127.0.0.1', int(sys.argv[1])))\n"
+        "s.sendall(f'{os.getpid()}\\n'.encode())\n"
+        "time.sleep(600)\n"
+    )
+    clock = SimulatedClock(START, speed=60.0)
+    config = SystemConfig(
+        elements=generate(DEFAULT_CONSTELLATION, clock.now()),
+        stations=default_stations(),
+        workdir=tmp_path,
+    )
+    system = ProcessSystem(
+        config,
+        clock,
+        CatalogSource(constellation=DEFAULT_CONSTELLATION),
+        program=[sys.executable, "-c", hang, str(port)],
+    )
+    async with server, asyncio.timeout(60), asyncio.TaskGroup() as tasks:
+        running = tasks.create_task(system.run(), name="test-process-system")
+        await started.wait()
+        system.stop()
+        await running
+    assert system.supervisor is not None
+    assert system.supervisor.pids() == {}
+    assert not Path(f"/proc/{pids[0]}").exists()

@@ -399,6 +399,8 @@ class ProcessSystem:
         self._handoff_after_id = 0
         self._stop = asyncio.Event()
         self._ready = asyncio.Event()
+        self._run_task: asyncio.Task[object] | None = None
+        self._cancelled_start = False
 
     # -- what is running ----------------------------------------------------------------------
 
@@ -456,7 +458,13 @@ class ProcessSystem:
             await self._ready.wait()
 
     def stop(self) -> None:
+        """Stop the run: at once while it is still starting (a child may take minutes to be
+        ready), else after the load, the jobs and the children have stopped in order."""
         self._stop.set()
+        task = self._run_task
+        if not self._ready.is_set() and task is not None and not self._cancelled_start:
+            self._cancelled_start = True
+            task.cancel()
 
     # -- assembly -----------------------------------------------------------------------------
 
@@ -466,8 +474,15 @@ class ProcessSystem:
         A child that fails to start, or is given up on, ends the run with its
         :class:`~groundplane.system.supervisor.ChildFailedError` (not wrapped in a group).
         """
+        self._run_task = asyncio.current_task()
         try:
             await self._run(on_ready)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if self._cancelled_start and task is not None and task.uncancel() == 0:
+                log.info("system_stopped_while_starting")
+                return
+            raise
         except BaseExceptionGroup as group:
             failures = _leaves(group)
             first = failures[0] if failures else None
