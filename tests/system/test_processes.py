@@ -39,6 +39,7 @@ from groundplane.system.processes import (
     child_specs,
     shard_count,
     write_sites_csv,
+    write_tenants_json,
 )
 from groundplane.system.report import JobCounters
 from groundplane.system.supervisor import ChildFailedError, RestartPolicy
@@ -149,6 +150,20 @@ def test_children_start_in_order_with_the_serve_flags(tmp_path: Path) -> None:
     assert gateway["--routing"] == ["127.0.0.1:50052"]
     assert gateway["--handoff"] == ["127.0.0.1:50053"]
     assert gateway["--metrics-port"] == ["9100"]
+    assert "--tenants" not in gateway  # none in this plan: the gateway's demo tenant
+
+
+def test_the_gateway_gets_ups_tenants_in_a_private_file(tmp_path: Path) -> None:
+    """The tenants (with their tokens) go to `serve gateway --tenants` as a JSON file only this
+    user may read, in the gateway's own format."""
+    path = tmp_path / "tenants.json"
+    tenants = {"acme": {"tokens": ["t-1"], "max_concurrent": 4, "max_queued": 8}}
+    write_tenants_json(path, tenants)
+    assert json.loads(path.read_text()) == tenants
+    assert path.stat().st_mode & 0o077 == 0
+    plan = dataclasses.replace(_plan(tmp_path, 10), tenants_file=path)
+    gateway = _flags(list(child_specs(plan)[-1].argv))
+    assert gateway["--tenants"] == [str(path)]
 
 
 def test_element_files_go_to_tracking_each_with_its_flag(tmp_path: Path) -> None:

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import json
 import math
 import os
 import shutil
@@ -173,6 +174,8 @@ class ProcessPlan:
     model: str = DEFAULT_MODEL.name
     load_interval_s: float = 2.0
     default_deadline_s: float = 10.0
+    tenants_file: Path | None = None
+    """``--tenants`` of the gateway (JSON); None: the gateway's demo tenant."""
     env: dict[str, str] | None = None
     """The children's environment, to which ``GROUNDPLANE_BROKER`` is added (None: ``up``'s own
     without its ``GROUNDPLANE_*`` variables, :func:`child_environment`)."""
@@ -324,6 +327,7 @@ def child_specs(plan: ProcessPlan) -> list[ChildSpec]:
             "gw-up",
             "--default-deadline",
             f"{plan.default_deadline_s:g}",
+            *([] if plan.tenants_file is None else ["--tenants", str(plan.tenants_file)]),
             *_metrics_flag(ports.gateway_metrics),
         ),
     ]
@@ -360,6 +364,14 @@ def write_sites_csv(path: Path, stations: Sequence[Site]) -> None:
             writer.writerow(
                 [site.id, site.name, repr(site.lat_deg), repr(site.lon_deg), repr(site.alt_m)]
             )
+
+
+def write_tenants_json(path: Path, tenants: Mapping[str, Mapping[str, object]]) -> None:
+    """The gateway's tenants (``serve gateway --tenants``), readable by this user only: it
+    holds their tokens."""
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    path.write_text(json.dumps(tenants, indent=2) + "\n", encoding="utf-8")
 
 
 class ProcessSystem:
@@ -564,6 +576,8 @@ class ProcessSystem:
         handoff_dir = config.handoff_dir or workdir
         handoff_dir.mkdir(parents=True, exist_ok=True)
         clock_spec = str(self.clock.spec()) if isinstance(self.clock, SimulatedClock) else None
+        tenants_file = workdir / "tenants.json"
+        write_tenants_json(tenants_file, config.tenants)
         env = child_environment(os.environ)
         if node_password is not None:
             env[NODE_PASSWORD_ENV] = node_password
@@ -586,6 +600,7 @@ class ProcessSystem:
             model=model_flag(config),
             load_interval_s=config.load_interval_wall_s,
             default_deadline_s=config.gateway_deadline_wall_s,
+            tenants_file=tenants_file,
             env=env,
             **({} if self._program is None else {"program": self._program}),
         )
