@@ -27,6 +27,7 @@ from groundplane.handoff.v1 import handoff_pb2 as pb
 from groundplane.handoff.v1 import handoff_pb2_grpc as pb_grpc
 from groundplane.kernel.clock import SimulatedClock
 from groundplane.kernel.serving import GrpcServer, ServiceBinding
+from groundplane.node.backends import SyntheticModelSpec
 from groundplane.orbit.constellations import generate
 from groundplane.scenario import DEFAULT_CONSTELLATION, default_stations, default_users
 from groundplane.system.handoff import ExecutionFiles, GrpcJobs, JobLoad
@@ -37,6 +38,7 @@ from groundplane.system.processes import (
     ProcessSystem,
     child_environment,
     child_specs,
+    model_flag,
     shard_count,
     write_sites_csv,
     write_tenants_json,
@@ -137,7 +139,7 @@ def test_children_start_in_order_with_the_serve_flags(tmp_path: Path) -> None:
         assert nodes["--port"] == [str(50100 + shard)]
         assert nodes["--execution-log"] == [str(tmp_path / f"executions-{shard}.jsonl")]
         assert nodes["--tracking"] == ["127.0.0.1:50051"]
-        assert nodes["--model"] == ["synth-7b"]
+        assert "--model" not in nodes  # the built-in model is the nodes' default
     routing = _flags(list(by_name["routing"].argv))
     assert routing["--route-tick"] == ["6"]
     assert routing["--tracking"] == ["127.0.0.1:50051"]
@@ -153,6 +155,16 @@ def test_children_start_in_order_with_the_serve_flags(tmp_path: Path) -> None:
     assert "--tenants" not in gateway  # none in this plan: the gateway's demo tenant
 
 
+def test_each_nodes_shard_can_log_in_with_its_own_account(tmp_path: Path) -> None:
+    """With shard accounts, each nodes shard's GROUNDPLANE_BROKER is its own URL; every other
+    child keeps the service account's."""
+    urls = tuple(f"mqtt://gp-shard-nodes-{i}:p{i}@127.0.0.1:1883" for i in range(2))
+    plan = dataclasses.replace(_plan(tmp_path, 800), shard_broker_urls=urls)
+    envs = {spec.name: dict(spec.env or {}) for spec in child_specs(plan)}
+    assert [envs[f"nodes-{i}"]["GROUNDPLANE_BROKER"] for i in range(2)] == list(urls)
+    assert envs["routing"]["GROUNDPLANE_BROKER"] == plan.broker_url
+
+
 def test_the_gateway_gets_ups_tenants_in_a_private_file(tmp_path: Path) -> None:
     """The tenants (with their tokens) go to `serve gateway --tenants` as a JSON file only this
     user may read, in the gateway's own format."""
@@ -164,6 +176,16 @@ def test_the_gateway_gets_ups_tenants_in_a_private_file(tmp_path: Path) -> None:
     plan = dataclasses.replace(_plan(tmp_path, 10), tenants_file=path)
     gateway = _flags(list(child_specs(plan)[-1].argv))
     assert gateway["--tenants"] == [str(path)]
+
+
+def test_a_model_other_than_the_built_in_one_goes_to_the_nodes_with_its_costs() -> None:
+    """The nodes get --model NAME:PREFILL_S:DECODE_S for another model, none for the built-in
+    one (their default)."""
+    elements = generate(DEFAULT_CONSTELLATION, START)
+    config = SystemConfig(elements=elements, stations=default_stations())
+    assert model_flag(config) is None
+    other = dataclasses.replace(config, model=SyntheticModelSpec("tiny", 0.001, 0.02))
+    assert model_flag(other) == "tiny:0.001:0.02"
 
 
 def test_element_files_go_to_tracking_each_with_its_flag(tmp_path: Path) -> None:

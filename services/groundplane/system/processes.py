@@ -59,7 +59,7 @@ from groundplane.kernel.clock import Clock, SimulatedClock
 from groundplane.kernel.errors import DeadlineExceeded, GroundplaneError, InvalidArgument
 from groundplane.link.v1 import link_pb2
 from groundplane.mqtt import topics
-from groundplane.mqtt.broker import BrokerAddress, free_loopback_port
+from groundplane.mqtt.broker import BrokerAddress, PrivateBroker, free_loopback_port
 from groundplane.mqtt.client import MqttClient, ReceivedMessage
 from groundplane.node.client import ONLINE, NodeDirectory
 from groundplane.orbit.sites import Site
@@ -74,7 +74,6 @@ from groundplane.system.system import (
     STOP_TIMEOUT_S,
     Status,
     SystemConfig,
-    enter_broker,
 )
 
 log = structlog.get_logger("groundplane.system.processes")
@@ -171,9 +170,13 @@ class ProcessPlan:
     lead_margin_s: float = 5.0
     min_dwell_s: float = 30.0
     operation_wall_s: float = MANAGER_WALL_S
-    model: str = DEFAULT_MODEL.name
+    model: str | None = None
+    """``--model`` of the nodes; None: their default, the built-in model."""
     load_interval_s: float = 2.0
     default_deadline_s: float = 10.0
+    shard_broker_urls: tuple[str, ...] | None = None
+    """Each nodes shard's own broker URL (its shard account), by shard index; None: the
+    service account's ``broker_url`` for every shard."""
     tenants_file: Path | None = None
     """``--tenants`` of the gateway (JSON); None: the gateway's demo tenant."""
     env: dict[str, str] | None = None
@@ -213,10 +216,11 @@ def child_specs(plan: ProcessPlan) -> list[ChildSpec]:
 
     # The broker URL carries the service account's password: in the environment (readable by
     # this user only), not on a command line every user of the machine can read.
-    env = {**(plan.env if plan.env is not None else child_environment(os.environ))}
-    env[BROKER_ENV] = plan.broker_url
+    env = plan.env if plan.env is not None else child_environment(os.environ)
 
-    def spec(name: str, service: str, port: int, *flags: str) -> ChildSpec:
+    def spec(
+        name: str, service: str, port: int, *flags: str, broker_url: str = plan.broker_url
+    ) -> ChildSpec:
         common = ["--host", "127.0.0.1", "--port", str(port)]
         if plan.clock_spec is not None:
             common += ["--clock", plan.clock_spec]
@@ -232,7 +236,7 @@ def child_specs(plan: ProcessPlan) -> list[ChildSpec]:
             name=name,
             argv=[*plan.program, "serve", service, *common, *flags],
             health_target=_target(port),
-            env=env,
+            env={**env, BROKER_ENV: broker_url},
             ready_timeout_s=CHILD_READY_TIMEOUT_S,
             stop_grace_s=CHILD_STOP_GRACE_S,
         )
@@ -277,14 +281,18 @@ def child_specs(plan: ProcessPlan) -> list[ChildSpec]:
                 f"{shard}/{len(ports.nodes)}",
                 "--shard-id",
                 f"nodes-{shard}",
-                "--model",
-                plan.model,
+                *([] if plan.model is None else ["--model", plan.model]),
                 "--load-interval",
                 f"{plan.load_interval_s:g}",
                 "--epoch-dir",
                 str(plan.workdir / "epochs"),
                 "--execution-log",
                 str(plan.execution_log(shard)),
+                broker_url=(
+                    plan.broker_url
+                    if plan.shard_broker_urls is None
+                    else plan.shard_broker_urls[shard]
+                ),
             )
         )
     specs += [
@@ -344,12 +352,14 @@ def _metrics_flag(port: int | None) -> list[str]:
     return [] if port is None else ["--metrics-port", str(port)]
 
 
-def model_flag(config: SystemConfig) -> str:
-    """``--model`` of the nodes: the name of the built-in model, else NAME:PREFILL_S:DECODE_S."""
+def model_flag(config: SystemConfig) -> str | None:
+    """``--model`` of the nodes: none for the built-in model (their default, whose answer
+    length the load predicts), else ``NAME:PREFILL_S:DECODE_S`` (the flag carries no answer
+    length: the nodes use the default range)."""
     model = config.model
     if model == DEFAULT_MODEL:
-        return model.name
-    return f"{model.name}:{model.prefill_s_per_token:g}:{model.decode_s_per_token:g}"
+        return None
+    return f"{model.name}:{model.prefill_s_per_token!r}:{model.decode_s_per_token!r}"
 
 
 def write_sites_csv(path: Path, stations: Sequence[Site]) -> None:
@@ -512,15 +522,12 @@ class ProcessSystem:
                 workdir = Path(tempfile.mkdtemp(prefix="groundplane-up-"))
                 stack.push(_drop_unless_failed(workdir))
             workdir.mkdir(parents=True, exist_ok=True)
-            broker = await enter_broker(stack, config, self.satellite_ids)
-            self.broker_address, self.reader_address = broker.address, broker.reader
-            plan = self._plan(workdir, broker.address, broker.node_password)
+            broker = await self._broker(stack)
+            plan = self._plan(workdir, broker, config.node_password if config.broker_url else None)
             self.plan = plan
 
             observer = await stack.enter_async_context(
-                MqttClient(
-                    broker.address, client_id=f"groundplane-up-{self.run_id}", clock=self.clock
-                )
+                MqttClient(broker, client_id=f"groundplane-up-{self.run_id}", clock=self.clock)
             )
             await observer.wait_connected(STARTUP_TIMEOUT_S)
             await self.directory.attach(observer)
@@ -567,6 +574,24 @@ class ProcessSystem:
 
     async def _call(self, on_ready: Callable[[ProcessSystem], Awaitable[None]]) -> None:
         await on_ready(self)
+
+    async def _broker(self, stack: AsyncExitStack) -> BrokerAddress:
+        """A private Mosquitto (stopped by ``stack``, after the children) or ``--broker``; the
+        service account."""
+        config = self.config
+        if config.broker_url is not None:
+            self.broker_address = BrokerAddress.from_url(config.broker_url)
+            return self.broker_address
+        readers = () if config.broker_reader is None else (config.broker_reader,)
+        # Node accounts as in-process. The nodes shards will log in with shard accounts
+        # (``gp-shard-<shard id>``): their URLs go to ProcessPlan.shard_broker_urls.
+        broker = await stack.enter_async_context(
+            PrivateBroker(nodes=self.satellite_ids, workdir=config.workdir, readers=readers)
+        )
+        if config.broker_reader is not None:
+            self.reader_address = broker.reader_address(config.broker_reader)
+        self.broker_address = broker.address
+        return broker.address
 
     def _plan(self, workdir: Path, broker: BrokerAddress, node_password: str | None) -> ProcessPlan:
         config = self.config

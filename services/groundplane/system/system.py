@@ -618,40 +618,6 @@ class GroundplaneSystem:
         await _bounded(task, STOP_TIMEOUT_S)
 
 
-@dataclass(frozen=True)
-class BrokerAccess:
-    """The run's broker: the service account, each node's account, the read-only account."""
-
-    address: BrokerAddress
-    node_address: Callable[[str], BrokerAddress]
-    reader: BrokerAddress | None
-    node_password: str | None
-    """The one password of every node account (an existing broker), None for a private one."""
-
-
-async def enter_broker(
-    stack: AsyncExitStack, config: SystemConfig, nodes: Sequence[str]
-) -> BrokerAccess:
-    """A private Mosquitto (with an account per node, stopped by ``stack``), or the existing
-    broker of ``config.broker_url`` (its accounts must exist)."""
-    if config.broker_url is None:
-        readers = () if config.broker_reader is None else (config.broker_reader,)
-        broker = await stack.enter_async_context(
-            PrivateBroker(nodes=nodes, workdir=config.workdir, readers=readers)
-        )
-        reader = (
-            None if config.broker_reader is None else broker.reader_address(config.broker_reader)
-        )
-        return BrokerAccess(broker.address, broker.node_address, reader, None)
-    address = BrokerAddress.from_url(config.broker_url)
-    password = config.node_password or ""
-
-    def node_address(sat: str) -> BrokerAddress:
-        return address.with_credentials(sat, password)
-
-    return BrokerAccess(address, node_address, None, password)
-
-
 async def _close_session(manager: HandoffManager, session_id: str) -> None:
     try:
         async with asyncio.timeout(STOP_TIMEOUT_S):
