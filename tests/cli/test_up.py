@@ -248,6 +248,24 @@ def test_up_runs_sessions_and_jobs_through_the_handoff_manager(tmp_path: Path) -
     assert "--handoff-margin" in refused.stderr
 
 
+def test_up_refuses_handoff_options_its_handoff_process_does_not_take() -> None:
+    """Multi-process (the default), a --transfer-path or --successor-policy other than the
+    default is refused with exit 2, naming --in-process, instead of being silently dropped."""
+    for flag, value in (
+        ("--transfer-path", "ground-only"),
+        ("--successor-policy", "max-elevation"),
+    ):
+        refused = subprocess.run(
+            _groundplane("up", flag, value, "--duration", "1"),
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert refused.returncode == 2, refused.stderr
+        assert f"{flag} {value} applies only with --in-process" in refused.stderr
+
+
 STATUS = re.compile(
     r"^sim 2026-08-1[56]T\d\d:\d\d:\d\dZ \(60×\)  requests \d+: .* unavailable.*; nodes \d+ online"
 )

@@ -301,6 +301,25 @@ def _config(args: argparse.Namespace, clock: Clock) -> tuple[SystemConfig, str, 
     return config, scenario, catalog
 
 
+IN_PROCESS_ONLY = (
+    ("--successor-policy", "successor_policy", PolicyKind.LONGEST_VISIBILITY.value),
+    ("--transfer-path", "transfer_path", PathPreference.ISL_FIRST.value),
+)
+"""Options the handoff process (``serve handoff``) has no flag for yet: other than their defaults
+they need ``--in-process``."""
+
+
+def _check_in_process_only(args: argparse.Namespace) -> None:
+    if args.in_process:
+        return
+    for flag, name, default in IN_PROCESS_ONLY:
+        if getattr(args, name) != default:
+            raise InvalidArgument(
+                f"{flag} {getattr(args, name)} applies only with --in-process: the handoff "
+                f"process (groundplane serve handoff) runs with {flag} {default}"
+            )
+
+
 def run_up(args: argparse.Namespace) -> int:
     if args.duration is not None and not args.duration > 0:
         raise InvalidArgument(f"--duration must be positive wall seconds, got {args.duration}")
@@ -318,6 +337,7 @@ def run_up(args: argparse.Namespace) -> int:
             raise InvalidArgument(f"{flag} must be simulated seconds ≥ 0, got {value}")
     if args.job_items < 1:
         raise InvalidArgument(f"--job-items must be ≥ 1, got {args.job_items}")
+    _check_in_process_only(args)
     configure_logging("json", level="WARNING")
     clock = inputs.make_clock(args.start, args.speed)
     config, scenario, catalog = _config(args, clock)
