@@ -7,10 +7,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import importlib.util
+import itertools
 import json
 import os
+import random
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +30,7 @@ from groundplane.handoff.v1 import handoff_pb2 as pb
 from groundplane.handoff.v1 import handoff_pb2_grpc as pb_grpc
 from groundplane.kernel.clock import SimulatedClock
 from groundplane.kernel.serving import GrpcServer, ServiceBinding
+from groundplane.mqtt.client import Backoff
 from groundplane.node.backends import SyntheticModelSpec
 from groundplane.orbit.constellations import generate
 from groundplane.scenario import DEFAULT_CONSTELLATION, default_stations, default_users
@@ -44,7 +48,7 @@ from groundplane.system.processes import (
     write_tenants_json,
 )
 from groundplane.system.report import JobCounters
-from groundplane.system.supervisor import ChildFailedError, RestartPolicy
+from groundplane.system.supervisor import ChildFailedError
 from groundplane.system.system import SystemConfig
 
 START = datetime(2026, 8, 15, tzinfo=UTC)
@@ -342,79 +346,91 @@ MISSING = [
 ]
 
 
+SERVING_AGAIN_S = 10.0
+"""The issue's bound: after a kill -9 the system serves again within this many wall seconds."""
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(
     bool(MISSING), reason=f"groundplane serve {'/'.join(MISSING)} not built yet (issue 10)"
 )
-async def test_multi_process_up_serves_and_survives_a_killed_child(tmp_path: Path) -> None:
-    """The whole system in child processes on the default constellation: requests are served
-    through the gateway process; kill -9 of the routing process: the supervisor restarts it,
-    requests are served again, and the run counts one restart of routing."""
+async def test_multi_process_up_serves_again_after_each_child_is_killed(tmp_path: Path) -> None:
+    """The whole system in child processes on the default constellation, with a job running:
+    kill -9 of each child in turn (tracking, links, the nodes shard, routing, handoff, gateway):
+    the supervisor restarts it, a request is served through the gateway process again within
+    10 s of the kill, every child is counted once in the summary, and no job item ran twice."""
     clock = SimulatedClock(START, speed=60.0)
     config = SystemConfig(
         elements=generate(DEFAULT_CONSTELLATION, clock.now()),
         stations=default_stations(),
         users=default_users(),
-        rate_rps=4.0,
+        rate_rps=2.0,
         jobs=1,
-        job_items=5,
+        job_items=20,
         workdir=tmp_path,
         link_tick_s=1.2,
         route_tick_s=6.0,
     )
-    system = ProcessSystem(
-        config,
-        clock,
-        CatalogSource(constellation=DEFAULT_CONSTELLATION),
-        restart_policy=RestartPolicy(),
-    )
-    served: list[str] = []
+    system = ProcessSystem(config, clock, CatalogSource(constellation=DEFAULT_CONSTELLATION))
+    children = ["tracking", "links", "nodes-0", "routing", "handoff", "gateway"]
+    again_s: dict[str, float] = {}
 
     async def scenario(running: ProcessSystem) -> None:
         supervisor = running.supervisor
         assert supervisor is not None
-        assert running.tables is not None
-        served.append(await _served_by(running))
-        pid = supervisor.pid("routing")
-        assert pid is not None
-        os.kill(pid, signal.SIGKILL)
-        await supervisor.wait_ready_after("routing", 1, 60.0)
-        assert await running.tables.wait_for_update(30.0)  # the new routing's first table
-        served.append(await _served_by(running))
+        assert supervisor.names == children
+        await _served_by(running, READY_S)
+        for name in children:
+            pid = supervisor.pid(name)
+            assert pid is not None
+            killed = time.monotonic()
+            os.kill(pid, signal.SIGKILL)
+            await supervisor.wait_ready_after(name, 1, SERVING_AGAIN_S)
+            await _served_by(running, SERVING_AGAIN_S - (time.monotonic() - killed))
+            again_s[name] = time.monotonic() - killed
         running.stop()
 
     async with asyncio.timeout(300):
         await system.run(scenario)
-    assert len(served) == 2
+    assert set(again_s) == set(children), again_s
     summary = system.stats.summary()
-    assert summary["processes"]["restarts"] == 1
-    assert summary["processes"]["by_service"]["routing"] == 1
+    assert summary["processes"] == {"restarts": 6, "by_service": dict.fromkeys(children, 1)}
     assert summary["jobs"]["duplicate_items"] == 0
 
 
-async def _served_by(running: ProcessSystem) -> str:
-    """Send one request through the gateway process for each user until one is answered; the
-    satellite that answered it."""
+READY_S = 60.0
+RETRY = Backoff(base_s=0.1, factor=1.5, cap_s=1.0)
+
+
+async def _served_by(running: ProcessSystem, within_s: float) -> str:
+    """Requests through the gateway process, each user in turn, until one is answered within
+    ``within_s`` wall seconds; the satellite that answered it."""
     auth = (("authorization", f"Bearer {running.config.token}"),)
-    async with grpc.aio.insecure_channel(running.gateway_target) as channel:
-        stub = gateway_pb_grpc.InferenceServiceStub(channel)
-        for user in running.config.users:
-            try:
-                reply = await stub.Infer(
-                    gateway_pb.InferRequest(
-                        model=running.config.model.name,
-                        prompt="hello",
-                        location=gateway_pb.UserLocation(
-                            lat_deg=user.lat_deg, lon_deg=user.lon_deg
-                        ),
-                    ),
-                    metadata=auth,
-                    timeout=10.0,
+    rng = random.Random(0)
+    failures: list[str] = []
+    try:
+        async with (
+            asyncio.timeout(max(0.1, within_s)),
+            grpc.aio.insecure_channel(running.gateway_target) as channel,
+        ):
+            stub = gateway_pb_grpc.InferenceServiceStub(channel)
+            for attempt in itertools.count():
+                user = running.config.users[attempt % len(running.config.users)]
+                request = gateway_pb.InferRequest(
+                    model=running.config.model.name,
+                    prompt="hello",
+                    location=gateway_pb.UserLocation(lat_deg=user.lat_deg, lon_deg=user.lon_deg),
                 )
-            except grpc.aio.AioRpcError:
-                continue
-            return str(reply.satellite_id)
-    pytest.fail("no user's request was answered through the gateway process")
+                try:
+                    reply = await stub.Infer(request, metadata=auth, timeout=5.0)
+                except grpc.aio.AioRpcError as error:
+                    failures.append(f"{error.code().name}: {error.details()}")
+                    await asyncio.sleep(RETRY.delay_s(attempt, rng))
+                    continue
+                return str(reply.satellite_id)
+    except TimeoutError:
+        pass
+    pytest.fail(f"nothing served through the gateway within {within_s:.1f} s: {failures[-3:]}")
 
 
 def test_children_do_not_inherit_ups_own_options_from_the_environment() -> None:
