@@ -44,6 +44,7 @@ from groundplane.system.processes import (
     child_specs,
     model_flag,
     shard_count,
+    start_stages,
     write_sites_csv,
     write_tenants_json,
 )
@@ -190,6 +191,17 @@ def test_a_model_other_than_the_built_in_one_goes_to_the_nodes_with_its_costs() 
     assert model_flag(config) is None
     other = dataclasses.replace(config, model=SyntheticModelSpec("tiny", 0.001, 0.02))
     assert model_flag(other) == "tiny:0.001:0.02"
+
+
+def test_children_start_in_stages_of_what_they_need(tmp_path: Path) -> None:
+    """tracking first; links with every nodes shard; routing with handoff; the gateway last."""
+    stages = start_stages(child_specs(_plan(tmp_path, 1584)))
+    assert [[spec.name for spec in stage] for stage in stages] == [
+        ["tracking"],
+        ["links", "nodes-0", "nodes-1", "nodes-2", "nodes-3"],
+        ["routing", "handoff"],
+        ["gateway"],
+    ]
 
 
 def test_element_files_go_to_tracking_each_with_its_flag(tmp_path: Path) -> None:

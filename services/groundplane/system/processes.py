@@ -10,12 +10,13 @@
    (a restarted child rejoins the same time line);
 3. a **free port** per child, chosen once up front and kept across restarts (so clients that
    know a target keep reaching the service after its restart);
-4. the **children**, under a :class:`~groundplane.system.supervisor.Supervisor`, each started
-   and awaited ready (gRPC health ``readiness``) before the next: ``tracking``, ``links``, the
-   ``nodes`` shards (``ceil(satellites / NODES_PER_SHARD)`` of them, ``--shard i/n``),
-   ``routing``, ``handoff``, ``gateway`` (:func:`child_specs` builds their command lines; the
-   broker URL, which holds a password, goes in ``GROUNDPLANE_BROKER`` of their environment, and
-   ``up``'s own ``GROUNDPLANE_*`` variables are not passed on);
+4. the **children**, under a :class:`~groundplane.system.supervisor.Supervisor`, started in
+   stages (:data:`START_STAGES`), each stage awaited ready (gRPC health ``readiness``) before
+   the next: ``tracking``; ``links`` and the ``nodes`` shards (``ceil(satellites /
+   NODES_PER_SHARD)`` of them, ``--shard i/n``); ``routing`` and ``handoff``; ``gateway``
+   (:func:`child_specs` builds their command lines; the broker URL, which holds a password,
+   goes in ``GROUNDPLANE_BROKER`` of their environment, and ``up``'s own ``GROUNDPLANE_*``
+   variables are not passed on);
 5. in this process: the synthetic **load** through the gateway's gRPC target, the **jobs**
    through the handoff service's gRPC (:class:`~groundplane.system.handoff.GrpcJobs`), and what
    the status line shows: nodes online from its own
@@ -94,8 +95,11 @@ BROKER_ENV = "GROUNDPLANE_BROKER"
 and ignore it)."""
 NODE_PASSWORD_ENV = "GROUNDPLANE_NODE_PASSWORD"
 """The node accounts' password on an existing broker (``--broker``), passed on to the nodes."""
-SERVICE_ORDER = ("tracking", "links", "nodes", "routing", "handoff", "gateway")
-"""Start order (``nodes`` stands for every shard); the stop goes the other way."""
+START_STAGES = (("tracking",), ("links", "nodes"), ("routing", "handoff"), ("gateway",))
+"""Children start stage by stage, those of one stage at the same time, each stage once the one
+before is ready: links and the nodes shards need tracking; routing and handoff need the nodes
+(and links); the gateway needs routing and handoff. ``nodes`` stands for every shard. The stop
+goes one child at a time, in the reverse order of the starts."""
 
 
 @dataclass(frozen=True)
@@ -203,6 +207,18 @@ def shard_count(satellites: int) -> int:
 
 def _target(port: int) -> str:
     return f"127.0.0.1:{port}"
+
+
+def start_stages(specs: Sequence[ChildSpec]) -> list[list[ChildSpec]]:
+    """``specs`` grouped by :data:`START_STAGES` (a child's service is its name before ``-``)."""
+    stage_of = {service: index for index, stage in enumerate(START_STAGES) for service in stage}
+    stages: list[list[ChildSpec]] = [[] for _ in START_STAGES]
+    for spec in specs:
+        service = spec.name.split("-", 1)[0]
+        if service not in stage_of:
+            raise InvalidArgument(f"no start stage for child {spec.name!r}")
+        stages[stage_of[service]].append(spec)
+    return [stage for stage in stages if stage]
 
 
 def child_specs(plan: ProcessPlan) -> list[ChildSpec]:
@@ -543,15 +559,14 @@ class ProcessSystem:
             background: list[asyncio.Task[None]] = []
             stack.callback(lambda: [task.cancel() for task in background])
 
-            specs = child_specs(plan)
-            for child in specs:
-                await supervisor.start(child)
-                if child.name == "routing":
-                    tables = WatchedTableSource(self.routing_target)
-                    self.tables = tables
-                    background.append(tasks.create_task(tables.run(), name="up-route-table-watch"))
-            assert self.tables is not None
-            await self._wait_first_table(self.tables)
+            for stage in start_stages(child_specs(plan)):
+                async with asyncio.TaskGroup() as starting:
+                    for child in stage:
+                        starting.create_task(supervisor.start(child), name=f"up-start:{child.name}")
+            tables = WatchedTableSource(self.routing_target)
+            self.tables = tables
+            background.append(tasks.create_task(tables.run(), name="up-route-table-watch"))
+            await self._wait_first_table(tables)
 
             channel = await stack.enter_async_context(
                 grpc.aio.insecure_channel(self.handoff_target)
