@@ -254,7 +254,9 @@ def test_execution_files_count_items_run_twice_across_shards(tmp_path: Path) -> 
     files = ExecutionFiles([first, second, missing])
 
     def line(request_id: str) -> str:
-        return json.dumps({"request_id": request_id, "satellite_id": "sat"}) + "\n"
+        return (
+            json.dumps({"request_id": request_id, "satellite_id": "s", "wall_time_s": 1.0}) + "\n"
+        )
 
     first.write_text(line("up-job-r-0.i0") + line("up-job-r-0.i1") + line("load-1"))
     second.write_text(line("up-job-r-0.i2") + line("load-1"))

@@ -14,7 +14,6 @@ and ISL line of sight are the handoff package's own: :mod:`groundplane.handoff.p
 from __future__ import annotations
 
 import asyncio
-import json
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from groundplane.handoff.v1 import handoff_pb2, handoff_pb2_grpc
 from groundplane.kernel.clock import Clock
 from groundplane.kernel.errors import GroundplaneError, InvalidArgument, error_from_status
 from groundplane.node.backends import GenerateRequest, SyntheticBackend, SyntheticModelSpec
+from groundplane.node.executions import read_execution_log
 from groundplane.system.report import JobCounters
 
 log = structlog.get_logger("groundplane.system.handoff")
@@ -154,39 +154,20 @@ class DuplicateSource(Protocol):
 class ExecutionFiles:
     """Duplicate executions from the nodes shards' ``--execution-log`` files.
 
-    Each shard appends one JSON line per backend execution, ``{"request_id": …,
-    "satellite_id": …}``. Every :meth:`duplicates` reads what was appended since the last call
-    (a file not there yet counts as empty; a last line still being written waits for its newline).
+    Each shard appends one JSON line per backend execution (``groundplane.node.executions``);
+    :meth:`duplicates` reads every file again (a file not there yet counts as empty, a torn last
+    line is skipped) and counts the job items executed more than once over all of them.
     """
 
     def __init__(self, paths: Sequence[Path], prefix: str = JOB_PREFIX) -> None:
         self._paths = tuple(paths)
-        self._offsets = dict.fromkeys(self._paths, 0)
-        self._executions = ExecutionLog(prefix)
+        self._prefix = prefix
 
     def duplicates(self) -> int:
+        counts: Counter[str] = Counter()
         for path in self._paths:
-            self._read_new(path)
-        return self._executions.duplicates()
-
-    def _read_new(self, path: Path) -> None:
-        try:
-            with path.open("rb") as file:
-                file.seek(self._offsets[path])
-                data = file.read()
-        except FileNotFoundError:
-            return
-        complete = data[: data.rfind(b"\n") + 1]
-        self._offsets[path] += len(complete)
-        for line in complete.splitlines():
-            try:
-                record = json.loads(line)
-            except ValueError:
-                log.warning("execution_log_line_rejected", path=str(path), line=line[:200])
-                continue
-            request_id = record.get("request_id") if isinstance(record, dict) else None
-            if isinstance(request_id, str):
-                self._executions.record(request_id)
+            counts.update(read_execution_log(path).counts(self._prefix))
+        return sum(1 for count in counts.values() if count > 1)
 
 
 class JobLoad:

@@ -63,6 +63,7 @@ from groundplane.mqtt import topics
 from groundplane.mqtt.broker import BrokerAddress, PrivateBroker, free_loopback_port
 from groundplane.mqtt.client import MqttClient, ReceivedMessage
 from groundplane.node.client import ONLINE, NodeDirectory
+from groundplane.node.shard import shard_members
 from groundplane.orbit.sites import Site
 from groundplane.scenario import DEFAULT_MODEL
 from groundplane.system.handoff import ExecutionFiles, GrpcJobs, JobLoad
@@ -200,6 +201,11 @@ class ProcessPlan:
         return [self.execution_log(i) for i in range(self.shards)]
 
 
+def shard_id(index: int) -> str:
+    """``--shard-id`` of nodes shard ``index`` (its broker account is ``gp-shard-<id>``)."""
+    return f"nodes-{index}"
+
+
 def shard_count(satellites: int) -> int:
     """Nodes shards for ``satellites`` agents (at least one)."""
     return max(1, math.ceil(satellites / NODES_PER_SHARD))
@@ -288,7 +294,7 @@ def child_specs(plan: ProcessPlan) -> list[ChildSpec]:
     for shard, port in enumerate(ports.nodes):
         specs.append(
             spec(
-                f"nodes-{shard}",
+                shard_id(shard),
                 "nodes",
                 port,
                 "--tracking",
@@ -296,7 +302,7 @@ def child_specs(plan: ProcessPlan) -> list[ChildSpec]:
                 "--shard",
                 f"{shard}/{len(ports.nodes)}",
                 "--shard-id",
-                f"nodes-{shard}",
+                shard_id(shard),
                 *([] if plan.model is None else ["--model", plan.model]),
                 "--load-interval",
                 f"{plan.load_interval_s:g}",
@@ -433,6 +439,7 @@ class ProcessSystem:
         """Distinguishes this run's session and job ids from earlier runs on the same store."""
         self._restart_policy = restart_policy
         self._program = tuple(program) if program is not None else None
+        self._shard_urls: tuple[str, ...] | None = None
         self._handoff: handoff_pb2_grpc.HandoffServiceAsyncStub | None = None
         self._handoff_after_id = 0
         self._stop = asyncio.Event()
@@ -598,13 +605,21 @@ class ProcessSystem:
             self.broker_address = BrokerAddress.from_url(config.broker_url)
             return self.broker_address
         readers = () if config.broker_reader is None else (config.broker_reader,)
-        # Node accounts as in-process. The nodes shards will log in with shard accounts
-        # (``gp-shard-<shard id>``): their URLs go to ProcessPlan.shard_broker_urls.
+        # One account per nodes shard (``gp-shard-nodes-<i>``: its members' topics), with the
+        # members ``serve nodes --shard i/n`` computes from the same catalog.
+        count = shard_count(len(self.satellite_ids))
+        shards = {
+            shard_id(index): shard_members(self.satellite_ids, index, count)
+            for index in range(count)
+        }
         broker = await stack.enter_async_context(
-            PrivateBroker(nodes=self.satellite_ids, workdir=config.workdir, readers=readers)
+            PrivateBroker(
+                nodes=self.satellite_ids, workdir=config.workdir, readers=readers, shards=shards
+            )
         )
         if config.broker_reader is not None:
             self.reader_address = broker.reader_address(config.broker_reader)
+        self._shard_urls = tuple(broker.shard_address(shard_id(i)).url for i in range(count))
         self.broker_address = broker.address
         return broker.address
 
@@ -641,6 +656,7 @@ class ProcessSystem:
             load_interval_s=config.load_interval_wall_s,
             default_deadline_s=config.gateway_deadline_wall_s,
             tenants_file=tenants_file,
+            shard_broker_urls=self._shard_urls,
             env=env,
             **({} if self._program is None else {"program": self._program}),
         )
