@@ -23,6 +23,7 @@ import grpc
 import pytest
 
 from groundplane.cli.inputs import load_mask, load_sites_csv
+from groundplane.cli.serve_nodes import model_specs
 from groundplane.gateway.v1 import gateway_pb2 as gateway_pb
 from groundplane.gateway.v1 import gateway_pb2_grpc as gateway_pb_grpc
 from groundplane.handoff.servicer import SERVICE_NAME as HANDOFF_SERVICE
@@ -33,7 +34,12 @@ from groundplane.kernel.serving import GrpcServer, ServiceBinding
 from groundplane.mqtt.client import Backoff
 from groundplane.node.backends import SyntheticModelSpec
 from groundplane.orbit.constellations import generate
-from groundplane.scenario import DEFAULT_CONSTELLATION, default_stations, default_users
+from groundplane.scenario import (
+    DEFAULT_CONSTELLATION,
+    DEFAULT_MODEL,
+    default_stations,
+    default_users,
+)
 from groundplane.system.handoff import ExecutionFiles, GrpcJobs, JobLoad
 from groundplane.system.processes import (
     CatalogSource,
@@ -202,6 +208,20 @@ def test_children_start_in_stages_of_what_they_need(tmp_path: Path) -> None:
         ["routing", "handoff"],
         ["gateway"],
     ]
+
+
+def test_the_nodes_serve_the_model_ups_load_expects() -> None:
+    """Without --model (what up passes for the built-in model) a nodes shard serves the built-in
+    model itself, answer length included, so the load's predicted session answers match; another
+    model's --model text reads back with its costs."""
+    assert model_specs([]) == [DEFAULT_MODEL]
+    other = SyntheticModelSpec("tiny", 0.001, 0.02)
+    config = SystemConfig(
+        elements=generate(DEFAULT_CONSTELLATION, START), stations=default_stations(), model=other
+    )
+    flag = model_flag(config)
+    assert flag is not None
+    assert model_specs([flag]) == [other]
 
 
 def test_element_files_go_to_tracking_each_with_its_flag(tmp_path: Path) -> None:

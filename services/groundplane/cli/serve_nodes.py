@@ -27,7 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,11 +45,12 @@ from groundplane.kernel.serving import GrpcServer
 from groundplane.mqtt import topics
 from groundplane.mqtt.broker import SERVICE_USER, SHARD_USER_PREFIX, BrokerAddress
 from groundplane.node.agent import AgentConfig, EpochSource, NodeAgent
-from groundplane.node.backends import InferenceBackend, SyntheticBackend
+from groundplane.node.backends import InferenceBackend, SyntheticBackend, SyntheticModelSpec
 from groundplane.node.engine import Engine, EngineConfig
 from groundplane.node.executions import ExecutionLogWriter, ExecutionRecorder
 from groundplane.node.host import parse_model
 from groundplane.node.shard import NodeShard, ShardConfig, shard_members
+from groundplane.scenario import DEFAULT_MODEL as BUILT_IN_MODEL
 from groundplane.tracking.v1 import tracking_pb2
 from groundplane.tracking.v1.tracking_pb2_grpc import TrackingServiceStub
 
@@ -59,7 +60,11 @@ from .process import add_process_arguments, listen_address, process_clock, run_s
 log = structlog.get_logger("groundplane.cli.serve_nodes")
 
 DEFAULT_PORT = 50055
-DEFAULT_MODEL = "synth-7b:0.0005:0.01"
+DEFAULT_MODEL = (
+    f"{BUILT_IN_MODEL.name}:{BUILT_IN_MODEL.prefill_s_per_token!r}:"
+    f"{BUILT_IN_MODEL.decode_s_per_token!r}"
+)
+"""The built-in model's ``--model`` text (its answer length is the built-in one's too)."""
 TRACKING_TIMEOUT_S = 30.0
 READY_TIMEOUT_S = 120.0
 
@@ -239,6 +244,12 @@ class RunningNodes:
     shard: NodeShard
 
 
+def model_specs(texts: Sequence[str]) -> list[SyntheticModelSpec]:
+    """The models of ``--model``; none given: the built-in model itself (with its answer length,
+    which ``groundplane up``'s load predicts answers with), not a spec parsed from its name."""
+    return [parse_model(text) for text in texts] if texts else [BUILT_IN_MODEL]
+
+
 @asynccontextmanager
 async def nodes_service(args: argparse.Namespace) -> AsyncIterator[RunningNodes]:
     """Start the shard (health NOT_SERVING until every member is born); drain on exit."""
@@ -253,7 +264,7 @@ async def nodes_service(args: argparse.Namespace) -> AsyncIterator[RunningNodes]
         raise InvalidArgument(
             f"shard {settings.shard_id!r} has no satellites (catalog too small for --shard?)"
         )
-    specs = [parse_model(text) for text in (args.model or [DEFAULT_MODEL])]
+    specs = model_specs(args.model)
     engine_config = EngineConfig(slots=args.slots, queue_limit=args.queue_limit)
     agent_config = AgentConfig(keepalive_s=args.keepalive, load_interval_s=args.load_interval)
     epoch_dir: Path | None = args.epoch_dir
