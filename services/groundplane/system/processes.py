@@ -54,7 +54,6 @@ import grpc
 import structlog
 from google.protobuf.message import DecodeError
 
-from groundplane.gateway.sources import WatchedTableSource
 from groundplane.handoff.v1 import handoff_pb2, handoff_pb2_grpc
 from groundplane.kernel.clock import Clock, SimulatedClock
 from groundplane.kernel.errors import DeadlineExceeded, GroundplaneError, InvalidArgument
@@ -65,6 +64,7 @@ from groundplane.mqtt.client import MqttClient, ReceivedMessage
 from groundplane.node.client import ONLINE, NodeDirectory
 from groundplane.node.shard import shard_members
 from groundplane.orbit.sites import Site
+from groundplane.routing.client import WatchedTableSource
 from groundplane.scenario import DEFAULT_MODEL
 from groundplane.system.handoff import ExecutionFiles, GrpcJobs, JobLoad
 from groundplane.system.load import GroundLoad, LoadConfig
