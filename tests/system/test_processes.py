@@ -48,6 +48,7 @@ from groundplane.system.processes import (
     ProcessSystem,
     child_environment,
     child_specs,
+    ephemeral_ports,
     model_flag,
     shard_count,
     start_stages,
@@ -237,7 +238,7 @@ def test_element_files_go_to_tracking_each_with_its_flag(tmp_path: Path) -> None
 
 def test_ports_named_in_the_config_are_kept_and_the_rest_chosen(tmp_path: Path) -> None:
     """`up --port/--handoff-port/--gateway-port` fix those children's ports; 0 picks a free one
-    per child, all distinct."""
+    per child, all distinct and below the kernel's ephemeral range."""
     config = SystemConfig(
         elements=generate(DEFAULT_CONSTELLATION, START),
         stations=default_stations(),
@@ -253,6 +254,16 @@ def test_ports_named_in_the_config_are_kept_and_the_rest_chosen(tmp_path: Path) 
     chosen = [ports.tracking, ports.links, *ports.nodes, ports.routing, ports.handoff]
     assert 0 not in chosen
     assert len(set(chosen)) == len(chosen)
+    # Below the ephemeral range: no outgoing connection takes one before its child binds it.
+    assert all(10_000 <= port < ephemeral_ports()[0] for port in chosen)
+
+
+def test_the_ephemeral_range_is_read_from_the_kernel_with_a_default(tmp_path: Path) -> None:
+    """ip_local_port_range as two numbers; the Linux default when the file is unreadable."""
+    path = tmp_path / "range"
+    path.write_text("40000\t50000\n")
+    assert ephemeral_ports(path) == (40000, 50000)
+    assert ephemeral_ports(tmp_path / "missing") == (32768, 60999)
 
 
 def test_sites_csv_reads_back_as_the_stations(tmp_path: Path) -> None:

@@ -39,7 +39,9 @@ import csv
 import json
 import math
 import os
+import random
 import shutil
+import socket
 import sys
 import tempfile
 import time
@@ -133,26 +135,79 @@ class ChildPorts:
     handoff_metrics: int | None = None
 
     @classmethod
-    def choose(cls, config: SystemConfig, shards: int) -> ChildPorts:
-        """The ports ``config`` names (tracking, handoff, gateway, metrics), free ones else."""
+    def choose(
+        cls, config: SystemConfig, shards: int, rng: random.Random | None = None
+    ) -> ChildPorts:
+        """The ports ``config`` names (tracking, handoff, gateway, metrics), free ones else
+        (:func:`free_port`, all distinct)."""
+        ports = _PortPicker(rng or random.Random())
 
         def port_of(address: str) -> int:
             port = int(address.rsplit(":", 1)[1])
-            return port if port else free_loopback_port()
+            return port if port else ports.free()
 
         def metrics(port: int | None) -> int | None:
-            return None if port is None else (port or free_loopback_port())
+            return None if port is None else (port or ports.free())
 
         return cls(
             tracking=port_of(config.tracking_address),
-            links=free_loopback_port(),
-            nodes=tuple(free_loopback_port() for _ in range(shards)),
-            routing=free_loopback_port(),
+            links=ports.free(),
+            nodes=tuple(ports.free() for _ in range(shards)),
+            routing=ports.free(),
             handoff=port_of(config.handoff_address),
             gateway=port_of(config.gateway_address),
             gateway_metrics=metrics(config.gateway_metrics_port),
             handoff_metrics=metrics(config.handoff_metrics_port),
         )
+
+
+EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+LOWEST_CHOSEN_PORT = 10_000
+
+
+def ephemeral_ports(path: Path = EPHEMERAL_RANGE_FILE) -> tuple[int, int]:
+    """The kernel's range of ephemeral ports (32768-60999 when it cannot be read)."""
+    try:
+        low, high = (int(part) for part in path.read_text().split())
+    except (OSError, ValueError):
+        return 32768, 60999
+    return low, high
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+class _PortPicker:
+    """Free loopback ports below the ephemeral range, each once.
+
+    A port is chosen at the start and bound by its child later (after other children started,
+    and again after every restart). A port from the ephemeral range (what binding port 0 gives)
+    can meanwhile become the local end of any outgoing connection on the machine, and the
+    child's bind then fails; ports below the range are only ever taken by explicit binds.
+    """
+
+    def __init__(self, rng: random.Random) -> None:
+        self._rng = rng
+        self._taken: set[int] = set()
+        low, _high = ephemeral_ports()
+        self._range = (LOWEST_CHOSEN_PORT, low) if low - LOWEST_CHOSEN_PORT >= 1000 else None
+
+    def free(self) -> int:
+        if self._range is not None:
+            for _ in range(200):
+                port = self._rng.randrange(*self._range)
+                if port not in self._taken and _bindable(port):
+                    self._taken.add(port)
+                    return port
+        port = free_loopback_port()  # no room below the ephemeral range: take one in it
+        self._taken.add(port)
+        return port
 
 
 @dataclass(frozen=True)
