@@ -36,8 +36,9 @@ TRACE_FIELDS = {
     "latency_ms",
 }
 IN_PROCESS = "--in-process"
-"""These tests run `up` with every service in its process: the multi-process default needs every
-`groundplane serve` command (issue 10); its own tests are in tests/system/test_processes.py."""
+"""Most tests here run `up` with every service in its own process (fast); the default scenario
+runs both ways, and tests/system (test_processes, test_interrupt) run the multi-process default."""
+SERVICES = ("tracking", "links", "nodes-0", "routing", "handoff", "gateway")
 UTC_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 
@@ -55,10 +56,12 @@ def _run_up(
     interval: str | None = "0.5",
     cwd: Path | None = None,
     env: dict[str, str] | None = None,
+    in_process: bool = True,
 ) -> subprocess.Popen[str]:
     status = () if interval is None else ("--status-interval", interval)
+    mode = (IN_PROCESS,) if in_process else ()
     return subprocess.Popen(
-        _groundplane("up", IN_PROCESS, "--start", "2026-08-15T00:00:00Z", *status, *extra),
+        _groundplane("up", *mode, "--start", "2026-08-15T00:00:00Z", *status, *extra),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -84,15 +87,26 @@ def _read_until(
     raise AssertionError(f"up printed no line matching {pattern!r}; got:\n{''.join(seen)}")
 
 
-def test_up_runs_the_default_scenario_and_writes_summary_and_trace(tmp_path: Path) -> None:
+@pytest.mark.parametrize("in_process", [False, True], ids=["processes", "in-process"])
+def test_up_runs_the_default_scenario_and_writes_summary_and_trace(
+    tmp_path: Path, in_process: bool
+) -> None:
     """With no files, `up --duration 3` serves the built-in load, prints status lines, writes a
-    summary whose counts add up (and no process restarts: all in one process) and a trace line
-    per request (simulated UTC times, station ids of the built-in stations), and exits 0 after a
-    clean stop."""
+    summary whose counts add up (and no process restarts: each service is counted when it is a
+    child process, none in-process) and a trace line per request (simulated UTC times, station
+    ids of the built-in stations), and exits 0 after a clean stop."""
     _need_mosquitto()
     summary_path, trace_path = tmp_path / "summary.json", tmp_path / "trace.jsonl"
-    process = _run_up("--duration", "3", "--summary", str(summary_path), "--trace", str(trace_path))
-    out, err = process.communicate(timeout=90)
+    process = _run_up(
+        "--duration",
+        "3",
+        "--summary",
+        str(summary_path),
+        "--trace",
+        str(trace_path),
+        in_process=in_process,
+    )
+    out, err = process.communicate(timeout=120)
     assert process.returncode == 0, err
     assert "walker:" in out
     assert "gateway" in out
@@ -109,7 +123,8 @@ def test_up_runs_the_default_scenario_and_writes_summary_and_trace(tmp_path: Pat
     )
     assert requests["latency_ms"]["p50"] <= requests["latency_ms"]["p99"]
     assert set(summary) == {"requests", "handoffs", "sessions", "jobs", "processes"}
-    assert summary["processes"] == {"restarts": 0, "by_service": {}}
+    by_service = {} if in_process else dict.fromkeys(SERVICES, 0)
+    assert summary["processes"] == {"restarts": 0, "by_service": by_service}
     lines = [json.loads(line) for line in trace_path.read_text().splitlines()]
     assert len(lines) == requests["submitted"]
     stations = {s.id for s in default_stations()}

@@ -39,6 +39,9 @@ PROBLEM = re.compile(r"traceback|warning|error|exception|never retrieved", re.IG
 """What a warning, an error or a traceback printed to stdout looks like."""
 
 
+SERVICES = ("tracking", "links", "nodes", "routing", "handoff", "gateway")
+
+
 def _need_mosquitto() -> None:
     if shutil.which("mosquitto") is None and shutil.which("/usr/sbin/mosquitto") is None:
         pytest.skip("mosquitto is not installed")
@@ -46,7 +49,12 @@ def _need_mosquitto() -> None:
 
 def _mosquitto_children(parent: int) -> dict[int, str]:
     """pid → command line of the mosquitto processes whose parent is ``parent``."""
-    found: dict[int, str] = {}
+    return {pid: cmd for pid, (comm, cmd) in _children(parent).items() if comm == "mosquitto"}
+
+
+def _children(parent: int) -> dict[int, tuple[str, str]]:
+    """pid → (name, command line) of the processes whose parent is ``parent``."""
+    found: dict[int, tuple[str, str]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -58,8 +66,8 @@ def _mosquitto_children(parent: int) -> dict[int, str]:
         # "pid (comm) state ppid ...": comm may hold spaces, so split after its closing paren.
         comm = stat[stat.index("(") + 1 : stat.rindex(")")]
         ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
-        if ppid == parent and comm == "mosquitto":
-            found[int(entry.name)] = cmdline
+        if ppid == parent:
+            found[int(entry.name)] = (comm, cmdline)
     return found
 
 
@@ -88,11 +96,11 @@ def _wait_for_a_completed_handoff(target: str) -> None:
 def test_a_signal_to_the_process_group_stops_up_cleanly_and_counts_nothing_as_failed(
     tmp_path: Path, stop_signal: signal.Signals
 ) -> None:
-    """`up` with sessions and a job, run in its own process group like a terminal's foreground
-    job, then SIGINT (Ctrl-C) or SIGHUP (the terminal closed) to the whole group once a handoff
-    has completed: `up` exits 0 within STOP_BOUND_S, writes no warning, error or traceback, its
-    summary counts no failed handoff and no failed turn, and no Mosquitto of the run is left
-    running."""
+    """`up` (each service a child process) with sessions and a job, run in its own process
+    group like a terminal's foreground job, then SIGINT (Ctrl-C) or SIGHUP (the terminal closed)
+    to the whole group once a handoff has completed: `up` exits 0 within STOP_BOUND_S, writes no
+    warning, error or traceback, its summary counts no failed handoff and no failed turn, and
+    neither its Mosquitto nor any of its service processes is left running."""
     _need_mosquitto()
     summary_path, stderr_path = tmp_path / "summary.json", tmp_path / "stderr.txt"
     with stderr_path.open("w") as stderr:
@@ -102,7 +110,6 @@ def test_a_signal_to_the_process_group_stops_up_cleanly_and_counts_nothing_as_fa
                 "-m",
                 "groundplane.cli.main",
                 "up",
-                "--in-process",  # the multi-process default needs every `serve` command
                 "--start",
                 "2026-08-15T00:00:00Z",
                 "--interval",
@@ -135,6 +142,7 @@ def test_a_signal_to_the_process_group_stops_up_cleanly_and_counts_nothing_as_fa
     reader.start()
     out: list[str] = []
     brokers: dict[int, str] = {}
+    children: dict[int, tuple[str, str]] = {}
     try:
         handoff_target = None
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -146,6 +154,9 @@ def test_a_signal_to_the_process_group_stops_up_cleanly_and_counts_nothing_as_fa
             handoff_target = found.group(1) if found else None
         brokers = _mosquitto_children(process.pid)
         assert len(brokers) == 1, f"expected up's one private Mosquitto, found {brokers}"
+        # The broker and a `groundplane serve …` process per service (one nodes shard).
+        children = _children(process.pid)
+        assert len(children) == 1 + len(SERVICES), children
         _wait_for_a_completed_handoff(handoff_target)
 
         interrupted = time.monotonic()
@@ -156,13 +167,14 @@ def test_a_signal_to_the_process_group_stops_up_cleanly_and_counts_nothing_as_fa
         while (line := lines.get_nowait()) is not None:
             out.append(line)
         orphans = [pid for pid in brokers if _alive(pid)]
+        left = [pid for pid in children if _alive(pid)]
         config = next(iter(brokers.values())).split(" -c ")[-1]
         pgrep = subprocess.run(["pgrep", "-f", config], capture_output=True, text=True, check=False)
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
-        for pid in brokers:
+        for pid in [*brokers, *children]:
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)  # an orphan: it fails below, but nothing is left
         reader.join(timeout=STOP_BOUND_S)
@@ -179,6 +191,7 @@ def test_a_signal_to_the_process_group_stops_up_cleanly_and_counts_nothing_as_fa
         "failed handoffs": summary.get("handoffs", {}).get("failed"),
         "failed turns": summary.get("sessions", {}).get("failed_turns"),
         "mosquitto left running": orphans,
+        "children left running": left,
         "processes with its config": pgrep.stdout.split(),
     }
     clean = {
@@ -189,6 +202,7 @@ def test_a_signal_to_the_process_group_stops_up_cleanly_and_counts_nothing_as_fa
         "failed handoffs": 0,
         "failed turns": 0,
         "mosquitto left running": [],
+        "children left running": [],
         "processes with its config": [],
     }
     assert seen == clean, (
