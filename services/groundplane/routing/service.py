@@ -13,8 +13,8 @@ states, pass predictions, policy) and rebuilds it
   whichever comes first, with every change that arrived meanwhile. A burst (1,584 node births,
   a shard's Will) costs one rebuild per window, not one per message; a node going OFFLINE
   leaves the table within that window plus one build;
-* at once, sampling again, when the catalog changes (:meth:`set_catalog`: new stations or
-  satellites from tracking).
+* after the same window (not the tick), sampling again, when the catalog changes
+  (:meth:`set_catalog`: new stations or satellites from tracking).
 
 Changes arriving together are coalesced into one rebuild. Watchers (:meth:`watch`) always get
 the latest table; a slow watcher skips intermediate versions rather than queueing them.
@@ -192,8 +192,8 @@ class RoutingService:
         self._dirty.set()
 
     def set_catalog(self, stations: Sequence[StationInfo], visibility: VisibilitySource) -> None:
-        """New stations and satellites (tracking's catalog changed): the next refresh, at once,
-        samples the new visibility instead of reusing the last sightings."""
+        """New stations and satellites (tracking's catalog changed): the next refresh (after the
+        coalescing window, not the tick) samples the new visibility instead of reusing the last sightings."""
         self._stations = tuple(stations)
         self._visibility = visibility
         self._resample_due = True
