@@ -491,9 +491,9 @@ async def test_an_up_link_is_republished_on_a_delay_change_or_the_slow_refresh_o
     broker: PrivateBroker,
 ) -> None:
     """Stepped tick by tick (1 simulated s each): an up link whose range creeps (delay moving
-    by less than 1 ms in all) is not republished for the 60 s refresh; a jump of 400 km (1.3 ms)
-    is published on that tick; 60 s after it the unchanged state is refreshed once; going down
-    is published on that tick."""
+    by less than 1 ms in all) is not republished before its refresh (60 s here); a jump of
+    400 km (1.3 ms) is published on that tick; 60 s after it the unchanged state is refreshed
+    once; going down is published on that tick."""
     now_s = [0.0]
     clock = SimulatedClock(EPOCH, speed=1.0, monotonic=lambda: now_s[0])
     sat = "7001"
@@ -501,7 +501,9 @@ async def test_an_up_link_is_republished_on_a_delay_change_or_the_slow_refresh_o
     state_topic = topics.link_state(STATION, sat)
     async with RecordingClient(broker.address, client_id="links", clock=clock) as client:
         await client.wait_connected()
-        emulator = LinkEmulator(client, clock, geometry, config=LinkConfig(), tick_s=1.0)
+        emulator = LinkEmulator(
+            client, clock, geometry, config=LinkConfig(), tick_s=1.0, state_interval_s=60.0
+        )
 
         async def step(range_km: float, *, up: bool = True) -> int:
             """Advance one simulated second, tick, and count the states published by it."""

@@ -8,13 +8,14 @@ geometry provider where everything is, updates the links, and publishes the reta
 ``LinkState`` of a link only when what its consumers read of it changed: it went up or down, or
 (while up) its one-way delay moved by more than ``delay_threshold_s`` (:data:`DELAY_THRESHOLD_S`,
 1 ms: about 300 km of range) from the delay last published; plus a slow refresh of every link
-that is **up** each ``state_interval_s`` (:data:`STATE_INTERVAL_S`, 60 simulated s) for late
-subscribers. A down link's retained state stays on the broker, unchanged, until it comes up
-again. Rate and loss come from the link's configuration and do not change while it is held (a
-carrier switched with :meth:`LinkEmulator.set_real` is published on the next tick). Consumers
-(routing's link qualities, the gateway's ``LinkWatch``) read ``up``, the delay, rate and loss;
-the range and elevation in a state are those of the instant it was published. The retained
-``LinkCounters`` of a ground link go out with its state when they changed, and at most every
+that is **up** each ``state_interval_s`` (:data:`STATE_INTERVAL_S`, 300 simulated s) so that a
+retained state's range and elevation are never much older than that. A down link's retained
+state stays on the broker, unchanged, until it comes up again. Rate and loss come from the
+link's configuration and do not change while it is held (a carrier switched with
+:meth:`LinkEmulator.set_real` is published on the next tick). Consumers (routing's link
+qualities, the gateway's ``LinkWatch``) read ``up``, the delay, rate and loss; the range and
+elevation in a state are those of the instant it was published. The retained ``LinkCounters``
+of a ground link go out with its state when they changed, and at most every
 ``state_interval_s`` otherwise.
 
 What the emulator keeps in memory is bounded by what is in view, not by history:
@@ -82,7 +83,7 @@ ConfigProvider = Callable[[str], LinkConfig]
 """Configuration of a link by link id (``<station>/<sat>`` or ``isl:<a>/<b>``)."""
 
 PUBLISH_TIMEOUT_S = 5.0
-STATE_INTERVAL_S = 60.0
+STATE_INTERVAL_S = 300.0
 """Simulated seconds between two refreshes of an up link's unchanged retained state."""
 DELAY_THRESHOLD_S = 0.001
 """One-way delay change (seconds) that republishes an up link's state before its refresh."""
