@@ -9,8 +9,8 @@
   (:class:`~groundplane.routing.service.TrackingVisibility` over the view's SGP4 batch) and
   predicts the upcoming passes (``find_passes`` in a worker thread, ``pass_horizon_s`` ahead).
   A new view (the follower's listener) is applied at once: the next table (after the service's
-  0.1 s coalescing window) samples the new visibility without waiting for the tick, and the passes are predicted again. Passes are also
-  predicted again every half horizon;
+  0.1 s coalescing window) samples the new visibility without waiting for the tick, and the
+  passes are predicted again. Passes are also predicted again every half horizon;
 * an **MQTT client** (a service account): the node directory
   (:meth:`groundplane.node.client.NodeDirectory.attach`: retained ``gp/v1/node/+/status`` and
   ``…/load``) and the retained link states (``gp/v1/link/+/+/state``);

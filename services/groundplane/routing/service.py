@@ -193,7 +193,8 @@ class RoutingService:
 
     def set_catalog(self, stations: Sequence[StationInfo], visibility: VisibilitySource) -> None:
         """New stations and satellites (tracking's catalog changed): the next refresh (after the
-        coalescing window, not the tick) samples the new visibility instead of reusing the last sightings."""
+        coalescing window, not the tick) samples the new visibility instead of reusing the last
+        sightings."""
         self._stations = tuple(stations)
         self._visibility = visibility
         self._resample_due = True
