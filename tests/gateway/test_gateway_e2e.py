@@ -91,6 +91,18 @@ async def test_served_request_goes_through_a_visible_satellite(
     assert sample(after, "groundplane_gateway_requests_in_flight", tenant="alpha") == 0
 
 
+async def test_every_gateway_subscription_goes_out_in_the_first_connects_one_request(
+    gateway_system: GatewaySystem,
+) -> None:
+    """The node directory's, the link watch's and the reply filters are registered before the
+    gateway's MQTT client connects: its first connect subscribes them in one SUBSCRIBE (so one
+    SUBACK precedes every retained message), and every filter is granted."""
+    client = gateway_system.app.mqtt
+    assert client.connections == 1
+    assert client.subscribe_requests_total == 1
+    assert not client.refused_subscriptions
+
+
 async def test_metrics_port_answers_404_off_the_metrics_path(gateway_system: GatewaySystem) -> None:
     """The gateway's metrics port serves only ``/metrics``: another path is 404."""
     status, _, body = await get(f"http://127.0.0.1:{gateway_system.app.metrics_port}/")

@@ -114,9 +114,18 @@ class FakeRouting(routing_pb2_grpc.RoutingServiceServicer):
         self._table: routing_pb2.RouteTable | None = None
         self._changed = asyncio.Event()
         self.watchers = 0
+        self.refusing = False
+        """While set, every table stream (open or new) fails UNAVAILABLE; health is untouched."""
 
     def publish(self, table: RouteTable) -> None:
         self._table = table_to_proto(table)
+        self._wake()
+
+    def refuse_streams(self, refusing: bool) -> None:
+        self.refusing = refusing
+        self._wake()
+
+    def _wake(self) -> None:
         self._changed.set()
         self._changed = asyncio.Event()
 
@@ -129,6 +138,8 @@ class FakeRouting(routing_pb2_grpc.RoutingServiceServicer):
         sent: routing_pb2.RouteTable | None = None
         while True:
             changed = self._changed
+            if self.refusing:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, "table streams refused")
             if self._table is not None and self._table is not sent:
                 sent = self._table
                 yield routing_pb2.WatchRouteTableResponse(table=sent)
@@ -387,9 +398,10 @@ async def test_the_gateway_process_is_unready_while_routing_or_the_broker_is_awa
     world: World, tmp_path: Path
 ) -> None:
     """With a table and routing gone (its server stopped), the child keeps serving for the
-    feed's grace and then turns NOT_SERVING; routing back on the same address (streaming a new
-    table) makes it SERVING again. The broker killed: NOT_SERVING; the broker back: SERVING
-    once the gateway has reconnected. Tenants come from a --tenants file: its token is accepted,
+    feed's grace and then turns NOT_SERVING; routing back on the same address makes it SERVING
+    again once the reopened table stream delivered a table (the new server has a watcher). The
+    broker killed: NOT_SERVING; the broker back: SERVING once the gateway has reconnected.
+    Tenants come from a --tenants file: its token is accepted,
     the demo token is not, and no dev-token warning is printed."""
     tenants = tmp_path / "tenants.json"
     token = "alpha-token-0123456789"
@@ -421,6 +433,7 @@ async def test_the_gateway_process_is_unready_while_routing_or_the_broker_is_awa
         routing.publish(route_table(2))
         back = await serve_routing(routing, address)
         try:
+            # SERVING again only once a reopened stream delivered a table from the new server.
             await wait_readiness(health, SERVING, CALL_TIMEOUT_S)
             assert routing.watchers >= 1
 
@@ -434,3 +447,28 @@ async def test_the_gateway_process_is_unready_while_routing_or_the_broker_is_awa
         async with asyncio.timeout(UNREADY_DELAY_S + DRAIN_GRACE_S + EXIT_SLACK_S):
             assert await child.process.wait() == 0
     assert "dev token" not in child.stderr()
+
+
+async def test_the_gateway_process_is_unready_while_routing_answers_health_but_streams_no_table(
+    world: World, tmp_path: Path
+) -> None:
+    """Routing's server stays up (health SERVING) but its table streams fail: the gateway's
+    readiness follows the stream, not routing's health. NOT_SERVING once the stream has been
+    lost for the feed's grace; SERVING again once a stream delivers a table."""
+    world.routing.publish(route_table(1))
+    async with (
+        serve_gateway(tmp_path, *world.gateway_args()) as child,
+        grpc.aio.insecure_channel(child.target) as channel,
+    ):
+        health = health_pb2_grpc.HealthStub(channel)
+        await wait_readiness(health, SERVING, CALL_TIMEOUT_S)
+        world.routing.refuse_streams(True)
+        lost_after_s = await wait_readiness(health, NOT_SERVING, FEED_LOSS_S + CALL_TIMEOUT_S)
+        assert lost_after_s >= FEED_LOSS_S - 0.5
+        watchers = world.routing.watchers
+        world.routing.refuse_streams(False)
+        await wait_readiness(health, SERVING, CALL_TIMEOUT_S)
+        assert world.routing.watchers > watchers
+        child.process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(UNREADY_DELAY_S + DRAIN_GRACE_S + EXIT_SLACK_S):
+            assert await child.process.wait() == 0

@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -454,3 +455,69 @@ async def test_update_known_replaces_the_ids_known_up_front(broker: PrivateBroke
         assert h.emulator.links_up() == 1
         traffic = h.emulator.traffic()
     assert (traffic.delivered_messages, traffic.dropped_link_down) == (1, 1)
+
+
+class RecordingClient(MqttClient):
+    """An MQTT client that records the topic of every publish the broker acknowledged."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.published: list[str] = []
+
+    async def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        deadline: datetime | None = None,
+        expiry_s: float | None = None,
+        timeout_s: float | None = None,
+    ) -> None:
+        await super().publish(
+            topic,
+            payload,
+            qos=qos,
+            retain=retain,
+            deadline=deadline,
+            expiry_s=expiry_s,
+            timeout_s=timeout_s,
+        )
+        self.published.append(topic)
+
+
+async def test_an_up_link_is_republished_on_a_delay_change_or_the_slow_refresh_only(
+    broker: PrivateBroker,
+) -> None:
+    """Stepped tick by tick (1 simulated s each): an up link whose range creeps (delay moving
+    by less than 1 ms in all) is not republished before its refresh (60 s here); a jump of
+    400 km (1.3 ms) is published on that tick; 60 s after it the unchanged state is refreshed
+    once; going down is published on that tick."""
+    now_s = [0.0]
+    clock = SimulatedClock(EPOCH, speed=1.0, monotonic=lambda: now_s[0])
+    sat = "7001"
+    geometry = Geometry({(STATION, sat): LinkGeometry(True, 900.0, 40.0)})
+    state_topic = topics.link_state(STATION, sat)
+    async with RecordingClient(broker.address, client_id="links", clock=clock) as client:
+        await client.wait_connected()
+        emulator = LinkEmulator(
+            client, clock, geometry, config=LinkConfig(), tick_s=1.0, state_interval_s=60.0
+        )
+
+        async def step(range_km: float, *, up: bool = True) -> int:
+            """Advance one simulated second, tick, and count the states published by it."""
+            now_s[0] += 1.0
+            geometry.links[(STATION, sat)] = LinkGeometry(up, range_km, 40.0 if up else -1.0)
+            before = client.published.count(state_topic)
+            await emulator.tick()
+            return client.published.count(state_topic) - before
+
+        await emulator.tick()
+        assert client.published.count(state_topic) == 1  # the first state
+        creeping = [await step(900.0 + 3.0 * tick) for tick in range(1, 59)]
+        assert creeping == [0] * 58  # 174 km in all: 0.58 ms, under the threshold
+        assert await step(1_300.0) == 1  # 400 km from the published state's 900 km
+        quiet = [await step(1_300.0) for _ in range(60)]
+        assert quiet == [0] * 59 + [1]  # the refresh, 60 s after the last state
+        assert await step(1_300.0, up=False) == 1

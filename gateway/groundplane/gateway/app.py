@@ -27,19 +27,24 @@ entry) NOT_SERVING. It turns SERVING once the gateway holds a route table (the s
 ``current()`` is not None) and its MQTT client is connected with every subscription granted
 (node directory, link states, replies), and NOT_SERVING again while either is lost: MQTT at
 once, the route table feed when it has been lost for more than :data:`ROUTE_FEED_LOSS_S`. The
-feed counts as lost while the routing service at ``routing_target`` cannot be reached: a gRPC
-health ``Watch`` of its ``liveness`` entry is not open or says NOT_SERVING (a routing server
-without that entry answers SERVICE_UNKNOWN, which counts as reachable). A short gap (routing
-restarting, the table stream reconnecting) keeps the gateway serving on its last table; a longer
-one takes it out of a load balancer's rotation until routing answers again. With ``tables=``
-there is no feed to watch: only the table and MQTT count.
+feed is the route table stream itself: a
+:class:`~groundplane.routing.client.WatchedTableSource` counts as lost from the moment its stream
+breaks until a reopened stream delivers a table (:attr:`~WatchedTableSource.connected`); a routing
+server that answers health but streams no table is as lost as one that is gone. A short gap
+(routing restarting, the stream reconnecting) keeps the gateway serving on its last table; a
+longer one takes it out of a load balancer's rotation until a stream delivers again. A source
+handed in with ``tables=`` is watched the same way when it is a ``WatchedTableSource``; any
+other source (a :class:`LocalTableSource` in tests) has no feed: only the table and MQTT count.
+
+**Start order.** Every subscription (node directory, link states, replies) is registered on the
+MQTT client before it connects, so the first connect subscribes them all in one SUBSCRIBE whose
+SUBACK the broker sends before any of the retained messages (thousands of node statuses, loads
+and link states on a large constellation): no subscription waits behind another's retained storm.
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
-import time
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -47,7 +52,6 @@ from typing import Self
 
 import grpc
 import structlog
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from groundplane.gateway.auth import TenantRegistry
 from groundplane.gateway.metrics import GatewayMetrics
@@ -58,7 +62,7 @@ from groundplane.gateway.turns import GrpcSessionTurns, SessionTurns
 from groundplane.kernel.clock import Clock
 from groundplane.kernel.errors import DeadlineExceeded, InvalidArgument
 from groundplane.kernel.metrics_http import MetricsServer
-from groundplane.kernel.serving import LIVENESS, GrpcServer
+from groundplane.kernel.serving import GrpcServer
 from groundplane.mqtt.broker import BrokerAddress
 from groundplane.mqtt.client import Backoff, MqttClient
 from groundplane.node.client import NodeDirectory, Requester
@@ -67,14 +71,9 @@ from groundplane.routing.client import WatchedTableSource
 log = structlog.get_logger("groundplane.gateway.app")
 
 ROUTE_FEED_LOSS_S = 3.0
-"""Wall seconds the routing service may be unreachable before the gateway turns unready."""
+"""Wall seconds the route table stream may be lost before the gateway turns unready."""
 READINESS_CHECK_S = 0.25
 """Wall seconds between two readiness checks when no new route table arrives meanwhile."""
-FEED_WATCH_RENEW_S = 30.0
-"""Wall seconds one health Watch of the routing service lasts before it is reopened (bounds the
-wait on a connection that died without a reset)."""
-FEED_BACKOFF = Backoff(base_s=0.2, factor=1.6, cap_s=2.0, jitter=0.2)
-"""Delay before reopening a health Watch of the routing service that failed."""
 
 
 @dataclass(frozen=True)
@@ -97,52 +96,7 @@ class GatewaySettings:
     drain_grace_s: float = 5.0
     unready_delay_s: float = 1.0
     route_feed_loss_s: float = ROUTE_FEED_LOSS_S
-    """Wall seconds the routing service may be unreachable before readiness goes NOT_SERVING."""
-
-
-class RouteFeed:
-    """Whether the routing service streaming the route table can be reached (see the module
-    doc): a health ``Watch`` of its ``liveness`` entry, reopened with backoff when it fails."""
-
-    def __init__(self, target: str, *, backoff: Backoff = FEED_BACKOFF) -> None:
-        self._target = target
-        self._backoff = backoff
-        self._rng = random.Random()
-        self._lost_since: float | None = time.monotonic()
-
-    def lost_for_s(self) -> float:
-        """Wall seconds since the feed was lost (or since start, before it was first reached);
-        0 while it is up."""
-        if self._lost_since is None:
-            return 0.0
-        return time.monotonic() - self._lost_since
-
-    def _up(self, up: bool) -> None:
-        if up:
-            self._lost_since = None
-        elif self._lost_since is None:
-            self._lost_since = time.monotonic()
-            log.warning("route_feed_lost", target=self._target)
-
-    async def run(self) -> None:
-        """Watch until cancelled."""
-        failures = 0
-        request = health_pb2.HealthCheckRequest(service=LIVENESS)
-        async with grpc.aio.insecure_channel(self._target) as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
-            while True:
-                answered = False
-                try:
-                    async for reply in stub.Watch(request, timeout=FEED_WATCH_RENEW_S):
-                        answered = True
-                        failures = 0
-                        self._up(reply.status != health_pb2.HealthCheckResponse.NOT_SERVING)
-                except grpc.aio.AioRpcError as error:
-                    if answered and error.code() is grpc.StatusCode.DEADLINE_EXCEEDED:
-                        continue  # the Watch outlived its deadline while routing answered
-                self._up(False)
-                await asyncio.sleep(self._backoff.delay_s(failures, self._rng))
-                failures += 1
+    """Wall seconds the route table stream may be lost before readiness goes NOT_SERVING."""
 
 
 class GatewayApp:
@@ -168,7 +122,7 @@ class GatewayApp:
         self.metrics = GatewayMetrics()
         self._tables = tables
         self._sessions = sessions
-        self._feed: RouteFeed | None = None
+        self._feed: WatchedTableSource | None = None
         self._ready = asyncio.Event()
         self._client: MqttClient | None = None
         self._stack: AsyncExitStack | None = None
@@ -189,6 +143,13 @@ class GatewayApp:
         return self._server.target
 
     @property
+    def mqtt(self) -> MqttClient:
+        """The gateway's MQTT client (a service account)."""
+        if self._client is None:
+            raise RuntimeError("the gateway is not started; use `async with GatewayApp(...)`")
+        return self._client
+
+    @property
     def metrics_port(self) -> int | None:
         return self._metrics_port
 
@@ -197,28 +158,28 @@ class GatewayApp:
         stack = AsyncExitStack()
         await stack.__aenter__()
         try:
-            client = await stack.enter_async_context(
-                MqttClient(
-                    settings.broker,
-                    client_id=f"gateway-{settings.instance_id}",
-                    clock=self.clock,
-                    io_timeout_s=settings.mqtt_io_timeout_s,
-                    backoff=settings.backoff,
-                )
+            client = MqttClient(
+                settings.broker,
+                client_id=f"gateway-{settings.instance_id}",
+                clock=self.clock,
+                io_timeout_s=settings.mqtt_io_timeout_s,
+                backoff=settings.backoff,
             )
-            self._client = client
-            await client.wait_connected(settings.mqtt_io_timeout_s)
+            requester = Requester(
+                client,
+                self.clock,
+                instance_id=settings.instance_id,
+                directory=self.directory,
+                publish_timeout_s=settings.mqtt_io_timeout_s,
+            )
+            # Registered before the client connects (nothing is sent yet): the first connect
+            # subscribes every filter in one request (see "Start order" in the module doc).
             await self.directory.attach(client)
             await self.links.attach(client)
-            requester = await stack.enter_async_context(
-                Requester(
-                    client,
-                    self.clock,
-                    instance_id=settings.instance_id,
-                    directory=self.directory,
-                    publish_timeout_s=settings.mqtt_io_timeout_s,
-                )
-            )
+            await stack.enter_async_context(requester)
+            await stack.enter_async_context(client)
+            self._client = client
+            await client.wait_connected(settings.mqtt_io_timeout_s)
             tasks = await stack.enter_async_context(asyncio.TaskGroup())
             tables = self._tables
             if tables is None:
@@ -227,10 +188,8 @@ class GatewayApp:
                 watch = tasks.create_task(watched.run(), name="gateway-route-table-watch")
                 stack.callback(watch.cancel)
                 tables = watched
-                self._feed = RouteFeed(settings.routing_target)
-                feed = tasks.create_task(self._feed.run(), name="gateway-route-feed-health")
-                stack.callback(feed.cancel)
             self._tables = tables
+            self._feed = tables if isinstance(tables, WatchedTableSource) else None
             session_turns: SessionTurns | None = None
             if settings.handoff_target is not None:
                 channel = grpc.aio.insecure_channel(settings.handoff_target)
@@ -278,7 +237,7 @@ class GatewayApp:
         return self
 
     def inputs_live(self) -> bool:
-        """Whether the gateway can serve: a route table held, its feed not lost for longer than
+        """Whether the gateway can serve: a route table held, its stream not lost for longer than
         ``route_feed_loss_s``, MQTT connected with every subscription granted."""
         return not self._unready_reasons()
 
@@ -286,8 +245,9 @@ class GatewayApp:
         reasons: list[str] = []
         if self._tables is None or self._tables.current() is None:
             reasons.append("no route table yet")
-        if self._feed is not None and self._feed.lost_for_s() > self.settings.route_feed_loss_s:
-            reasons.append(f"routing unreachable for more than {self.settings.route_feed_loss_s} s")
+        loss_s = self.settings.route_feed_loss_s
+        if self._feed is not None and self._feed.disconnected_for_s() > loss_s:
+            reasons.append(f"no route table stream from routing for more than {loss_s} s")
         client = self._client
         if client is None or not client.connected:
             reasons.append("not connected to the broker")

@@ -33,7 +33,7 @@ from prometheus_client.registry import Collector
 from groundplane.kernel.clock import Clock
 from groundplane.kernel.errors import DeadlineExceeded, Unavailable
 from groundplane.kernel.serving import GrpcServer
-from groundplane.links.emulator import LinkEmulator
+from groundplane.links.emulator import STATE_INTERVAL_S, LinkEmulator
 from groundplane.links.geometry import SwitchableGroundGeometry
 from groundplane.links.model import LinkConfig
 from groundplane.mqtt.broker import BrokerAddress
@@ -62,7 +62,7 @@ class LinksApp:
         address: str = "127.0.0.1:0",
         link_tick_s: float = 1.0,
         link_config: LinkConfig | None = None,
-        state_interval_s: float = 10.0,
+        state_interval_s: float = STATE_INTERVAL_S,
         unready_delay_s: float = 1.0,
         drain_grace_s: float = 5.0,
     ) -> None:

@@ -5,10 +5,18 @@ see :mod:`groundplane.mqtt.topics`), hands each message to the :class:`~.model.L
 (station, satellite) pair, and republishes it on the matching ``rx`` topic when the model says it
 arrives; dropped messages are only counted. Every ``tick_s`` of simulated time it asks the
 geometry provider where everything is, updates the links, and publishes the retained
-``LinkState`` of links whose state changed, plus a heartbeat of every link that is **up** each
-``state_interval_s`` (a down link's retained state stays on the broker, unchanged, until it comes
-up again). The retained ``LinkCounters`` of a ground link go out with its state when they changed,
-and at most every ``state_interval_s`` otherwise.
+``LinkState`` of a link only when what its consumers read of it changed: it went up or down, or
+(while up) its one-way delay moved by more than ``delay_threshold_s`` (:data:`DELAY_THRESHOLD_S`,
+1 ms: about 300 km of range) from the delay last published; plus a slow refresh of every link
+that is **up** each ``state_interval_s`` (:data:`STATE_INTERVAL_S`, 300 simulated s) so that a
+retained state's range and elevation are never much older than that. A down link's retained
+state stays on the broker, unchanged, until it comes up again. Rate and loss come from the
+link's configuration and do not change while it is held (a carrier switched with
+:meth:`LinkEmulator.set_real` is published on the next tick). Consumers (routing's link
+qualities, the gateway's ``LinkWatch``) read ``up``, the delay, rate and loss; the range and
+elevation in a state are those of the instant it was published. The retained ``LinkCounters``
+of a ground link go out with its state when they changed, and at most every
+``state_interval_s`` otherwise.
 
 What the emulator keeps in memory is bounded by what is in view, not by history:
 
@@ -75,6 +83,10 @@ ConfigProvider = Callable[[str], LinkConfig]
 """Configuration of a link by link id (``<station>/<sat>`` or ``isl:<a>/<b>``)."""
 
 PUBLISH_TIMEOUT_S = 5.0
+STATE_INTERVAL_S = 300.0
+"""Simulated seconds between two refreshes of an up link's unchanged retained state."""
+DELAY_THRESHOLD_S = 0.001
+"""One-way delay change (seconds) that republishes an up link's state before its refresh."""
 OFFLOAD_SAMPLE_S = 0.001
 """Wall seconds a geometry sample may take on the event loop; a provider that took this long or
 more is called in a worker thread from the next tick on (``asyncio.to_thread`` costs ~50–90 µs
@@ -95,6 +107,8 @@ class _Endpoint:
     published_up: bool | None = None
     """The ``up`` of the last state the broker acknowledged (None: not published yet)."""
     published_state_s: float = float("-inf")
+    published_delay_s: float = 0.0
+    """The one-way delay in the last state the broker acknowledged."""
     published_counters: tuple[int, ...] = ()
     published_counters_s: float = float("-inf")
 
@@ -141,7 +155,8 @@ class LinkEmulator:
         config: LinkConfig | ConfigProvider | None = None,
         isl_geometry: IslGeometryProvider | None = None,
         tick_s: float = 1.0,
-        state_interval_s: float = 10.0,
+        state_interval_s: float = STATE_INTERVAL_S,
+        delay_threshold_s: float = DELAY_THRESHOLD_S,
         seed: int = 0,
         stations: Iterable[str] = (),
         satellites: Iterable[str] = (),
@@ -161,6 +176,7 @@ class LinkEmulator:
         )
         self._tick_s = tick_s
         self._state_interval_s = state_interval_s
+        self._delay_threshold_s = delay_threshold_s
         self._seed = seed
         self._epoch = clock.now()
         self._links: dict[str, _Endpoint] = {}
@@ -250,13 +266,13 @@ class LinkEmulator:
         async with asyncio.TaskGroup() as tasks:
             self._tasks = tasks
             try:
-                await self._tick()
+                await self.tick()
                 await self._client.subscribe(topics.EMULATOR_UPLINK_FILTER, self._on_transmit)
                 await self._client.subscribe(topics.EMULATOR_NODE_TX_FILTER, self._on_transmit)
                 self._ready.set()
                 while True:
                     await self._clock.sleep(self._tick_s)
-                    await self._tick()
+                    await self.tick()
             finally:
                 self._tasks = None
 
@@ -303,7 +319,9 @@ class LinkEmulator:
         isl = self._isl_geometry(at) if self._isl_geometry is not None else None
         return ground, isl, time.perf_counter() - started
 
-    async def _tick(self) -> None:
+    async def tick(self) -> None:
+        """One step: sample the geometry now, update every link, publish what is due (:meth:`run`
+        calls it every ``tick_s``; tests call it to step the emulator themselves)."""
         now = self._clock.now()
         if self._sample_cost_s >= OFFLOAD_SAMPLE_S:
             ground, isl, cost_s = await asyncio.to_thread(self._sample, now)
@@ -338,7 +356,12 @@ class LinkEmulator:
                 log.info("link_down_dropped_in_flight", link_id=link_id, messages=len(dropped))
             up = endpoint.link.is_up(at_s)
             state_due = up != endpoint.published_up or (
-                up and at_s - endpoint.published_state_s >= self._state_interval_s
+                up
+                and (
+                    at_s - endpoint.published_state_s >= self._state_interval_s
+                    or abs(endpoint.link.delay_s() - endpoint.published_delay_s)
+                    > self._delay_threshold_s
+                )
             )
             # Down, out of the geometry, nothing in flight, and the broker holds its down state.
             done = (
@@ -421,6 +444,7 @@ class LinkEmulator:
                 return
             endpoint.published_up = message.up
             endpoint.published_state_s = at_s
+            endpoint.published_delay_s = message.delay_s
         if counters and link_id in self._links:
             snapshot = _snapshot(endpoint.link.counters)
             try:

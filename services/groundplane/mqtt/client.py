@@ -347,6 +347,9 @@ class MqttClient:
         self._runner: asyncio.Task[None] | None = None
         self._handler_tasks: set[asyncio.Task[None]] = set()
         self._log = log.bind(client_id=client_id)
+        self.subscribe_requests_total = 0
+        """SUBSCRIBE packets sent (each of at most :data:`SUBSCRIBE_BATCH` filters). Filters
+        registered before the client connects go out together in the first connect's request."""
 
     # -- state -----------------------------------------------------------------------------------
 
@@ -670,6 +673,7 @@ class MqttClient:
             request = [
                 (s.topic_filter, SubscribeOptions(qos=s.qos, retainHandling=1)) for s in batch
             ]
+            self.subscribe_requests_total += 1
             codes = await session.aio.subscribe(request, timeout=self._io_timeout_s)
             for subscription, code in zip(batch, codes, strict=False):
                 value = int(code.value) if isinstance(code, ReasonCode) else int(str(code))

@@ -318,10 +318,14 @@ class NodeDirectory:
 
     async def attach(self, client: MqttClient) -> None:
         """Subscribe ``client`` (a service account) to every node's status and load and every
-        shard's status."""
-        await client.subscribe(topics.SHARD_STATUS_FILTER, self._on_shard)
-        await client.subscribe(topics.NODE_STATUS_FILTER, self._on_status)
-        await client.subscribe(topics.NODE_LOAD_FILTER, self._on_load)
+        shard's status, in one SUBSCRIBE (one SUBACK, ahead of the filters' retained messages)."""
+        await client.subscribe_many(
+            [
+                (topics.SHARD_STATUS_FILTER, self._on_shard),
+                (topics.NODE_STATUS_FILTER, self._on_status),
+                (topics.NODE_LOAD_FILTER, self._on_load),
+            ]
+        )
 
     async def _on_shard(self, message: ReceivedMessage) -> None:
         if not message.payload:

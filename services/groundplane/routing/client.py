@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 
 import grpc
 import structlog
@@ -123,12 +124,20 @@ class WatchedTableSource(LatestTable):
         self._idle_timeout_s = idle_timeout_s
         self._rng = rng or random.Random()
         self._connected = False
+        self._lost_since: float | None = time.monotonic()
         self.tables_received_total = 0
 
     @property
     def connected(self) -> bool:
         """Whether a stream is open now (it delivered a table and has not broken since)."""
         return self._connected
+
+    def disconnected_for_s(self) -> float:
+        """Wall seconds since the stream last broke (or since this source was made, before a
+        stream first delivered a table); 0 while :attr:`connected`."""
+        if self._connected or self._lost_since is None:
+            return 0.0
+        return time.monotonic() - self._lost_since
 
     async def run(self) -> None:
         """Watch until cancelled."""
@@ -146,6 +155,7 @@ class WatchedTableSource(LatestTable):
                             table_from_proto, response.table, self._backhaul
                         )
                         self._connected = True
+                        self._lost_since = None
                         self.publish(table)
                         self.tables_received_total += 1
                         attempt = 0
@@ -153,5 +163,7 @@ class WatchedTableSource(LatestTable):
                 log.warning("route_table_watch_broken", target=self._target, error=str(e))
             finally:
                 self._connected = False
+                if self._lost_since is None:
+                    self._lost_since = time.monotonic()
             await asyncio.sleep(self._backoff.delay_s(attempt, self._rng))
             attempt += 1

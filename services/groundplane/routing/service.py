@@ -7,9 +7,14 @@ states, pass predictions, policy) and rebuilds it
   visibility source is sampled again (the expensive part, run in a worker thread);
 * whenever a node or a link changes (:meth:`invalidate`, :meth:`update_link`) or the policy
   changes: the table is rebuilt from the last sightings (cheap; geometry keeps its instant, and
-  remaining pass times shrink by the table's age at decision time);
-* at once, sampling again, when the catalog changes (:meth:`set_catalog`: new stations or
-  satellites from tracking).
+  remaining pass times shrink by the table's age at decision time). Such changes are
+  **coalesced**: the first one marks the table dirty and the rebuild runs ``coalesce_wall_s``
+  wall seconds later (:data:`DEFAULT_COALESCE_WALL_S`, 0.1 s) or at the end of the tick,
+  whichever comes first, with every change that arrived meanwhile. A burst (1,584 node births,
+  a shard's Will) costs one rebuild per window, not one per message; a node going OFFLINE
+  leaves the table within that window plus one build;
+* after the same window (not the tick), sampling again, when the catalog changes
+  (:meth:`set_catalog`: new stations or satellites from tracking).
 
 Changes arriving together are coalesced into one rebuild. Watchers (:meth:`watch`) always get
 the latest table; a slow watcher skips intermediate versions rather than queueing them.
@@ -49,6 +54,10 @@ from groundplane.routing.policy import (
     VisibilitySource,
 )
 from groundplane.routing.table import RouteTable, StationInfo, UpcomingPass, build_table
+
+DEFAULT_COALESCE_WALL_S = 0.1
+"""Wall seconds a node, link or policy change may wait for others before the table is rebuilt
+(at most: the tick's end comes first when it is sooner)."""
 
 
 class TrackingVisibility:
@@ -129,9 +138,15 @@ class RoutingService:
         tick_s: float = 1.0,
         backhaul: BackhaulModel | None = None,
         upcoming: Iterable[UpcomingPass] = (),
+        coalesce_wall_s: float = DEFAULT_COALESCE_WALL_S,
     ) -> None:
         if not (math.isfinite(tick_s) and tick_s > 0):
             raise InvalidArgument(f"tick_s must be a positive number of seconds, got {tick_s!r}")
+        if not (math.isfinite(coalesce_wall_s) and coalesce_wall_s >= 0):
+            raise InvalidArgument(
+                f"coalesce_wall_s must be zero or positive wall seconds, got {coalesce_wall_s!r}"
+            )
+        self._coalesce_wall_s = float(coalesce_wall_s)
         self._clock = clock
         self._stations = tuple(stations)
         self._visibility = visibility
@@ -177,8 +192,9 @@ class RoutingService:
         self._dirty.set()
 
     def set_catalog(self, stations: Sequence[StationInfo], visibility: VisibilitySource) -> None:
-        """New stations and satellites (tracking's catalog changed): the next refresh, at once,
-        samples the new visibility instead of reusing the last sightings."""
+        """New stations and satellites (tracking's catalog changed): the next refresh (after the
+        coalescing window, not the tick) samples the new visibility instead of reusing the last
+        sightings."""
         self._stations = tuple(stations)
         self._visibility = visibility
         self._resample_due = True
@@ -244,7 +260,8 @@ class RoutingService:
         return self._table
 
     async def run(self) -> None:
-        """Refresh on every tick of simulated time and on every change, until cancelled."""
+        """Refresh on every tick of simulated time and after changes (coalesced: see the module
+        docstring), until cancelled."""
         while True:
             await self.refresh(resample=True)
             tick_ends = self._clock.monotonic() + self._tick_s / self._clock.speed
@@ -254,6 +271,13 @@ class RoutingService:
                         await self._dirty.wait()
                 except TimeoutError:
                     break
+                # Level-triggered: the table stays dirty while more changes arrive; one rebuild
+                # takes them all, at most a window (or the rest of the tick) later.
+                window_wall_s = min(self._coalesce_wall_s, left_wall_s)
+                if window_wall_s > 0:
+                    await self._clock.sleep(window_wall_s * self._clock.speed)
+                if self._clock.monotonic() >= tick_ends:
+                    break  # the tick's own refresh (sampling again) takes the changes
                 await self.refresh(resample=False)
 
     async def watch(self) -> AsyncIterator[RouteTable]:
