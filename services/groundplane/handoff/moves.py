@@ -353,7 +353,7 @@ class Mover:
                 detail = f"{reason}; {late}" if reason else late
             event = session.event(
                 "resumed" if resume else "completed",
-                self._clock.now(),
+                now,
                 planned_at,
                 los,
                 target,
