@@ -9,7 +9,8 @@ same file (``HandoffStore(path)``) picks up every session and job where the last
 - ``turns``: the ground copy of every answered turn (the checkpoint a session resumes from when
   its node is lost), keyed by index and by the caller's turn id (idempotency);
 - ``checkpoints``: the latest snapshot bytes a node exported, with its modelled size;
-- ``jobs`` / ``job_items``: every item's prompt and, once done, its result (written once);
+- ``jobs`` / ``job_items``: every item's prompt and, once done, its result (written once) and
+  the satellite that ran it; a pending item's satellite is where it was sent without an answer;
 - ``handoffs``: the history of handoff events.
 
 WAL mode, ``synchronous=NORMAL``; statements are short local writes done on the event loop thread.
