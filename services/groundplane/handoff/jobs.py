@@ -115,7 +115,11 @@ class Jobs:
         record = self._store.job(job_id)
         pending: deque[tuple[int, str]] = deque(self._store.pending_items(job_id))
         sent_to = self._store.item_nodes(job_id)
-        estimate = [self._config.job_item_estimate_s]
+        # [0]: the item time to plan with; [1]: its running mean; [2]: a slowly decaying
+        # maximum. Planning with the larger one keeps a slow spell from leaving items without
+        # an answer at LOS (each such item must wait for its node to come back).
+        first = self._config.job_item_estimate_s
+        estimate = [first, first, first]
         margin_s = self._config.settings.lead_margin_s
         previous: PassWindow | None = None
         paused_since: datetime | None = None
@@ -247,7 +251,9 @@ class Jobs:
             )
             sent_to.pop(index, None)
             took_s = (self._clock.now() - started).total_seconds()
-            estimate[0] += 0.3 * (took_s - estimate[0])
+            estimate[1] += 0.3 * (took_s - estimate[1])
+            estimate[2] = max(took_s, 0.9 * estimate[2])
+            estimate[0] = max(estimate[1], estimate[2])
 
 
 def _pinned_only(pending: deque[tuple[int, str]], sent_to: dict[int, str]) -> set[str] | None:
