@@ -62,6 +62,15 @@ class FakeNodes:
     down_links: dict[str, asyncio.Lock] = field(default_factory=dict)
     export_error: GroundplaneError | None = None
     """Raised by every export after fencing (as a node whose snapshot cannot be read)."""
+    prompt_delay_s: dict[str, float] = field(default_factory=dict)
+    """Simulated seconds a prompt's answer takes to come back from each satellite."""
+    lose_replies: set[str] = field(default_factory=set)
+    """Request ids whose next reply is lost after the prompt ran (the caller sees
+    DeadlineExceeded, as when an answer misses its deadline); each is lost once."""
+    executions: list[tuple[str, str]] = field(default_factory=list)
+    """Every run of a prompt as (satellite, request id); a request id seen before on a
+    satellite is answered from its first run there, as a node engine de-duplicates."""
+    prompt_results: dict[tuple[str, str], str] = field(default_factory=dict)
 
     async def _wait(self, delay_s: float, deadline: datetime, what: str) -> None:
         budget_s = (deadline - self.clock.now()).total_seconds()
@@ -113,7 +122,15 @@ class FakeNodes:
         deadline: datetime,
     ) -> str:
         await asyncio.sleep(0)
-        return f"{satellite_id} answers {prompt!r}"
+        key = (satellite_id, request_id)
+        if key not in self.prompt_results:
+            self.executions.append(key)
+            self.prompt_results[key] = f"{satellite_id} answers {prompt!r}"
+        await self._wait(self.prompt_delay_s.get(satellite_id, 0.0), deadline, request_id)
+        if request_id in self.lose_replies:
+            self.lose_replies.discard(request_id)
+            raise DeadlineExceeded(f"the reply to {request_id!r} was lost; it may have run")
+        return self.prompt_results[key]
 
     async def export_state(
         self,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime, timedelta
 
 from groundplane.handoff.planner import (
@@ -48,19 +48,32 @@ class Coverage:
                 return window
         return None
 
-    def eligible(self, model: str) -> Callable[[str], bool]:
-        """Whether a satellite's node accepts work and serves ``model``."""
+    def eligible(self, model: str, among: Collection[str] | None = None) -> Callable[[str], bool]:
+        """Whether a satellite's node accepts work and serves ``model`` (and, given ``among``,
+        is one of those satellites)."""
 
         def check(satellite_id: str) -> bool:
+            if among is not None and satellite_id not in among:
+                return False
             view = self._directory.get(satellite_id)
             return view is not None and view.accepting and view.serves(model)
 
         return check
 
+    def lost(self, satellite_id: str) -> bool:
+        """The directory saw the satellite's node die (its Will): what it was running is gone."""
+        view = self._directory.get(satellite_id)
+        return view is not None and view.died
+
     def best_now(
-        self, model: str, min_remaining_s: float, exclude: str | None = None
+        self,
+        model: str,
+        min_remaining_s: float,
+        exclude: str | None = None,
+        among: Collection[str] | None = None,
     ) -> PassWindow | None:
-        """The best window in view now for ``model`` lasting ``min_remaining_s`` more."""
+        """The best window in view now for ``model`` lasting ``min_remaining_s`` more (of the
+        satellites ``among``, when given)."""
         now = self._clock.now()
         ranked = rank_windows(
             self.windows(now),
@@ -69,13 +82,15 @@ class Coverage:
             rate_bps=self._settings.ground_rate_bps,
             min_remaining_s=min_remaining_s,
             exclude_satellite=exclude,
-            eligible=self.eligible(model),
+            eligible=self.eligible(model, among),
         )
         return ranked[0] if ranked else None
 
-    def next_aos(self, model: str, now: datetime) -> PassWindow | None:
-        """The next window to rise for ``model`` within the horizon."""
-        return next_aos(self.windows(now), now, eligible=self.eligible(model))
+    def next_aos(
+        self, model: str, now: datetime, among: Collection[str] | None = None
+    ) -> PassWindow | None:
+        """The next window to rise for ``model`` within the horizon (of ``among``, if given)."""
+        return next_aos(self.windows(now), now, eligible=self.eligible(model, among))
 
     def serving(self, satellite_id: str, window: PassWindow | None, now: datetime) -> bool:
         """The satellite's node is alive and ``window`` covers ``now``."""

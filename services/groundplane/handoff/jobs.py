@@ -21,7 +21,13 @@ from groundplane.handoff.planner import PassWindow, TransferPath
 from groundplane.handoff.store import HandoffEvent, HandoffStore
 from groundplane.handoff.tasks import ManagerTasks
 from groundplane.kernel.clock import Clock
-from groundplane.kernel.errors import GroundplaneError, InvalidArgument, NotFound, Unavailable
+from groundplane.kernel.errors import (
+    DeadlineExceeded,
+    GroundplaneError,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
 
 log = structlog.get_logger("groundplane.handoff.manager")
 
@@ -108,17 +114,24 @@ class Jobs:
     async def _job(self, job_id: str) -> None:
         record = self._store.job(job_id)
         pending: deque[tuple[int, str]] = deque(self._store.pending_items(job_id))
-        estimate = [self._config.job_item_estimate_s]
+        sent_to = self._store.item_nodes(job_id)
+        # [0]: the item time to plan with; [1]: its running mean; [2]: a slowly decaying
+        # maximum. Planning with the larger one keeps a slow spell from leaving items without
+        # an answer at LOS (each such item must wait for its node to come back).
+        first = self._config.job_item_estimate_s
+        estimate = [first, first, first]
         margin_s = self._config.settings.lead_margin_s
         previous: PassWindow | None = None
         paused_since: datetime | None = None
         while pending:
             now = self._clock.now()
-            window = self._coverage.best_now(record.model, estimate[0] + margin_s)
+            self._release_lost(record.job_id, sent_to)
+            among = _pinned_only(pending, sent_to)
+            window = self._coverage.best_now(record.model, estimate[0] + margin_s, among=among)
             if window is None:
                 if paused_since is None:
                     paused_since = now
-                    nxt = self._coverage.next_aos(record.model, now)
+                    nxt = self._coverage.next_aos(record.model, now, among=among)
                     self._events.emit(
                         HandoffEvent(
                             "job",
@@ -169,28 +182,47 @@ class Jobs:
             async with asyncio.TaskGroup() as workers:
                 for worker in range(self._config.job_parallelism):
                     workers.create_task(
-                        self._worker(record, window, pending, stop_at, estimate),
+                        self._worker(record, window, pending, sent_to, stop_at, estimate),
                         name=f"handoff-job:{job_id}:w{worker}",
                     )
             if pending and self._clock.now() < stop_at - timedelta(seconds=estimate[0]):
-                await self._clock.sleep(self._config.pause_s)  # node trouble
+                await self._clock.sleep(self._config.pause_s)  # node trouble, or items elsewhere
         self._store.finish_job(job_id, self._clock.now())
         log.info("handoff_job_done", job_id=job_id, items=record.item_count)
 
-    async def _worker(
+    def _release_lost(self, job_id: str, sent_to: dict[int, str]) -> None:
+        """Forget the node of items sent to a node the directory saw die: its execution died
+        with it and its late answer is refused as stale, so the item may run elsewhere."""
+        for index, satellite_id in list(sent_to.items()):
+            if self._coverage.lost(satellite_id):
+                log.info("handoff_job_item_node_lost", job_id=job_id, item=index, node=satellite_id)
+                self._store.release_item(job_id, index)
+                del sent_to[index]
+
+    async def _worker(  # noqa: PLR0913, PLR0917 - the job, its window, its queues and its budget
         self,
         record: st.JobRecord,
         window: PassWindow,
         pending: deque[tuple[int, str]],
+        sent_to: dict[int, str],
         stop_at: datetime,
         estimate: list[float],
     ) -> None:
+        """Run pending items on ``window`` until ``stop_at``: items never sent, or sent to this
+        satellite without an answer (it answers their request id from what it already ran)."""
         while pending:
             started = self._clock.now()
             if started + timedelta(seconds=estimate[0]) > stop_at:
                 return
-            index, prompt = pending.popleft()
+            item = _take(pending, sent_to, window.satellite_id)
+            if item is None:
+                return  # the rest may have run on another node: only that node is asked
+            index, prompt = item
+            self._store.dispatch_item(record.job_id, index, window.satellite_id)
+            sent_to[index] = window.satellite_id
             try:
+                # The whole pass: an answer slower than the estimate is still awaited (a
+                # shorter deadline would leave an item that ran, or still runs, in doubt).
                 text = await self._nodes.run_prompt(
                     window.satellite_id,
                     window.station_id,
@@ -198,16 +230,46 @@ class Jobs:
                     prompt=prompt,
                     max_tokens=record.max_tokens,
                     request_id=f"{record.job_id}.i{index}",
-                    deadline=min(window.los, started + timedelta(seconds=3 * estimate[0] + 1)),
+                    deadline=window.los,
                 )
             except GroundplaneError as error:
                 pending.appendleft((index, prompt))
+                if not isinstance(error, DeadlineExceeded | Unavailable):
+                    # The node answered with a refusal at admission: it did not run the item.
+                    self._store.release_item(record.job_id, index)
+                    del sent_to[index]
                 log.info(
-                    "handoff_job_item_failed", job_id=record.job_id, item=index, error=str(error)
+                    "handoff_job_item_failed",
+                    job_id=record.job_id,
+                    item=index,
+                    error=str(error),
+                    sent_to=sent_to.get(index, ""),
                 )
                 return
             self._store.complete_item(
                 record.job_id, index, text, window.satellite_id, self._clock.now()
             )
+            sent_to.pop(index, None)
             took_s = (self._clock.now() - started).total_seconds()
-            estimate[0] += 0.3 * (took_s - estimate[0])
+            estimate[1] += 0.3 * (took_s - estimate[1])
+            estimate[2] = max(took_s, 0.9 * estimate[2])
+            estimate[0] = max(estimate[1], estimate[2])
+
+
+def _pinned_only(pending: deque[tuple[int, str]], sent_to: dict[int, str]) -> set[str] | None:
+    """When every pending item was sent to a node without an answer: those nodes (the job waits
+    for one of them); else None (any node will do for the others)."""
+    if all(index in sent_to for index, _ in pending):
+        return {sent_to[index] for index, _ in pending}
+    return None
+
+
+def _take(
+    pending: deque[tuple[int, str]], sent_to: dict[int, str], satellite_id: str
+) -> tuple[int, str] | None:
+    """Remove and return the first pending item that may run on ``satellite_id``."""
+    for item in pending:
+        if sent_to.get(item[0], satellite_id) == satellite_id:
+            pending.remove(item)
+            return item
+    return None

@@ -47,7 +47,14 @@ time; dispatch to a node stops one item-time (plus the margin) before its LOS, s
 flight at LOS; the job moves to the best node in view or pauses until the next AOS. Item ``i``
 always has the request id ``<job>.i<i>``, so an item re-sent to the same node (after a manager
 restart, a lost reply) is answered from the node's stored result and never runs twice there; its
-result is kept once (the first).
+result is kept once (the first). The store records where a pending item was sent before it is
+sent, and an attempt awaits its answer until LOS: an item whose answer did not come may have run
+there, so it goes only to that satellite again (any station) until the node answers, refuses it
+at admission, or is seen dead; it never runs a second time on another node.
+
+A session move that ends after the LOS of the pass it leaves says so in its event's detail
+(``late: ...``); a planned move whose pass ended before it could start moves from the ground
+checkpoint.
 
 Every task belongs to the manager's TaskGroup and is named; every network wait has a deadline.
 A bug in one session's supervisor or one job's task is logged with its traceback and that task

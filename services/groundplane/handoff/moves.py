@@ -159,6 +159,19 @@ class Mover:
             async with session.lock:
                 if session.record.state == st.CLOSED or not session.active.is_set():
                     continue
+                now = self._clock.now()
+                if not self.serving(session, now):
+                    # The lock came too late (a turn in flight, a busy loop): the pass ended
+                    # before the move could start. Exporting from a node out of view would only
+                    # wait out its deadline: move from the ground checkpoint, and say so.
+                    late_s = (now - plan.los).total_seconds()
+                    await self.recover(
+                        session,
+                        reason=f"late: the pass ended {late_s:.1f} s before the handoff planned "
+                        f"at {plan.at.isoformat()} could start",
+                        planned_at=plan.at,
+                    )
+                    continue
                 successor = plan.successor if plan.kind is PlanKind.HANDOFF else None
                 await self.move(session, successor, export=True, planned_at=plan.at)
 
@@ -231,8 +244,11 @@ class Mover:
         except Exception:  # a bug: logged; the next failed turn asks again
             log.exception("handoff_recovery_crashed", session_id=session.session_id)
 
-    async def recover(self, session: LiveSession, *, reason: str) -> None:
-        """With the lock held: move off a lost node, from the ground checkpoint."""
+    async def recover(
+        self, session: LiveSession, *, reason: str, planned_at: datetime | None = None
+    ) -> None:
+        """With the lock held: move off a lost node (or a pass that ended), from the ground
+        checkpoint."""
         alive = self.serving(session, self._clock.now())
         exclude = None if alive else session.record.satellite_id
         target = self._coverage.best_now(
@@ -241,7 +257,7 @@ class Mover:
             exclude=exclude,
         )
         self._metrics.handoff("recovered")
-        await self.move(session, target, export=alive, reason=reason)
+        await self.move(session, target, export=alive, reason=reason, planned_at=planned_at)
 
     # -- the move --------------------------------------------------------------------------------
 
@@ -325,16 +341,26 @@ class Mover:
                     path = TransferPath.NONE  # another station: only the session epoch moves on
             now = self._clock.now()
             interruption_s = (now - started).total_seconds()
+            detail = reason
+            if not resume and session.window is not None and now > los:
+                # Never claimed as a clean move: the state reached the successor after the pass
+                # it left had ended (the control round trips took longer than the margin).
+                lead_s = (los - started).total_seconds()
+                late = (
+                    f"late: ended {(now - los).total_seconds():.1f} s after LOS, started "
+                    f"{abs(lead_s):.1f} s {'before' if lead_s >= 0 else 'after'} it"
+                )
+                detail = f"{reason}; {late}" if reason else late
             event = session.event(
                 "resumed" if resume else "completed",
-                self._clock.now(),
+                now,
                 planned_at,
                 los,
                 target,
                 path=path,
                 bytes_moved=state_bytes if path is not TransferPath.NONE else 0,
                 interruption_s=interruption_s,
-                detail=reason,
+                detail=detail,
             )
             self._switch(session, target, event, ground, state_bytes, since=now)
             self._metrics.interruption(interruption_s)

@@ -9,7 +9,8 @@ same file (``HandoffStore(path)``) picks up every session and job where the last
 - ``turns``: the ground copy of every answered turn (the checkpoint a session resumes from when
   its node is lost), keyed by index and by the caller's turn id (idempotency);
 - ``checkpoints``: the latest snapshot bytes a node exported, with its modelled size;
-- ``jobs`` / ``job_items``: every item's prompt and, once done, its result (written once);
+- ``jobs`` / ``job_items``: every item's prompt and, once done, its result (written once) and
+  the satellite that ran it; a pending item's satellite is where it was sent without an answer;
 - ``handoffs``: the history of handoff events.
 
 WAL mode, ``synchronous=NORMAL``; statements are short local writes done on the event loop thread.
@@ -403,6 +404,31 @@ class HandoffStore:
             (job_id,),
         )
         return {int(r[0]): r[1] for r in rows}
+
+    def item_nodes(self, job_id: str) -> dict[int, str]:
+        """Pending items that were sent to a node without an answer: index → satellite id.
+
+        Such an item may have run there (its answer lost or late); it is sent only to that
+        node again, whose engine answers its request id from the execution it already has."""
+        rows = self._db.execute(
+            "SELECT item_index, satellite_id FROM job_items "
+            "WHERE job_id = ? AND result IS NULL AND satellite_id != ''",
+            (job_id,),
+        )
+        return {int(r[0]): r[1] for r in rows}
+
+    def dispatch_item(self, job_id: str, index: int, satellite_id: str) -> None:
+        """Record, before it is sent, that a pending item goes to ``satellite_id``."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE job_items SET satellite_id = ? "
+                "WHERE job_id = ? AND item_index = ? AND result IS NULL",
+                (satellite_id, job_id, index),
+            )
+
+    def release_item(self, job_id: str, index: int) -> None:
+        """Forget where a pending item was sent (that node refused it or is known dead)."""
+        self.dispatch_item(job_id, index, "")
 
     def complete_item(
         self, job_id: str, index: int, result: str, satellite_id: str, at: datetime
