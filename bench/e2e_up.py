@@ -94,7 +94,9 @@ def build(mode: str, spec: str, *, speed: float = DEFAULT_SPEED) -> System:
     return GroundplaneSystem(config, clock)
 
 
-async def infer(stub: pb_grpc.InferenceServiceStub, index: int, timeout_s: float = 10.0) -> str:
+async def infer(
+    stub: pb_grpc.InferenceServiceAsyncStub, index: int, timeout_s: float = 10.0
+) -> str:
     reply = await stub.Infer(
         pb.InferRequest(
             model=ZERO_MODEL.name,
@@ -127,7 +129,7 @@ async def run_system(system: System, body: Callable[[System], Awaitable[None]]) 
         finally:
             running.stop()
 
-    await system.run(on_ready)  # type: ignore[arg-type]  # each run() takes its own class
+    await system.run(on_ready)
 
 
 async def bench_mode(mode: str, spec: str, args: argparse.Namespace, results: Results) -> None:

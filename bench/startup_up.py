@@ -107,7 +107,7 @@ async def first_request(system: System) -> tuple[float, float, float]:
         finally:
             running.stop()
 
-    await system.run(on_ready)  # type: ignore[arg-type]  # each run() takes its own class
+    await system.run(on_ready)
     return marks["ready"] - started, marks["first"] - started, started
 
 
