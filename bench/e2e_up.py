@@ -20,10 +20,10 @@ QoS 1, TCP_NODELAY, 2 broker hops) on each system's broker, before and after its
 result line is the multi-process hop's cost: processes minus in-process, ms p50 (goal ≤ 1 ms).
 
 Until issue 10 this benchmark ran only in-process, with every satellite overhead (a fixed link
-geometry of range 0 and a routing visibility override, which child processes cannot take) and
-one-token answers: its in-process figures were ≈ 10 % lower than this scenario's (longer answers,
-real geometry and routing). ``--satellites`` changes the constellation size (planes stay 16 or
-fewer).
+geometry of range 0 and a routing visibility override, which child processes cannot take), 8
+satellites and one-token answers (commit ca37e38): its figures are not this scenario's (more
+agents, real geometry, routing and link ticks, longer answers). ``--satellites`` changes the
+constellation size (at most 16 planes).
 
     .venv/bin/python bench/e2e_up.py [--requests 1000] [--concurrency 16] [--satellites 384]
         [--processes | --in-process]   (default: both, in the same run)
