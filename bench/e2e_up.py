@@ -1,17 +1,32 @@
-"""End-to-end requests through the assembled system vs raw aiomqtt on the same broker.
+"""End-to-end requests through the assembled system, multi-process vs in-process vs raw aiomqtt.
 
-The system of ``groundplane up`` (private Mosquitto, link emulator, node agents, routing,
-gateway) with everything that is simulated set to zero: a one-token synthetic model with no
-compute time, links with no processing delay and range 0 (always up), routing visibility that
-sees every satellite overhead. What remains is the system's own cost: gRPC into the gateway,
-admission, the local routing decision, the requester, four MQTT hops through the link emulator,
-the node agent and engine, and back.
+The system of ``groundplane up`` (private Mosquitto, tracking, link emulator, node agents,
+routing, handoff, gateway) on a real scenario both modes run identically from their
+configuration: the ``walker:384/16/1@550km:53`` constellation, one station at 38° N 75.5° W
+(10° minimum elevation, several satellites always in view), the user next to it, ``up``'s
+default 60× clock from a fixed start, link processing delay 0 (what remains of a link is its
+range: ≈ 2-6 ms simulated, 0.03-0.1 ms of wall time at 60×), a synthetic model with no compute
+time (``synth-zero``, answers of 4-32 tokens), ``up``'s default routing policy. What is measured
+is the system's own cost: gRPC into the gateway's ``Infer``, admission, the routing decision,
+the requester, four MQTT hops through the link emulator, the node agent and engine, and back.
+
+* ``processes``  — :class:`~groundplane.system.processes.ProcessSystem` (``up``'s default: every
+  service a ``groundplane serve`` child; the gateway, links and nodes are three processes, so a
+  request crosses processes at every hop);
+* ``in-process`` — :class:`~groundplane.system.system.GroundplaneSystem` (``up --in-process``).
 
 The reference is the raw aiomqtt request/response of ``bench/mqtt_roundtrip.py`` (two clients,
-QoS 1, TCP_NODELAY, 2 broker hops) on the same broker in the same run, measured before and after
-the system figures.
+QoS 1, TCP_NODELAY, 2 broker hops) on each system's broker, before and after its figures. The
+result line is the multi-process hop's cost: processes minus in-process, ms p50 (goal ≤ 1 ms).
 
-    .venv/bin/python bench/e2e_up.py [--requests 1000] [--concurrency 16] [--satellites 8]
+Until issue 10 this benchmark ran only in-process, with every satellite overhead (a fixed link
+geometry of range 0 and a routing visibility override, which child processes cannot take), 8
+satellites and one-token answers (commit ca37e38): its figures are not this scenario's (more
+agents, real geometry, routing and link ticks, longer answers). ``--satellites`` changes the
+constellation size (at most 16 planes).
+
+    .venv/bin/python bench/e2e_up.py [--requests 1000] [--concurrency 16] [--satellites 384]
+        [--processes | --in-process]   (default: both, in the same run)
 """
 
 from __future__ import annotations
@@ -19,117 +34,173 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import math
+import os
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import grpc
 from mqtt_roundtrip import bench_raw, measure, percentile
 
+from groundplane.cli.up import MAX_LINK_TICKS_PER_WALL_S, MAX_ROUTE_TICKS_PER_WALL_S
 from groundplane.gateway.v1 import gateway_pb2 as pb
 from groundplane.gateway.v1 import gateway_pb2_grpc as pb_grpc
 from groundplane.kernel.clock import SimulatedClock
 from groundplane.kernel.logs import configure_logging
-from groundplane.links.geometry import FixedGroundGeometry
-from groundplane.links.model import LinkConfig
 from groundplane.node.backends import SyntheticModelSpec
 from groundplane.orbit.constellations import generate
 from groundplane.orbit.sites import Site
-from groundplane.routing.policy import PolicyKind, RoutingPolicy, Sighting
-from groundplane.scenario import DEFAULT_TOKEN, GroundUser
+from groundplane.scenario import DEFAULT_SPEED, DEFAULT_TOKEN, GroundUser
+from groundplane.system.processes import CatalogSource, ProcessSystem
 from groundplane.system.system import GroundplaneSystem, SystemConfig
 
 EPOCH = datetime(2026, 8, 15, 12, tzinfo=UTC)
 STATION = Site(id="bench-gs", lat_deg=38.0, lon_deg=-75.5, min_elevation_deg=10.0)
 USER = GroundUser("bench-user", "next to the station", 38.0, -75.5)
-ZERO_MODEL = SyntheticModelSpec("synth-zero", min_answer_tokens=1, max_answer_tokens=1)
+ZERO_MODEL = SyntheticModelSpec("synth-zero")
+"""No compute time; the default answer length (what ``serve nodes --model synth-zero:0:0``
+serves, so both modes answer alike)."""
+TENANTS = {"demo": {"tokens": [DEFAULT_TOKEN], "max_concurrent": 256, "max_queued": 1024}}
+
+System = GroundplaneSystem | ProcessSystem
+Results = dict[str, tuple[list[float], float]]
 
 
-class Overhead:
-    """Routing visibility: every satellite straight overhead of the station, range 0."""
+def constellation(satellites: int) -> str:
+    """``walker:N/P/1@550km:53`` with the most planes ≤ 16 that divide ``satellites``."""
+    planes = max(p for p in range(1, min(16, satellites) + 1) if satellites % p == 0)
+    return f"walker:{satellites}/{planes}/1@550km:53"
 
-    def __init__(self, satellite_ids: list[str]) -> None:
-        self._sightings = [
-            Sighting(STATION.id, sat, 90.0, 0.0, 0.0, math.inf) for sat in satellite_ids
-        ]
 
-    def sightings(self, at: datetime) -> list[Sighting]:
-        return list(self._sightings)
+def scenario(spec: str, *, speed: float = DEFAULT_SPEED) -> tuple[SystemConfig, SimulatedClock]:
+    """The benchmark's system configuration (no load of its own) and its clock."""
+    clock = SimulatedClock(EPOCH, speed=speed)
+    config = SystemConfig(
+        elements=generate(spec, EPOCH),
+        stations=[STATION],
+        users=[USER],
+        model=ZERO_MODEL,
+        tenants=TENANTS,
+        link_tick_s=max(1.0, speed / MAX_LINK_TICKS_PER_WALL_S),
+        route_tick_s=max(1.0, speed / MAX_ROUTE_TICKS_PER_WALL_S),
+        keep_trace=False,
+    )
+    return config, clock
+
+
+def build(mode: str, spec: str, *, speed: float = DEFAULT_SPEED) -> System:
+    config, clock = scenario(spec, speed=speed)
+    if mode == "processes":
+        return ProcessSystem(config, clock, CatalogSource(constellation=spec))
+    return GroundplaneSystem(config, clock)
+
+
+async def infer(
+    stub: pb_grpc.InferenceServiceAsyncStub, index: int, timeout_s: float = 10.0
+) -> str:
+    reply = await stub.Infer(
+        pb.InferRequest(
+            model=ZERO_MODEL.name,
+            prompt=f"q{index}",
+            location=pb.UserLocation(lat_deg=USER.lat_deg, lon_deg=USER.lon_deg),
+        ),
+        metadata=(("authorization", f"Bearer {DEFAULT_TOKEN}"),),
+        timeout=timeout_s,
+    )
+    assert reply.satellite_id
+    return str(reply.satellite_id)
 
 
 async def bench_system(target: str, count: int, concurrency: int) -> tuple[list[float], float]:
-    auth = (("authorization", f"Bearer {DEFAULT_TOKEN}"),)
     async with grpc.aio.insecure_channel(target) as channel:
         stub = pb_grpc.InferenceServiceStub(channel)
-        location = pb.UserLocation(lat_deg=USER.lat_deg, lon_deg=USER.lon_deg)
 
         async def request(index: int) -> None:
-            reply = await stub.Infer(
-                pb.InferRequest(model=ZERO_MODEL.name, prompt=f"q{index}", location=location),
-                metadata=auth,
-                timeout=10,
-            )
-            assert reply.satellite_id
+            await infer(stub, index)
 
         return await measure(request, count, concurrency)
+
+
+async def run_system(system: System, body: Callable[[System], Awaitable[None]]) -> None:
+    """``body(system)`` once the system is ready, then stop it."""
+
+    async def on_ready(running: System) -> None:
+        try:
+            await body(running)
+        finally:
+            running.stop()
+
+    await system.run(on_ready)
+
+
+async def bench_mode(mode: str, spec: str, args: argparse.Namespace, results: Results) -> None:
+    async def body(running: System) -> None:
+        assert running.broker_address is not None
+        results[f"raw ({mode})"] = await bench_raw(
+            running.broker_address, args.requests, args.concurrency
+        )
+        results[mode] = await bench_system(running.gateway_target, args.requests, args.concurrency)
+        results[f"raw again ({mode})"] = await bench_raw(
+            running.broker_address, args.requests, args.concurrency
+        )
+
+    await run_system(build(mode, spec), body)
+
+
+def print_table(results: Results) -> None:
+    raw_lat = [v for name, (lat, _rps) in results.items() if name.startswith("raw") for v in lat]
+    raw_rps = [rps for name, (_lat, rps) in results.items() if name.startswith("raw")]
+    raw_p50, raw_p99 = percentile(raw_lat, 0.5), percentile(raw_lat, 0.99)
+    raw_mean_rps = sum(raw_rps) / len(raw_rps)
+    print(
+        f"{'path':<23}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>9}"
+        f"{'p50 ×raw':>10}{'p99 ×raw':>10}{'req/s ×raw':>12}"
+    )
+    for name, (latencies, rps) in results.items():
+        p50, p99 = percentile(latencies, 0.5), percentile(latencies, 0.99)
+        print(
+            f"{name:<23}{p50 * 1e3:>9.3f}{p99 * 1e3:>9.3f}{rps:>9.0f}"
+            f"{p50 / raw_p50:>10.2f}{p99 / raw_p99:>10.2f}{rps / raw_mean_rps:>12.3f}"
+        )
+    for mode in ("processes", "in-process"):
+        if mode in results:
+            p50 = percentile(results[mode][0], 0.5)
+            print(f"{mode} overhead over raw MQTT round trip: {(p50 - raw_p50) * 1e3:.3f} ms p50")
+    if "processes" in results and "in-process" in results:
+        multi, single = results["processes"], results["in-process"]
+        delta_ms = (percentile(multi[0], 0.5) - percentile(single[0], 0.5)) * 1e3
+        print(
+            f"multi-process minus in-process: {delta_ms:.3f} ms p50 (goal ≤ 1 ms), "
+            f"{(percentile(multi[0], 0.99) - percentile(single[0], 0.99)) * 1e3:.3f} ms p99, "
+            f"requests/s ×{multi[1] / single[1]:.3f}"
+        )
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--satellites", type=int, default=8)
+    parser.add_argument("--satellites", type=int, default=384)
+    only = parser.add_mutually_exclusive_group()
+    only.add_argument("--processes", action="store_true", help="only the multi-process system")
+    only.add_argument("--in-process", action="store_true", help="only the in-process system")
     args = parser.parse_args()
     configure_logging("json", level="WARNING")
-    elements = generate(f"walker:{args.satellites}/{min(args.satellites, 4)}/1@550km:53", EPOCH)
-    ids = [e.catalog_id for e in elements]
-    config = SystemConfig(
-        elements=elements,
-        stations=[STATION],
-        users=[USER],
-        model=ZERO_MODEL,
-        policy=RoutingPolicy(kind=PolicyKind.LEAST_LOADED, stickiness=None),
-        tenants={"demo": {"tokens": [DEFAULT_TOKEN], "max_concurrent": 256, "max_queued": 1024}},
-        link_config=LinkConfig(processing_delay_s=0.0),
-        ground_geometry=FixedGroundGeometry([(STATION.id, sat) for sat in ids], range_km=0.0),
-        visibility=Overhead(ids),
-    )
-    system = GroundplaneSystem(config, SimulatedClock(EPOCH, speed=1.0))
-    results: dict[str, tuple[list[float], float]] = {}
-
-    async def run_bench(running: GroundplaneSystem) -> None:
-        try:
-            assert running.broker_address is not None
-            results["raw aiomqtt"] = await bench_raw(
-                running.broker_address, args.requests, args.concurrency
-            )
-            results["system"] = await bench_system(
-                running.gateway_target, args.requests, args.concurrency
-            )
-            results["raw again"] = await bench_raw(
-                running.broker_address, args.requests, args.concurrency
-            )
-        finally:
-            running.stop()
-
-    await system.run(run_bench)
-    raw_lat, raw_rps = results["raw aiomqtt"]
-    raw_p50, raw_p99 = percentile(raw_lat, 0.5), percentile(raw_lat, 0.99)
+    spec = constellation(args.satellites)
+    modes = (["processes"] if args.processes else ["in-process"] if args.in_process else None) or [
+        "processes",
+        "in-process",
+    ]
     print(
         f"{args.requests} sequential requests, then {args.requests} with {args.concurrency} "
-        f"outstanding; {args.satellites} node agents, zero compute, zero link delay"
+        f"outstanding; {spec}, station {STATION.lat_deg}°, {STATION.lon_deg}°, "
+        f"{DEFAULT_SPEED:g}× from {EPOCH:%Y-%m-%dT%H:%MZ}, zero compute, zero link processing "
+        f"delay; load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}"
     )
-    print(
-        f"{'path':<13}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>9}"
-        f"{'p50 ×raw':>10}{'p99 ×raw':>10}{'req/s ×raw':>12}"
-    )
-    for name, (latencies, rps) in results.items():
-        p50, p99 = percentile(latencies, 0.5), percentile(latencies, 0.99)
-        print(
-            f"{name:<13}{p50 * 1e3:>9.3f}{p99 * 1e3:>9.3f}{rps:>9.0f}"
-            f"{p50 / raw_p50:>10.2f}{p99 / raw_p99:>10.2f}{rps / raw_rps:>12.3f}"
-        )
-    system_p50 = percentile(results["system"][0], 0.5)
-    print(f"system overhead over raw MQTT round trip: {(system_p50 - raw_p50) * 1e3:.3f} ms p50")
+    results: Results = {}
+    for mode in modes:
+        await bench_mode(mode, spec, args, results)
+    print_table(results)
+    print(f"load average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
 
 if __name__ == "__main__":
