@@ -59,7 +59,7 @@ from groundplane.handoff.manager import HandoffManager, ManagerConfig
 from groundplane.handoff.planner import HandoffSettings
 from groundplane.kernel.clock import Clock
 from groundplane.kernel.errors import DeadlineExceeded, GroundplaneError, InvalidArgument
-from groundplane.links.emulator import GroundGeometryProvider, LinkEmulator
+from groundplane.links.emulator import LinkEmulator
 from groundplane.links.geometry import TrackedGroundGeometry
 from groundplane.links.model import LinkConfig
 from groundplane.mqtt.broker import BrokerAddress, PrivateBroker
@@ -75,7 +75,7 @@ from groundplane.orbit.geometry import SatelliteBatch
 from groundplane.orbit.sites import Site
 from groundplane.routing.app import RoutingApp
 from groundplane.routing.client import WatchedTableSource
-from groundplane.routing.policy import RoutingPolicy, VisibilitySource
+from groundplane.routing.policy import RoutingPolicy
 from groundplane.routing.table import RouteTable
 from groundplane.scenario import (
     DEFAULT_MODEL,
@@ -140,10 +140,6 @@ class SystemConfig:
     tenants: Mapping[str, Mapping[str, object]] = field(default_factory=default_tenants)
     token: str = DEFAULT_TOKEN
     link_config: LinkConfig = field(default_factory=LinkConfig)
-    ground_geometry: GroundGeometryProvider | None = None
-    """Override of the link geometry (benchmarks); default: tracked from the elements."""
-    visibility: VisibilitySource | None = None
-    """Override of routing's visibility (benchmarks); default: tracking's, from the elements."""
     link_tick_s: float = 1.0
     route_tick_s: float = 1.0
     pass_horizon_s: float = 4 * 3600.0
@@ -330,7 +326,7 @@ class GroundplaneSystem:
             stack.callback(lambda: [task.cancel() for task in background])
 
             # links
-            geometry = config.ground_geometry or TrackedGroundGeometry(self.batch, self.stations)
+            geometry = TrackedGroundGeometry(self.batch, self.stations)
             emulator = LinkEmulator(
                 links_client,
                 self.clock,
@@ -358,7 +354,6 @@ class GroundplaneSystem:
                     drain_grace_s=0.5,
                     unready_delay_s=0.0,
                     directory=self.directory,
-                    visibility=config.visibility,
                 )
             )
             self.routing = routing
