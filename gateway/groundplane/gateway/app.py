@@ -124,6 +124,8 @@ class GatewayApp:
         self._sessions = sessions
         self._feed: WatchedTableSource | None = None
         self._ready = asyncio.Event()
+        self._published_reasons: list[str] | None = None
+        """What readiness was last published with (None: nothing published yet)."""
         self._client: MqttClient | None = None
         self._stack: AsyncExitStack | None = None
         self._server: GrpcServer | None = None
@@ -259,17 +261,19 @@ class GatewayApp:
         """Readiness follows :meth:`inputs_live`, checked on every new table and every
         :data:`READINESS_CHECK_S` between them."""
         assert self._tables is not None
-        reasons = self._unready_reasons()
         while True:
-            await self._tables.wait_for_update(READINESS_CHECK_S)
+            # Compared with what was last published, not with a value read when this task
+            # began: a table arriving between the first publish and this task's start must
+            # still turn readiness SERVING.
             now_reasons = self._unready_reasons()
-            if now_reasons != reasons:
-                reasons = now_reasons
-                await self._publish_readiness(reasons)
+            if now_reasons != self._published_reasons:
+                await self._publish_readiness(now_reasons)
+            await self._tables.wait_for_update(READINESS_CHECK_S)
 
     async def _publish_readiness(self, reasons: list[str]) -> None:
         assert self._server is not None
         log.info("gateway_readiness", ready=not reasons, unready_because=reasons)
+        self._published_reasons = list(reasons)
         await self._server.set_ready(not reasons)
         if reasons:
             self._ready.clear()
