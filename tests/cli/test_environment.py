@@ -14,7 +14,8 @@ from groundplane.cli import environment
 from groundplane.cli.main import Parser, build_parser, main
 
 from ..data import DATA
-from .test_serve_tracking import GROUNDPLANE, LATE, START_TIMEOUT_S, _look
+from ..processes import GROUNDPLANE
+from .test_serve_tracking import LATE, START_TIMEOUT_S, _look
 
 ELEMENTS = str(DATA / "satellites-2026-08.3le")
 PASSES = ["passes", "--elements", ELEMENTS, "--site", "52.2,0.1", "--start", "now"]

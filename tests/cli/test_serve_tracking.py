@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
-import signal
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -20,8 +17,8 @@ from groundplane.tracking.v1 import tracking_pb2 as pb
 from groundplane.tracking.v1 import tracking_pb2_grpc as pb_grpc
 
 from ..data import DATA
+from ..processes import Served, serve
 
-GROUNDPLANE = str(Path(sys.executable).with_name("groundplane"))
 ELEMENTS = str(DATA / "satellites-2026-08.3le")
 #: Simulated "now" of the service: months after the shipped elements' August-2026 epochs.
 LATE = datetime(2026, 12, 2, tzinfo=UTC)
@@ -31,24 +28,26 @@ CALL_TIMEOUT_S = 30.0
 
 
 @dataclass
-class Served:
-    process: asyncio.subprocess.Process
-    lines: list[str]
-    target: str
+class Tracking:
+    served: Served
     cwd: Path
     state_home: Path
 
+    @property
+    def lines(self) -> list[str]:
+        return self.served.lines
+
+    @property
+    def target(self) -> str:
+        return self.served.target
+
 
 @asynccontextmanager
-async def _serve(tmp_path: Path, *extra: str) -> AsyncIterator[Served]:
+async def _serve(tmp_path: Path, *extra: str) -> AsyncIterator[Tracking]:
     cwd = tmp_path / "work"
     state_home = tmp_path / "state"
     cwd.mkdir()
-    stderr_path = tmp_path / "stderr.log"
-    stderr = stderr_path.open("wb")
-    process = await asyncio.create_subprocess_exec(
-        GROUNDPLANE,
-        "serve",
+    async with serve(
         "tracking",
         "--port",
         "0",
@@ -63,33 +62,13 @@ async def _serve(tmp_path: Path, *extra: str) -> AsyncIterator[Served]:
         "--log-format",
         "json",
         *extra,
-        cwd=cwd,
+        stderr_path=tmp_path / "stderr.log",
+        start_timeout_s=START_TIMEOUT_S,
         env={**os.environ, "XDG_STATE_HOME": str(state_home)},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=stderr,
-    )
-    assert process.stdout is not None
-    lines: list[str] = []
-    try:
-        async with asyncio.timeout(START_TIMEOUT_S):
-            while not (lines and lines[-1].startswith("tracking serving on ")):
-                line = (await process.stdout.readline()).decode()
-                if not line:
-                    status = await process.wait()
-                    pytest.fail(
-                        f"serve tracking exited early (status {status}): "
-                        f"{stderr_path.read_text(errors='replace')[-2000:]}"
-                    )
-                lines.append(line.strip())
-        yield Served(process, lines, lines[-1].rsplit(" ", 1)[1], cwd, state_home)
-        process.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(START_TIMEOUT_S):
-            assert await process.wait() == 0
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-        stderr.close()
+        cwd=cwd,
+    ) as served:
+        yield Tracking(served, cwd, state_home)
+        await served.stop(START_TIMEOUT_S)
 
 
 async def _look(target: str) -> pb.GetLookAnglesResponse:

@@ -12,10 +12,9 @@ import asyncio
 import json
 import os
 import signal
-import sys
 import time
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -50,13 +49,13 @@ from ..handoff.conftest import (
     SystemFactory,
     make_system,
 )
+from ..processes import Served, serve
 from ..scrape import sample, samples
 
 __all__ = ["make_system"]  # the handoff tests' fixture, used here too
 
 pytestmark = pytest.mark.slow
 
-GROUNDPLANE = str(Path(sys.executable).with_name("groundplane"))
 START_TIMEOUT_S = 60.0
 """A cold start imports numpy, grpc and the generated code on a shared machine."""
 CALL_TIMEOUT_S = 10.0
@@ -185,66 +184,24 @@ async def serve_routing(routing: FakeRouting, address: str = "127.0.0.1:0") -> G
     return server
 
 
-@dataclass
-class Child:
-    process: asyncio.subprocess.Process
-    target: str
-    stderr_path: Path
-
-    def stderr(self) -> str:
-        return self.stderr_path.read_text(errors="replace")
-
-    def logged(self, event: str) -> dict[str, Any]:
-        """The first JSON log line of ``event`` on the child's stderr."""
-        for line in self.stderr().splitlines():
-            if line.startswith("{") and f'"{event}"' in line:
-                record: dict[str, Any] = json.loads(line)
-                if record.get("event") == event:
-                    return record
-        raise AssertionError(f"no {event!r} log line: {self.stderr()[-2000:]}")
-
-
-@asynccontextmanager
-async def serve_gateway(tmp_path: Path, *args: str) -> AsyncIterator[Child]:
+def serve_gateway(tmp_path: Path, *args: str) -> AbstractAsyncContextManager[Served]:
     """``groundplane serve gateway ARGS`` until its ``gateway serving on`` line; killed if the
     test leaves it running."""
-    stderr_path = tmp_path / "gateway-stderr.log"
-    with stderr_path.open("wb") as stderr:
-        process = await asyncio.create_subprocess_exec(
-            GROUNDPLANE,
-            "serve",
-            "gateway",
-            "--port",
-            "0",
-            "--unready-delay",
-            str(UNREADY_DELAY_S),
-            "--drain-grace",
-            str(DRAIN_GRACE_S),
-            "--log-format",
-            "json",
-            *args,
-            env={k: v for k, v in os.environ.items() if not k.startswith("GROUNDPLANE_")},
-            stdout=asyncio.subprocess.PIPE,
-            stderr=stderr,
-        )
-        assert process.stdout is not None
-        try:
-            async with asyncio.timeout(START_TIMEOUT_S):
-                while True:
-                    line = (await process.stdout.readline()).decode()
-                    if not line:
-                        status = await process.wait()
-                        pytest.fail(
-                            f"serve gateway exited early ({status}): "
-                            f"{stderr_path.read_text(errors='replace')[-3000:]}"
-                        )
-                    if line.startswith("gateway serving on "):
-                        break
-            yield Child(process, line.strip().rsplit(" ", 1)[1], stderr_path)
-        finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
+    return serve(
+        "gateway",
+        "--port",
+        "0",
+        "--unready-delay",
+        str(UNREADY_DELAY_S),
+        "--drain-grace",
+        str(DRAIN_GRACE_S),
+        "--log-format",
+        "json",
+        *args,
+        stderr_path=tmp_path / "gateway-stderr.log",
+        start_timeout_s=START_TIMEOUT_S,
+        env={k: v for k, v in os.environ.items() if not k.startswith("GROUNDPLANE_")},
+    )
 
 
 @dataclass

@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import signal
-import sys
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
@@ -23,12 +21,11 @@ from pathlib import Path
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from groundplane.handoff.v1 import handoff_pb2 as pb
 from groundplane.handoff.v1 import handoff_pb2_grpc as pb_grpc
 from groundplane.kernel.clock import SimulatedClock
-from groundplane.kernel.serving import READINESS
 from groundplane.links.emulator import LinkEmulator
 from groundplane.links.geometry import TrackedGroundGeometry
 from groundplane.mqtt.broker import PrivateBroker
@@ -43,9 +40,10 @@ from groundplane.orbit.passes import Pass, find_passes
 from groundplane.scenario import default_stations
 from groundplane.tracking.app import build_tracking
 
+from ..processes import Served, readiness, serve, wait_serving
+
 pytestmark = pytest.mark.slow
 
-GROUNDPLANE = str(Path(sys.executable).with_name("groundplane"))
 EPOCH = datetime(2026, 8, 15, tzinfo=UTC)
 CONSTELLATION = "walker:24/6/1@550km:53"
 SPEED = 4.0
@@ -103,84 +101,33 @@ class CountingBackend(SyntheticBackend):
         return super().generate(request)
 
 
-@dataclass
-class Handoff:
-    process: asyncio.subprocess.Process
-    target: str
-
-
 @asynccontextmanager
 async def serve_handoff(
     tmp_path: Path, *, tracking: str, broker_url: str, db: Path, clock: SimulatedClock, run: int
-) -> AsyncIterator[Handoff]:
+) -> AsyncIterator[Served]:
     """``serve handoff`` until the block ends; then SIGTERM, which must end it with status 0."""
-    stderr_path = tmp_path / f"handoff-{run}.log"
-    with stderr_path.open("wb") as stderr:
-        process = await asyncio.create_subprocess_exec(
-            GROUNDPLANE,
-            "serve",
-            "handoff",
-            "--port",
-            "0",
-            "--tracking",
-            tracking,
-            "--db",
-            str(db),
-            "--clock",
-            str(clock.spec()),
-            "--unready-delay",
-            "0",
-            "--drain-grace",
-            "2",
-            "--log-format",
-            "json",
-            env={**os.environ, "GROUNDPLANE_BROKER": broker_url},
-            stdout=asyncio.subprocess.PIPE,
-            stderr=stderr,
-        )
-        assert process.stdout is not None
-        try:
-            async with asyncio.timeout(START_TIMEOUT_S):
-                while True:
-                    line = (await process.stdout.readline()).decode()
-                    if not line:
-                        status = await process.wait()
-                        pytest.fail(
-                            f"serve handoff exited early (status {status}): "
-                            f"{stderr_path.read_text(errors='replace')[-3000:]}"
-                        )
-                    if line.startswith("handoff serving on "):
-                        break
-            yield Handoff(process, line.strip().rsplit(" ", 1)[1])
-            process.send_signal(signal.SIGTERM)
-            async with asyncio.timeout(START_TIMEOUT_S):
-                status = await process.wait()
-            assert status == 0, stderr_path.read_text(errors="replace")[-3000:]
-        finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
-
-
-async def readiness(target: str) -> int:
-    async with grpc.aio.insecure_channel(target) as channel:
-        response = await health_pb2_grpc.HealthStub(channel).Check(
-            health_pb2.HealthCheckRequest(service=READINESS), timeout=CALL_TIMEOUT_S
-        )
-        return int(response.status)
-
-
-async def wait_serving(target: str) -> None:
-    """Until readiness reports SERVING (health Watch: the server pushes every change)."""
-    async with grpc.aio.insecure_channel(target) as channel:
-        stream = health_pb2_grpc.HealthStub(channel).Watch(
-            health_pb2.HealthCheckRequest(service=READINESS), timeout=START_TIMEOUT_S
-        )
-        async for response in stream:
-            if response.status == health_pb2.HealthCheckResponse.SERVING:
-                stream.cancel()
-                return
-    pytest.fail("readiness never became SERVING")
+    async with serve(
+        "handoff",
+        "--port",
+        "0",
+        "--tracking",
+        tracking,
+        "--db",
+        str(db),
+        "--clock",
+        str(clock.spec()),
+        "--unready-delay",
+        "0",
+        "--drain-grace",
+        "2",
+        "--log-format",
+        "json",
+        stderr_path=tmp_path / f"handoff-{run}.log",
+        start_timeout_s=START_TIMEOUT_S,
+        env={**os.environ, "GROUNDPLANE_BROKER": broker_url},
+    ) as served:
+        yield served
+        await served.stop(START_TIMEOUT_S)
 
 
 async def wait_job_done(stub: pb_grpc.HandoffServiceAsyncStub, job_id: str) -> pb.Job:
@@ -255,7 +202,7 @@ async def test_serve_handoff_serves_sessions_and_jobs_and_keeps_them_across_a_re
             agent_config=AgentConfig(load_interval_s=0.5),
         )
 
-        def started(run: int) -> AbstractAsyncContextManager[Handoff]:
+        def started(run: int) -> AbstractAsyncContextManager[Served]:
             return serve_handoff(
                 tmp_path,
                 tracking=tracking.server.target,
@@ -266,10 +213,13 @@ async def test_serve_handoff_serves_sessions_and_jobs_and_keeps_them_across_a_re
             )
 
         async with started(1) as first:
-            assert await readiness(first.target) == health_pb2.HealthCheckResponse.NOT_SERVING
+            assert (
+                await readiness(first.target, CALL_TIMEOUT_S)
+                == health_pb2.HealthCheckResponse.NOT_SERVING
+            )
             host_task = tasks.create_task(host.run(), name="test-nodes")
             await host.wait_ready(START_TIMEOUT_S)
-            await wait_serving(first.target)
+            await wait_serving(first.target, START_TIMEOUT_S)
             async with grpc.aio.insecure_channel(first.target) as channel:
                 stub = pb_grpc.HandoffServiceStub(channel)
                 session = (
@@ -301,7 +251,7 @@ async def test_serve_handoff_serves_sessions_and_jobs_and_keeps_them_across_a_re
                 assert ran == {f"{job.job_id}.i{n}": 1 for n in range(JOB_ITEMS)}, ran
 
         async with started(2) as second:
-            await wait_serving(second.target)
+            await wait_serving(second.target, START_TIMEOUT_S)
             async with grpc.aio.insecure_channel(second.target) as channel:
                 stub = pb_grpc.HandoffServiceStub(channel)
                 kept = (

@@ -6,14 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
 import shutil
-import signal
 import socket
-import sys
 import urllib.request
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -38,8 +34,8 @@ from groundplane.tracking.v1 import tracking_pb2 as pb
 from groundplane.tracking.v1 import tracking_pb2_grpc as pb_grpc
 
 from ..data import DATA
+from ..processes import Served, serve
 
-GROUNDPLANE = str(Path(sys.executable).with_name("groundplane"))
 START = datetime(2026, 8, 15, 6, 0, tzinfo=UTC)
 #: Generous: a cold start imports numpy, grpc and sgp4 on a shared 2-core machine.
 START_TIMEOUT_S = 120.0
@@ -85,15 +81,10 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-@asynccontextmanager
-async def _serve_links(
+def _serve_links(
     tmp_path: Path, tracking: str, broker: PrivateBroker, clock: SimulatedClock
-) -> AsyncIterator[tuple[asyncio.subprocess.Process, list[str]]]:
-    stderr_path = tmp_path / "links-stderr.log"
-    stderr = stderr_path.open("wb")
-    process = await asyncio.create_subprocess_exec(
-        GROUNDPLANE,
-        "serve",
+) -> AbstractAsyncContextManager[Served]:
+    return serve(
         "links",
         "--port",
         "0",
@@ -113,29 +104,9 @@ async def _serve_links(
         "1",
         "--log-format",
         "json",
-        env={**os.environ},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=stderr,
+        stderr_path=tmp_path / "links-stderr.log",
+        start_timeout_s=START_TIMEOUT_S,
     )
-    assert process.stdout is not None
-    lines: list[str] = []
-    try:
-        async with asyncio.timeout(START_TIMEOUT_S):
-            while not (lines and lines[-1].startswith("links serving on ")):
-                line = (await process.stdout.readline()).decode()
-                if not line:
-                    status = await process.wait()
-                    pytest.fail(
-                        f"serve links exited early (status {status}): "
-                        f"{stderr_path.read_text(errors='replace')[-3000:]}"
-                    )
-                lines.append(line.strip())
-        yield process, lines
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-        stderr.close()
 
 
 async def _next_status(call: Any) -> int:
@@ -181,10 +152,10 @@ async def test_serve_links_follows_tracking_and_drops_a_replaced_satellite(
     tracking: TrackingApp | None = None
     async with (
         PrivateBroker(workdir=tmp_path / "broker") as broker,
-        _serve_links(tmp_path, tracking_target, broker, clock) as (process, lines),
+        _serve_links(tmp_path, tracking_target, broker, clock) as served,
     ):
-        (metrics_line,) = [line for line in lines if line.startswith("links metrics on")]
-        health_target = lines[-1].rsplit(" ", 1)[1]
+        (metrics_line,) = [line for line in served.lines if line.startswith("links metrics on")]
+        health_target = served.target
         try:
             async with grpc.aio.insecure_channel(health_target) as channel:
                 health = health_pb2_grpc.HealthStub(channel)
@@ -231,9 +202,7 @@ async def test_serve_links_follows_tracking_and_drops_a_replaced_satellite(
                 down = await next_state(False, 10 * LINK_TICK_S + 5.0)
                 assert down.link_id == f"{station}/{sat}"
 
-            process.send_signal(signal.SIGTERM)
-            async with asyncio.timeout(START_TIMEOUT_S):
-                assert await process.wait() == 0
+            await served.stop(START_TIMEOUT_S)
         finally:
             if tracking is not None:
                 await tracking.server.stop(0)

@@ -13,17 +13,15 @@ import json
 import os
 import shutil
 import signal
-import sys
 import urllib.request
 from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from groundplane.cli.serve_nodes import NodesSettings, parse_shard, register
 from groundplane.kernel.clock import SimulatedClock
@@ -40,9 +38,9 @@ from groundplane.node.v1 import node_pb2
 from groundplane.orbit.constellations import generate
 from groundplane.tracking.app import build_tracking
 
+from ..processes import Served, readiness, serve, wait_serving
 from .conftest import FAST_BACKOFF, STATION, geometry
 
-GROUNDPLANE = str(Path(sys.executable).with_name("groundplane"))
 START = datetime(2026, 8, 16, tzinfo=UTC)
 CONSTELLATION = "walker:8/2/1@550km:53"
 SHARD_ID = "0-of-2"
@@ -109,68 +107,39 @@ async def ground(scene: Scene) -> AsyncIterator[Requester]:
         yield requester
 
 
-@dataclass
-class Served:
-    process: asyncio.subprocess.Process
-    target: str
-    stderr: Path
-
-
-@asynccontextmanager
-async def serve_nodes(scene: Scene, name: str) -> AsyncIterator[Served]:
-    stderr_path = scene.tmp_path / f"{name}.stderr"
-    with stderr_path.open("wb") as stderr:
-        process = await asyncio.create_subprocess_exec(
-            GROUNDPLANE,
-            "serve",
-            "nodes",
-            "--broker",
-            scene.broker.shard_address(SHARD_ID).url,
-            "--tracking",
-            scene.tracking_target,
-            "--shard",
-            "0/2",
-            "--model",
-            "synth-7b:0:0.002",
-            "--keepalive",
-            str(KEEPALIVE_S),
-            "--load-interval",
-            "0.2",
-            "--execution-log",
-            str(scene.tmp_path / "executions.jsonl"),
-            "--epoch-dir",
-            str(scene.tmp_path / "epochs"),
-            "--port",
-            "0",
-            "--metrics-port",
-            "0",
-            "--start",
-            START.isoformat(),
-            "--unready-delay",
-            "0",
-            "--log-format",
-            "json",
-            env={**os.environ, "PATH": f"/usr/sbin:{os.environ.get('PATH', '')}"},
-            stdout=asyncio.subprocess.PIPE,
-            stderr=stderr,
-        )
-    assert process.stdout is not None
-    try:
-        async with asyncio.timeout(START_TIMEOUT_S):
-            while True:
-                line = (await process.stdout.readline()).decode()
-                if not line:
-                    status = await process.wait()
-                    pytest.fail(
-                        f"serve nodes exited early ({status}): {stderr_path.read_text()[-2000:]}"
-                    )
-                if line.startswith("nodes serving on "):
-                    break
-        yield Served(process, line.removeprefix("nodes serving on ").strip(), stderr_path)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+def serve_nodes(scene: Scene, name: str) -> AbstractAsyncContextManager[Served]:
+    return serve(
+        "nodes",
+        "--broker",
+        scene.broker.shard_address(SHARD_ID).url,
+        "--tracking",
+        scene.tracking_target,
+        "--shard",
+        "0/2",
+        "--model",
+        "synth-7b:0:0.002",
+        "--keepalive",
+        str(KEEPALIVE_S),
+        "--load-interval",
+        "0.2",
+        "--execution-log",
+        str(scene.tmp_path / "executions.jsonl"),
+        "--epoch-dir",
+        str(scene.tmp_path / "epochs"),
+        "--port",
+        "0",
+        "--metrics-port",
+        "0",
+        "--start",
+        START.isoformat(),
+        "--unready-delay",
+        "0",
+        "--log-format",
+        "json",
+        stderr_path=scene.tmp_path / f"{name}.stderr",
+        start_timeout_s=START_TIMEOUT_S,
+        env={**os.environ, "PATH": f"/usr/sbin:{os.environ.get('PATH', '')}"},
+    )
 
 
 async def scrape(stderr: Path) -> str:
@@ -189,24 +158,6 @@ async def scrape(stderr: Path) -> str:
     return await asyncio.to_thread(fetch)
 
 
-async def readiness(target: str) -> health_pb2.HealthCheckResponse.ServingStatus.ValueType:
-    async with grpc.aio.insecure_channel(target) as channel:
-        reply = await health_pb2_grpc.HealthStub(channel).Check(
-            health_pb2.HealthCheckRequest(service=""), timeout=WAIT_S
-        )
-    return reply.status
-
-
-async def wait_serving(target: str) -> None:
-    async with grpc.aio.insecure_channel(target) as channel:
-        stream = health_pb2_grpc.HealthStub(channel).Watch(
-            health_pb2.HealthCheckRequest(service=""), timeout=WAIT_S
-        )
-        async for reply in stream:
-            if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                return
-
-
 async def all_members(scene: Scene, predicate: Callable[[NodeView], bool]) -> dict[str, NodeView]:
     """Every member's view once ``predicate`` holds for it."""
     return {sat: await scene.directory.wait_for(sat, predicate, WAIT_S) for sat in scene.members}
@@ -219,10 +170,13 @@ async def test_a_shard_process_serves_its_members_and_dies_with_its_will(tmp_pat
     shard Will; a new process brings them back with higher epochs, and SIGTERM drains them
     (OFFLINE drained) and exits 0."""
     async with scene(tmp_path) as world, serve_nodes(world, "first") as first:
-        assert await readiness(first.target) == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert (
+            await readiness(first.target, WAIT_S, service="")
+            == health_pb2.HealthCheckResponse.NOT_SERVING
+        )
         await world.broker.start()
         async with ground(world) as requester:
-            await wait_serving(first.target)
+            await wait_serving(first.target, WAIT_S, service="")
             born = await all_members(world, lambda v: v.state == ONLINE)
             assert sorted(view.satellite_id for view in world.directory.nodes()) == world.members
             shard = world.directory.shard(SHARD_ID)
@@ -245,7 +199,7 @@ async def test_a_shard_process_serves_its_members_and_dies_with_its_will(tmp_pat
                 ("req-serve-nodes-1", sat)
             ]
             assert log.unreadable_lines == 0
-            metrics = await scrape(first.stderr)
+            metrics = await scrape(first.stderr_path)
             assert f'groundplane_nodes_agents{{shard_id="{SHARD_ID}"}} 4.0' in metrics
             assert f'groundplane_nodes_executions_total{{shard_id="{SHARD_ID}"}} 1.0' in metrics
 
@@ -258,7 +212,7 @@ async def test_a_shard_process_serves_its_members_and_dies_with_its_will(tmp_pat
                 assert not world.directory.accepts(member, view.epoch)
 
             async with serve_nodes(world, "second") as second:
-                await wait_serving(second.target)
+                await wait_serving(second.target, WAIT_S, service="")
                 again = await all_members(
                     world,
                     lambda v: v.state == ONLINE and v.epoch > born[v.satellite_id].epoch,
@@ -267,9 +221,7 @@ async def test_a_shard_process_serves_its_members_and_dies_with_its_will(tmp_pat
                 assert reborn is not None
                 assert reborn.epoch > shard.epoch
                 assert {v.shard_epoch for v in again.values()} == {reborn.epoch}
-                second.process.send_signal(signal.SIGTERM)
-                async with asyncio.timeout(WAIT_S):
-                    assert await second.process.wait() == 0
+                await second.stop(WAIT_S)
                 drained = await all_members(world, lambda v: v.state == OFFLINE)
                 assert all(view.drained for view in drained.values())
                 final = world.directory.shard(SHARD_ID)

@@ -10,14 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
 import shutil
-import signal
-import sys
 import urllib.request
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -43,9 +39,10 @@ from groundplane.scenario import DEFAULT_CONSTELLATION, DEFAULT_MODEL, default_s
 from groundplane.tracking.app import build_tracking
 from groundplane.tracking.v1 import tracking_pb2, tracking_pb2_grpc
 
+from ..processes import Served, serve
+
 pytestmark = pytest.mark.slow
 
-GROUNDPLANE = str(Path(sys.executable).with_name("groundplane"))
 T0 = datetime(2026, 8, 15, 12, tzinfo=UTC)
 ELEMENTS = generate(DEFAULT_CONSTELLATION, T0)
 MODEL = DEFAULT_MODEL.name
@@ -70,59 +67,33 @@ def _busiest_station() -> tuple[Site, set[str]]:
     return best
 
 
-@dataclass
-class Served:
-    process: asyncio.subprocess.Process
-    target: str
-    metrics_url: str
-
-
 @asynccontextmanager
 async def serve_routing(tmp_path: Path, *args: str) -> AsyncIterator[Served]:
-    stderr_path = tmp_path / "routing.stderr"
-    with stderr_path.open("wb") as stderr:
-        process = await asyncio.create_subprocess_exec(
-            GROUNDPLANE,
-            "serve",
-            "routing",
-            "--port",
-            "0",
-            "--metrics-port",
-            "0",
-            "--unready-delay",
-            "0",
-            "--drain-grace",
-            "1",
-            "--log-format",
-            "json",
-            *args,
-            env=os.environ,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=stderr,
-        )
-        assert process.stdout is not None
-        try:
-            lines: list[str] = []
-            async with asyncio.timeout(START_TIMEOUT_S):
-                while not (lines and lines[-1].startswith("routing serving on ")):
-                    line = (await process.stdout.readline()).decode()
-                    if not line:
-                        status = await process.wait()
-                        pytest.fail(
-                            f"serve routing exited early (status {status}): "
-                            f"{stderr_path.read_text(errors='replace')[-3000:]}"
-                        )
-                    lines.append(line.strip())
-            metrics = next(line for line in lines if line.startswith("routing metrics on "))
-            yield Served(process, lines[-1].rsplit(" ", 1)[1], metrics.rsplit(" ", 1)[1])
-            process.send_signal(signal.SIGTERM)
-            async with asyncio.timeout(TIMEOUT_S):
-                status = await process.wait()
-            assert status == 0, stderr_path.read_text(errors="replace")[-3000:]
-        finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
+    """``serve routing ARGS`` until the block ends; then SIGTERM, which must end it with 0."""
+    async with serve(
+        "routing",
+        "--port",
+        "0",
+        "--metrics-port",
+        "0",
+        "--unready-delay",
+        "0",
+        "--drain-grace",
+        "1",
+        "--log-format",
+        "json",
+        *args,
+        stderr_path=tmp_path / "routing.stderr",
+        start_timeout_s=START_TIMEOUT_S,
+    ) as served:
+        yield served
+        await served.stop(TIMEOUT_S)
+
+
+def _metrics_url(served: Served) -> str:
+    """Where the child serves /metrics (its ``routing metrics on URL`` line)."""
+    line = next(line for line in served.lines if line.startswith("routing metrics on "))
+    return line.rsplit(" ", 1)[1]
 
 
 async def _publish_nodes_and_links(client: MqttClient, station: Site) -> None:
@@ -259,7 +230,7 @@ async def test_serve_routing_becomes_ready_routes_streams_and_follows_an_element
             epoch=original.epoch + timedelta(seconds=1),
             mean_anomaly_deg=(original.mean_anomaly_deg + 180.0) % 360.0,
         )
-        catalog_before = _sample(await asyncio.to_thread(_scrape, served.metrics_url))
+        catalog_before = _sample(await asyncio.to_thread(_scrape, _metrics_url(served)))
         tracking_channel = await stack.enter_async_context(
             grpc.aio.insecure_channel(tracking.server.target)
         )
@@ -277,6 +248,6 @@ async def test_serve_routing_becomes_ready_routes_streams_and_follows_an_element
         after = await _route(stub, station)
         assert after == "UNAVAILABLE" or chosen not in after, after
 
-        text = await asyncio.to_thread(_scrape, served.metrics_url)
+        text = await asyncio.to_thread(_scrape, _metrics_url(served))
         assert _sample(text) > catalog_before
         assert 'groundplane_routing_decisions_total{outcome="routed"}' in text

@@ -11,6 +11,10 @@ environment variable (``GROUNDPLANE_PORT``, ``GROUNDPLANE_CLOCK``, …).
 manager that starts the service on enter (its gRPC server NOT_SERVING on readiness until its
 inputs are live) and drains it on exit; the process then exits 0. A second signal while draining
 cancels the drain.
+
+The inputs most services share have one spelling too: :func:`add_tracking_argument`
+(``--tracking HOST:PORT``), :func:`add_broker_argument` (``--broker URL``) and
+:func:`broker_address` (the parsed URL).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import structlog
 
 from groundplane.kernel.clock import Clock
 from groundplane.kernel.logs import configure_logging
+from groundplane.mqtt.broker import BrokerAddress
 
 from . import inputs
 
@@ -88,6 +93,28 @@ def add_process_arguments(parser: argparse.ArgumentParser, *, default_port: int)
         default="auto",
         help="log lines as JSON, for a console, or console on a TTY and JSON otherwise",
     )
+
+
+BROKER_HELP = "the MQTT broker, mqtt://user:password@host:port (a service account)"
+
+
+def add_tracking_argument(
+    parser: argparse.ArgumentParser, help_text: str, *, required: bool = True
+) -> None:
+    """``--tracking HOST:PORT``: the tracking service whose catalog the process follows."""
+    parser.add_argument(
+        "--tracking", required=required, type=inputs.address, metavar="HOST:PORT", help=help_text
+    )
+
+
+def add_broker_argument(parser: argparse.ArgumentParser, help_text: str = BROKER_HELP) -> None:
+    """``--broker URL`` (required): the MQTT broker and the account the process logs in as."""
+    parser.add_argument("--broker", required=True, metavar="URL", help=help_text)
+
+
+def broker_address(args: argparse.Namespace) -> BrokerAddress:
+    """The broker of ``--broker`` (InvalidArgument when the URL is not an MQTT URL)."""
+    return BrokerAddress.from_url(args.broker)
 
 
 def process_clock(args: argparse.Namespace) -> Clock:

@@ -30,11 +30,17 @@ from groundplane.gateway.app import GatewayApp, GatewaySettings
 from groundplane.gateway.auth import TenantRegistry
 from groundplane.gateway.service import GatewayConfig
 from groundplane.kernel.errors import InvalidArgument
-from groundplane.mqtt.broker import BrokerAddress
 from groundplane.scenario import DEFAULT_TENANT, default_tenants
 
 from . import inputs
-from .process import add_process_arguments, listen_address, process_clock, run_service
+from .process import (
+    add_broker_argument,
+    add_process_arguments,
+    broker_address,
+    listen_address,
+    process_clock,
+    run_service,
+)
 
 log = structlog.get_logger("groundplane.cli.serve_gateway")
 
@@ -69,12 +75,7 @@ def register(services: Any) -> None:
         metavar="HOST:PORT",
         help="the handoff service that answers session turns (calls with a session id)",
     )
-    parser.add_argument(
-        "--broker",
-        required=True,
-        metavar="URL",
-        help="the MQTT broker, mqtt://user:password@host:port (a service account)",
-    )
+    add_broker_argument(parser)
     parser.add_argument(
         "--tenants",
         metavar="FILE",
@@ -143,7 +144,7 @@ def gateway_settings(args: argparse.Namespace, tenants: TenantRegistry) -> Gatew
         )
     defaults = GatewayConfig()
     return GatewaySettings(
-        broker=BrokerAddress.from_url(args.broker),
+        broker=broker_address(args),
         tenants=tenants,
         instance_id=args.instance_id,
         grpc_address=listen_address(args),

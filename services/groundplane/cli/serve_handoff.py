@@ -23,7 +23,6 @@ from groundplane.handoff.app import HandoffApp, HandoffAppSettings
 from groundplane.handoff.manager import ManagerConfig
 from groundplane.handoff.planner import HandoffSettings
 from groundplane.kernel.errors import InvalidArgument
-from groundplane.mqtt.broker import BrokerAddress
 from groundplane.system.system import (
     DEFAULT_HANDOFF_MARGIN_S,
     DEFAULT_MIN_DWELL_S,
@@ -32,7 +31,15 @@ from groundplane.system.system import (
 from groundplane.tracking.client import CatalogFollower
 
 from . import inputs
-from .process import add_process_arguments, listen_address, process_clock, run_service
+from .process import (
+    add_broker_argument,
+    add_process_arguments,
+    add_tracking_argument,
+    broker_address,
+    listen_address,
+    process_clock,
+    run_service,
+)
 
 DEFAULT_PORT = 50053
 MIN_OPERATION_S = 10.0
@@ -52,19 +59,10 @@ def register(services: Any) -> None:
         f"Times: {inputs.TIME_HELP}.",
     )
     add_process_arguments(parser, default_port=DEFAULT_PORT)
-    parser.add_argument(
-        "--tracking",
-        required=True,
-        type=inputs.address,
-        metavar="HOST:PORT",
-        help="the tracking service whose catalog (WatchCatalog) gives satellites and sites",
+    add_tracking_argument(
+        parser, "the tracking service whose catalog (WatchCatalog) gives satellites and sites"
     )
-    parser.add_argument(
-        "--broker",
-        required=True,
-        metavar="URL",
-        help="the MQTT broker, mqtt://user:password@host:port (a service account)",
-    )
+    add_broker_argument(parser)
     parser.add_argument(
         "--db",
         required=True,
@@ -104,7 +102,7 @@ def handoff_settings(args: argparse.Namespace, speed: float) -> HandoffAppSettin
         )
     operation_s = max(MIN_OPERATION_S, args.operation_wall * speed)
     return HandoffAppSettings(
-        broker=BrokerAddress.from_url(args.broker),
+        broker=broker_address(args),
         db_path=args.db,
         grpc_address=listen_address(args),
         manager=ManagerConfig(

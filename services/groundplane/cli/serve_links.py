@@ -16,7 +16,6 @@ from typing import Any
 from groundplane.kernel.errors import InvalidArgument
 from groundplane.kernel.metrics_http import MetricsServer
 from groundplane.links.app import LinksApp
-from groundplane.mqtt.broker import BrokerAddress
 
 from . import inputs, process
 
@@ -34,19 +33,10 @@ def register(services: Any) -> None:
         f"Times: {inputs.TIME_HELP}.",
     )
     process.add_process_arguments(links, default_port=DEFAULT_PORT)
-    links.add_argument(
-        "--tracking",
-        required=True,
-        type=inputs.address,
-        metavar="HOST:PORT",
-        help="the tracking service whose catalog (elements and sites) the links follow",
+    process.add_tracking_argument(
+        links, "the tracking service whose catalog (elements and sites) the links follow"
     )
-    links.add_argument(
-        "--broker",
-        required=True,
-        metavar="URL",
-        help="the MQTT broker, mqtt://user:password@host:port",
-    )
+    process.add_broker_argument(links, "the MQTT broker, mqtt://user:password@host:port")
     links.add_argument(
         "--link-tick",
         type=float,
@@ -58,7 +48,7 @@ def register(services: Any) -> None:
 
 
 def run_links(args: argparse.Namespace) -> int:
-    broker = BrokerAddress.from_url(args.broker)
+    broker = process.broker_address(args)
     if not args.link_tick > 0:
         raise InvalidArgument(f"--link-tick must be > 0 simulated seconds, got {args.link_tick}")
     clock = process.process_clock(args)

@@ -55,7 +55,15 @@ from groundplane.tracking.v1 import tracking_pb2
 from groundplane.tracking.v1.tracking_pb2_grpc import TrackingServiceStub
 
 from . import inputs
-from .process import add_process_arguments, listen_address, process_clock, run_service
+from .process import (
+    add_broker_argument,
+    add_process_arguments,
+    add_tracking_argument,
+    broker_address,
+    listen_address,
+    process_clock,
+    run_service,
+)
 
 log = structlog.get_logger("groundplane.cli.serve_nodes")
 
@@ -78,17 +86,11 @@ def register(services: Any) -> None:
         "every N-th from the I-th). The broker account is gp-shard-<shard id>. "
         f"Times: {inputs.TIME_HELP}.",
     )
-    nodes.add_argument(
-        "--broker",
-        required=True,
-        metavar="URL",
-        help="mqtt://gp-shard-<id>:PASSWORD@HOST:PORT, the shard's account",
-    )
-    nodes.add_argument(
-        "--tracking",
-        type=inputs.address,
-        metavar="HOST:PORT",
-        help="the tracking service whose catalog --shard divides (needed with --shard)",
+    add_broker_argument(nodes, "mqtt://gp-shard-<id>:PASSWORD@HOST:PORT, the shard's account")
+    add_tracking_argument(
+        nodes,
+        "the tracking service whose catalog --shard divides (needed with --shard)",
+        required=False,
     )
     members = nodes.add_mutually_exclusive_group(required=True)
     members.add_argument("--satellites", metavar="ID,ID,…", help="the satellites to host")
@@ -200,7 +202,7 @@ class NodesSettings:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> NodesSettings:
-        broker = BrokerAddress.from_url(args.broker)
+        broker = broker_address(args)
         shard = parse_shard(args.shard) if args.shard else None
         if shard is not None and not args.tracking:
             raise InvalidArgument("--shard I/N divides the tracking catalog: give --tracking")

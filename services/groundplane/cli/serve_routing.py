@@ -22,14 +22,21 @@ from typing import Any
 
 from groundplane.kernel.errors import InvalidArgument
 from groundplane.kernel.metrics_http import MetricsServer
-from groundplane.mqtt.broker import BrokerAddress
 from groundplane.mqtt.client import MqttClient
 from groundplane.routing.app import DEFAULT_PASS_HORIZON_S, DEFAULT_TICK_S, RoutingApp
 from groundplane.scenario import DEFAULT_POLICY
 from groundplane.tracking.client import CatalogFollower
 
 from . import inputs
-from .process import add_process_arguments, listen_address, process_clock, run_service
+from .process import (
+    add_broker_argument,
+    add_process_arguments,
+    add_tracking_argument,
+    broker_address,
+    listen_address,
+    process_clock,
+    run_service,
+)
 
 DEFAULT_PORT = 50052
 
@@ -45,18 +52,11 @@ def register(services: Any) -> None:
         f"--unready-delay, drain, exit 0. Times: {inputs.TIME_HELP}.",
     )
     add_process_arguments(routing, default_port=DEFAULT_PORT)
-    routing.add_argument(
-        "--tracking",
-        required=True,
-        type=inputs.address,
-        metavar="HOST:PORT",
-        help="the tracking service whose catalog (elements and sites) routing follows",
+    add_tracking_argument(
+        routing, "the tracking service whose catalog (elements and sites) routing follows"
     )
-    routing.add_argument(
-        "--broker",
-        required=True,
-        metavar="URL",
-        help="the MQTT broker, mqtt://user:password@host:port (a gp- service account)",
+    add_broker_argument(
+        routing, "the MQTT broker, mqtt://user:password@host:port (a gp- service account)"
     )
     routing.add_argument(
         "--route-tick",
@@ -82,7 +82,7 @@ def run_routing(args: argparse.Namespace) -> int:
         if not (math.isfinite(value) and value > 0):
             raise InvalidArgument(f"{flag} must be positive simulated seconds, got {value}")
     clock = process_clock(args)
-    broker = BrokerAddress.from_url(args.broker)
+    broker = broker_address(args)
     client_id = f"groundplane-routing-{socket.gethostname()}-{os.getpid()}"[:128]
 
     @asynccontextmanager

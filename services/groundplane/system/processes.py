@@ -44,7 +44,6 @@ import shutil
 import socket
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
@@ -58,7 +57,7 @@ from google.protobuf.message import DecodeError
 
 from groundplane.handoff.v1 import handoff_pb2, handoff_pb2_grpc
 from groundplane.kernel.clock import Clock, SimulatedClock
-from groundplane.kernel.errors import DeadlineExceeded, GroundplaneError, InvalidArgument
+from groundplane.kernel.errors import GroundplaneError, InvalidArgument
 from groundplane.link.v1 import link_pb2
 from groundplane.mqtt import topics
 from groundplane.mqtt.broker import BrokerAddress, PrivateBroker, free_loopback_port
@@ -69,16 +68,17 @@ from groundplane.orbit.sites import Site
 from groundplane.routing.client import WatchedTableSource
 from groundplane.scenario import DEFAULT_MODEL
 from groundplane.system.handoff import ExecutionFiles, GrpcJobs, JobLoad
-from groundplane.system.load import GroundLoad, LoadConfig
+from groundplane.system.load import GroundLoad
 from groundplane.system.report import RunStats
-from groundplane.system.supervisor import ChildSpec, RestartPolicy, Supervisor
-from groundplane.system.system import (
-    MANAGER_WALL_S,
+from groundplane.system.run import (
     STARTUP_TIMEOUT_S,
     STOP_TIMEOUT_S,
-    Status,
-    SystemConfig,
+    close_sessions,
+    start_loads,
+    wait_first_table,
 )
+from groundplane.system.supervisor import ChildSpec, RestartPolicy, Supervisor
+from groundplane.system.system import MANAGER_WALL_S, Status, SystemConfig
 
 log = structlog.get_logger("groundplane.system.processes")
 
@@ -628,7 +628,8 @@ class ProcessSystem:
             tables = WatchedTableSource(self.routing_target)
             self.tables = tables
             background.append(tasks.create_task(tables.run(), name="up-route-table-watch"))
-            await self._wait_first_table(tables)
+            # Routing's table (as this process follows it) serves the model.
+            await wait_first_table(tables, config.model.name, "this process")
 
             channel = await stack.enter_async_context(
                 grpc.aio.insecure_channel(self.handoff_target)
@@ -641,7 +642,17 @@ class ProcessSystem:
             # Before the children stop: the final handoff counts, this run's sessions closed.
             stack.push_async_callback(self._stop_handoff, handoff)
 
-            self._start_load(stack, tasks, handoff, plan)
+            self.load, self.jobs = start_loads(
+                stack,
+                tasks,
+                config,
+                self.clock,
+                self.stats,
+                run_id=self.run_id,
+                gateway_target=self.gateway_target,
+                job_service=GrpcJobs(handoff, timeout_s=CALL_TIMEOUT_S),
+                executions=ExecutionFiles(plan.execution_logs),
+            )
             self._ready.set()
             log.info("system_ready", children=supervisor.names)
             if on_ready is not None:
@@ -716,47 +727,6 @@ class ProcessSystem:
             **({} if self._program is None else {"program": self._program}),
         )
 
-    def _start_load(
-        self,
-        stack: AsyncExitStack,
-        tasks: asyncio.TaskGroup,
-        handoff: handoff_pb2_grpc.HandoffServiceAsyncStub,
-        plan: ProcessPlan,
-    ) -> None:
-        """The ground load (through the gateway) and the job load, each when configured."""
-        config = self.config
-        if config.rate_rps > 0 or config.sessions > 0:
-            load = GroundLoad(
-                LoadConfig(
-                    target=self.gateway_target,
-                    token=config.token,
-                    users=config.users,
-                    model=config.model,
-                    rate_rps=config.rate_rps,
-                    sessions=config.sessions,
-                    deadline_s=config.load_deadline_wall_s,
-                    run_id=self.run_id,
-                ),
-                self.clock,
-                self.stats,
-            )
-            self.load = load
-            load_task = tasks.create_task(load.run(), name="ground-load")
-            stack.push_async_callback(self._stop_load, load, load_task)
-        if config.jobs > 0:
-            jobs = JobLoad(
-                GrpcJobs(handoff, timeout_s=CALL_TIMEOUT_S),
-                self.stats.jobs,
-                ExecutionFiles(plan.execution_logs),
-                run_id=self.run_id,
-                model=config.model.name,
-                jobs=config.jobs,
-                items=config.job_items,
-            )
-            self.jobs = jobs
-            jobs_task = tasks.create_task(jobs.run(), name="handoff-jobs")
-            stack.push_async_callback(self._stop_jobs, jobs, jobs_task)
-
     # -- counters -----------------------------------------------------------------------------
 
     def _count_processes(self) -> None:
@@ -802,42 +772,12 @@ class ProcessSystem:
 
     # -- start and stop -----------------------------------------------------------------------
 
-    async def _wait_first_table(self, tables: WatchedTableSource) -> None:
-        """Routing's table (as this process follows it) serves the model."""
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while time.monotonic() < deadline:
-            table = tables.current()
-            if table is not None and self.config.model.name in table.known_models:
-                return
-            await tables.wait_for_update(0.2)
-        raise DeadlineExceeded(
-            f"routing served no route table with {self.config.model.name!r} within "
-            f"{STARTUP_TIMEOUT_S} s"
-        )
-
     async def _stop_handoff(self, handoff: handoff_pb2_grpc.HandoffServiceAsyncStub) -> None:
         """Close this run's sessions (fencing them on their nodes), take the final counts."""
-        async with asyncio.TaskGroup() as closing:
-            for index in range(self.config.sessions):
-                session_id = f"load-{self.run_id}-session-{index}"
-                closing.create_task(
-                    _close_session(handoff, session_id), name=f"handoff-close:{session_id}"
-                )
+        ours = (f"load-{self.run_id}-session-{index}" for index in range(self.config.sessions))
+        await close_sessions(ours, lambda session_id: _close_session(handoff, session_id))
         await self.refresh_counters()
         self._handoff, self.jobs = None, None
-
-    async def _stop_load(self, load: GroundLoad, task: asyncio.Task[None]) -> None:
-        load.stop()
-        done, _ = await asyncio.wait({task}, timeout=STOP_TIMEOUT_S)
-        if not done:
-            log.warning("shutdown_step_timed_out", task=task.get_name(), timeout_s=STOP_TIMEOUT_S)
-            task.cancel()
-            await asyncio.wait({task})
-
-    async def _stop_jobs(self, jobs: JobLoad, task: asyncio.Task[None]) -> None:
-        await jobs.update()
-        task.cancel()
-        await asyncio.wait({task})
 
 
 def _drop_unless_failed(

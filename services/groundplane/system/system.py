@@ -58,7 +58,7 @@ from groundplane.handoff.catalog import StaticCatalog
 from groundplane.handoff.manager import HandoffManager, ManagerConfig
 from groundplane.handoff.planner import HandoffSettings
 from groundplane.kernel.clock import Clock
-from groundplane.kernel.errors import DeadlineExceeded, GroundplaneError, InvalidArgument
+from groundplane.kernel.errors import GroundplaneError, InvalidArgument
 from groundplane.links.emulator import LinkEmulator
 from groundplane.links.geometry import TrackedGroundGeometry
 from groundplane.links.model import LinkConfig
@@ -85,18 +85,23 @@ from groundplane.scenario import (
     default_tenants,
 )
 from groundplane.system.handoff import CountingBackend, ExecutionLog, JobLoad, ManagerJobs
-from groundplane.system.load import GroundLoad, LoadConfig
+from groundplane.system.load import GroundLoad
 from groundplane.system.report import RunStats
+from groundplane.system.run import (
+    STARTUP_TIMEOUT_S,
+    STOP_TIMEOUT_S,
+    bounded,
+    cancel_and_wait,
+    close_sessions,
+    start_loads,
+    wait_first_table,
+)
 from groundplane.tracking.app import TrackingApp, build_tracking
 
 log = structlog.get_logger("groundplane.system")
 
 UP_SHARD_ID = "up"
 """The nodes shard of ``groundplane up`` on its private broker (account ``gp-shard-up``)."""
-STARTUP_TIMEOUT_S = 60.0
-"""Wall seconds for the whole system to come up (node births included)."""
-STOP_TIMEOUT_S = 15.0
-"""Wall seconds each shutdown step may take before its task is cancelled."""
 DEFAULT_HANDOFF_MARGIN_S = 5.0
 """Simulated seconds a handoff finishes before LOS beyond the modelled transfer (the manager adds
 the control overhead it measures)."""
@@ -370,7 +375,7 @@ class GroundplaneSystem:
             tables = WatchedTableSource(routing.target)
             watch = tasks.create_task(tables.run(), name="gateway-route-table-watch")
             # Cancelled before routing stops, so that its stream does not break on the way out.
-            stack.push_async_callback(_cancel_and_wait, watch)
+            stack.push_async_callback(cancel_and_wait, watch)
             gateway = await stack.enter_async_context(
                 GatewayApp(
                     GatewaySettings(
@@ -389,56 +394,25 @@ class GroundplaneSystem:
                 )
             )
             self.gateway = gateway
-            await self._wait_first_table(tables)
+            await wait_first_table(tables, config.model.name, "the gateway")
             await gateway.wait_ready(STARTUP_TIMEOUT_S)
 
-            self._start_load(stack, tasks, manager, gateway)
+            self.load, self.jobs = start_loads(
+                stack,
+                tasks,
+                config,
+                self.clock,
+                self.stats,
+                run_id=self.run_id,
+                gateway_target=gateway.target,
+                job_service=ManagerJobs(manager),
+                executions=self.executions,
+            )
             self._ready.set()
             if on_ready is not None:
                 background.append(tasks.create_task(self._call(on_ready), name="system-on-ready"))
             await self._stop.wait()
             log.info("system_stopping")
-
-    def _start_load(
-        self,
-        stack: AsyncExitStack,
-        tasks: asyncio.TaskGroup,
-        manager: HandoffManager,
-        gateway: GatewayApp,
-    ) -> None:
-        """The ground load (through the gateway) and the job load, each when configured."""
-        config = self.config
-        if config.rate_rps > 0 or config.sessions > 0:
-            load = GroundLoad(
-                LoadConfig(
-                    target=gateway.target,
-                    token=config.token,
-                    users=config.users,
-                    model=config.model,
-                    rate_rps=config.rate_rps,
-                    sessions=config.sessions,
-                    deadline_s=config.load_deadline_wall_s,
-                    run_id=self.run_id,
-                ),
-                self.clock,
-                self.stats,
-            )
-            self.load = load
-            load_task = tasks.create_task(load.run(), name="ground-load")
-            stack.push_async_callback(self._stop_load, load, load_task)
-        if config.jobs > 0:
-            jobs = JobLoad(
-                ManagerJobs(manager),
-                self.stats.jobs,
-                self.executions,
-                run_id=self.run_id,
-                model=config.model.name,
-                jobs=config.jobs,
-                items=config.job_items,
-            )
-            self.jobs = jobs
-            jobs_task = tasks.create_task(jobs.run(), name="handoff-jobs")
-            stack.push_async_callback(self._stop_jobs, jobs_task)
 
     async def _start_handoff(
         self, stack: AsyncExitStack, broker_address: BrokerAddress
@@ -489,19 +463,10 @@ class GroundplaneSystem:
         if started is not None:
             # An earlier run's sessions (a kept --data-dir) stay open for the next run.
             ours = [r.session_id for r in store.sessions() if r.created_at >= started]
-            async with asyncio.TaskGroup() as closing:
-                for session_id in ours:
-                    closing.create_task(
-                        _close_session(manager, session_id), name=f"handoff-close:{session_id}"
-                    )
+            await close_sessions(ours, lambda session_id: _close_session(manager, session_id))
         await self.refresh_counters()
         # The store closes next: the counters are final, nothing reads the manager any more.
         self.handoff, self.jobs = None, None
-
-    async def _stop_jobs(self, task: asyncio.Task[None]) -> None:
-        if self.jobs is not None:
-            await self.jobs.update()
-        await _cancel_and_wait(task)
 
     async def _call(self, on_ready: Callable[[GroundplaneSystem], Awaitable[None]]) -> None:
         await on_ready(self)
@@ -591,26 +556,9 @@ class GroundplaneSystem:
 
         return address, node_address, None
 
-    async def _wait_first_table(self, tables: WatchedTableSource) -> None:
-        """The gateway holds a route table in which the model is served."""
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while time.monotonic() < deadline:
-            table = tables.current()
-            if table is not None and self.config.model.name in table.known_models:
-                return
-            await tables.wait_for_update(0.2)
-        raise DeadlineExceeded(
-            f"the gateway received no route table serving {self.config.model.name!r} within "
-            f"{STARTUP_TIMEOUT_S} s"
-        )
-
-    async def _stop_load(self, load: GroundLoad, task: asyncio.Task[None]) -> None:
-        load.stop()
-        await _bounded(task, STOP_TIMEOUT_S)
-
     async def _stop_host(self, host: NodeHost | NodeShard, task: asyncio.Task[None]) -> None:
         host.stop()
-        await _bounded(task, STOP_TIMEOUT_S)
+        await bounded(task, STOP_TIMEOUT_S)
 
 
 async def _close_session(manager: HandoffManager, session_id: str) -> None:
@@ -623,23 +571,3 @@ async def _close_session(manager: HandoffManager, session_id: str) -> None:
 
 def _has_epoch(epoch: int) -> Callable[[NodeView], bool]:
     return lambda view: view.epoch == epoch
-
-
-async def _bounded(task: asyncio.Task[None], timeout_s: float) -> None:
-    """Wait for ``task`` to finish on its own; cancel it after ``timeout_s``."""
-    done, _ = await asyncio.wait({task}, timeout=timeout_s)
-    if not done:
-        log.warning("shutdown_step_timed_out", task=task.get_name(), timeout_s=timeout_s)
-        await _cancel_and_wait(task)
-
-
-async def _cancel_and_wait(task: asyncio.Task[None]) -> None:
-    """Cancel ``task`` and wait for it to end; a failure it ends with is logged.
-
-    ``asyncio.wait`` rather than ``await task``: a cancellation of the caller itself (a second
-    Ctrl-C during shutdown) must propagate, not be mistaken for the task's own.
-    """
-    task.cancel()
-    await asyncio.wait({task})
-    if not task.cancelled() and (error := task.exception()) is not None:
-        log.error("shutdown_step_failed", task=task.get_name(), exc_info=error)
