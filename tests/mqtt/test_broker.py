@@ -7,6 +7,7 @@ import contextlib
 import os
 import shutil
 import signal
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -282,3 +283,57 @@ async def test_hung_password_tool_is_killed(
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         shutil.rmtree(broker.workdir, ignore_errors=True)
+
+
+_HOST = """\
+import asyncio, sys
+from pathlib import Path
+from groundplane.mqtt.broker import PrivateBroker
+
+async def main() -> None:
+    async with PrivateBroker(nodes=(), workdir=Path(sys.argv[1])) as broker:
+        print(broker.pid, flush=True)
+        await asyncio.sleep(120)
+
+asyncio.run(main())
+"""
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` is a running (not zombie) process."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+async def test_the_private_broker_ends_when_its_owner_is_killed(tmp_path: Path) -> None:
+    """A process that started a private Mosquitto and is then killed -9 (no clean-up runs)
+    leaves no broker behind: Mosquitto asked the kernel for SIGTERM at its parent's death."""
+    if not Path("/proc/self/stat").exists():
+        pytest.skip("needs Linux /proc")
+    host = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _HOST,
+        str(tmp_path / "broker"),
+        stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "PATH": f"/usr/sbin:{os.environ.get('PATH', '')}"},
+    )
+    assert host.stdout is not None
+    try:
+        async with asyncio.timeout(30):
+            line = b""
+            while not line.strip().isdigit():  # log lines first, then the broker's pid
+                line = await host.stdout.readline()
+                assert line, "the host exited before printing the broker's pid"
+        broker_pid = int(line)
+        assert _running(broker_pid)
+    finally:
+        host.kill()
+        await host.wait()
+    deadline = time.monotonic() + 10
+    while _running(broker_pid) and time.monotonic() < deadline:  # noqa: ASYNC110 - another process's death, no event to await
+        await asyncio.sleep(0.05)
+    assert not _running(broker_pid), f"mosquitto {broker_pid} outlived its owner"

@@ -47,6 +47,7 @@ from urllib.parse import quote, unquote, urlsplit
 import structlog
 
 from groundplane.kernel.errors import FailedPrecondition, InvalidArgument, Unavailable
+from groundplane.kernel.lifetime import dying_with_parent
 from groundplane.mqtt import topics
 
 log = structlog.get_logger("groundplane.mqtt.broker")
@@ -439,9 +440,8 @@ class PrivateBroker:
         (self._workdir / "acl").write_text(self._acl_text())
         await self._write_password_file()
         self._process = await asyncio.create_subprocess_exec(
-            _mosquitto_binary(),
-            "-c",
-            str(self._workdir / "mosquitto.conf"),
+            # Ends with this process even when it is killed -9 (no orphan broker).
+            *dying_with_parent([_mosquitto_binary(), "-c", str(self._workdir / "mosquitto.conf")]),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -46,7 +46,6 @@ import contextlib
 import os
 import random
 import signal
-import sys
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -60,6 +59,7 @@ import structlog
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from groundplane.kernel.errors import InvalidArgument, Unavailable
+from groundplane.kernel.lifetime import dying_with_parent
 from groundplane.kernel.serving import READINESS
 from groundplane.mqtt.client import Backoff
 
@@ -136,28 +136,6 @@ class RestartPolicy:
             raise InvalidArgument(
                 f"expected max_exits ≥ 1 and window_s > 0, got {self.max_exits} and {self.window_s}"
             )
-
-
-_DIE_WITH_PARENT = """\
-import ctypes, os, signal, sys
-ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
-if os.getppid() != int(sys.argv[1]):
-    os._exit(1)  # the supervisor died before the call: do not start at all
-try:
-    os.execvp(sys.argv[2], sys.argv[2:])
-except OSError as error:
-    print(f"groundplane supervisor: cannot run {sys.argv[2]!r}: {error}", file=sys.stderr)
-    os._exit(127)
-"""
-"""Run before the child's own command, in the child's process: asks for SIGTERM when the
-supervisor dies, then ``exec``s the command (same pid; the request survives ``exec``)."""
-
-
-def _command(argv: Sequence[str]) -> list[str]:
-    """``argv`` behind the die-with-parent step on Linux; as it is elsewhere."""
-    if not sys.platform.startswith("linux"):
-        return list(argv)
-    return [sys.executable, "-I", "-S", "-c", _DIE_WITH_PARENT, str(os.getpid()), *argv]
 
 
 def describe_exit(returncode: int) -> dict[str, object]:
@@ -348,7 +326,7 @@ class Supervisor:
         with child.log_path.open("ab") as output:
             _mark(output, f"spawn {child.spawns} of {spec.name}: {' '.join(spec.argv)}")
             process = await asyncio.create_subprocess_exec(
-                *_command(spec.argv),
+                *dying_with_parent(spec.argv),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=output,
                 stderr=asyncio.subprocess.STDOUT,
