@@ -368,6 +368,25 @@ async def test_the_requests_deadline_and_the_total_timeout_cut_an_endless_answer
                 await collect(capped, GenerateRequest("r3", MODEL, "go"))
 
 
+async def test_the_engine_gives_the_backend_the_time_left_before_the_deadline() -> None:
+    """Through the engine, a request whose deadline is 4 simulated seconds away on a clock 10×
+    the wall (0.4 wall seconds) is cut there by the backend with DeadlineExceeded; the same
+    request id with another deadline is the same request (it joins the running one)."""
+    clock = SimulatedClock(datetime(2026, 8, 15, tzinfo=UTC), speed=10.0)
+    async with (
+        serving("drip") as chat,
+        backend_for(chat) as backend,
+        Engine(backend, clock) as engine,
+    ):
+        began = time.monotonic()
+        soon, later = clock.now() + timedelta(seconds=4), clock.now() + timedelta(seconds=9)
+        ticket = engine.start(InferenceRequest("d", MODEL, "go", deadline=soon))
+        assert engine.start(InferenceRequest("d", MODEL, "go", deadline=later)).deduplicated
+        with pytest.raises(DeadlineExceeded, match="'d' reached its deadline"):
+            await ticket.result()
+        assert 0.4 <= time.monotonic() - began < 0.4 + TIMEOUT_SLACK_S
+
+
 @pytest.mark.parametrize(
     ("mode", "message"),
     [
