@@ -28,7 +28,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from groundplane.cli.serve_nodes import nodes_service, register
+from groundplane.cli.serve_nodes import (
+    NodesSettings,
+    api_key,
+    nodes_service,
+    openai_backend,
+    register,
+)
 from groundplane.kernel.clock import SimulatedClock
 from groundplane.kernel.errors import (
     DeadlineExceeded,
@@ -56,6 +62,13 @@ TIMEOUT_SLACK_S = 1.0
 DRIP_S = 0.05
 """Pause between the pieces of a server that streams forever (each well within the read timeout)."""
 WAIT_S = 20.0
+
+
+ERROR_EVENTS: dict[str, dict[str, Any]] = {
+    "error-event": {"error": {"message": "CUDA out of memory", "type": "Internal", "code": 500}},
+    "error-object": {"object": "error", "message": "CUDA out of memory", "code": 500},
+}
+"""The two shapes of vLLM's error event after a 200 (newer, older), each followed by [DONE]."""
 
 
 class Hangup(Exception):
@@ -167,6 +180,10 @@ class ChatServer:
         for index, token in enumerate(TOKENS):
             if index == 2 and mode == "cut":
                 raise Hangup("the server goes away mid-answer")
+            if index == 2 and mode in ERROR_EVENTS:
+                yield sse(ERROR_EVENTS[mode])
+                yield b"data: [DONE]\n\n"
+                return
             if index == 2 and mode == "stall":
                 await self.release.wait()  # silent until the test ends
                 return
@@ -411,6 +428,18 @@ async def test_a_stream_that_ends_early_is_a_failure_not_a_short_answer(
         assert await collect(backend, GenerateRequest("again", MODEL, "go")) == TOKENS
 
 
+@pytest.mark.parametrize("mode", sorted(ERROR_EVENTS))
+async def test_an_error_event_mid_stream_is_a_failure(mode: str) -> None:
+    """An error event the server sends after two pieces (then [DONE]) makes generate raise
+    Unavailable with the server's message, not end with a two-piece answer."""
+    async with serving(mode) as chat, backend_for(chat) as backend:
+        pieces: list[str] = []
+        with pytest.raises(Unavailable, match="error mid-stream: CUDA out of memory"):
+            async for piece in backend.generate(GenerateRequest("r", MODEL, "go")):
+                pieces.append(piece)
+    assert pieces == TOKENS[:2]
+
+
 async def test_sequential_requests_reuse_one_pooled_connection() -> None:
     """Twenty answers in a row arrive over one TCP connection (counted by client port at the
     server); six concurrent ones with max_connections=2 over at most two."""
@@ -458,6 +487,51 @@ async def test_models_from_the_server_an_unreachable_server_and_bad_configuratio
         OpenAIBackend("ftp://example.org", [MODEL])
 
 
+# -- serve nodes: the backend flags -------------------------------------------------------------
+
+
+def parse_nodes(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    return parser.parse_args(
+        ["nodes", "--broker", "mqtt://gp-shard-llm:pw@127.0.0.1:1883", "--satellites", "a", *argv]
+    )
+
+
+async def test_the_backend_flags_are_checked_and_the_key_never_comes_from_argv(
+    tmp_path: Path,
+) -> None:
+    """--base-url and the key flags without --backend openai are refused, as is --backend openai
+    without --base-url; the key comes from the named environment variable or the file's first
+    line (an unset variable or an empty file is refused); --model names are taken verbatim
+    (a colon is part of the name)."""
+    with pytest.raises(InvalidArgument, match=r"--base-url.*add --backend openai"):
+        NodesSettings.from_args(parse_nodes("--base-url", "http://127.0.0.1:8000/v1"))
+    with pytest.raises(InvalidArgument, match=r"--api-key-env.*add --backend openai"):
+        NodesSettings.from_args(parse_nodes("--api-key-env", "KEY"))
+    with pytest.raises(InvalidArgument, match="needs --base-url"):
+        NodesSettings.from_args(parse_nodes("--backend", "openai"))
+
+    from_env = parse_nodes("--backend", "openai", "--base-url", "http://h/v1", "--api-key-env", "K")
+    assert api_key(from_env, {"K": " sk-from-env\n"}) == "sk-from-env"
+    with pytest.raises(InvalidArgument, match=r"--api-key-env K: .* not set"):
+        api_key(from_env, {})
+    key_file = tmp_path / "key"
+    key_file.write_text("sk-from-file\nignored\n")
+    from_file = parse_nodes("--backend", "openai", "--base-url", "http://h/v1",
+                            "--api-key-file", str(key_file), "--model", "llama3:8b")  # fmt: skip
+    NodesSettings.from_args(from_file)
+    assert api_key(from_file, {}) == "sk-from-file"
+    key_file.write_text("\n")
+    with pytest.raises(InvalidArgument, match="first line is empty"):
+        api_key(from_file, {})
+    assert api_key(parse_nodes(), {"K": "unused"}) is None
+    key_file.write_text("sk-from-file\n")
+    async with await openai_backend(from_file, max_connections=3) as backend:
+        assert backend.models == {"llama3:8b"}
+        assert backend.url == "http://h/v1/chat/completions"
+
+
 # -- a node agent on --backend openai, end to end through MQTT ---------------------------------
 
 SHARD_ID = "llm"
@@ -499,7 +573,6 @@ def nodes_args(broker: PrivateBroker, chat: ChatServer, key_file: Path) -> argpa
     )
 
 
-@pytest.mark.slow
 async def test_a_node_on_the_openai_backend_answers_through_mqtt(tmp_path: Path) -> None:
     """``serve nodes --backend openai --base-url … --api-key-file …`` (in-process): a request
     sent over MQTT through the link emulator to the member is answered with the test server's

@@ -626,7 +626,11 @@ class _Answer:
         )
 
     def _chunk(self, document: Any, raw: str) -> list[str]:
-        if isinstance(document, dict) and "error" in document:
+        # vLLM sends {"error": {...}} (older releases {"object": "error", "message": ...}) as an
+        # event when generation fails after the 200, then [DONE].
+        if isinstance(document, dict) and (
+            "error" in document or document.get("object") == "error"
+        ):
             raise Unavailable(
                 f"the inference backend at {self.url} reported an error mid-stream: "
                 f"{_error_detail(raw.encode())}"
