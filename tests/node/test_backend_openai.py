@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import socket
 import time
@@ -21,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import uvicorn
 from starlette.applications import Starlette
@@ -459,6 +461,16 @@ async def test_sequential_requests_reuse_one_pooled_connection() -> None:
         assert 1 <= chat.connections <= 2
 
 
+async def test_an_abandoned_answer_drops_its_connection_and_the_next_one_opens_anew() -> None:
+    """A caller that stops reading after the first piece closes that answer: its connection is
+    not returned half-read to the pool, and the next request comes over a new connection."""
+    async with serving() as chat, backend_for(chat) as backend:
+        async with contextlib.aclosing(backend.generate(GenerateRequest("a", MODEL, "go"))) as gen:
+            assert await anext(gen) == TOKENS[0]
+        assert await collect(backend, GenerateRequest("b", MODEL, "go")) == TOKENS
+    assert (len(chat.seen), chat.connections) == (2, 2)
+
+
 async def test_models_from_the_server_an_unreachable_server_and_bad_configuration() -> None:
     """Without model names the backend lists the server's GET /models on entry; a closed port is
     Unavailable naming the URL, on entry and on generate; a model not served is NotFound without
@@ -569,6 +581,8 @@ def nodes_args(broker: PrivateBroker, chat: ChatServer, key_file: Path) -> argpa
             START.isoformat(),
             "--unready-delay",
             "0",
+            "--metrics-port",
+            "0",
         ]
     )
 
@@ -576,7 +590,8 @@ def nodes_args(broker: PrivateBroker, chat: ChatServer, key_file: Path) -> argpa
 async def test_a_node_on_the_openai_backend_answers_through_mqtt(tmp_path: Path) -> None:
     """``serve nodes --backend openai --base-url … --api-key-file …`` (in-process): a request
     sent over MQTT through the link emulator to the member is answered with the test server's
-    streamed tokens, and the server saw the request id and the key from the file."""
+    streamed tokens, the server saw the request id and the key from the file, and the shard's
+    metrics count the tokens the server reported."""
     key_file = tmp_path / "api-key"
     key_file.write_text(API_KEY + "\n")
     broker = PrivateBroker(shards={SHARD_ID: [SATELLITE]}, workdir=tmp_path / "broker")
@@ -593,9 +608,15 @@ async def test_a_node_on_the_openai_backend_answers_through_mqtt(tmp_path: Path)
                     request_id="req-openai-mqtt",
                     deadline=world.clock.now() + timedelta(seconds=WAIT_S),
                 )
+            assert running.metrics_url is not None
+            async with httpx.AsyncClient(timeout=WAIT_S) as scraper:
+                metrics = (await scraper.get(running.metrics_url)).text
         assert outcome.text == "".join(TOKENS)
         assert outcome.result.output_tokens == len(TOKENS)
         (seen,) = chat.seen
         assert seen.headers["x-request-id"] == "req-openai-mqtt"
         assert seen.headers["authorization"] == f"Bearer {API_KEY}"
         assert seen.body["messages"] == [{"role": "user", "content": "hello orbit"}]
+        tokens = 'groundplane_nodes_backend_tokens_total{kind="%s",shard_id="llm"} %.1f'
+        assert tokens % ("prompt", 2) in metrics
+        assert tokens % ("completion", len(TOKENS)) in metrics

@@ -24,7 +24,9 @@ it serves (default: the server's ``GET /models``). An API key comes from ``--api
 
 gRPC health on ``--port`` (default 50055; no service of its own): NOT_SERVING until every
 member's birth is published. ``--metrics-port`` serves ``groundplane_nodes_agents``,
-``groundplane_nodes_in_flight`` and ``groundplane_nodes_executions_total``. SIGTERM: NOT_SERVING,
+``groundplane_nodes_in_flight`` and ``groundplane_nodes_executions_total`` (with
+``--backend openai`` also ``groundplane_nodes_backend_tokens_total{kind=prompt|completion}``,
+the server's reported usage). SIGTERM: NOT_SERVING,
 every agent drains (DRAINING, admitted work finished, OFFLINE), exit 0.
 """
 
@@ -359,9 +361,12 @@ class NodesSettings:
 
 
 class _ShardCollector(Collector):
-    def __init__(self, shard: NodeShard, engines: dict[str, Engine]) -> None:
+    def __init__(
+        self, shard: NodeShard, engines: dict[str, Engine], backend: OpenAIBackend | None
+    ) -> None:
         self._shard = shard
         self._engines = engines
+        self._backend = backend
 
     def collect(self) -> Any:
         labels = ["shard_id"]
@@ -379,12 +384,23 @@ class _ShardCollector(Collector):
         yield agents
         yield in_flight
         yield executions
+        if self._backend is not None:
+            tokens = CounterMetricFamily(
+                "groundplane_nodes_backend_tokens",
+                "tokens the OpenAI-compatible server reported (usage), by kind",
+                labels=[*labels, "kind"],
+            )
+            usage = self._backend.usage
+            tokens.add_metric([self._shard.shard_id, "prompt"], usage.prompt_tokens)
+            tokens.add_metric([self._shard.shard_id, "completion"], usage.completion_tokens)
+            yield tokens
 
 
 @dataclass(frozen=True)
 class RunningNodes:
     target: str
     shard: NodeShard
+    metrics_url: str | None = None
 
 
 def model_specs(texts: Sequence[str]) -> list[SyntheticModelSpec]:
@@ -462,13 +478,7 @@ async def nodes_service(args: argparse.Namespace) -> AsyncIterator[RunningNodes]
             ),
             config=ShardConfig(keepalive_s=args.keepalive, load_interval_s=args.load_interval),
         )
-        if args.metrics_port is not None:
-            registry = CollectorRegistry()
-            registry.register(_ShardCollector(shard, engines))
-            metrics = await stack.enter_async_context(
-                MetricsServer(registry, host=args.host, port=args.metrics_port)
-            )
-            log.info("metrics_serving", url=metrics.url)
+        metrics_url = await _serve_metrics(args, stack, _ShardCollector(shard, engines, shared))
         async with asyncio.TaskGroup() as tasks:
             runner = tasks.create_task(shard.run(), name=f"nodes-shard:{settings.shard_id}")
             ready = tasks.create_task(
@@ -482,12 +492,27 @@ async def nodes_service(args: argparse.Namespace) -> AsyncIterator[RunningNodes]
                 last=members[-1],
             )
             try:
-                yield RunningNodes(server.target, shard)
+                yield RunningNodes(server.target, shard, metrics_url)
             finally:
                 ready.cancel()
                 await server.set_ready(False)
                 shard.stop()
                 await runner
+
+
+async def _serve_metrics(
+    args: argparse.Namespace, stack: AsyncExitStack, collector: Collector
+) -> str | None:
+    """With ``--metrics-port``: serve ``collector`` on it (closed by ``stack``), return the URL."""
+    if args.metrics_port is None:
+        return None
+    registry = CollectorRegistry()
+    registry.register(collector)
+    metrics = await stack.enter_async_context(
+        MetricsServer(registry, host=args.host, port=args.metrics_port)
+    )
+    log.info("metrics_serving", url=metrics.url)
+    return metrics.url
 
 
 async def _ready_when_born(shard: NodeShard, server: GrpcServer) -> None:

@@ -419,7 +419,7 @@ class OpenAIBackend:
             body["stream_options"] = {"include_usage": True}
         return body
 
-    async def generate(self, request: GenerateRequest) -> AsyncIterator[str]:
+    async def generate(self, request: GenerateRequest) -> AsyncGenerator[str, None]:
         if request.model not in self.models:
             raise NotFound(
                 f"model {request.model!r} is not served here; served models: {sorted(self.models)}"
