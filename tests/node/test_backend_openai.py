@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from email.utils import formatdate
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +109,7 @@ class ChatServer:
 
     mode: str = "stream"
     api_key: str | None = None
+    retry_after: str = "7"
     seen: list[Seen] = field(default_factory=list)
     release: asyncio.Event = field(default_factory=asyncio.Event)
     port: int = 0
@@ -147,7 +149,7 @@ class ChatServer:
             return self.error(401, "Incorrect API key provided")
         if self.mode.startswith("status-"):
             status = int(self.mode.removeprefix("status-"))
-            headers = {"Retry-After": "7"} if status == 429 else None
+            headers = {"Retry-After": self.retry_after} if status == 429 else None
             return self.error(status, f"test failure {status}", headers)
         if self.mode == "slow-headers":
             await self.release.wait()  # silent until the test ends
@@ -343,11 +345,22 @@ async def test_a_wrong_api_key_is_a_credentials_error_and_the_right_one_is_sent(
 
 
 async def test_rate_limiting_carries_the_servers_retry_after() -> None:
-    """HTTP 429 becomes ResourceExhausted with retry_after_s taken from Retry-After."""
+    """HTTP 429 becomes ResourceExhausted with retry_after_s taken from Retry-After, in seconds
+    or as an HTTP date 30 s after the response's Date header (uvicorn's, which may lag the wall
+    clock by up to a second); without the header it is None."""
     async with serving("status-429") as chat, backend_for(chat) as backend:
         with pytest.raises(ResourceExhausted, match="HTTP 429") as info:
             await collect(backend, GenerateRequest("r", MODEL, "go"))
-    assert info.value.retry_after_s == 7.0
+        assert info.value.retry_after_s == 7.0
+        chat.retry_after = formatdate(time.time() + 30, usegmt=True)
+        with pytest.raises(ResourceExhausted) as info:
+            await collect(backend, GenerateRequest("r", MODEL, "go"))
+        assert info.value.retry_after_s is not None
+        assert 29.0 <= info.value.retry_after_s <= 32.0
+        chat.retry_after = ""
+        with pytest.raises(ResourceExhausted) as info:
+            await collect(backend, GenerateRequest("r", MODEL, "go"))
+        assert info.value.retry_after_s is None
 
 
 @pytest.mark.parametrize(
