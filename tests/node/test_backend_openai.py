@@ -309,26 +309,24 @@ async def test_engine_counts_the_streamed_tokens_and_keeps_the_session() -> None
     ]
 
 
-@pytest.mark.parametrize(
-    ("status", "error_type"),
-    [
-        (500, Unavailable),
-        (503, Unavailable),
-        (404, NotFound),
-        (400, InvalidArgument),
-        (403, FailedPrecondition),
-    ],
-)
-async def test_http_errors_become_clear_groundplane_errors(
-    status: int, error_type: type[Exception]
-) -> None:
-    """An HTTP error status becomes the matching groundplane error whose message names the
+HTTP_ERRORS: dict[int, type[Exception]] = {
+    500: Unavailable,
+    503: Unavailable,
+    404: NotFound,
+    400: InvalidArgument,
+    403: FailedPrecondition,
+}
+
+
+async def test_http_errors_become_clear_groundplane_errors() -> None:
+    """Each HTTP error status becomes the matching groundplane error whose message names the
     backend URL, the status and the server's own error message."""
-    async with serving(f"status-{status}") as chat, backend_for(chat) as backend:
-        with pytest.raises(
-            error_type, match=rf"127\.0\.0\.1.*HTTP {status}: test failure {status}"
-        ):
-            await collect(backend, GenerateRequest("r", MODEL, "go"))
+    async with serving() as chat, backend_for(chat) as backend:
+        for status, error_type in HTTP_ERRORS.items():
+            chat.mode = f"status-{status}"
+            expected = rf"127\.0\.0\.1.*HTTP {status}: test failure {status}"
+            with pytest.raises(error_type, match=expected):
+                await collect(backend, GenerateRequest("r", MODEL, "go"))
 
 
 async def test_a_wrong_api_key_is_a_credentials_error_and_the_right_one_is_sent() -> None:
@@ -443,26 +441,27 @@ async def test_a_stream_that_ends_early_is_a_failure_not_a_short_answer(
         assert await collect(backend, GenerateRequest("again", MODEL, "go")) == TOKENS
 
 
-@pytest.mark.parametrize("mode", sorted(ERROR_EVENTS))
-async def test_an_error_event_mid_stream_is_a_failure(mode: str) -> None:
-    """An error event the server sends after two pieces (then [DONE]) makes generate raise
-    Unavailable with the server's message, not end with a two-piece answer."""
-    async with serving(mode) as chat, backend_for(chat) as backend:
-        pieces: list[str] = []
-        with pytest.raises(Unavailable, match="error mid-stream: CUDA out of memory"):
-            async for piece in backend.generate(GenerateRequest("r", MODEL, "go")):
-                pieces.append(piece)
-    assert pieces == TOKENS[:2]
+async def test_an_error_event_mid_stream_is_a_failure() -> None:
+    """An error event (either shape) the server sends after two pieces, then [DONE], makes
+    generate raise Unavailable with the server's message, not end with a two-piece answer."""
+    async with serving() as chat, backend_for(chat) as backend:
+        for mode in ERROR_EVENTS:
+            chat.mode = mode
+            pieces: list[str] = []
+            with pytest.raises(Unavailable, match="error mid-stream: CUDA out of memory"):
+                async for piece in backend.generate(GenerateRequest("r", MODEL, "go")):
+                    pieces.append(piece)
+            assert pieces == TOKENS[:2], mode
 
 
 async def test_sequential_requests_reuse_one_pooled_connection() -> None:
-    """Twenty answers in a row arrive over one TCP connection (counted by client port at the
+    """Ten answers in a row arrive over one TCP connection (counted by client port at the
     server); six concurrent ones with max_connections=2 over at most two."""
     async with serving() as chat:
         async with backend_for(chat) as backend:
-            for index in range(20):
+            for index in range(10):
                 assert await collect(backend, GenerateRequest(f"s{index}", MODEL, "go")) == TOKENS
-        assert (len(chat.seen), chat.connections) == (20, 1)
+        assert (len(chat.seen), chat.connections) == (10, 1)
         chat.seen.clear()
         async with backend_for(chat, max_connections=2) as backend, asyncio.TaskGroup() as tasks:
             answers = [
