@@ -10,7 +10,7 @@ request down: :meth:`ServedFeed.publish` never waits.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -101,7 +101,7 @@ class ServedFeed:
         finally:
             self._watchers.discard(watcher)
 
-    async def watch(self) -> AsyncIterator[tuple[ServedRequest, int]]:
+    async def watch(self) -> AsyncGenerator[tuple[ServedRequest, int]]:
         """Each call finished from now on, with how many this watcher missed so far."""
         with self._watch() as watcher:
             while True:

@@ -127,14 +127,14 @@ class RequestWindow:
         while self._seconds and self._seconds[0][0] <= now_second - self._window_s:
             self._seconds.popleft()
 
-    def chart(self, now_wall_s: float) -> list[dict[str, float | int | None]]:
+    def chart(self, now_wall_s: float) -> list[dict[str, Any]]:
         """One point per second of the window ending at ``now_wall_s`` (the last full second),
         oldest first: ``t`` (seconds before now, ≤ 0), ``rate`` (calls), ``failed``,
         ``p50_ms`` and ``p95_ms`` (answered calls; None in a second without any)."""
         now_second = math.floor(now_wall_s)
         self._trim(now_second)
         by_second = {at: (lat, failed) for at, lat, failed in self._seconds}
-        points: list[dict[str, float | int | None]] = []
+        points: list[dict[str, Any]] = []
         for second in range(now_second - self._window_s + 1, now_second + 1):
             latencies, failed = by_second.get(second, ([], 0))
             p50 = p95 = None
