@@ -23,6 +23,7 @@ import grpc
 import pytest
 
 from groundplane.dashboard.app import DashboardApp, DashboardSettings
+from groundplane.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from groundplane.kernel.clock import SimulatedClock
 from groundplane.orbit.constellations import generate
 from groundplane.scenario import DEFAULT_TOKEN, default_stations, default_users
@@ -82,13 +83,27 @@ async def _infer(gateway: str, lat: float, lon: float) -> str:
     return found.group(1)
 
 
+async def _refused(gateway: str) -> None:
+    async with grpc.aio.insecure_channel(gateway) as channel:
+        stub = gateway_pb2_grpc.InferenceServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.Infer(
+                gateway_pb2.InferRequest(model="synth-7b", prompt="hi"),
+                metadata=(("authorization", "Bearer not-a-token-of-anyone"),),
+                timeout=10,
+            )
+    assert caught.value.code() is grpc.StatusCode.UNAUTHENTICATED
+
+
 async def test_the_page_shows_tracking_s_satellites_and_a_request_sent_with_infer(
     tmp_path: Path,
 ) -> None:
     """The page loads from the package (no network beyond loopback), its satellite count equals
-    tracking's catalog (ListElements), it draws satellites and stations on the map, and a request
-    sent with `groundplane infer` appears in its request feed with the request id, outcome OK and
-    the satellite that answered; a screenshot is saved."""
+    tracking's catalog (ListElements), and a request sent with `groundplane infer` appears in its
+    request feed with the request id, outcome OK and the satellite that answered; a call refused
+    for its token appears with UNAUTHENTICATED; the load's unary calls are in the feed too; node
+    health counts every node online (MQTT) and every input is connected; nothing is fetched from
+    outside the dashboard; a screenshot is saved."""
     _require_tools()
     from playwright.async_api import async_playwright
 
@@ -155,6 +170,17 @@ async def test_the_page_shows_tracking_s_satellites_and_a_request_sent_with_infe
                     assert request_id in cells
                     assert "OK" in cells
                     assert any(c.startswith("walker-") for c in cells), cells
+
+                    # A refused call is in the feed too, with its status code.
+                    await _refused(system.gateway_target)
+                    refused = page.locator("#request-feed tr", has_text="UNAUTHENTICATED")
+                    await refused.first.wait_for(timeout=PAGE_TIMEOUT_MS)
+
+                    after: dict[str, Any] = await app.snapshot()
+                    # The run's own load calls the unary Infer; those are published as well.
+                    assert any(not r["streamed"] for r in after["requests"]), after["requests"]
+                    assert after["nodes"]["counts"]["online"] == satellites  # over MQTT
+                    assert after["sources"] == dict.fromkeys(after["sources"], True)
                     assert outside == [], f"the page fetched from outside: {outside}"
                     shot = tmp_path / "dashboard.png"
                     await page.screenshot(path=str(shot), full_page=True)

@@ -9,6 +9,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from groundplane.kernel.clock import SimulatedClock
 
 from ..data import DATA
@@ -16,6 +18,8 @@ from ..processes import readiness, serve, wait_serving
 
 START = datetime(2026, 8, 15, 12, tzinfo=UTC)
 START_TIMEOUT_S = 30.0
+
+pytestmark = pytest.mark.slow
 
 
 def _get(url: str) -> tuple[str, str]:

@@ -191,6 +191,9 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
             outcome.code = error.code.name
             await self._abort(context, error)
             raise  # pragma: no cover - abort raises
+        except Exception:
+            outcome.code = "INTERNAL"
+            raise
         finally:
             self._served(outcome)
 
@@ -211,5 +214,8 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
         except GroundplaneError as error:
             outcome.code = error.code.name
             await self._abort(context, error)
+        except Exception:
+            outcome.code = "INTERNAL"
+            raise
         finally:
             self._served(outcome)

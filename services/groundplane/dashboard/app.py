@@ -137,6 +137,8 @@ class DashboardApp:
         self._stack: AsyncExitStack | None = None
         self._ready = asyncio.Event()
         self._closing = asyncio.Event()
+        self._snapshot: tuple[float, dict[str, Any]] | None = None
+        self._snapshot_lock = asyncio.Lock()
 
     # -- where it serves --------------------------------------------------------------------
 
@@ -377,8 +379,17 @@ class DashboardApp:
         )
 
     async def snapshot(self) -> dict[str, Any]:
-        """The page's document now (SGP4 and the route decisions off the event loop)."""
-        return await asyncio.to_thread(snapshot, self._inputs())
+        """The page's document now (SGP4 and the route decisions off the event loop). Pages
+        open at the same time share one: a document younger than half the snapshot interval
+        is served again."""
+        async with self._snapshot_lock:
+            now = time.monotonic()
+            cached = self._snapshot
+            if cached is not None and now - cached[0] < self.settings.snapshot_interval_s / 2:
+                return cached[1]
+            document = await asyncio.to_thread(snapshot, self._inputs())
+            self._snapshot = (now, document)
+            return document
 
     def _starlette(self) -> Starlette:
         async def index(_request: Request) -> Response:
