@@ -15,6 +15,7 @@ from groundplane.kernel.clock import SimulatedClock
 
 from ..data import DATA
 from ..processes import readiness, serve, wait_serving
+from ..scrape import samples
 
 START = datetime(2026, 8, 15, 12, tzinfo=UTC)
 START_TIMEOUT_S = 30.0
@@ -31,7 +32,8 @@ async def test_serve_dashboard_serves_the_page_over_trackings_catalog(tmp_path: 
     """With only --tracking, the process prints the page's URL, turns SERVING on gRPC health
     once tracking's catalog is in, serves the page, its script and the coastlines from the
     package, and answers /api/snapshot with tracking's 12 satellites placed on the map and its
-    stations; the inputs not given are reported as not connected. SIGTERM exits 0."""
+    stations; the inputs not given are reported as not connected; its /metrics counts the
+    snapshot it computed. SIGTERM exits 0."""
     clock = SimulatedClock(START)
     common = ["--port", "0", "--clock", str(clock.spec()), "--unready-delay", "0"]
     async with (
@@ -55,6 +57,8 @@ async def test_serve_dashboard_serves_the_page_over_trackings_catalog(tmp_path: 
             "--tracking",
             tracking.target,
             "--web-port",
+            "0",
+            "--metrics-port",
             "0",
             "--log-format",
             "json",
@@ -94,5 +98,15 @@ async def test_serve_dashboard_serves_the_page_over_trackings_catalog(tmp_path: 
             "gateway": False,
             "broker": False,
         }
+        (metrics_url,) = [
+            line.split()[-1] for line in dashboard.lines if line.startswith("dashboard metrics")
+        ]
+        scraped = await samples(metrics_url)
+        assert scraped[("groundplane_dashboard_snapshots_total", frozenset())] >= 1
+        assert scraped[("groundplane_dashboard_event_streams", frozenset())] == 0
+        assert (
+            scraped[("groundplane_dashboard_feed_events_total", frozenset({("feed", "request")}))]
+            == 0
+        )
         await dashboard.stop(15.0)
         await tracking.stop(15.0)

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from groundplane.dashboard.app import DashboardApp, DashboardSettings
+from groundplane.kernel.metrics_http import MetricsServer
 from groundplane.mqtt.broker import BrokerAddress
 from groundplane.scenario import DEFAULT_MODEL
 
@@ -97,8 +98,14 @@ def run_dashboard(args: argparse.Namespace) -> int:
 
     @asynccontextmanager
     async def body() -> AsyncIterator[DashboardApp]:
-        async with DashboardApp(settings, clock) as app:
+        async with AsyncExitStack() as stack:
+            app = await stack.enter_async_context(DashboardApp(settings, clock))
             print(f"dashboard on {app.url}", flush=True)
+            if args.metrics_port is not None:
+                metrics = await stack.enter_async_context(
+                    MetricsServer(app.metrics.registry, host=args.host, port=args.metrics_port)
+                )
+                print(f"dashboard metrics on {metrics.url}", flush=True)
             yield app
 
     return run_service("dashboard", args, body)

@@ -56,6 +56,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from groundplane.dashboard.metrics import DashboardMetrics
 from groundplane.dashboard.state import Inputs, NodeHealth, RequestWindow, snapshot
 from groundplane.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from groundplane.handoff.v1 import handoff_pb2, handoff_pb2_grpc
@@ -128,6 +129,7 @@ class DashboardApp:
         self.handoffs: deque[dict[str, Any]] = deque(maxlen=FEED_KEPT)
         self.requests: deque[dict[str, Any]] = deque(maxlen=FEED_KEPT)
         self.window = RequestWindow()
+        self.metrics = DashboardMetrics()
         self.connected = {"handoff": False, "gateway": False}
         self._rng = random.Random()
         self._mqtt: MqttClient | None = None
@@ -317,6 +319,7 @@ class DashboardApp:
         self.connected["handoff"] = True
         async for response in call:
             self.handoffs.append(_handoff_json(response.event))
+            self.metrics.feed_events.labels(feed="handoff").inc()
 
     async def _read_requests(self, channel: grpc.aio.Channel) -> None:
         stub = gateway_pb2_grpc.GatewayMonitorServiceStub(channel)
@@ -326,6 +329,7 @@ class DashboardApp:
             served = response.request
             self.window.add(time.time(), served.latency_s, served.code == "OK")
             self.requests.append(_request_json(served))
+            self.metrics.feed_events.labels(feed="request").inc()
 
     async def _on_link_state(self, message: ReceivedMessage) -> None:
         if not message.payload:
@@ -389,6 +393,8 @@ class DashboardApp:
                 return cached[1]
             document = await asyncio.to_thread(snapshot, self._inputs())
             self._snapshot = (now, document)
+            self.metrics.snapshots.inc()
+            self.metrics.snapshot_seconds.observe(time.monotonic() - now)
             return document
 
     def _starlette(self) -> Starlette:
@@ -412,12 +418,16 @@ class DashboardApp:
 
     async def _events(self) -> AsyncIterator[dict[str, str]]:
         interval_s = self.settings.snapshot_interval_s
-        while not self._closing.is_set():
-            document = await self.snapshot()
-            yield {"event": "snapshot", "data": json.dumps(document, separators=(",", ":"))}
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(interval_s):
-                    await self._closing.wait()
+        self.metrics.event_streams.inc()
+        try:
+            while not self._closing.is_set():
+                document = await self.snapshot()
+                yield {"event": "snapshot", "data": json.dumps(document, separators=(",", ":"))}
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(interval_s):
+                        await self._closing.wait()
+        finally:
+            self.metrics.event_streams.dec()
 
 
 def _handoff_json(event: handoff_pb2.HandoffEvent) -> dict[str, Any]:
