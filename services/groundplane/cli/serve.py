@@ -16,7 +16,15 @@ from groundplane.kernel.logs import configure_logging
 from groundplane.kernel.serving import GrpcServer
 from groundplane.tracking.v1.tracking_pb2_grpc import TrackingServiceStub
 
-from . import inputs, serve_gateway, serve_handoff, serve_links, serve_routing, serve_tracking
+from . import (
+    inputs,
+    serve_dashboard,
+    serve_gateway,
+    serve_handoff,
+    serve_links,
+    serve_routing,
+    serve_tracking,
+)
 from .main import print_help_of
 
 log = structlog.get_logger("groundplane.cli.serve")
@@ -90,6 +98,7 @@ def register(commands: Any) -> None:
     )
     hil.set_defaults(handler=run_hil)
     serve_nodes.register(services)
+    serve_dashboard.register(services)
 
 
 def run_hil(args: argparse.Namespace) -> int:
