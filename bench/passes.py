@@ -280,6 +280,7 @@ def main() -> None:  # noqa: PLR0915 - one report, top to bottom
         scale_child(args.scale_child)
         return
 
+    print("load average at start: {:.1f} {:.1f} {:.1f}".format(*os.getloadavg()))
     elements = planned(parse_elements(ELEMENTS.read_text(), source=str(ELEMENTS)))
     sites = parse_sites_csv(SITES.read_text(), MIN_ELEVATION_DEG, source=str(SITES))
     work = len(elements) * len(sites)
@@ -358,6 +359,7 @@ def main() -> None:  # noqa: PLR0915 - one report, top to bottom
         f"{MATCH_S:g} s: {missing}; CLI passes without a Skyfield one: {extra}"
     )
 
+    print("load average: {:.1f} {:.1f} {:.1f}".format(*os.getloadavg()))
     sizes = [int(x) for x in args.scale.split(",") if x.strip()]
     if not sizes:
         return
@@ -387,6 +389,7 @@ def main() -> None:  # noqa: PLR0915 - one report, top to bottom
             f"{per_s * 1e3:.2f} ms ({per_s / base[0]:.2f}× the first), "
             f"{per_kb:.0f} KiB ({per_kb / base[1]:.2f}×){growth}"
         )
+    print("load average at the end: {:.1f} {:.1f} {:.1f}".format(*os.getloadavg()))
 
 
 if __name__ == "__main__":
