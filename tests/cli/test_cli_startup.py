@@ -18,8 +18,9 @@ from groundplane.cli.main import COMMANDS, build_parser
 from ..data import DATA
 
 ELEMENTS = str(DATA / "satellites-2026-08.3le")
-#: Modules `passes` and `look` have no use for; each cost tens to hundreds of ms to import.
+#: Modules `passes` and `look` have no use for; each costs 10 to 300 ms to import.
 FORBIDDEN = (
+    "asyncio",
     "grpc",
     "google.protobuf",
     "matplotlib",
