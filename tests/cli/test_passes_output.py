@@ -103,9 +103,14 @@ def _reference_table(found: list[Pass], names: dict[str, str], site_names: dict[
     return buffer.getvalue()
 
 
-def _reference(fmt: str, elements_file: Path, mask_file: Path) -> str:
-    mask = inputs.load_mask(str(mask_file))
-    sites = inputs.load_sites_csv(str(DATA / "ground-stations.csv"), 5.0, mask)
+def _reference(
+    fmt: str,
+    elements_file: Path,
+    mask_file: Path | None,
+    sites_file: Path = DATA / "ground-stations.csv",
+) -> str:
+    mask = inputs.load_mask(None if mask_file is None else str(mask_file))
+    sites = inputs.load_sites_csv(str(sites_file), 5.0, mask)
     start, end = inputs.window(START, END, None, datetime.now(UTC), 14)
     elements = _plannable(
         inputs.load_elements([str(elements_file)]),
@@ -225,3 +230,23 @@ def test_instants_as_columns_are_the_instants_of_the_pass_objects(
     assert micro.tolist() == [(d - epoch) // timedelta(microseconds=1) for d in datetimes]
     assert iso_utc_ms(micro) == [format_utc(d) for d in datetimes]
     assert iso_utc_s(micro, " ") == [d.strftime("%Y-%m-%d %H:%M:%S") for d in datetimes]
+
+
+def test_non_ascii_names_are_utf8_and_read_back_the_same(
+    case: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A site named outside ASCII is written as UTF-8 (json.dump escaped it); the JSON read
+    back is the same document the former writer gave."""
+    elements, _ = case
+    sites = tmp_path / "sites.csv"
+    sites.write_text("id,name,lat,lon,alt_m\nsv,Ny-Ålesund Øst,78.93,11.93,50\n", encoding="utf-8")
+    argv = ["passes", "--elements", str(elements), "--sites", str(sites), "--start", START]
+    assert main([*argv, "--end", END, "--min-elevation", "5", "--format", "json"]) == 0
+    written = capsys.readouterr().out
+    assert "Ny-Ålesund Øst" in written
+    document = json.loads(written)
+    assert document["passes"]
+    assert {row["site_name"] for row in document["passes"]} == {"Ny-Ålesund Øst"}
+    expected = _reference("json", elements, None, sites)
+    assert "\\u00c5" in expected  # json.dump's escape of Å
+    assert document == json.loads(expected)
