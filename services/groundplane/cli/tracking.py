@@ -266,8 +266,39 @@ def pass_fields(
 def passes_json(fields: Mapping[str, list[Any]]) -> bytes:
     """``{"passes": [...]}`` indented by 2 as ``json.dump(…, indent=2)`` writes it, plus a
     newline; serialised by orjson in one call."""
-    keys = tuple(fields)
-    rows = [dict(zip(keys, row, strict=True)) for row in zip(*fields.values(), strict=True)]
+    if tuple(fields) != PASS_FIELDS:
+        raise ValueError(f"expected the columns {PASS_FIELDS}, got {tuple(fields)}")
+    # A dict display with constant keys builds each row ~1.6× faster than dict(zip(keys, row)).
+    rows = [
+        {
+            "catalog_id": catalog_id,
+            "name": name,
+            "site": site,
+            "site_name": site_name,
+            "aos": aos,
+            "tca": tca,
+            "los": los,
+            "max_elevation_deg": max_el,
+            "aos_azimuth_deg": aos_az,
+            "los_azimuth_deg": los_az,
+            "aos_clipped": aos_clip,
+            "los_clipped": los_clip,
+        }
+        for (
+            catalog_id,
+            name,
+            site,
+            site_name,
+            aos,
+            tca,
+            los,
+            max_el,
+            aos_az,
+            los_az,
+            aos_clip,
+            los_clip,
+        ) in zip(*fields.values(), strict=True)
+    ]
     return orjson.dumps({"passes": rows}, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
 
 
