@@ -133,6 +133,7 @@ class ChildPorts:
     gateway: int
     gateway_metrics: int | None = None
     handoff_metrics: int | None = None
+    gateway_http: int | None = None
 
     @classmethod
     def choose(
@@ -158,6 +159,7 @@ class ChildPorts:
             gateway=port_of(config.gateway_address),
             gateway_metrics=metrics(config.gateway_metrics_port),
             handoff_metrics=metrics(config.handoff_metrics_port),
+            gateway_http=metrics(config.gateway_http_port),
         )
 
 
@@ -414,6 +416,7 @@ def child_specs(plan: ProcessPlan) -> list[ChildSpec]:
             f"{plan.default_deadline_s:g}",
             *([] if plan.tenants_file is None else ["--tenants", str(plan.tenants_file)]),
             *_metrics_flag(ports.gateway_metrics),
+            *([] if ports.gateway_http is None else ["--http-listen", _target(ports.gateway_http)]),
         ),
     ]
     return specs
@@ -524,6 +527,12 @@ class ProcessSystem:
     @property
     def gateway_target(self) -> str:
         return _target(self._ports().gateway)
+
+    @property
+    def gateway_http_url(self) -> str | None:
+        """The gateway's OpenAI base URL when ``config.gateway_http_port`` is set."""
+        port = self._ports().gateway_http if self.plan is not None else None
+        return None if port is None else f"http://{_target(port)}/v1"
 
     @property
     def gateway_metrics_url(self) -> str | None:
