@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -171,6 +172,23 @@ async def test_models_lists_what_satellites_in_view_offer_now(front: Front) -> N
         assert [m async for m in client.models.list()] == []
         with pytest.raises(openai.NotFoundError):
             await client.models.retrieve(FAST.name)
+
+
+async def test_sequential_requests_do_not_wait_for_delayed_acks(front: Front) -> None:
+    """Requests one after another on a keep-alive connection take a fraction of the 40 ms
+    delayed ACK that each would wait for if the front door's sockets kept Nagle's algorithm on
+    (uvicorn writes a response's head and body separately)."""
+    async with httpx.AsyncClient(
+        base_url=front.door.base_url,
+        headers={"Authorization": f"Bearer {TOKENS['alpha']}"},
+        timeout=5.0,
+    ) as http:
+        latencies_s = []
+        for _ in range(15):
+            started = time.perf_counter()
+            (await http.get("/models")).raise_for_status()
+            latencies_s.append(time.perf_counter() - started)
+    assert sorted(latencies_s)[len(latencies_s) // 2] < 0.02
 
 
 async def test_a_wrong_key_and_an_unknown_model_are_openai_errors(front: Front) -> None:
