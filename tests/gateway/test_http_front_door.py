@@ -11,12 +11,16 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 import httpx
 import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
+from groundplane.cli.main import build_parser
+from groundplane.cli.serve_gateway import gateway_settings, load_tenants
+from groundplane.gateway.app import GatewayApp, GatewaySettings
 from groundplane.gateway.auth import Tenant, TenantConfig, TenantRegistry
 from groundplane.gateway.http import (
     NEXT_OPPORTUNITY_HEADER,
@@ -27,7 +31,8 @@ from groundplane.gateway.http import (
 )
 from groundplane.gateway.service import InferenceGateway
 from groundplane.gateway.sources import LocalTableSource
-from groundplane.kernel.clock import format_utc
+from groundplane.kernel.clock import SimulatedClock, format_utc
+from groundplane.mqtt.broker import PrivateBroker
 from groundplane.node.backends import predict_answer
 from groundplane.node.sessions import Turn
 
@@ -159,7 +164,21 @@ async def test_a_streamed_chat_completion_arrives_token_by_token_and_ends_with_d
 
 async def test_models_lists_what_satellites_in_view_offer_now(front: Front) -> None:
     """``models.list()`` names each model the nodes in view serve, with the satellites and
-    station serving it; with nothing in view the list is empty and a model is 404."""
+    station serving it; with nothing in view the list is empty and a model is 404. Requests one
+    after another on a keep-alive connection take a fraction of the 40 ms delayed ACK each would
+    wait for if the front door's sockets kept Nagle's algorithm on (uvicorn writes a response's
+    head and body separately)."""
+    async with httpx.AsyncClient(
+        base_url=front.door.base_url,
+        headers={"Authorization": f"Bearer {TOKENS['alpha']}"},
+        timeout=5.0,
+    ) as http:
+        latencies_s = []
+        for _ in range(15):
+            started = time.perf_counter()
+            (await http.get("/models")).raise_for_status()
+            latencies_s.append(time.perf_counter() - started)
+    assert sorted(latencies_s)[len(latencies_s) // 2] < 0.02
     async with front.client() as client:
         models = [m async for m in client.models.list()]
         assert [m.id for m in models] == sorted([FAST.name, SLOW.name])
@@ -172,23 +191,6 @@ async def test_models_lists_what_satellites_in_view_offer_now(front: Front) -> N
         assert [m async for m in client.models.list()] == []
         with pytest.raises(openai.NotFoundError):
             await client.models.retrieve(FAST.name)
-
-
-async def test_sequential_requests_do_not_wait_for_delayed_acks(front: Front) -> None:
-    """Requests one after another on a keep-alive connection take a fraction of the 40 ms
-    delayed ACK that each would wait for if the front door's sockets kept Nagle's algorithm on
-    (uvicorn writes a response's head and body separately)."""
-    async with httpx.AsyncClient(
-        base_url=front.door.base_url,
-        headers={"Authorization": f"Bearer {TOKENS['alpha']}"},
-        timeout=5.0,
-    ) as http:
-        latencies_s = []
-        for _ in range(15):
-            started = time.perf_counter()
-            (await http.get("/models")).raise_for_status()
-            latencies_s.append(time.perf_counter() - started)
-    assert sorted(latencies_s)[len(latencies_s) // 2] < 0.02
 
 
 async def test_a_wrong_key_and_an_unknown_model_are_openai_errors(front: Front) -> None:
@@ -211,7 +213,7 @@ async def test_a_wrong_key_and_an_unknown_model_are_openai_errors(front: Front) 
 async def test_no_satellite_in_view_is_503_with_retry_after_the_next_aos(front: Front) -> None:
     """With no satellite in view the call raises ``APIStatusError`` 503 whose ``Retry-After``
     is the wall seconds to the next AOS (rounded up) and whose next-opportunity header is its
-    instant; no node ran."""
+    instant; a streamed call gets the same status before any event; no node ran."""
     aos_in_s = 600.0
     front.system.tables.publish(gateway_table(2, visible=False, aos_in_s=aos_in_s))
     async with front.client() as client:
@@ -219,6 +221,11 @@ async def test_no_satellite_in_view_is_503_with_retry_after_the_next_aos(front: 
             await client.chat.completions.create(
                 model=FAST.name, messages=[{"role": "user", "content": "anyone up there?"}]
             )
+        with pytest.raises(openai.APIStatusError) as streamed:
+            await client.chat.completions.create(
+                model=FAST.name, messages=[{"role": "user", "content": "stream?"}], stream=True
+            )
+    assert streamed.value.status_code == 503
     error = refused.value
     assert error.status_code == 503
     elapsed_s = (front.system.clock.now() - EPOCH).total_seconds()
@@ -227,6 +234,92 @@ async def test_no_satellite_in_view_is_503_with_retry_after_the_next_aos(front: 
         EPOCH + timedelta(seconds=aos_in_s)
     )
     assert front.system.executions() == 0
+
+
+async def test_admission_refusals_are_429_with_retry_after(front: Front) -> None:
+    """Tenant beta (1 running, 1 queued) sends 4 slow calls at once: 2 are served and 2 raise
+    ``RateLimitError`` (429) with a positive ``Retry-After``."""
+
+    async def call(client: openai.AsyncOpenAI, i: int) -> int:
+        try:
+            await client.chat.completions.create(
+                model=SLOW.name, messages=[{"role": "user", "content": f"flood {i}"}]
+            )
+        except openai.RateLimitError as refused:
+            retry_after_s.append(int(refused.response.headers["retry-after"]))
+            return 429
+        return 200
+
+    retry_after_s: list[int] = []
+    async with front.client(TOKENS["beta"]) as client:
+        statuses = await asyncio.gather(*(call(client, i) for i in range(4)))
+    assert sorted(statuses) == [200, 200, 429, 429]
+    assert len(retry_after_s) == 2
+    assert all(s >= 1 for s in retry_after_s)
+
+
+async def test_an_idempotency_key_runs_the_call_once(front: Front) -> None:
+    """Two concurrent completions with the same ``Idempotency-Key`` get the same answer and id;
+    the nodes ran it once."""
+    async with front.client() as client:
+        first, second = await asyncio.gather(
+            *(
+                client.completions.create(
+                    model=FAST.name,
+                    prompt="do it once",
+                    extra_headers={"Idempotency-Key": "order-42"},
+                )
+                for _ in range(2)
+            )
+        )
+    assert first.id == second.id
+    assert first.choices[0].text == second.choices[0].text
+    assert front.system.executions() == 1
+
+
+async def test_the_gateway_app_serves_the_front_door_and_closes_it_on_exit(
+    tmp_path: Path,
+) -> None:
+    """``serve gateway --http-listen`` becomes the app's ``http_address``; the app then serves
+    the OpenAI API at ``http_base_url`` (the models of its route table) and no longer accepts
+    connections once it has exited."""
+    args = build_parser().parse_args(
+        [
+            "serve",
+            "gateway",
+            "--routing",
+            "127.0.0.1:50052",
+            "--handoff",
+            "127.0.0.1:50053",
+            "--broker",
+            "mqtt://gp-service:pw@127.0.0.1:1883",
+            "--http-listen",
+            "127.0.0.1:0",
+        ]
+    )
+    assert gateway_settings(args, load_tenants(None)).http_address == "127.0.0.1:0"
+    registry = TenantRegistry([TenantConfig(Tenant("alpha"), (TOKENS["alpha"],))])
+    async with PrivateBroker(nodes=(), workdir=tmp_path / "broker") as broker:
+        settings = GatewaySettings(
+            broker=broker.address,
+            tenants=registry,
+            instance_id="gw-http",
+            drain_grace_s=0.1,
+            unready_delay_s=0.0,
+            http_address="127.0.0.1:0",
+        )
+        async with GatewayApp(
+            settings, SimulatedClock(EPOCH), tables=LocalTableSource(gateway_table(1))
+        ) as app:
+            base_url = app.http_base_url
+            assert base_url is not None
+            async with openai.AsyncOpenAI(
+                base_url=base_url, api_key=TOKENS["alpha"], max_retries=0
+            ) as client:
+                assert [m.id async for m in client.models.list()] == sorted([FAST.name, SLOW.name])
+    async with httpx.AsyncClient() as http:
+        with pytest.raises(httpx.ConnectError):
+            await http.get(f"{base_url}/models")
 
 
 @pytest.mark.slow
