@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -25,6 +27,12 @@ from groundplane.kernel.errors import (
     Unauthenticated,
     Unavailable,
 )
+from groundplane.orbit.constellations import generate
+from groundplane.scenario import DEFAULT_CONSTELLATION, default_stations
+from groundplane.system.processes import ChildPorts, child_specs
+from groundplane.system.system import SystemConfig
+
+from ..system.test_processes import _plan
 
 T0 = datetime(2026, 8, 15, 12, tzinfo=UTC)
 TENANT = Tenant("alpha")
@@ -148,3 +156,19 @@ def test_headers_and_body_fields_become_the_call() -> None:
         call_from_http(
             {"model": "m", "prompt": 3}, {"x-groundplane-location": "1,2"}, TENANT, chat=False
         )
+
+
+def test_ups_http_port_reaches_the_gateway_child_as_http_listen(tmp_path: Path) -> None:
+    """`up --http-port 0` picks a free port for the gateway child, which gets it as
+    `serve gateway --http-listen 127.0.0.1:PORT`; without it the child gets no such flag."""
+    config = SystemConfig(
+        elements=generate(DEFAULT_CONSTELLATION, T0),
+        stations=default_stations(),
+        gateway_http_port=0,
+    )
+    ports = ChildPorts.choose(config, shards=1)
+    assert ports.gateway_http not in (None, 0)
+    plan = dataclasses.replace(_plan(tmp_path, 10), ports=ports)
+    gateway = list(child_specs(plan)[-1].argv)
+    assert gateway[gateway.index("--http-listen") + 1] == f"127.0.0.1:{ports.gateway_http}"
+    assert "--http-listen" not in child_specs(_plan(tmp_path, 10))[-1].argv
