@@ -277,6 +277,48 @@ async def test_an_idempotency_key_runs_the_call_once(front: Front) -> None:
     assert front.system.executions() == 1
 
 
+async def test_stopping_lets_a_running_stream_finish_and_refuses_new_connections(
+    gateway_system: GatewaySystem,
+) -> None:
+    """A stream running when the front door is told to stop (the gateway's drain) still
+    delivers every token and ``[DONE]``, and ``stop()`` returns only once it has ended; the
+    port refuses connections afterwards."""
+    app = gateway_system.app
+    door = HttpFrontDoor(
+        HttpApi(app.gateway, app.settings.tenants, gateway_system.tables),
+        "127.0.0.1:0",
+        drain_grace_s=5.0,
+    )
+    prompt = "finish what you started"
+    async with (
+        serving(door),
+        httpx.AsyncClient(base_url=door.base_url, timeout=10.0) as http,
+        http.stream(
+            "POST",
+            "/completions",
+            headers={"Authorization": f"Bearer {TOKENS['alpha']}", **LOCATION},
+            json={"model": SLOW.name, "prompt": prompt, "max_tokens": MAX_TOKENS, "stream": True},
+        ) as response,
+    ):
+        loop = asyncio.get_running_loop()
+        lines = response.aiter_lines()
+        first = await anext(lines)
+        stopping = asyncio.ensure_future(door.stop())
+        stopped_at: list[float] = []
+        stopping.add_done_callback(lambda _: stopped_at.append(loop.time()))
+        rest = [line async for line in lines]
+        stream_ended_at = loop.time()
+        await stopping
+    assert stopped_at[0] >= stream_ended_at, "stop() returned while the stream was running"
+    events = [line for line in [first, *rest] if line]
+    assert events[-1] == "data: [DONE]"
+    text = "".join(json.loads(e[len("data: ") :])["choices"][0]["text"] for e in events[:-1])
+    assert text == predict_answer(SLOW, (), prompt, MAX_TOKENS).text
+    async with httpx.AsyncClient() as http:
+        with pytest.raises(httpx.ConnectError):
+            await http.get(f"{door.base_url}/models")
+
+
 async def test_the_gateway_app_serves_the_front_door_and_closes_it_on_exit(
     tmp_path: Path,
 ) -> None:

@@ -605,6 +605,7 @@ class HttpFrontDoor:
         self.address = address
         self._host, self._port = split_address(address)
         self._socket: socket.socket | None = None
+        self._bound_port: int | None = None
         self._server = _EmbeddedServer(
             uvicorn.Config(
                 api.app,
@@ -636,12 +637,13 @@ class HttpFrontDoor:
             ) from None
         sock.setblocking(False)
         self._socket = sock
+        self._bound_port = int(sock.getsockname()[1])
 
     @property
     def port(self) -> int:
-        if self._socket is None:
+        if self._bound_port is None:
             raise RuntimeError("the HTTP front door is not bound; call bind() first")
-        return int(self._socket.getsockname()[1])
+        return self._bound_port
 
     @property
     def base_url(self) -> str:
