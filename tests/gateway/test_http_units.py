@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from groundplane.gateway.auth import Tenant
+from groundplane.gateway.auth import Tenant, TenantRegistry
 from groundplane.gateway.http import (
     NEXT_OPPORTUNITY_HEADER,
     call_from_http,
@@ -28,7 +28,12 @@ from groundplane.kernel.errors import (
     Unavailable,
 )
 from groundplane.orbit.constellations import generate
-from groundplane.scenario import DEFAULT_CONSTELLATION, default_stations
+from groundplane.scenario import (
+    DEFAULT_CONSTELLATION,
+    DEFAULT_TOKEN,
+    default_stations,
+    default_tenants,
+)
 from groundplane.system.processes import ChildPorts, child_specs
 from groundplane.system.system import SystemConfig
 
@@ -172,3 +177,18 @@ def test_ups_http_port_reaches_the_gateway_child_as_http_listen(tmp_path: Path) 
     gateway = list(child_specs(plan)[-1].argv)
     assert gateway[gateway.index("--http-listen") + 1] == f"127.0.0.1:{ports.gateway_http}"
     assert "--http-listen" not in child_specs(_plan(tmp_path, 10))[-1].argv
+
+
+def test_a_tenant_may_carry_a_default_location() -> None:
+    """``"location": [lat, lon]`` in the tenants mapping is the tenant's default location; the
+    demo tenant's users are in New York; a malformed or out-of-range one is refused."""
+    registry = TenantRegistry.from_mapping(default_tenants())
+    demo = registry.authenticate(f"Bearer {DEFAULT_TOKEN}")
+    assert registry.location(demo) == (40.71, -74.01)
+    plain = TenantRegistry.from_mapping({"alpha": {"tokens": ["alpha-token-0123456789"]}})
+    assert plain.location(plain.authenticate("Bearer alpha-token-0123456789")) is None
+    for bad in ([40.7], ["40", "-74"], [91.0, 0.0], {"lat": 1}):
+        with pytest.raises(InvalidArgument, match="location"):
+            TenantRegistry.from_mapping(
+                {"alpha": {"tokens": ["alpha-token-0123456789"], "location": bad}}
+            )

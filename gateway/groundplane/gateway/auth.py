@@ -122,7 +122,7 @@ class TenantRegistry:
                     )
             configs.append(
                 TenantConfig(
-                    Tenant(tenant_id, **limits),  # type: ignore[arg-type]
+                    Tenant(tenant_id, **limits),  # type: ignore[arg-type]  # ints, checked above
                     tuple(tokens),
                     _location(tenant_id, entry),
                 )
