@@ -130,7 +130,8 @@ async def test_a_streamed_chat_completion_arrives_token_by_token_and_ends_with_d
 ) -> None:
     """``stream=True`` yields ``chat.completion.chunk``s: a first chunk with the assistant role,
     one chunk per token of the synthetic answer, a last one with ``finish_reason``, and the usage
-    chunk asked for; on the wire the stream ends ``data: [DONE]``."""
+    chunk asked for; the last content chunk names the satellite and station that served it; on
+    the wire the stream ends ``data: [DONE]``."""
     prompt = "count the satellites"
     expected = predict_answer(SLOW, (), prompt, MAX_TOKENS)
     async with front.client() as client:
@@ -147,6 +148,12 @@ async def test_a_streamed_chat_completion_arrives_token_by_token_and_ends_with_d
     pieces = [c.choices[0].delta.content for c in chunks[1:-2]]
     assert tuple(pieces) == expected.pieces
     assert chunks[-2].choices[0].finish_reason == "stop"
+    served = (chunks[-2].model_extra or {})["groundplane"]
+    assert (served["satellite_id"], served["station_id"], served["attempts"]) == (
+        FIRST,
+        STATION.station_id,
+        1,
+    )
     assert chunks[-1].usage is not None
     assert chunks[-1].usage.completion_tokens == len(expected.pieces)
     async with httpx.AsyncClient(timeout=10.0) as http:
@@ -196,7 +203,8 @@ async def test_models_lists_what_satellites_in_view_offer_now(front: Front) -> N
 async def test_a_wrong_key_and_an_unknown_model_are_openai_errors(front: Front) -> None:
     """A key no tenant has raises ``AuthenticationError`` (401, OpenAI's error shape, code
     ``invalid_api_key``); an unknown model raises ``NotFoundError`` (404) naming the known
-    ones; neither reaches a node."""
+    ones; a deadline shorter than the gateway's margin for a hop is a 504; none reaches a
+    node."""
     async with front.client("not-a-tenant-token-0000") as client:
         with pytest.raises(openai.AuthenticationError) as refused:
             await client.chat.completions.create(
@@ -207,6 +215,13 @@ async def test_a_wrong_key_and_an_unknown_model_are_openai_errors(front: Front) 
     async with front.client() as client:
         with pytest.raises(openai.NotFoundError, match=FAST.name):
             await client.completions.create(model="no-such-model", prompt="hello?")
+        with pytest.raises(openai.APIStatusError) as late:
+            await client.completions.create(
+                model=FAST.name,
+                prompt="too late",
+                extra_headers={"X-Groundplane-Timeout": "0.01"},
+            )
+    assert late.value.status_code == 504
     assert front.system.executions() == 0
 
 

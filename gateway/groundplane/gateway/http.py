@@ -27,9 +27,10 @@ What a request carries beyond OpenAI's fields:
 * ``X-Groundplane-Timeout: S`` — the call's deadline in seconds (default: the gateway's).
 
 A reply names who served it: ``x-groundplane-satellite`` and ``x-groundplane-station`` (a stream
-knows only the satellite of its first token when its headers go out). ``usage`` counts the
-prompt's whitespace-separated words (how the synthetic model counts context) and the answer's
-tokens.
+knows only the satellite of its first token when its headers go out; its last chunk, the one with
+``finish_reason``, carries a ``groundplane`` field: request id, satellite, station, attempts).
+``usage`` counts the prompt's whitespace-separated words (how the synthetic model counts context)
+and the answer's tokens.
 
 Errors have OpenAI's shape, ``{"error": {"message", "type", "param", "code"}}``, and the status
 that goes with the domain error (:func:`error_status`): 401 no or a wrong key, 400 a malformed
@@ -90,6 +91,7 @@ SATELLITE_HEADER = "x-groundplane-satellite"
 STATION_HEADER = "x-groundplane-station"
 NEXT_OPPORTUNITY_HEADER = "x-groundplane-next-opportunity"
 OWNER = "groundplane"
+SUMMARY_FIELD = "groundplane"
 BACKLOG = 1024
 """Connections the kernel queues before uvicorn accepts them."""
 
@@ -312,6 +314,17 @@ def usage(call: InferCall, answer: InferAnswer) -> dict[str, int]:
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+def summary(answer: InferAnswer) -> dict[str, Any]:
+    """Who served a streamed answer (the last chunk's ``groundplane`` field): after a failover
+    mid-stream, the satellite that finished it."""
+    return {
+        "request_id": answer.request_id,
+        "satellite_id": answer.satellite_id,
+        "station_id": answer.station_id,
+        "attempts": answer.attempts,
     }
 
 
@@ -554,7 +567,9 @@ class HttpApi:
                         log.info("gateway_http_stream_failed", error=error.message)
                         yield _json(http_error(error, self.gateway.clock).body)
                         return
-                yield _json(chunks.chunk(item.model, reason=finish_reason(http.call, item)))
+                last = chunks.chunk(item.model, reason=finish_reason(http.call, item))
+                last[SUMMARY_FIELD] = summary(item)
+                yield _json(last)
                 if http.include_usage:
                     yield _json(chunks.usage(item.model, http.call, item))
             yield "[DONE]"
