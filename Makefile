@@ -32,7 +32,7 @@ system-deps:
 	fi
 
 up: $(STAMP)
-	$(VENV)/bin/groundplane up
+	$(VENV)/bin/groundplane up --http-port 0
 
 proto: $(STAMP)
 	$(VENV)/bin/python proto/generate.py

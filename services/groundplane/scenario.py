@@ -98,5 +98,14 @@ def default_users() -> list[GroundUser]:
 
 
 def default_tenants() -> dict[str, dict[str, object]]:
-    """``TenantRegistry.from_mapping`` input of the built-in tenant."""
-    return {DEFAULT_TENANT: {"tokens": [DEFAULT_TOKEN], "max_concurrent": 64, "max_queued": 256}}
+    """``TenantRegistry.from_mapping`` input of the built-in tenant; its users are in the first
+    default city (the HTTP front door's location when a request names none)."""
+    home = default_users()[0]
+    return {
+        DEFAULT_TENANT: {
+            "tokens": [DEFAULT_TOKEN],
+            "max_concurrent": 64,
+            "max_queued": 256,
+            "location": [home.lat_deg, home.lon_deg],
+        }
+    }

@@ -15,7 +15,11 @@ its ``WatchRouteTable`` stream), or the caller hands a :class:`RouteTableSource`
 (``tables=``, e.g. a :class:`LocalTableSource` in tests). With ``metrics_port`` set (0 = a free
 port, :attr:`GatewayApp.metrics_port` tells which), ``GET /metrics`` on ``metrics_host`` serves
 the gateway's Prometheus registry (:class:`~groundplane.kernel.metrics_http.MetricsServer`;
-every other path is 404).
+every other path is 404). With ``http_address`` set (``host:port``, port 0 = a free one,
+:attr:`GatewayApp.http_base_url` tells which), the OpenAI-compatible HTTP front door
+(:mod:`groundplane.gateway.http`) serves the same gateway core as the gRPC service, its uvicorn
+server a task of the app's task group, stopped (in-flight requests drained within
+``drain_grace_s``) after the gRPC server on exit.
 
 Session turns (calls with a ``session_id``) go to the handoff manager at ``handoff_target``
 (host:port of a ``HandoffService``) through
@@ -55,6 +59,7 @@ import structlog
 
 from groundplane.gateway.auth import TenantRegistry
 from groundplane.gateway.feed import GatewayMonitorServicer, ServedFeed
+from groundplane.gateway.http import HttpApi, HttpFrontDoor
 from groundplane.gateway.metrics import GatewayMetrics
 from groundplane.gateway.service import GatewayConfig, InferenceGateway
 from groundplane.gateway.servicer import InferenceServicer
@@ -91,6 +96,8 @@ class GatewaySettings:
     """host:port of a ``groundplane.handoff.v1.HandoffService`` serving session turns."""
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = None
+    http_address: str | None = None
+    """host:port of the OpenAI-compatible HTTP front door (port 0: a free one); None: not served."""
     config: GatewayConfig = field(default_factory=GatewayConfig)
     mqtt_io_timeout_s: float = 5.0
     backoff: Backoff | None = None
@@ -134,6 +141,7 @@ class GatewayApp:
         self._server: GrpcServer | None = None
         self._gateway: InferenceGateway | None = None
         self._metrics_port: int | None = None
+        self._http: HttpFrontDoor | None = None
 
     @property
     def gateway(self) -> InferenceGateway:
@@ -157,6 +165,12 @@ class GatewayApp:
     @property
     def metrics_port(self) -> int | None:
         return self._metrics_port
+
+    @property
+    def http_base_url(self) -> str | None:
+        """``http://HOST:PORT/v1`` of the HTTP front door (an OpenAI client's ``base_url``);
+        None when ``http_address`` is not set."""
+        return None if self._http is None else self._http.base_url
 
     async def __aenter__(self) -> Self:
         settings = self.settings
@@ -230,6 +244,22 @@ class GatewayApp:
                 ready_at_start=False,
             )
             await self._server.start()
+            if settings.http_address is not None:
+                front = HttpFrontDoor(
+                    HttpApi(
+                        self._gateway,
+                        settings.tenants,
+                        tables,
+                        links=self.links,
+                        directory=self.directory,
+                    ),
+                    settings.http_address,
+                    drain_grace_s=settings.drain_grace_s,
+                )
+                front.bind()
+                tasks.create_task(front.serve(), name="gateway-http")
+                stack.push_async_callback(front.stop)
+                self._http = front
             await self._publish_readiness(self._unready_reasons())
             readiness = tasks.create_task(self._keep_readiness(), name="gateway-readiness")
             stack.callback(readiness.cancel)
@@ -238,7 +268,12 @@ class GatewayApp:
             await stack.aclose()
             raise
         self._stack = stack
-        log.info("gateway_started", target=self.target, instance_id=settings.instance_id)
+        log.info(
+            "gateway_started",
+            target=self.target,
+            http_base_url=self.http_base_url,
+            instance_id=settings.instance_id,
+        )
         return self
 
     def inputs_live(self) -> bool:

@@ -36,14 +36,41 @@ class Tenant:
 
 @dataclass(frozen=True, slots=True)
 class TenantConfig:
-    """A tenant as configured: its limits and the tokens that authenticate it."""
+    """A tenant as configured: its limits, the tokens that authenticate it and where its users
+    are when a call does not say (``location``, geodetic degrees ``(lat, lon)``; the HTTP front
+    door's default for its ``X-Groundplane-Location`` header; None: calls must say)."""
 
     tenant: Tenant
     tokens: Sequence[str]
+    location: tuple[float, float] | None = None
+
+    def __post_init__(self) -> None:
+        if self.location is not None:
+            lat, lon = self.location
+            if not (-90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0):
+                raise InvalidArgument(
+                    f"tenant {self.tenant.tenant_id!r}: expected location (lat, lon) within "
+                    f"±90°, ±180°, got {self.location}"
+                )
 
 
 def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8")).digest()
+
+
+def _location(tenant_id: str, entry: Mapping[str, object]) -> tuple[float, float] | None:
+    value = entry.get("location")
+    if value is None:
+        return None
+    if (
+        not isinstance(value, list | tuple)
+        or len(value) != 2
+        or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+    ):
+        raise InvalidArgument(
+            f"tenant {tenant_id!r}: expected 'location' as [lat, lon] in degrees, got {value!r}"
+        )
+    return (float(value[0]), float(value[1]))
 
 
 class TenantRegistry:
@@ -51,11 +78,14 @@ class TenantRegistry:
 
     def __init__(self, configs: Iterable[TenantConfig]) -> None:
         self._by_digest: dict[bytes, Tenant] = {}
+        self._locations: dict[str, tuple[float, float]] = {}
         seen: set[str] = set()
         for config in configs:
             if config.tenant.tenant_id in seen:
                 raise InvalidArgument(f"tenant {config.tenant.tenant_id!r} is configured twice")
             seen.add(config.tenant.tenant_id)
+            if config.location is not None:
+                self._locations[config.tenant.tenant_id] = config.location
             if not config.tokens:
                 raise InvalidArgument(f"tenant {config.tenant.tenant_id!r} has no token")
             for token in config.tokens:
@@ -74,7 +104,8 @@ class TenantRegistry:
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Mapping[str, object]]) -> TenantRegistry:
-        """From ``{tenant_id: {"tokens": [...], "max_concurrent": n, "max_queued": n}}``."""
+        """From ``{tenant_id: {"tokens": [...], "max_concurrent": n, "max_queued": n,
+        "location": [lat, lon]}}`` (limits and location optional)."""
         configs: list[TenantConfig] = []
         for tenant_id, entry in data.items():
             tokens = entry.get("tokens")
@@ -89,7 +120,13 @@ class TenantRegistry:
                     raise InvalidArgument(
                         f"tenant {tenant_id!r}: expected {key} as an integer, got {value!r}"
                     )
-            configs.append(TenantConfig(Tenant(tenant_id, **limits), tuple(tokens)))  # type: ignore[arg-type]
+            configs.append(
+                TenantConfig(
+                    Tenant(tenant_id, **limits),  # type: ignore[arg-type]  # ints, checked above
+                    tuple(tokens),
+                    _location(tenant_id, entry),
+                )
+            )
         return cls(configs)
 
     def authenticate(self, authorization: str | None) -> Tenant:
@@ -106,3 +143,7 @@ class TenantRegistry:
         if tenant is None:
             raise Unauthenticated("the bearer token is not valid for any tenant")
         return tenant
+
+    def location(self, tenant: Tenant) -> tuple[float, float] | None:
+        """Where the tenant's users are when a call does not say (None: not configured)."""
+        return self._locations.get(tenant.tenant_id)

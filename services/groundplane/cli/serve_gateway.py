@@ -9,6 +9,10 @@ from routing's ``WatchRouteTable`` stream (``--routing``), session turns through
 ``{"tenant": {"tokens": ["…"], "max_concurrent": 8, "max_queued": 32}}``); without it the
 built-in demo tenant and its published dev token are used, with a warning.
 
+With ``--http-listen HOST:PORT`` the same gateway also serves the OpenAI-compatible HTTP API
+(``/v1/chat/completions``, ``/v1/completions``, ``/v1/models``; :mod:`groundplane.gateway.http`)
+at ``http://HOST:PORT/v1``, the tenants' tokens being the API keys.
+
 Readiness is NOT_SERVING until the gateway holds a route table and its MQTT client is connected
 and subscribed, and again while routing has been unreachable for more than a few seconds
 (:mod:`groundplane.gateway.app`). SIGTERM: NOT_SERVING for ``--unready-delay``, in-flight calls
@@ -83,6 +87,13 @@ def register(services: Any) -> None:
         '"max_queued": N}, ...}; default: the demo tenant with its published dev token',
     )
     parser.add_argument(
+        "--http-listen",
+        type=http_listen,
+        metavar="HOST:PORT",
+        help="also serve the OpenAI-compatible HTTP API (base URL http://HOST:PORT/v1; port 0 "
+        "picks a free one); default: gRPC only",
+    )
+    parser.add_argument(
         "--instance-id",
         default=DEFAULT_INSTANCE_ID,
         metavar="ID",
@@ -96,6 +107,16 @@ def register(services: Any) -> None:
         help="wall seconds a call may take when the caller sets no deadline",
     )
     parser.set_defaults(handler=run_gateway)
+
+
+def http_listen(text: str) -> str:
+    """argparse type of ``--http-listen``: HOST:PORT with a port 0..65535."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(
+            f"expected HOST:PORT with a port 0..65535 (0: a free one), got {text!r}"
+        )
+    return text
 
 
 def load_tenants(path: str | None) -> TenantRegistry:
@@ -152,6 +173,7 @@ def gateway_settings(args: argparse.Namespace, tenants: TenantRegistry) -> Gatew
         handoff_target=args.handoff,
         metrics_host=args.host,
         metrics_port=args.metrics_port,
+        http_address=args.http_listen,
         config=GatewayConfig(
             default_deadline_s=deadline_s,
             max_deadline_s=max(defaults.max_deadline_s, deadline_s),

@@ -230,6 +230,13 @@ def register(commands: Any) -> None:
         "a free one): a supervised `serve dashboard` child, or in this process with --in-process",
     )
     up.add_argument(
+        "--http-port",
+        type=inputs.port,
+        metavar="PORT",
+        help="also serve the gateway's OpenAI-compatible HTTP API on loopback at PORT (0 picks a "
+        "free one) and print its base URL; the demo token is the API key; default: not served",
+    )
+    up.add_argument(
         "--in-process",
         action="store_true",
         help="run every service in this one process (debugging, fast tests) instead of one "
@@ -316,6 +323,7 @@ def _config(args: argparse.Namespace, clock: Clock) -> tuple[SystemConfig, str, 
         route_tick_s=max(1.0, speed / MAX_ROUTE_TICKS_PER_WALL_S),
         tracking_address=f"127.0.0.1:{args.port}",
         gateway_address=f"127.0.0.1:{args.gateway_port}",
+        gateway_http_port=args.http_port,
         keep_trace=args.trace is not None,
     )
     return config, scenario, catalog
@@ -482,6 +490,13 @@ def _banner(system: System, *, existing_broker: bool) -> str:
         f"  try       GROUNDPLANE_TOKEN={DEFAULT_TOKEN} groundplane infer --gateway "
         f"{system.gateway_target} --lat {user.lat_deg:g} --lon {user.lon_deg:g} "
         f'--model {DEFAULT_MODEL.name} "hello"',
+    ]
+    if system.gateway_http_url is not None:
+        lines.append(
+            f"  openai    {system.gateway_http_url}  OpenAI-compatible HTTP API: "
+            f'OpenAI(base_url="{system.gateway_http_url}", api_key="{DEFAULT_TOKEN}")'
+        )
+    lines += [
         "  inspect   gRPC server reflection is on: grpcurl -plaintext ADDRESS list (grpcurl is a "
         "separate download, not in Debian), or the Python snippet in docs/cli.md",
     ]

@@ -144,6 +144,7 @@ class ChildPorts:
     """The dashboard's health port (None: no dashboard)."""
     dashboard_web: int | None = None
     """The dashboard page's HTTP port."""
+    gateway_http: int | None = None
 
     @classmethod
     def choose(
@@ -177,6 +178,7 @@ class ChildPorts:
             handoff_metrics=metrics(config.handoff_metrics_port),
             dashboard=None if dashboard_web is None else ports.free(),
             dashboard_web=metrics(dashboard_web),
+            gateway_http=metrics(config.gateway_http_port),
         )
 
 
@@ -435,6 +437,7 @@ def child_specs(plan: ProcessPlan) -> list[ChildSpec]:
             f"{plan.default_deadline_s:g}",
             *([] if plan.tenants_file is None else ["--tenants", str(plan.tenants_file)]),
             *_metrics_flag(ports.gateway_metrics),
+            *([] if ports.gateway_http is None else ["--http-listen", _target(ports.gateway_http)]),
         ),
     ]
     if ports.dashboard is not None and ports.dashboard_web is not None:
@@ -578,6 +581,12 @@ class ProcessSystem:
         host = self.plan.dashboard_host
         shown = "127.0.0.1" if host in ("", "0.0.0.0") else host
         return f"http://{f'[{shown}]' if ':' in shown else shown}:{port}/"
+
+    @property
+    def gateway_http_url(self) -> str | None:
+        """The gateway's OpenAI base URL when ``config.gateway_http_port`` is set."""
+        port = self._ports().gateway_http if self.plan is not None else None
+        return None if port is None else f"http://{_target(port)}/v1"
 
     @property
     def gateway_metrics_url(self) -> str | None:

@@ -150,6 +150,9 @@ class SystemConfig:
     pass_horizon_s: float = 4 * 3600.0
     tracking_address: str = "127.0.0.1:0"
     gateway_address: str = "127.0.0.1:0"
+    gateway_http_port: int | None = None
+    """Port of the gateway's OpenAI-compatible HTTP API on loopback (0 = a free one); not served
+    when None."""
     engine: EngineConfig = field(default_factory=EngineConfig)
     load_interval_wall_s: float = 2.0
     load_deadline_wall_s: float = 10.0
@@ -233,6 +236,12 @@ class GroundplaneSystem:
         if self.gateway is None:
             raise RuntimeError("the system is not running")
         return self.gateway.target
+
+    @property
+    def gateway_http_url(self) -> str | None:
+        """The gateway's OpenAI base URL (``http://127.0.0.1:PORT/v1``) when
+        ``config.gateway_http_port`` is set."""
+        return None if self.gateway is None else self.gateway.http_base_url
 
     @property
     def gateway_metrics_url(self) -> str | None:
@@ -387,6 +396,11 @@ class GroundplaneSystem:
                         drain_grace_s=2.0,
                         unready_delay_s=0.0,
                         metrics_port=config.gateway_metrics_port,
+                        http_address=(
+                            None
+                            if config.gateway_http_port is None
+                            else f"127.0.0.1:{config.gateway_http_port}"
+                        ),
                         handoff_target=self.handoff_target,
                     ),
                     self.clock,
