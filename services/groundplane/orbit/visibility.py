@@ -677,7 +677,7 @@ def _group_los(  # noqa: PLR0913, PLR0915, PLR0917 - one vectorised sweep on sha
                 found.append(
                     (active[b_rows], j, g_prev[b_rows], dg_prev[b_rows], g_j[b_rows], dg_j[b_rows])
                 )
-        still = ~setting
+        still = np.flatnonzero(~setting)
         active, g_prev, dg_prev = active[still], g_j[still], dg_j[still]
     if found:
         pairs = np.concatenate([f[0] for f in found])
@@ -726,44 +726,40 @@ def _refine(  # noqa: PLR0913, PLR0917 - a numeric kernel on gathered bracket da
     h = step
     ga, dga, gb, dgb = values
     x = t0 + h * _cubic_guess(ga, gb, dga * h, dgb * h)
-    a = t0.copy()
-    b = t0 + h
+    out = x.copy()
+    # The rows still iterating and their data, compressed as rows finish (most after one step).
+    rows = np.arange(x.size)
+    a, b = t0.copy(), t0 + h
     neg_a = ga <= 0
     curvature = np.abs(dgb - dga) / h
-    todo = np.arange(x.size)
     r0, v0, r1, v1 = states
     for _ in range(_MAX_ITERATIONS):
-        if todo.size == 0:
-            break
-        xt = x[todo]
-        dt = xt - t0[todo]
+        dt = x - t0
         gx, dgx = _g_on_segment(
-            tick,
-            dt / h,
-            h,
-            rate_rad_s * dt,
-            cos0[todo],
-            sin0[todo],
-            (r0[:, todo], v0[:, todo], r1[:, todo], v1[:, todo]),
-            site[todo],
-            masked[todo],
+            tick, dt / h, h, rate_rad_s * dt, cos0, sin0, (r0, v0, r1, v1), site, masked
         )
-        same_as_a = (gx <= 0) == neg_a[todo]
-        at = np.where(same_as_a, xt, a[todo])
-        bt = np.where(same_as_a, b[todo], xt)
+        same_as_a = (gx <= 0) == neg_a
+        a = np.where(same_as_a, x, a)
+        b = np.where(same_as_a, b, x)
         with np.errstate(divide="ignore", invalid="ignore"):
-            trial = xt - gx / dgx
-        newton = (trial >= at) & (trial <= bt)
-        x_new = np.where(newton, trial, 0.5 * (at + bt))
-        a[todo], b[todo], x[todo] = at, bt, x_new
+            trial = x - gx / dgx
+        newton = (trial >= a) & (trial <= b)
+        x_new = np.where(newton, trial, 0.5 * (a + b))
         # Newton converges quadratically: after a step d the error is about |g''/2g'| d² (g''
         # estimated from the end slopes, times a safety factor): most rows stop after one step.
-        d = np.abs(x_new - xt)
+        d = np.abs(x_new - x)
         with np.errstate(divide="ignore", invalid="ignore"):
-            predicted = _NEWTON_SAFETY * curvature[todo] / np.abs(dgx) * d * d
-        done = (newton & ((d < _TIME_TOL_S) | (predicted < _TIME_TOL_S))) | (bt - at < _TIME_TOL_S)
-        todo = todo[~done]
-    return x
+            predicted = _NEWTON_SAFETY * curvature / np.abs(dgx) * d * d
+        done = (newton & ((d < _TIME_TOL_S) | (predicted < _TIME_TOL_S))) | (b - a < _TIME_TOL_S)
+        out[rows] = x_new
+        keep = np.flatnonzero(~done)
+        if keep.size == 0:
+            break
+        rows, x, t0, a, b = rows[keep], x_new[keep], t0[keep], a[keep], b[keep]
+        neg_a, curvature, cos0, sin0 = neg_a[keep], curvature[keep], cos0[keep], sin0[keep]
+        r0, v0, r1, v1 = r0[:, keep], v0[:, keep], r1[:, keep], v1[:, keep]
+        site, masked = site[keep], masked[keep]
+    return out
 
 
 def _g_on_segment(  # noqa: PLR0913, PLR0917 - a numeric kernel on gathered bracket data
