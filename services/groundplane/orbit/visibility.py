@@ -488,6 +488,7 @@ def visibility(  # noqa: PLR0913 - the instant as a two-part Julian date, plus t
         r_itrf,
         v_itrf,
         los,
+        _object_array(batch.satrecs),
         *_step_groups(batch, max_lookahead_s),
     )
     # Satellites go through the per-pair stages in chunks of about _CHUNK_PAIRS candidates: the
@@ -546,6 +547,12 @@ def _chunk(tick: _Tick, fp: _Footprints, sats: IntArray) -> _Columns:
     return sat, site, look.az[vis], look.el[vis], look.rng[vis], look.rr[vis], los
 
 
+def _object_array(items: Sequence[object]) -> NDArray[np.object_]:
+    out = np.empty(len(items), dtype=object)
+    out[:] = items
+    return out
+
+
 def _step_groups(batch: SatelliteBatch, max_lookahead_s: float) -> tuple[FloatArray, FloatArray]:
     """Coarse step of each satellite and its lookahead (half an orbit, capped, and capped by the
     longest finite lookahead of its step group, as pass search's grid spans)."""
@@ -572,6 +579,7 @@ class _Tick:
     r_itrf: FloatArray  # (3, S) at the instant
     v_itrf: FloatArray
     want_los: bool
+    satrecs: NDArray[np.object_]  # (S,) the batch's Satrec objects, for subsets
     step_s: FloatArray  # (S,) coarse step
     horizon_s: FloatArray  # (S,) lookahead
 
@@ -650,14 +658,16 @@ def _group_los(  # noqa: PLR0913, PLR0915, PLR0917 - one vectorised sweep on sha
         # shrank by more than a quarter: extra satellites cost less than a rebuild).
         if array is None or need_rows.size < 0.75 * array_rows.size:
             array_rows = need_rows
-            array = SatrecArray([tick.batch.satrecs[int(i)] for i in used[need_rows]])
+            array = SatrecArray(tick.satrecs[used[need_rows]].tolist())
         error, r, v = array.sgp4(jd_g[j : j + 1], fr_g[j : j + 1])
-        good_rows = np.asarray(error[:, 0]) == 0
-        into = array_rows[good_rows]
+        bad = np.flatnonzero(error[:, 0])
+        if bad.size:  # where SGP4 fails the pass ends (the state is NaN)
+            r[bad] = np.nan
+            v[bad] = np.nan
         r_j = np.full((3, used.size), np.nan)
         v_j = np.full((3, used.size), np.nan)
-        r_j[:, into] = r[good_rows, 0].T
-        v_j[:, into] = v[good_rows, 0].T
+        r_j[:, array_rows] = r[:, 0, :].T
+        v_j[:, array_rows] = v[:, 0, :].T
         r_cols.append(r_j)
         v_cols.append(v_j)
         rotation = EarthRotation(rotations.cos[j], rotations.sin[j])
