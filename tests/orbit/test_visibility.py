@@ -343,3 +343,27 @@ def test_without_los_gives_the_same_rows_and_nan_times() -> None:
     assert np.array_equal(full.elevation_deg, quick.elevation_deg)
     assert np.isnan(quick.los_in_s).all()
     assert np.isfinite(full.los_in_s).any()
+
+
+def test_long_masks_and_degenerate_inputs() -> None:
+    """A 40-point mask (beyond the padded mask table: the binary-search path) gives the
+    reference's rows; no sites, no satellites, or only satellites SGP4 cannot place give empty
+    results with the error codes kept."""
+    batch = load_3le()
+    az = np.arange(0.0, 360.0, 9.0)
+    jagged = HorizonMask(tuple(zip(az, 3.0 + 20.0 * (np.arange(az.size) % 2), strict=True)))
+    sites = [*SITES, Site("jagged", 40.0, -3.7, 650.0, min_elevation_deg=2.0, mask=jagged)]
+    jd, fr = (float(x[0]) for x in utc_jd_fr(datetime(2026, 8, 16, 6, tzinfo=UTC)))
+    new = visibility(batch, sites, jd, fr)
+    ref = reference_visibility(batch, sites, jd, fr)
+    _assert_same(batch, SiteFrames(sites), (jd, fr), new, ref)
+    assert (new.site_index == len(SITES)).sum() > 3
+    assert len(visibility(batch, [], jd, fr)) == 0
+    assert len(visibility(SatelliteBatch([], []), SITES, jd, fr)) == 0
+    bad = Satrec.twoline2rv(
+        "1 33334U 78066F   06174.85818871  .00000620  00000-0  10000-3 0  6809",
+        "2 33334  68.4714 236.1303 5602877 123.7484 302.5767  0.00001000 67521",
+    )
+    broken = visibility(SatelliteBatch(["broken"], [bad]), SITES, jd, fr)
+    assert len(broken) == 0
+    assert set(broken.errors()) == {"broken"}
