@@ -293,6 +293,7 @@ def test_pruned_visibility_matches_unpruned_reference_on_mixed_catalogue() -> No
     assert set(range(10)) - {8} <= seen_sites
 
 
+@pytest.mark.slow
 def test_chunk_boundaries_do_not_change_the_result(monkeypatch: pytest.MonkeyPatch) -> None:
     """Cutting the satellites into many small chunks (boundaries inside every step group)
     gives bit-identical rows to one chunk."""
@@ -367,3 +368,17 @@ def test_long_masks_and_degenerate_inputs() -> None:
     broken = visibility(SatelliteBatch(["broken"], [bad]), SITES, jd, fr)
     assert len(broken) == 0
     assert set(broken.errors()) == {"broken"}
+
+
+def test_site_lists_passed_as_sequences_share_one_index() -> None:
+    """Callers that pass a list of Site (a new SiteFrames per call) get the cached index of an
+    equal list (the voxel grids are not rebuilt every tick); a changed list gets its own."""
+    copy = [
+        Site(s.id, s.lat_deg, s.lon_deg, s.alt_m, s.name, s.min_elevation_deg, s.mask)
+        for s in SITES
+    ]
+    assert vis_module._site_index(SITES) is vis_module._site_index(tuple(copy))
+    moved = [*copy[:-1], Site("masked", 45.0, -74.0, 100.0)]
+    assert vis_module._site_index(moved) is not vis_module._site_index(SITES)
+    with pytest.raises(InvalidArgument):
+        visibility(load_3le(), [*SITES, SITES[0]], 2461268.5, 0.0)

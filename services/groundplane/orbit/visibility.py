@@ -34,7 +34,9 @@ from __future__ import annotations
 
 import itertools
 import math
+import threading
 import weakref
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -141,15 +143,16 @@ class _SiteIndex:
     """What the pruning needs of one :class:`SiteFrames`, computed once and cached with it."""
 
     def __init__(self, frames: SiteFrames) -> None:
+        self.frames = frames
         radius = np.sqrt(np.einsum("kj,kj->k", frames.ecef_km, frames.ecef_km))
         self.unit: FloatArray = frames.ecef_km / radius[:, None]
-        self.r_min_km = float(radius.min())
-        self.r_max_km = float(radius.max())
+        self.r_min_km = float(radius.min(initial=np.inf))
+        self.r_max_km = float(radius.max(initial=0.0))
         # Angle between each site's ellipsoid normal and its geocentric direction: elevation
         # measured from the geocentric horizontal differs from the geodetic one by at most this.
         cos_tilt = np.clip(np.einsum("kj,kj->k", self.unit, frames.enu[:, 2, :]), -1.0, 1.0)
         floor_deg = frames.min_threshold_deg - np.degrees(np.arccos(cos_tilt))
-        self.floor_rad = math.radians(float(floor_deg.min()) - 1e-6)
+        self.floor_rad = math.radians(float(floor_deg.min(initial=90.0)) - 1e-6)
         self.up_off: FloatArray = np.einsum("kj,kj->k", frames.enu[:, 2, :], frames.ecef_km)
         self.sin_min: FloatArray = np.sin(np.radians(frames.min_threshold_deg))
         self.sin_flat: FloatArray = np.sin(np.radians(frames.flat_threshold_deg))
@@ -175,7 +178,7 @@ class _SiteIndex:
 
     def grid(self, q: int) -> _VoxelGrid:
         found = self._grids.get(q)
-        if found is None:
+        if found is None:  # two threads may both build it: same result, last one kept
             found = self._grids[q] = self._build(q)
         return found
 
@@ -269,13 +272,37 @@ class _MaskTable:
         return np.where(below, floor, thr), np.where(below, 0.0, slope)
 
 
+#: Indexes of the SiteFrames objects in use, and of the site lists callers pass as sequences
+#: (a new SiteFrames each call otherwise: the voxel grids of 1,000 sites take ~0.1 s to build).
 _INDEX: weakref.WeakKeyDictionary[SiteFrames, _SiteIndex] = weakref.WeakKeyDictionary()
+_BY_SITES: OrderedDict[tuple[Site, ...], _SiteIndex] = OrderedDict()
+_BY_SITES_SIZE = 8
+_LOCK = threading.Lock()  # ticks run in worker threads (asyncio.to_thread)
 
 
-def _site_index(frames: SiteFrames) -> _SiteIndex:
-    found = _INDEX.get(frames)
-    if found is None:
-        found = _INDEX[frames] = _SiteIndex(frames)
+def _site_index(sites: Sequence[Site] | SiteFrames) -> _SiteIndex:
+    """The cached index of these sites (by identity for SiteFrames, by value for sequences)."""
+    if isinstance(sites, SiteFrames):
+        with _LOCK:
+            found = _INDEX.get(sites)
+            if found is None:
+                found = _INDEX[sites] = _SiteIndex(sites)
+        return found
+    key = tuple(sites)
+    try:
+        hash(key)
+    except TypeError:  # not Sites: let SiteFrames say what is wrong
+        return _SiteIndex(as_site_frames(key))
+    with _LOCK:
+        found = _BY_SITES.get(key)
+        if found is not None:
+            _BY_SITES.move_to_end(key)
+            return found
+    found = _SiteIndex(as_site_frames(key))
+    with _LOCK:
+        _BY_SITES[key] = found
+        while len(_BY_SITES) > _BY_SITES_SIZE:
+            _BY_SITES.popitem(last=False)
     return found
 
 
@@ -452,7 +479,8 @@ def visibility(  # noqa: PLR0913 - the instant as a two-part Julian date, plus t
     and its look angles cost a fraction of the LOS sweep, which propagates every visible
     satellite a few coarse steps ahead and refines one root per pair.
     """
-    frames = as_site_frames(sites)
+    index = _site_index(sites)
+    frames = index.frames
     if not (math.isfinite(jd) and math.isfinite(fr)):
         raise InvalidArgument(f"jd and fr must be finite, got {jd!r}, {fr!r}")
     if not (math.isfinite(max_lookahead_s) and max_lookahead_s > 0):
@@ -469,7 +497,6 @@ def visibility(  # noqa: PLR0913 - the instant as a two-part Julian date, plus t
             *(np.zeros(0),) * 5,
             error_code=error_code,
         )
-    index = _site_index(frames)
     jd0, fr0 = offset_jd_fr(jd, fr, np.zeros(1))
     prop = propagate(batch, jd0, fr0)
     error_code[:] = prop.error_code[:, 0]
