@@ -37,8 +37,8 @@ import math
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
@@ -97,6 +97,11 @@ class Visibility:
     range_rate_km_s: FloatArray
     los_in_s: FloatArray
     error_code: CodeArray
+    #: The instant (two-part UTC Julian date) and what the result was computed from, so that a
+    #: later tick can take its LOS times (``visibility(..., previous=this)``).
+    jd: float = math.nan
+    fr: float = math.nan
+    _source: tuple[object, ...] = field(default=(), repr=False, compare=False)
 
     def __len__(self) -> int:
         return int(self.sat_index.size)
@@ -464,7 +469,7 @@ def _sign_function(
 # The tick
 
 
-def visibility(  # noqa: PLR0913 - the instant as a two-part Julian date, plus two options
+def visibility(  # noqa: PLR0913 - the instant as a two-part Julian date, plus options
     batch: SatelliteBatch,
     sites: Sequence[Site] | SiteFrames,
     jd: float,
@@ -472,12 +477,20 @@ def visibility(  # noqa: PLR0913 - the instant as a two-part Julian date, plus t
     *,
     max_lookahead_s: float = SECONDS_PER_DAY,
     los: bool = True,
+    previous: Visibility | None = None,
 ) -> Visibility:
     """Satellites above each site's threshold at the instant ``jd + fr`` (UTC), with LOS times.
 
     ``los=False`` skips the times to LOS (``los_in_s`` is then NaN on every row): the visible set
     and its look angles cost a fraction of the LOS sweep, which propagates every visible
     satellite a few coarse steps ahead and refines one root per pair.
+
+    ``previous`` (the result of an earlier tick for the same batch object, equal sites and the
+    same lookahead) lends its LOS times: a pair visible then and now whose LOS was still ahead
+    has not set in between, so its LOS is the previous one minus the elapsed time; only the
+    other pairs (new passes, and those that were beyond the lookahead) are swept. The reused
+    times are the previous tick's (the same accuracy, on a grid anchored at that tick). A
+    ``previous`` that does not match, or is not earlier, is ignored.
     """
     index = _site_index(sites)
     frames = index.frames
@@ -527,8 +540,11 @@ def visibility(  # noqa: PLR0913 - the instant as a two-part Julian date, plus t
     ends = np.cumsum(fp.count)
     cuts = np.searchsorted(ends, np.arange(_CHUNK_PAIRS, int(ends[-1]), _CHUNK_PAIRS))
     bounds = [0, *np.unique(cuts + 1).tolist(), n_sat]
+    lend = _lender(previous, (batch, index, max_lookahead_s), jd, fr) if los else None
     parts = [
-        _chunk(tick, fp, np.arange(lo, hi)) for lo, hi in itertools.pairwise(bounds) if hi > lo
+        _chunk(tick, fp, np.arange(lo, hi), lend)
+        for lo, hi in itertools.pairwise(bounds)
+        if hi > lo
     ]
     sat, site, az, el, rng, rr, los_s = (np.concatenate([c[i] for c in parts]) for i in range(7))
     # Sort by site then satellite: pairs are satellite-major with ascending sites, so a stable
@@ -546,13 +562,64 @@ def visibility(  # noqa: PLR0913 - the instant as a two-part Julian date, plus t
         range_rate_km_s=rr[order],
         los_in_s=los_s[order],
         error_code=error_code,
+        jd=jd,
+        fr=fr,
+        # Satellite-major keys and LOS (the order before the site sort) for the next tick.
+        _source=(batch, index, max_lookahead_s, sat.astype(np.int64) * n_site + site, los_s)
+        if los
+        else (),
     )
+
+
+_Lender = Callable[[IntArray, IntArray], FloatArray]
+
+
+def _lender(
+    previous: Visibility | None,
+    source: tuple[SatelliteBatch, _SiteIndex, float],
+    jd: float,
+    fr: float,
+) -> _Lender | None:
+    """LOS times that ``previous`` lends to (satellite, site) pairs (NaN where it has none)."""
+    if previous is None or len(previous._source) != len(source) + 2:
+        return None
+    batch, index, lookahead, keys, los_sat_major = previous._source
+    batch_now, index_now, lookahead_now = source
+    if batch is not batch_now or index is not index_now or lookahead != lookahead_now:
+        return None
+    assert isinstance(keys, np.ndarray)
+    assert isinstance(los_sat_major, np.ndarray)
+    elapsed_s = ((jd - previous.jd) + (fr - previous.fr)) * SECONDS_PER_DAY
+    if not elapsed_s > 0:
+        return None
+    ahead = los_sat_major - elapsed_s
+    n_site = len(index_now.frames)
+
+    def lend(sat: IntArray, site: IntArray) -> FloatArray:
+        out = np.full(sat.size, np.nan)
+        if not (keys.size and sat.size):
+            return out
+        # Both key lists are satellite-major and ascending: search the slice of this chunk.
+        want = sat.astype(np.int64) * n_site + site
+        lo, hi = np.searchsorted(keys, [want[0], want[-1]], side="left")
+        hi = min(int(hi) + 1, keys.size)
+        sub = keys[lo:hi]
+        if not sub.size:
+            return out
+        at = np.minimum(np.searchsorted(sub, want), sub.size - 1)
+        hit = sub[at] == want
+        lent = ahead[lo:hi][at]
+        hit &= np.isfinite(lent) & (lent > 0)
+        out[hit] = lent[hit]
+        return out
+
+    return lend
 
 
 _Columns = tuple[IntArray, IntArray, FloatArray, FloatArray, FloatArray, FloatArray, FloatArray]
 
 
-def _chunk(tick: _Tick, fp: _Footprints, sats: IntArray) -> _Columns:
+def _chunk(tick: _Tick, fp: _Footprints, sats: IntArray, lend: _Lender | None) -> _Columns:
     """Visible pairs of the satellites ``sats`` with look angles and LOS."""
     frames, index = tick.frames, tick.index
     # 1. Footprint candidates, then the exact trig-free screen u > ρ sin(lowest threshold).
@@ -571,10 +638,20 @@ def _chunk(tick: _Tick, fp: _Footprints, sats: IntArray) -> _Columns:
     vis = np.flatnonzero(look.f > 0)
     sat, site = sat[vis], site[vis]
     # 3. Time to LOS on the coarse grid of each satellite's step group.
-    if tick.want_los:
+    if not tick.want_los:
+        los = np.full(sat.size, np.nan)
+    elif lend is None:
         los = _times_to_los(tick, sat, site, look.g[vis], look.dg[vis])
     else:
-        los = np.full(sat.size, np.nan)
+        los = lend(sat, site)
+        # A fresh sweep reports inf past the lookahead (the grid interval holding the LOS must
+        # start before it): keep that rule, sweep the pairs a lent time would break it for.
+        step = tick.step_s[sat]
+        late = np.floor(los / step) * step >= tick.horizon_s[sat]
+        los[late] = np.nan
+        todo = np.flatnonzero(np.isnan(los))
+        g, dg = look.g[vis], look.dg[vis]
+        los[todo] = _times_to_los(tick, sat[todo], site[todo], g[todo], dg[todo])
     return sat, site, look.az[vis], look.el[vis], look.rng[vis], look.rr[vis], los
 
 
