@@ -24,7 +24,9 @@ Cost model (10,000 satellites × 1,000 sites: see ``bench/visibility.py``):
    orbit); for sites without a mask the sign test is ``u − ρ sin(threshold)`` (no trigonometry).
    Each setting is refined by safeguarded Newton on the cubic-Hermite interpolated state until
    converged (< 0.1 ms; most pairs need one step after a cubic guess). ``los=False`` skips this
-   stage, which is most of a tick's cost (~6 future SGP4 columns for LEO, one root per pair).
+   stage, which is most of a tick's cost (~6 future SGP4 columns for LEO, one root per pair);
+   ``previous=`` (the last tick of a stream) lends the LOS of pairs that stayed visible, so
+   only new passes are swept.
 
 Stages 3–4 run over chunks of satellites holding about ``_CHUNK_PAIRS`` candidate pairs, so that a
 chunk's arrays stay in cache (several times faster than one pass over all pairs).
