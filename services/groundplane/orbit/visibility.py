@@ -491,7 +491,8 @@ def visibility(  # noqa: PLR0913 - the instant as a two-part Julian date, plus o
     same lookahead) lends its LOS times: a pair visible then and now whose LOS was still ahead
     has not set in between, so its LOS is the previous one minus the elapsed time; only the
     other pairs (new passes, and those that were beyond the lookahead) are swept. The reused
-    times are the previous tick's (the same accuracy, on a grid anchored at that tick). A
+    times are the previous tick's (the same accuracy, on a grid anchored at that tick; where one
+    grid steps over a short or grazing dip that the other catches, the two differ). A
     ``previous`` that does not match, or is not earlier, is ignored.
     """
     index = _site_index(sites)
