@@ -352,3 +352,33 @@ def test_tracking_visibility_feeds_a_table_with_real_satellites() -> None:
     seen_there = {s.satellite_id for s in sightings if s.station_id == svalbard.id}
     assert decision.ranked[0].candidate.station_id == svalbard.id
     assert decision.ranked[0].candidate.satellite_id in seen_there
+
+
+def test_tracking_visibility_ticks_reuse_the_previous_tick_like_a_fresh_source() -> None:
+    """Consecutive ticks of one TrackingVisibility (each lending its LOS times to the next) give
+    the sightings of a fresh source at every tick, remaining times within 0.1 s (the previous
+    tick's grid), and a tick back in time is computed afresh."""
+    lines = (DATA / "satellites-2026-08.3le").read_text().splitlines()
+    ids = [lines[i + 1][2:7].strip() for i in range(0, len(lines) - 2, 3)]
+    sats = [Satrec.twoline2rv(lines[i + 1], lines[i + 2]) for i in range(0, len(lines) - 2, 3)]
+    batch = SatelliteBatch(ids, sats)
+    with (DATA / "ground-stations.csv").open() as handle:
+        sites = [
+            Site(row[0], float(row[2]), float(row[3]), float(row[4]), min_elevation_deg=5.0)
+            for row in csv.reader(handle)
+        ]
+    streaming = TrackingVisibility(batch, sites)
+    at = datetime(2026, 8, 15, 6, 0, tzinfo=UTC)
+    for step_s in (0.0, 1.0, 1.0, 30.0, -600.0):
+        at += timedelta(seconds=step_s)
+        got = streaming.sightings(at)
+        want = TrackingVisibility(batch, sites).sightings(at)
+        assert [(s.station_id, s.satellite_id) for s in got] == [
+            (s.station_id, s.satellite_id) for s in want
+        ]
+        assert all(
+            math.isinf(a.remaining_s) == math.isinf(b.remaining_s)
+            and (math.isinf(a.remaining_s) or abs(a.remaining_s - b.remaining_s) < 0.1)
+            for a, b in zip(got, want, strict=True)
+        )
+        assert len(got) > 50

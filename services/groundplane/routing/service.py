@@ -39,7 +39,7 @@ from groundplane.link.v1 import link_pb2
 from groundplane.orbit.geometry import SatelliteBatch, utc_jd_fr
 from groundplane.orbit.passes import Pass
 from groundplane.orbit.sites import Site
-from groundplane.orbit.visibility import visibility
+from groundplane.orbit.visibility import Visibility, visibility
 from groundplane.routing.backhaul import BackhaulModel
 from groundplane.routing.policy import (
     DEFAULT_POLICY,
@@ -69,13 +69,17 @@ class TrackingVisibility:
         self._batch = batch
         self._sites = tuple(sites)
         self._max_lookahead_s = max_lookahead_s
+        # The last tick: the next one takes the LOS of the pairs still visible from it (only new
+        # passes are swept); ignored when it is not earlier.
+        self._previous: Visibility | None = None
 
     def sightings(self, at: datetime) -> list[Sighting]:
         jd, fr = utc_jd_fr(at)
         seen = visibility(
             self._batch, self._sites, float(jd[0]), float(fr[0]),
-            max_lookahead_s=self._max_lookahead_s,
+            max_lookahead_s=self._max_lookahead_s, previous=self._previous,
         )  # fmt: skip
+        self._previous = seen
         sat_ids, site_ids = seen.satellite_ids, seen.site_ids
         return [
             Sighting(
