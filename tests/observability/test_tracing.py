@@ -25,7 +25,7 @@ from groundplane.gateway.v1 import gateway_pb2_grpc as pb_grpc
 from groundplane.kernel import tracing
 from groundplane.kernel.clock import SimulatedClock
 from groundplane.orbit.constellations import generate
-from groundplane.scenario import DEFAULT_MODEL, DEFAULT_TOKEN, default_stations
+from groundplane.scenario import DEFAULT_MODEL, DEFAULT_TOKEN, default_stations, default_users
 from groundplane.system.system import GroundplaneSystem, SystemConfig
 
 EPOCH = datetime(2026, 8, 15, 12, tzinfo=UTC)
@@ -71,7 +71,8 @@ async def test_one_request_is_one_trace_from_the_gateway_through_routing_to_the_
     each the child of the one before; the node's span names the satellite that answered. A
     session turn's trace reaches the handoff service's ``SendTurn`` server span and, through the
     handoff manager's own requester, the node.
-    With tracing closed again nothing is recorded."""
+    The load's requests each record their own trace id, continued by the gateway. With tracing
+    closed again nothing is recorded."""
     if shutil.which("mosquitto") is None and shutil.which("/usr/sbin/mosquitto") is None:
         pytest.skip("mosquitto is not installed")
     exporter = InMemorySpanExporter()
@@ -79,6 +80,8 @@ async def test_one_request_is_one_trace_from_the_gateway_through_routing_to_the_
     config = SystemConfig(
         elements=generate("walker:48/8/1@550km:53", EPOCH),
         stations=stations,
+        users=default_users(),
+        rate_rps=4.0,
         workdir=tmp_path / "broker",
         handoff_dir=tmp_path / "handoff",
     )
@@ -152,6 +155,19 @@ async def test_one_request_is_one_trace_from_the_gateway_through_routing_to_the_
     assert attempt.attributes["groundplane.satellite_id"] == reply.satellite_id
     scopes = {s.instrumentation_scope.name for s in spans if s.instrumentation_scope is not None}
     assert {"groundplane.gateway", "groundplane.node"} <= scopes
+    # The load's requests (what `up --trace` writes): each record names its own trace, which
+    # the gateway's server span continues.
+    records = system.stats.trace
+    assert records
+    served_traces = {
+        s.context.trace_id
+        for s in exporter.get_finished_spans()
+        if s.name == infer and s.kind is SpanKind.SERVER and s.context is not None
+    }
+    for record in records:
+        assert len(record.trace_id) == 32
+        assert int(record.trace_id, 16) in served_traces, record
+    assert len({r.trace_id for r in records}) == len(records)
     turn_names = _names(turn_spans)
     assert infer in turn_names
     print(f"request trace: {sorted(_names(spans))}\nturn trace: {sorted(turn_names)}")
