@@ -69,10 +69,10 @@ async def test_one_request_is_one_trace_from_the_gateway_through_routing_to_the_
     ``routing.decide`` and ``gateway.attempt`` spans and the node's ``node.infer`` span (in the
     nodes shard, reached over MQTT through the link emulator) all carry the caller's trace id,
     each the child of the one before; the node's span names the satellite that answered. A
-    session turn's trace reaches the handoff service's ``SendTurn`` server span and, through the
-    handoff manager's own requester, the node.
-    The load's requests each record their own trace id, continued by the gateway. With tracing
-    closed again nothing is recorded."""
+    streamed call (InferStream) is traced the same way. A session turn's trace reaches the
+    handoff service's ``SendTurn`` server span and, through the handoff manager's own requester,
+    the node. The load's requests each record their own trace id, continued by the gateway.
+    With tracing closed again nothing is recorded."""
     if shutil.which("mosquitto") is None and shutil.which("/usr/sbin/mosquitto") is None:
         pytest.skip("mosquitto is not installed")
     exporter = InMemorySpanExporter()
@@ -128,11 +128,32 @@ async def test_one_request_is_one_trace_from_the_gateway_through_routing_to_the_
                         timeout=CALL_TIMEOUT_S,
                     )
                 turn_trace_id = turn_caller.get_span_context().trace_id
+                with tracing.span("tests", "user.stream") as stream_caller:
+                    assert stream_caller is not None
+                    streamed = stub.InferStream(
+                        pb.InferStreamRequest(
+                            model=DEFAULT_MODEL.name,
+                            prompt="stream me",
+                            location=location,
+                            max_tokens=8,
+                            wait_for_coverage=True,
+                        ),
+                        metadata=auth,
+                        timeout=CALL_TIMEOUT_S,
+                    )
+                    pieces = [response async for response in streamed]
+                assert pieces[-1].HasField("summary")
+                stream_trace_id = stream_caller.get_span_context().trace_id
             spans = await _spans_of(exporter, trace_id, {"routing.decide", "gateway.attempt", NODE})
             turn_spans = await _spans_of(
                 exporter,
                 turn_trace_id,
                 {"/groundplane.handoff.v1.HandoffService/SendTurn", NODE},
+            )
+            stream_spans = await _spans_of(
+                exporter,
+                stream_trace_id,
+                {"/groundplane.gateway.v1.InferenceService/InferStream", "gateway.attempt", NODE},
             )
             system.stop()
             await running
@@ -168,6 +189,7 @@ async def test_one_request_is_one_trace_from_the_gateway_through_routing_to_the_
         assert len(record.trace_id) == 32
         assert int(record.trace_id, 16) in served_traces, record
     assert len({r.trace_id for r in records}) == len(records)
+    assert "routing.decide" in _names(stream_spans)
     turn_names = _names(turn_spans)
     assert infer in turn_names
     print(f"request trace: {sorted(_names(spans))}\nturn trace: {sorted(turn_names)}")
