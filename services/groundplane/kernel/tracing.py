@@ -34,22 +34,19 @@ import os
 import sys
 from collections.abc import Awaitable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import (
-    BatchSpanProcessor,
-    ConsoleSpanExporter,
-    SimpleSpanProcessor,
-    SpanExporter,
-)
 from opentelemetry.trace import Span, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from groundplane.kernel.errors import InvalidArgument
+
+if TYPE_CHECKING:
+    # The SDK is imported only by a process that traces (configured()), the API always.
+    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+    from opentelemetry.sdk.trace.export import SpanExporter
 
 __all__ = [
     "OTLP_ENDPOINT_ENV",
@@ -116,6 +113,7 @@ def otlp_endpoint_from_env(environ: Mapping[str, str] = os.environ) -> str | Non
 
 def _console_exporter() -> SpanExporter:
     """Each finished span as one JSON line on stdout (the SDK's own formatter)."""
+    from opentelemetry.sdk.trace.export import ConsoleSpanExporter  # noqa: PLC0415
 
     def one_line(span: ReadableSpan) -> str:
         return json.dumps(json.loads(span.to_json()), separators=(",", ":")) + "\n"
@@ -200,6 +198,13 @@ def configured(  # noqa: PLR0913 - each way to export is a keyword, all optional
         raise RuntimeError(
             f"tracing is already configured for {_current.service_name!r} in this process"
         )
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource  # noqa: PLC0415 - when on
+    from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415
+    from opentelemetry.sdk.trace.export import (  # noqa: PLC0415
+        BatchSpanProcessor,
+        SimpleSpanProcessor,
+    )
+
     provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service_name}))
     if endpoint:
         provider.add_span_processor(BatchSpanProcessor(_otlp_exporter(endpoint)))
