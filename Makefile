@@ -16,12 +16,14 @@ $(STAMP): pyproject.toml | system-deps
 	touch $(STAMP)
 
 # Mosquitto (the broker the tests start on free ports), Hamlib's rotctld/rigctld (the HIL tests
-# drive the real dummy daemons) and, on Debian's own Python, venv support (python3-venv).
+# drive the real dummy daemons), Chromium (the dashboard test drives Debian's browser through
+# Playwright; nothing is downloaded) and, on Debian's own Python, venv support (python3-venv).
 # Installed from Debian's packages when missing.
 system-deps:
 	@missing=""; \
 	command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
 	command -v rotctld >/dev/null 2>&1 || missing="$$missing libhamlib-utils"; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	$(PYTHON) -c 'import ensurepip' >/dev/null 2>&1 || missing="$$missing python3-venv"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \

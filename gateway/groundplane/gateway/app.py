@@ -54,6 +54,7 @@ import grpc
 import structlog
 
 from groundplane.gateway.auth import TenantRegistry
+from groundplane.gateway.feed import GatewayMonitorServicer, ServedFeed
 from groundplane.gateway.metrics import GatewayMetrics
 from groundplane.gateway.service import GatewayConfig, InferenceGateway
 from groundplane.gateway.servicer import InferenceServicer
@@ -120,6 +121,8 @@ class GatewayApp:
         self.directory = NodeDirectory()
         self.links = LinkWatch()
         self.metrics = GatewayMetrics()
+        self.served = ServedFeed()
+        """Every finished call, for ``GatewayMonitorService.WatchRequests`` (the dashboard)."""
         self._tables = tables
         self._sessions = sessions
         self._feed: WatchedTableSource | None = None
@@ -218,9 +221,9 @@ class GatewayApp:
                 )
                 self._metrics_port = metrics_server.port
                 log.info("gateway_metrics_serving", url=metrics_server.url)
-            servicer = InferenceServicer(self._gateway, settings.tenants)
+            servicer = InferenceServicer(self._gateway, settings.tenants, self.served)
             self._server = GrpcServer(
-                [servicer.binding()],
+                [servicer.binding(), GatewayMonitorServicer(self.served).binding()],
                 address=settings.grpc_address,
                 drain_grace_s=settings.drain_grace_s,
                 unready_delay_s=settings.unready_delay_s,

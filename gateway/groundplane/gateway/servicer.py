@@ -13,7 +13,9 @@ into status codes with their trailing metadata:
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -24,6 +26,7 @@ from google.rpc import error_details_pb2, status_pb2
 
 from groundplane.gateway.auth import TenantRegistry
 from groundplane.gateway.execution import InferAnswer, Token
+from groundplane.gateway.feed import ServedFeed, ServedRequest
 from groundplane.gateway.service import InferCall, InferenceGateway
 from groundplane.gateway.v1 import gateway_pb2 as pb
 from groundplane.gateway.v1 import gateway_pb2_grpc as pb_grpc
@@ -118,12 +121,50 @@ def _authorization(context: Context) -> str | None:
     return None
 
 
-class InferenceServicer(pb_grpc.InferenceServiceServicer):
-    """The gRPC face of :class:`InferenceGateway`."""
+@dataclass(slots=True)
+class _Outcome:
+    """How one call went, filled in as it runs (for the served feed)."""
 
-    def __init__(self, gateway: InferenceGateway, tenants: TenantRegistry) -> None:
+    started: float
+    """``time.monotonic()`` at arrival."""
+    model: str
+    streamed: bool
+    tenant_id: str = ""
+    answer: InferAnswer | None = None
+    code: str = "CANCELLED"
+    """A call that ends without an answer or a domain error was cancelled (client gone)."""
+
+
+class InferenceServicer(pb_grpc.InferenceServiceServicer):
+    """The gRPC face of :class:`InferenceGateway`; with a ``feed``, each finished call is
+    published to it (``GatewayMonitorService.WatchRequests``)."""
+
+    def __init__(
+        self, gateway: InferenceGateway, tenants: TenantRegistry, feed: ServedFeed | None = None
+    ) -> None:
         self.gateway = gateway
         self.tenants = tenants
+        self.feed = feed
+
+    def _served(self, outcome: _Outcome) -> None:
+        if self.feed is None:
+            return
+        answer = outcome.answer
+        self.feed.publish(
+            ServedRequest(
+                request_id=answer.request_id if answer is not None else "",
+                tenant_id=outcome.tenant_id,
+                model=answer.model if answer is not None else outcome.model,
+                satellite_id=answer.satellite_id if answer is not None else "",
+                station_id=answer.station_id if answer is not None else "",
+                code=outcome.code,
+                latency_s=time.monotonic() - outcome.started,
+                output_tokens=len(answer.tokens) if answer is not None else 0,
+                streamed=outcome.streamed,
+                finished_at=self.gateway.clock.now(),
+                attempts=answer.attempts if answer is not None else 0,
+            )
+        )
 
     def binding(self) -> ServiceBinding:
         return ServiceBinding(
@@ -137,25 +178,44 @@ class InferenceServicer(pb_grpc.InferenceServiceServicer):
         )
 
     async def Infer(self, request: pb.InferRequest, context: Context) -> pb.InferResponse:
+        outcome = _Outcome(time.monotonic(), request.model, streamed=False)
         try:
             tenant = self.tenants.authenticate(_authorization(context))
+            outcome.tenant_id = tenant.tenant_id
             answer = await self.gateway.infer(
                 call_from_proto(request), tenant, context.time_remaining()
             )
+            outcome.answer, outcome.code = answer, "OK"
+            return answer_to_proto(answer)
         except GroundplaneError as error:
+            outcome.code = error.code.name
             await self._abort(context, error)
             raise  # pragma: no cover - abort raises
-        return answer_to_proto(answer)
+        except Exception:
+            outcome.code = "INTERNAL"
+            raise
+        finally:
+            self._served(outcome)
 
     async def InferStream(
         self, request: pb.InferStreamRequest, context: Context
     ) -> AsyncIterator[pb.InferStreamResponse]:
+        outcome = _Outcome(time.monotonic(), request.model, streamed=True)
         try:
             tenant = self.tenants.authenticate(_authorization(context))
+            outcome.tenant_id = tenant.tenant_id
             events = self.gateway.stream(call_from_proto(request), tenant, context.time_remaining())
             # aclosing: a client gone at a yield releases admission and in-flight counts now.
             async with contextlib.aclosing(events) as stream:
                 async for event in stream:
+                    if isinstance(event, InferAnswer):
+                        outcome.answer, outcome.code = event, "OK"
                     yield event_to_proto(event)
         except GroundplaneError as error:
+            outcome.code = error.code.name
             await self._abort(context, error)
+        except Exception:
+            outcome.code = "INTERNAL"
+            raise
+        finally:
+            self._served(outcome)

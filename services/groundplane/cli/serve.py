@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import (
+    serve_dashboard,
     serve_gateway,
     serve_handoff,
     serve_hil,
@@ -31,3 +32,4 @@ def register(commands: Any) -> None:
     serve_handoff.register(services)
     serve_hil.register(services)
     serve_nodes.register(services)
+    serve_dashboard.register(services)

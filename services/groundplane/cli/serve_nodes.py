@@ -16,9 +16,17 @@ from the ``--broker`` URL's username, else ``I-of-N``), whose ACL allows exactly
 liveness is the shard's retained status and Will on ``gp/v1/shard/<shard_id>/status``; each
 member's status names the shard (docs/topics.md, "Nodes shards").
 
+Backend: ``--backend synthetic`` (default) serves the ``--model`` synthetic models;
+``--backend openai --base-url URL`` serves from any OpenAI-compatible server (vLLM, llama.cpp
+server, ...) over one pooled HTTP client shared by the shard's members, ``--model NAME`` the names
+it serves (default: the server's ``GET /models``). An API key comes from ``--api-key-env VAR`` or
+``--api-key-file FILE``, never from the command line.
+
 gRPC health on ``--port`` (default 50055; no service of its own): NOT_SERVING until every
 member's birth is published. ``--metrics-port`` serves ``groundplane_nodes_agents``,
-``groundplane_nodes_in_flight`` and ``groundplane_nodes_executions_total``. SIGTERM: NOT_SERVING,
+``groundplane_nodes_in_flight`` and ``groundplane_nodes_executions_total`` (with
+``--backend openai`` also ``groundplane_nodes_backend_tokens_total{kind=prompt|completion}``,
+the server's reported usage). SIGTERM: NOT_SERVING,
 every agent drains (DRAINING, admitted work finished, OFFLINE), exit 0.
 """
 
@@ -26,8 +34,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +54,12 @@ from groundplane.kernel.serving import GrpcServer
 from groundplane.mqtt import topics
 from groundplane.mqtt.broker import SERVICE_USER, SHARD_USER_PREFIX, BrokerAddress
 from groundplane.node.agent import AgentConfig, EpochSource, NodeAgent
-from groundplane.node.backends import InferenceBackend, SyntheticBackend, SyntheticModelSpec
+from groundplane.node.backends import (
+    InferenceBackend,
+    OpenAIBackend,
+    SyntheticBackend,
+    SyntheticModelSpec,
+)
 from groundplane.node.engine import Engine, EngineConfig
 from groundplane.node.executions import ExecutionLogWriter, ExecutionRecorder
 from groundplane.node.host import parse_model
@@ -107,8 +121,10 @@ def register(services: Any) -> None:
         action="append",
         default=[],
         metavar="NAME[:PREFILL_S[:DECODE_S]]",
-        help=f"a synthetic model every node serves; repeatable (default {DEFAULT_MODEL})",
+        help=f"a synthetic model every node serves; repeatable (default {DEFAULT_MODEL}); with "
+        "--backend openai: a model NAME the server serves (default: the server's GET /models)",
     )
+    add_backend_arguments(nodes)
     nodes.add_argument("--slots", type=int, default=4, help="generation slots per node")
     nodes.add_argument(
         "--queue-limit", type=int, default=16, help="admitted requests waiting per node"
@@ -143,6 +159,132 @@ def register(services: Any) -> None:
     )
     add_process_arguments(nodes, default_port=DEFAULT_PORT)
     nodes.set_defaults(handler=run_nodes)
+
+
+BACKENDS = ("synthetic", "openai")
+
+
+def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--backend`` and the OpenAI-compatible server's flags."""
+    group = parser.add_argument_group(
+        "backend", "what answers: synthetic models (default) or an OpenAI-compatible server"
+    )
+    group.add_argument(
+        "--backend", choices=BACKENDS, default="synthetic", help="the members' inference backend"
+    )
+    group.add_argument(
+        "--base-url",
+        metavar="URL",
+        help="--backend openai: the server's OpenAI base URL, e.g. http://127.0.0.1:8000/v1 "
+        "(a URL without a path means its /v1)",
+    )
+    keys = group.add_mutually_exclusive_group()
+    keys.add_argument(
+        "--api-key-env",
+        metavar="VAR",
+        help="--backend openai: the environment variable holding the server's API key",
+    )
+    keys.add_argument(
+        "--api-key-file",
+        type=Path,
+        metavar="FILE",
+        help="--backend openai: a file whose first line is the server's API key",
+    )
+    group.add_argument(
+        "--backend-connect-timeout",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="--backend openai: seconds to connect and send a request (5)",
+    )
+    group.add_argument(
+        "--backend-read-timeout",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="--backend openai: longest silence tolerated between two pieces of an answer (60)",
+    )
+    group.add_argument(
+        "--backend-total-timeout",
+        type=float,
+        default=600.0,
+        metavar="S",
+        help="--backend openai: longest whole answer, also cut at the request's deadline (600)",
+    )
+
+
+def api_key(args: argparse.Namespace, environ: Mapping[str, str]) -> str | None:
+    """The OpenAI server's API key from ``--api-key-env`` (in ``environ``) or ``--api-key-file``
+    (read here: call off the event loop)."""
+    if args.api_key_env:
+        key = environ.get(args.api_key_env, "").strip()
+        if not key:
+            raise InvalidArgument(
+                f"--api-key-env {args.api_key_env}: that environment variable is not set or empty"
+            )
+        return key
+    if args.api_key_file is not None:
+        path: Path = args.api_key_file
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except OSError as error:
+            raise InvalidArgument(f"--api-key-file {path}: cannot read it ({error})") from None
+        key = lines[0].strip() if lines else ""
+        if not key:
+            raise InvalidArgument(f"--api-key-file {path}: its first line is empty")
+        return key
+    return None
+
+
+def check_backend_arguments(args: argparse.Namespace) -> None:
+    """Refuse flags that do not fit ``--backend``."""
+    if args.backend == "openai":
+        if not args.base_url:
+            raise InvalidArgument(
+                "--backend openai needs --base-url URL (e.g. http://127.0.0.1:8000/v1)"
+            )
+        return
+    given = [
+        flag
+        for flag, value in (
+            ("--base-url", args.base_url),
+            ("--api-key-env", args.api_key_env),
+            ("--api-key-file", args.api_key_file),
+        )
+        if value is not None
+    ]
+    if given:
+        raise InvalidArgument(
+            f"{', '.join(given)} configure an OpenAI-compatible server: add --backend openai"
+        )
+
+
+async def openai_backend(args: argparse.Namespace, *, max_connections: int) -> OpenAIBackend:
+    """The (not yet entered) OpenAI backend of ``--backend openai``."""
+    key = await asyncio.to_thread(api_key, args, os.environ)
+    return OpenAIBackend(
+        args.base_url,
+        list(dict.fromkeys(args.model)) or None,
+        api_key=key,
+        connect_timeout_s=args.backend_connect_timeout,
+        read_timeout_s=args.backend_read_timeout,
+        total_timeout_s=args.backend_total_timeout,
+        max_connections=max_connections,
+    )
+
+
+async def shared_backend(
+    args: argparse.Namespace, stack: AsyncExitStack, *, members: int
+) -> OpenAIBackend | None:
+    """``--backend openai``: one backend (one pool, a connection per generation slot of every
+    member) for the whole shard, entered on ``stack``; None for synthetic models."""
+    if args.backend != "openai":
+        return None
+    backend = await stack.enter_async_context(
+        await openai_backend(args, max_connections=args.slots * members)
+    )
+    log.info("nodes_backend", backend="openai", url=backend.url, models=sorted(backend.models))
+    return backend
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -214,13 +356,17 @@ class NodesSettings:
                 f"{broker.username!r} in --broker"
             )
         satellites = tuple(parse_satellites(args.satellites)) if args.satellites else None
+        check_backend_arguments(args)
         return cls(broker, shard_id, satellites, shard, args.tracking)
 
 
 class _ShardCollector(Collector):
-    def __init__(self, shard: NodeShard, engines: dict[str, Engine]) -> None:
+    def __init__(
+        self, shard: NodeShard, engines: dict[str, Engine], backend: OpenAIBackend | None
+    ) -> None:
         self._shard = shard
         self._engines = engines
+        self._backend = backend
 
     def collect(self) -> Any:
         labels = ["shard_id"]
@@ -238,12 +384,23 @@ class _ShardCollector(Collector):
         yield agents
         yield in_flight
         yield executions
+        if self._backend is not None:
+            tokens = CounterMetricFamily(
+                "groundplane_nodes_backend_tokens",
+                "tokens the OpenAI-compatible server reported (usage), by kind",
+                labels=[*labels, "kind"],
+            )
+            usage = self._backend.usage
+            tokens.add_metric([self._shard.shard_id, "prompt"], usage.prompt_tokens)
+            tokens.add_metric([self._shard.shard_id, "completion"], usage.completion_tokens)
+            yield tokens
 
 
 @dataclass(frozen=True)
 class RunningNodes:
     target: str
     shard: NodeShard
+    metrics_url: str | None = None
 
 
 def model_specs(texts: Sequence[str]) -> list[SyntheticModelSpec]:
@@ -266,7 +423,7 @@ async def nodes_service(args: argparse.Namespace) -> AsyncIterator[RunningNodes]
         raise InvalidArgument(
             f"shard {settings.shard_id!r} has no satellites (catalog too small for --shard?)"
         )
-    specs = model_specs(args.model)
+    specs = model_specs(args.model) if args.backend == "synthetic" else []
     engine_config = EngineConfig(slots=args.slots, queue_limit=args.queue_limit)
     agent_config = AgentConfig(keepalive_s=args.keepalive, load_interval_s=args.load_interval)
     epoch_dir: Path | None = args.epoch_dir
@@ -287,10 +444,14 @@ async def nodes_service(args: argparse.Namespace) -> AsyncIterator[RunningNodes]
             if args.execution_log is not None
             else None
         )
+        # Entered before the engines, so it closes after they drained.
+        shared = await shared_backend(args, stack, members=len(members))
         engines: dict[str, Engine] = {}
         agents: list[NodeAgent] = []
         for sat in members:
-            backend: InferenceBackend = SyntheticBackend(specs, clock)
+            backend: InferenceBackend = (
+                shared if shared is not None else SyntheticBackend(specs, clock)
+            )
             if writer is not None:
                 backend = ExecutionRecorder(backend, writer, sat)
             engine = await stack.enter_async_context(Engine(backend, clock, engine_config))
@@ -317,13 +478,7 @@ async def nodes_service(args: argparse.Namespace) -> AsyncIterator[RunningNodes]
             ),
             config=ShardConfig(keepalive_s=args.keepalive, load_interval_s=args.load_interval),
         )
-        if args.metrics_port is not None:
-            registry = CollectorRegistry()
-            registry.register(_ShardCollector(shard, engines))
-            metrics = await stack.enter_async_context(
-                MetricsServer(registry, host=args.host, port=args.metrics_port)
-            )
-            log.info("metrics_serving", url=metrics.url)
+        metrics_url = await _serve_metrics(args, stack, _ShardCollector(shard, engines, shared))
         async with asyncio.TaskGroup() as tasks:
             runner = tasks.create_task(shard.run(), name=f"nodes-shard:{settings.shard_id}")
             ready = tasks.create_task(
@@ -337,12 +492,27 @@ async def nodes_service(args: argparse.Namespace) -> AsyncIterator[RunningNodes]
                 last=members[-1],
             )
             try:
-                yield RunningNodes(server.target, shard)
+                yield RunningNodes(server.target, shard, metrics_url)
             finally:
                 ready.cancel()
                 await server.set_ready(False)
                 shard.stop()
                 await runner
+
+
+async def _serve_metrics(
+    args: argparse.Namespace, stack: AsyncExitStack, collector: Collector
+) -> str | None:
+    """With ``--metrics-port``: serve ``collector`` on it (closed by ``stack``), return the URL."""
+    if args.metrics_port is None:
+        return None
+    registry = CollectorRegistry()
+    registry.register(collector)
+    metrics = await stack.enter_async_context(
+        MetricsServer(registry, host=args.host, port=args.metrics_port)
+    )
+    log.info("metrics_serving", url=metrics.url)
+    return metrics.url
 
 
 async def _ready_when_born(shard: NodeShard, server: GrpcServer) -> None:

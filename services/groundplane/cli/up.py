@@ -19,10 +19,12 @@ import os
 import shlex
 import signal
 import sys
+from contextlib import AsyncExitStack
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from groundplane.dashboard.app import DashboardApp, DashboardSettings
 from groundplane.gateway.servicer import SERVICE_NAME as GATEWAY_SERVICE
 from groundplane.handoff.planner import HandoffSettings, PathPreference
 from groundplane.handoff.servicer import SERVICE_NAME as HANDOFF_SERVICE
@@ -229,6 +231,13 @@ def register(commands: Any) -> None:
         "set, else no export; --trace records each request's trace id either way)",
     )
     up.add_argument(
+        "--dashboard",
+        type=dashboard_address,
+        metavar="[HOST:]PORT",
+        help="serve the live dashboard (a web page) on HOST (default 127.0.0.1) at PORT (0 picks "
+        "a free one): a supervised `serve dashboard` child, or in this process with --in-process",
+    )
+    up.add_argument(
         "--in-process",
         action="store_true",
         help="run every service in this one process (debugging, fast tests) instead of one "
@@ -239,6 +248,17 @@ def register(commands: Any) -> None:
 
 System = GroundplaneSystem | ProcessSystem
 """What ``up`` runs: every service in this process, or each in a child process."""
+
+
+DASHBOARD_READY_TIMEOUT_S = 30.0
+"""Wall seconds the in-process dashboard may take to hold tracking's catalog."""
+
+
+def dashboard_address(text: str) -> tuple[str, int]:
+    """argparse type of ``--dashboard [HOST:]PORT`` (host 127.0.0.1 when left out)."""
+    host, sep, port_text = text.rpartition(":")
+    host = host.strip("[]") if sep else "127.0.0.1"
+    return host or "127.0.0.1", inputs.port(port_text)
 
 
 def _users(value: str | None) -> list[GroundUser]:
@@ -353,7 +373,7 @@ def run_up(args: argparse.Namespace) -> int:
     system: System = (
         GroundplaneSystem(config, clock)
         if args.in_process
-        else ProcessSystem(config, clock, catalog)
+        else ProcessSystem(config, clock, catalog, dashboard=args.dashboard)
     )
     print(
         f"groundplane up: {len(config.elements)} satellites ({scenario}), "
@@ -396,7 +416,48 @@ async def _supervise(system: System, args: argparse.Namespace) -> None:
     On a terminal the status is a live block rewritten in place; otherwise (a log, a pipe) it is
     one line per interval, every ``PIPE_STATUS_INTERVAL_S`` by default.
     """
-    print(_banner(system, existing_broker=args.broker is not None), flush=True)
+    async with AsyncExitStack() as stack:
+        dashboard_url = (
+            system.dashboard_url
+            if isinstance(system, ProcessSystem)
+            else await _dashboard_in_process(stack, system, args.dashboard)
+            if args.dashboard is not None
+            else None
+        )
+        banner = _banner(system, existing_broker=args.broker is not None)
+        if dashboard_url is not None:
+            banner += f"\n  dashboard {dashboard_url}  live web page"
+        print(banner, flush=True)
+        await _show_status(system, args)
+
+
+async def _dashboard_in_process(
+    stack: AsyncExitStack, system: GroundplaneSystem, where: tuple[str, int]
+) -> str:
+    """``--dashboard`` with ``--in-process``: the dashboard app in this process, stopped with the
+    status loop (before the services it watches)."""
+    host, port = where
+    app = await stack.enter_async_context(
+        DashboardApp(
+            DashboardSettings(
+                tracking_target=system.tracking_target,
+                routing_target=system.routing_target,
+                handoff_target=system.handoff_target,
+                gateway_target=system.gateway_target,
+                broker=system.broker_address,
+                web_host=host,
+                web_port=port,
+                model=system.config.model.name,
+                unready_delay_s=0.0,
+            ),
+            system.clock,
+        )
+    )
+    await app.wait_ready(DASHBOARD_READY_TIMEOUT_S)
+    return app.url
+
+
+async def _show_status(system: System, args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     end = None if args.duration is None else loop.time() + args.duration
     tty = sys.stdout.isatty()

@@ -562,6 +562,7 @@ class NodeAgent:
                     session_epoch=(
                         request.session_epoch if request.HasField("session_epoch") else None
                     ),
+                    deadline=deadline,
                 )
             )
         except GroundplaneError as error:

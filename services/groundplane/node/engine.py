@@ -65,7 +65,9 @@ class InferenceRequest:
 
     ``session_id`` makes it a turn of that session (created at epoch 0 on first use);
     ``session_epoch``, when given, is the epoch the caller believes the session is at here, and a
-    mismatch is refused with FailedPrecondition.
+    mismatch is refused with FailedPrecondition. ``deadline`` (on the engine's clock) is when the
+    caller stops waiting: the backend is given the time left when generation starts (a replay or
+    a join of the same request id keeps the first one's).
     """
 
     request_id: str
@@ -74,6 +76,8 @@ class InferenceRequest:
     max_tokens: int = 64
     session_id: str | None = None
     session_epoch: int | None = None
+    # Not part of the request's identity: a retry with the same id may carry a later deadline.
+    deadline: datetime | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -449,6 +453,11 @@ class Engine:
                             prompt=request.prompt,
                             context=context,
                             max_tokens=request.max_tokens,
+                            timeout_s=(
+                                None
+                                if request.deadline is None
+                                else (request.deadline - clock.now()).total_seconds() / clock.speed
+                            ),
                         )
                         async for piece in self._backend.generate(generate):
                             execution.push(piece)

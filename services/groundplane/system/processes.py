@@ -98,10 +98,17 @@ BROKER_ENV = "GROUNDPLANE_BROKER"
 and ignore it)."""
 NODE_PASSWORD_ENV = "GROUNDPLANE_NODE_PASSWORD"
 """The node accounts' password on an existing broker (``--broker``), passed on to the nodes."""
-START_STAGES = (("tracking",), ("links", "nodes"), ("routing", "handoff"), ("gateway",))
+START_STAGES = (
+    ("tracking",),
+    ("links", "nodes"),
+    ("routing", "handoff"),
+    ("gateway",),
+    ("dashboard",),
+)
 """Children start stage by stage, those of one stage at the same time, each stage once the one
 before is ready: links and the nodes shards need tracking; routing and handoff need the nodes
-(and links); the gateway needs routing and handoff. ``nodes`` stands for every shard. The stop
+(and links); the gateway needs routing and handoff; the dashboard (``up --dashboard``) watches
+all of them. ``nodes`` stands for every shard. The stop
 goes one child at a time, in the reverse order of the starts."""
 
 
@@ -133,13 +140,23 @@ class ChildPorts:
     gateway: int
     gateway_metrics: int | None = None
     handoff_metrics: int | None = None
+    dashboard: int | None = None
+    """The dashboard's health port (None: no dashboard)."""
+    dashboard_web: int | None = None
+    """The dashboard page's HTTP port."""
 
     @classmethod
     def choose(
-        cls, config: SystemConfig, shards: int, rng: random.Random | None = None
+        cls,
+        config: SystemConfig,
+        shards: int,
+        rng: random.Random | None = None,
+        *,
+        dashboard_web: int | None = None,
     ) -> ChildPorts:
-        """The ports ``config`` names (tracking, handoff, gateway, metrics), free ones else
-        (:func:`free_port`, all distinct)."""
+        """The ports ``config`` names (tracking, handoff, gateway, metrics) and the dashboard's
+        page (``dashboard_web``; None: no dashboard), free ones else (:func:`free_port`, all
+        distinct)."""
         ports = _PortPicker(rng or random.Random())
 
         def port_of(address: str) -> int:
@@ -158,6 +175,8 @@ class ChildPorts:
             gateway=port_of(config.gateway_address),
             gateway_metrics=metrics(config.gateway_metrics_port),
             handoff_metrics=metrics(config.handoff_metrics_port),
+            dashboard=None if dashboard_web is None else ports.free(),
+            dashboard_web=metrics(dashboard_web),
         )
 
 
@@ -239,6 +258,8 @@ class ProcessPlan:
     service account's ``broker_url`` for every shard."""
     tenants_file: Path | None = None
     """``--tenants`` of the gateway (JSON); None: the gateway's demo tenant."""
+    dashboard_host: str = "127.0.0.1"
+    """Where the dashboard's page listens (``up --dashboard HOST:PORT``)."""
     env: dict[str, str] | None = None
     """The children's environment, to which ``GROUNDPLANE_BROKER`` is added (None: ``up``'s own
     without its ``GROUNDPLANE_*`` variables, :func:`child_environment`)."""
@@ -420,6 +441,26 @@ def child_specs(plan: ProcessPlan) -> list[ChildSpec]:
             *_metrics_flag(ports.gateway_metrics),
         ),
     ]
+    if ports.dashboard is not None and ports.dashboard_web is not None:
+        specs.append(
+            spec(
+                "dashboard",
+                "dashboard",
+                ports.dashboard,
+                "--tracking",
+                tracking,
+                "--routing",
+                routing,
+                "--handoff",
+                handoff,
+                "--gateway",
+                _target(ports.gateway),
+                "--web-host",
+                plan.dashboard_host,
+                "--web-port",
+                str(ports.dashboard_web),
+            )
+        )
     return specs
 
 
@@ -469,7 +510,7 @@ class ProcessSystem:
     """One running multi-process system; :meth:`run` serves until :meth:`stop` (or a child is
     given up on: :class:`~groundplane.system.supervisor.ChildFailedError` out of :meth:`run`)."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - the options after `*` are by keyword, each with a default
         self,
         config: SystemConfig,
         clock: Clock,
@@ -477,8 +518,10 @@ class ProcessSystem:
         *,
         restart_policy: RestartPolicy | None = None,
         program: Sequence[str] | None = None,
+        dashboard: tuple[str, int] | None = None,
     ) -> None:
-        """``program`` is what runs ``serve SERVICE …`` (default: this Python's groundplane)."""
+        """``program`` is what runs ``serve SERVICE …`` (default: this Python's groundplane);
+        ``dashboard`` (host, port; 0 picks a free one) adds a ``serve dashboard`` child."""
         self.config = config
         self.clock = clock
         self.catalog = catalog
@@ -498,6 +541,7 @@ class ProcessSystem:
         """Distinguishes this run's session and job ids from earlier runs on the same store."""
         self._restart_policy = restart_policy
         self._program = tuple(program) if program is not None else None
+        self._dashboard = dashboard
         self._shard_urls: tuple[str, ...] | None = None
         self._handoff: handoff_pb2_grpc.HandoffServiceAsyncStub | None = None
         self._handoff_after_id = 0
@@ -528,6 +572,16 @@ class ProcessSystem:
     @property
     def gateway_target(self) -> str:
         return _target(self._ports().gateway)
+
+    @property
+    def dashboard_url(self) -> str | None:
+        """The dashboard page (``up --dashboard``), None without one."""
+        port = self._ports().dashboard_web if self.plan is not None else None
+        if port is None or self.plan is None:
+            return None
+        host = self.plan.dashboard_host
+        shown = "127.0.0.1" if host in ("", "0.0.0.0") else host
+        return f"http://{f'[{shown}]' if ':' in shown else shown}:{port}/"
 
     @property
     def gateway_metrics_url(self) -> str | None:
@@ -713,7 +767,12 @@ class ProcessSystem:
             sites_csv=sites_csv,
             min_elevation_deg=min(s.min_elevation_deg for s in self.stations),
             satellites=len(self.satellite_ids),
-            ports=ChildPorts.choose(config, shards),
+            ports=ChildPorts.choose(
+                config,
+                shards,
+                dashboard_web=None if self._dashboard is None else self._dashboard[1],
+            ),
+            dashboard_host="127.0.0.1" if self._dashboard is None else self._dashboard[0],
             clock_spec=clock_spec,
             handoff_db=handoff_dir / "handoff.sqlite",
             link_tick_s=config.link_tick_s,

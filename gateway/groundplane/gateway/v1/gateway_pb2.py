@@ -22,29 +22,38 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$groundplane/gateway/v1/gateway.proto\x12\x16groundplane.gateway.v1\"J\n\x0cUserLocation\x12\x0f\n\x07lat_deg\x18\x01 \x01(\x01\x12\x0f\n\x07lon_deg\x18\x02 \x01(\x01\x12\x18\n\x10terminal_site_id\x18\x03 \x01(\t\"\xc1\x01\n\x0cInferRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x36\n\x08location\x18\x03 \x01(\x0b\x32$.groundplane.gateway.v1.UserLocation\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x05 \x01(\t\x12\x12\n\nmax_tokens\x18\x06 \x01(\r\x12\x19\n\x11wait_for_coverage\x18\x07 \x01(\x08\"\xa2\x01\n\rInferResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0e\n\x06tokens\x18\x02 \x03(\t\x12\x14\n\x0csatellite_id\x18\x03 \x01(\t\x12\x12\n\nstation_id\x18\x04 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x05 \x01(\r\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12\r\n\x05model\x18\x07 \x01(\t\x12\x14\n\x0c\x64\x65\x64uplicated\x18\x08 \x01(\x08\"\xc7\x01\n\x12InferStreamRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x36\n\x08location\x18\x03 \x01(\x0b\x32$.groundplane.gateway.v1.UserLocation\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x05 \x01(\t\x12\x12\n\nmax_tokens\x18\x06 \x01(\r\x12\x19\n\x11wait_for_coverage\x18\x07 \x01(\x08\"\x8c\x01\n\x13InferStreamResponse\x12\x33\n\x05token\x18\x01 \x01(\x0b\x32\".groundplane.gateway.v1.InferTokenH\x00\x12\x37\n\x07summary\x18\x02 \x01(\x0b\x32$.groundplane.gateway.v1.InferSummaryH\x00\x42\x07\n\x05\x65vent\"?\n\nInferToken\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x14\n\x0csatellite_id\x18\x03 \x01(\t\"\x9a\x01\n\x0cInferSummary\x12\x15\n\routput_tokens\x18\x01 \x01(\r\x12\x14\n\x0csatellite_id\x18\x02 \x01(\t\x12\x12\n\nstation_id\x18\x03 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\r\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12\r\n\x05model\x18\x06 \x01(\t\x12\x14\n\x0c\x64\x65\x64uplicated\x18\x07 \x01(\x08\x32\xd2\x01\n\x10InferenceService\x12T\n\x05Infer\x12$.groundplane.gateway.v1.InferRequest\x1a%.groundplane.gateway.v1.InferResponse\x12h\n\x0bInferStream\x12*.groundplane.gateway.v1.InferStreamRequest\x1a+.groundplane.gateway.v1.InferStreamResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$groundplane/gateway/v1/gateway.proto\x12\x16groundplane.gateway.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x16\n\x14WatchRequestsRequest\"_\n\x15WatchRequestsResponse\x12\x36\n\x07request\x18\x01 \x01(\x0b\x32%.groundplane.gateway.v1.ServedRequest\x12\x0e\n\x06missed\x18\x02 \x01(\x04\"\xfc\x01\n\rServedRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x14\n\x0csatellite_id\x18\x04 \x01(\t\x12\x12\n\nstation_id\x18\x05 \x01(\t\x12\x0c\n\x04\x63ode\x18\x06 \x01(\t\x12\x11\n\tlatency_s\x18\x07 \x01(\x01\x12\x15\n\routput_tokens\x18\x08 \x01(\r\x12\x10\n\x08streamed\x18\t \x01(\x08\x12/\n\x0b\x66inished_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x61ttempts\x18\x0b \x01(\r\"J\n\x0cUserLocation\x12\x0f\n\x07lat_deg\x18\x01 \x01(\x01\x12\x0f\n\x07lon_deg\x18\x02 \x01(\x01\x12\x18\n\x10terminal_site_id\x18\x03 \x01(\t\"\xc1\x01\n\x0cInferRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x36\n\x08location\x18\x03 \x01(\x0b\x32$.groundplane.gateway.v1.UserLocation\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x05 \x01(\t\x12\x12\n\nmax_tokens\x18\x06 \x01(\r\x12\x19\n\x11wait_for_coverage\x18\x07 \x01(\x08\"\xa2\x01\n\rInferResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0e\n\x06tokens\x18\x02 \x03(\t\x12\x14\n\x0csatellite_id\x18\x03 \x01(\t\x12\x12\n\nstation_id\x18\x04 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x05 \x01(\r\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12\r\n\x05model\x18\x07 \x01(\t\x12\x14\n\x0c\x64\x65\x64uplicated\x18\x08 \x01(\x08\"\xc7\x01\n\x12InferStreamRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x36\n\x08location\x18\x03 \x01(\x0b\x32$.groundplane.gateway.v1.UserLocation\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x05 \x01(\t\x12\x12\n\nmax_tokens\x18\x06 \x01(\r\x12\x19\n\x11wait_for_coverage\x18\x07 \x01(\x08\"\x8c\x01\n\x13InferStreamResponse\x12\x33\n\x05token\x18\x01 \x01(\x0b\x32\".groundplane.gateway.v1.InferTokenH\x00\x12\x37\n\x07summary\x18\x02 \x01(\x0b\x32$.groundplane.gateway.v1.InferSummaryH\x00\x42\x07\n\x05\x65vent\"?\n\nInferToken\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x14\n\x0csatellite_id\x18\x03 \x01(\t\"\x9a\x01\n\x0cInferSummary\x12\x15\n\routput_tokens\x18\x01 \x01(\r\x12\x14\n\x0csatellite_id\x18\x02 \x01(\t\x12\x12\n\nstation_id\x18\x03 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\r\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12\r\n\x05model\x18\x06 \x01(\t\x12\x14\n\x0c\x64\x65\x64uplicated\x18\x07 \x01(\x08\x32\xd2\x01\n\x10InferenceService\x12T\n\x05Infer\x12$.groundplane.gateway.v1.InferRequest\x1a%.groundplane.gateway.v1.InferResponse\x12h\n\x0bInferStream\x12*.groundplane.gateway.v1.InferStreamRequest\x1a+.groundplane.gateway.v1.InferStreamResponse0\x01\x32\x87\x01\n\x15GatewayMonitorService\x12n\n\rWatchRequests\x12,.groundplane.gateway.v1.WatchRequestsRequest\x1a-.groundplane.gateway.v1.WatchRequestsResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'groundplane.gateway.v1.gateway_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_USERLOCATION']._serialized_start=64
-  _globals['_USERLOCATION']._serialized_end=138
-  _globals['_INFERREQUEST']._serialized_start=141
-  _globals['_INFERREQUEST']._serialized_end=334
-  _globals['_INFERRESPONSE']._serialized_start=337
-  _globals['_INFERRESPONSE']._serialized_end=499
-  _globals['_INFERSTREAMREQUEST']._serialized_start=502
-  _globals['_INFERSTREAMREQUEST']._serialized_end=701
-  _globals['_INFERSTREAMRESPONSE']._serialized_start=704
-  _globals['_INFERSTREAMRESPONSE']._serialized_end=844
-  _globals['_INFERTOKEN']._serialized_start=846
-  _globals['_INFERTOKEN']._serialized_end=909
-  _globals['_INFERSUMMARY']._serialized_start=912
-  _globals['_INFERSUMMARY']._serialized_end=1066
-  _globals['_INFERENCESERVICE']._serialized_start=1069
-  _globals['_INFERENCESERVICE']._serialized_end=1279
+  _globals['_WATCHREQUESTSREQUEST']._serialized_start=97
+  _globals['_WATCHREQUESTSREQUEST']._serialized_end=119
+  _globals['_WATCHREQUESTSRESPONSE']._serialized_start=121
+  _globals['_WATCHREQUESTSRESPONSE']._serialized_end=216
+  _globals['_SERVEDREQUEST']._serialized_start=219
+  _globals['_SERVEDREQUEST']._serialized_end=471
+  _globals['_USERLOCATION']._serialized_start=473
+  _globals['_USERLOCATION']._serialized_end=547
+  _globals['_INFERREQUEST']._serialized_start=550
+  _globals['_INFERREQUEST']._serialized_end=743
+  _globals['_INFERRESPONSE']._serialized_start=746
+  _globals['_INFERRESPONSE']._serialized_end=908
+  _globals['_INFERSTREAMREQUEST']._serialized_start=911
+  _globals['_INFERSTREAMREQUEST']._serialized_end=1110
+  _globals['_INFERSTREAMRESPONSE']._serialized_start=1113
+  _globals['_INFERSTREAMRESPONSE']._serialized_end=1253
+  _globals['_INFERTOKEN']._serialized_start=1255
+  _globals['_INFERTOKEN']._serialized_end=1318
+  _globals['_INFERSUMMARY']._serialized_start=1321
+  _globals['_INFERSUMMARY']._serialized_end=1475
+  _globals['_INFERENCESERVICE']._serialized_start=1478
+  _globals['_INFERENCESERVICE']._serialized_end=1688
+  _globals['_GATEWAYMONITORSERVICE']._serialized_start=1691
+  _globals['_GATEWAYMONITORSERVICE']._serialized_end=1826
 # @@protoc_insertion_point(module_scope)

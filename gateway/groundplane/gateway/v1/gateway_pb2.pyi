@@ -6,6 +6,7 @@ isort:skip_file
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 import builtins as _builtins
 import sys
@@ -17,6 +18,115 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+@_typing.final
+class WatchRequestsRequest(_message.Message):
+    """WatchRequests input."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchRequestsRequest: _TypeAlias = WatchRequestsRequest  # noqa: Y015
+
+@_typing.final
+class WatchRequestsResponse(_message.Message):
+    """WatchRequests output: one finished call."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_FIELD_NUMBER: _builtins.int
+    MISSED_FIELD_NUMBER: _builtins.int
+    missed: _builtins.int
+    """Calls this watcher missed so far because it read too slowly."""
+    @_builtins.property
+    def request(self) -> Global___ServedRequest:
+        """The call."""
+
+    def __init__(
+        self,
+        *,
+        request: Global___ServedRequest | None = ...,
+        missed: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["missed", b"missed", "request", b"request"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchRequestsResponse: _TypeAlias = WatchRequestsResponse  # noqa: Y015
+
+@_typing.final
+class ServedRequest(_message.Message):
+    """One finished inference call as the gateway saw it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    TENANT_ID_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    SATELLITE_ID_FIELD_NUMBER: _builtins.int
+    STATION_ID_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
+    LATENCY_S_FIELD_NUMBER: _builtins.int
+    OUTPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    STREAMED_FIELD_NUMBER: _builtins.int
+    FINISHED_AT_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """The gateway's request id (empty when the call failed before one was given)."""
+    tenant_id: _builtins.str
+    """The tenant that called."""
+    model: _builtins.str
+    """The model asked for."""
+    satellite_id: _builtins.str
+    """The satellite that finished the answer (empty on failure)."""
+    station_id: _builtins.str
+    """The ground station whose link carried it (empty on failure)."""
+    code: _builtins.str
+    """The gRPC status code name of the outcome: "OK" when answered."""
+    latency_s: _builtins.float
+    """Wall seconds from the call's arrival at the gateway to its answer or error."""
+    output_tokens: _builtins.int
+    """Tokens answered."""
+    streamed: _builtins.bool
+    """True for InferStream, false for Infer."""
+    attempts: _builtins.int
+    """Node attempts the call took (0 on failure)."""
+    @_builtins.property
+    def finished_at(self) -> _timestamp_pb2.Timestamp:
+        """When the call finished, on the gateway's (possibly simulated) clock."""
+
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        tenant_id: _builtins.str = ...,
+        model: _builtins.str = ...,
+        satellite_id: _builtins.str = ...,
+        station_id: _builtins.str = ...,
+        code: _builtins.str = ...,
+        latency_s: _builtins.float = ...,
+        output_tokens: _builtins.int = ...,
+        streamed: _builtins.bool = ...,
+        finished_at: _timestamp_pb2.Timestamp | None = ...,
+        attempts: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["finished_at", b"finished_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "code", b"code", "finished_at", b"finished_at", "latency_s", b"latency_s", "model", b"model", "output_tokens", b"output_tokens", "request_id", b"request_id", "satellite_id", b"satellite_id", "station_id", b"station_id", "streamed", b"streamed", "tenant_id", b"tenant_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ServedRequest: _TypeAlias = ServedRequest  # noqa: Y015
 
 @_typing.final
 class UserLocation(_message.Message):

@@ -199,3 +199,86 @@ class InferenceService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class GatewayMonitorServiceStub:
+    """GatewayMonitorService shows an operator (the dashboard) what the gateway serves: one event per
+    finished inference call, answered or failed, without prompt or answer text. It needs no tenant
+    token: serve it only where operators reach it (as every other service's watch streams).
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.WatchRequests = channel.unary_stream(
+                '/groundplane.gateway.v1.GatewayMonitorService/WatchRequests',
+                request_serializer=groundplane_dot_gateway_dot_v1_dot_gateway__pb2.WatchRequestsRequest.SerializeToString,
+                response_deserializer=groundplane_dot_gateway_dot_v1_dot_gateway__pb2.WatchRequestsResponse.FromString,
+                _registered_method=True)
+
+
+class GatewayMonitorServiceServicer:
+    """GatewayMonitorService shows an operator (the dashboard) what the gateway serves: one event per
+    finished inference call, answered or failed, without prompt or answer text. It needs no tenant
+    token: serve it only where operators reach it (as every other service's watch streams).
+    """
+
+    def WatchRequests(self, request, context):
+        """The calls this gateway finishes from now on, one response each. A watcher that falls more
+        than 1024 calls behind misses the oldest of them (counted in WatchRequestsResponse.missed).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_GatewayMonitorServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'WatchRequests': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchRequests,
+                    request_deserializer=groundplane_dot_gateway_dot_v1_dot_gateway__pb2.WatchRequestsRequest.FromString,
+                    response_serializer=groundplane_dot_gateway_dot_v1_dot_gateway__pb2.WatchRequestsResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'groundplane.gateway.v1.GatewayMonitorService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('groundplane.gateway.v1.GatewayMonitorService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class GatewayMonitorService:
+    """GatewayMonitorService shows an operator (the dashboard) what the gateway serves: one event per
+    finished inference call, answered or failed, without prompt or answer text. It needs no tenant
+    token: serve it only where operators reach it (as every other service's watch streams).
+    """
+
+    @staticmethod
+    def WatchRequests(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/groundplane.gateway.v1.GatewayMonitorService/WatchRequests',
+            groundplane_dot_gateway_dot_v1_dot_gateway__pb2.WatchRequestsRequest.SerializeToString,
+            groundplane_dot_gateway_dot_v1_dot_gateway__pb2.WatchRequestsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

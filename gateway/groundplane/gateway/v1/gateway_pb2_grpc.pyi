@@ -134,3 +134,49 @@ class InferenceServiceServicer(metaclass=_abc_1.ABCMeta):
         """
 
 def add_InferenceServiceServicer_to_server(servicer: InferenceServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
+class GatewayMonitorServiceStub:
+    """GatewayMonitorService shows an operator (the dashboard) what the gateway serves: one event per
+    finished inference call, answered or failed, without prompt or answer text. It needs no tenant
+    token: serve it only where operators reach it (as every other service's watch streams).
+    """
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> GatewayMonitorServiceAsyncStub: ...
+    WatchRequests: _grpc.UnaryStreamMultiCallable[_gateway_pb2.WatchRequestsRequest, _gateway_pb2.WatchRequestsResponse]
+    """The calls this gateway finishes from now on, one response each. A watcher that falls more
+    than 1024 calls behind misses the oldest of them (counted in WatchRequestsResponse.missed).
+    """
+
+@_typing.type_check_only
+class GatewayMonitorServiceAsyncStub(GatewayMonitorServiceStub):
+    """GatewayMonitorService shows an operator (the dashboard) what the gateway serves: one event per
+    finished inference call, answered or failed, without prompt or answer text. It needs no tenant
+    token: serve it only where operators reach it (as every other service's watch streams).
+    """
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    WatchRequests: _aio.UnaryStreamMultiCallable[_gateway_pb2.WatchRequestsRequest, _gateway_pb2.WatchRequestsResponse]  # type: ignore[assignment]
+    """The calls this gateway finishes from now on, one response each. A watcher that falls more
+    than 1024 calls behind misses the oldest of them (counted in WatchRequestsResponse.missed).
+    """
+
+class GatewayMonitorServiceServicer(metaclass=_abc_1.ABCMeta):
+    """GatewayMonitorService shows an operator (the dashboard) what the gateway serves: one event per
+    finished inference call, answered or failed, without prompt or answer text. It needs no tenant
+    token: serve it only where operators reach it (as every other service's watch streams).
+    """
+
+    @_abc_1.abstractmethod
+    def WatchRequests(
+        self,
+        request: _gateway_pb2.WatchRequestsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_gateway_pb2.WatchRequestsResponse], _abc.AsyncIterator[_gateway_pb2.WatchRequestsResponse]]:
+        """The calls this gateway finishes from now on, one response each. A watcher that falls more
+        than 1024 calls behind misses the oldest of them (counted in WatchRequestsResponse.missed).
+        """
+
+def add_GatewayMonitorServiceServicer_to_server(servicer: GatewayMonitorServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

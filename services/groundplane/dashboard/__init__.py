@@ -1,0 +1,1 @@
+"""The live dashboard: one web page over the services' contracts (``serve dashboard``)."""
