@@ -128,6 +128,9 @@ def test_up_runs_the_default_scenario_and_writes_summary_and_trace(
     lines = [json.loads(line) for line in trace_path.read_text().splitlines()]
     assert len(lines) == requests["submitted"]
     stations = {s.id for s in default_stations()}
+    # Each request is one OpenTelemetry trace (tracing is on with --trace), its id recorded.
+    assert all(re.fullmatch(r"[0-9a-f]{32}", line["trace_id"]) for line in lines)
+    assert len({line["trace_id"] for line in lines}) == len(lines)
     for line in lines:
         assert set(line) >= TRACE_FIELDS
         assert UTC_Z.match(line["submitted_at"])

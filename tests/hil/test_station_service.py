@@ -14,16 +14,19 @@ import pytest
 from groundplane.cli.main import main
 from groundplane.hil.controller import HamlibEndpoint, StationController, TrackingPassSource
 from groundplane.hil.hamlib import RigClient
+from groundplane.hil.metrics import HilMetrics, pointing_error_deg
 from groundplane.hil.servicer import StationControlServicer
 from groundplane.hil.tracker import TrackerConfig, TrackerStatus
 from groundplane.hil.v1 import hil_pb2 as pb
 from groundplane.hil.v1 import hil_pb2_grpc as pb_grpc
 from groundplane.kernel.clock import SimulatedClock
+from groundplane.kernel.metrics_http import MetricsServer
 from groundplane.kernel.serving import GrpcServer
 from groundplane.tracking.app import build_tracking
 from groundplane.tracking.v1 import tracking_pb2 as tpb
 from groundplane.tracking.v1 import tracking_pb2_grpc as tpb_grpc
 
+from ..scrape import sample, samples
 from .conftest import CATALOG, PUNTA_ARENAS, DaemonFactory
 
 C_KM_S = 299_792.458
@@ -251,3 +254,72 @@ def test_cli_refuses_radio_flags_without_rigctld(capsys: pytest.CaptureFixture[s
     )
     assert code == 2
     assert "--rigctld" in capsys.readouterr().err
+
+
+async def test_metrics_count_commands_and_pointing_error_while_tracking(station: Station) -> None:
+    """Scraped over HTTP while the ISS pass is tracked: tracking is active, the rotator's
+    get_pos/set_pos and the radio's set_freq are counted, no command failed, the pointing error
+    histogram has observations, nearly all within the 0.5° threshold plus the dummy rotator's
+    step; after StopTracking parks, tracking is inactive and one pass ended."""
+    controller = station.controller
+    metrics = HilMetrics(
+        rotator=controller.rotator, radio=controller.radio, status=lambda: controller.status
+    )
+    unsubscribe = metrics.watch(controller.hub)
+    async with MetricsServer(metrics.registry, host="127.0.0.1", port=0) as served:
+        idle = await samples(served.url)
+        assert sample(idle, "groundplane_hil_tracking_active") == 0
+        await station.stub.StartTracking(
+            pb.StartTrackingRequest(catalog_id="25544", downlink_hz=DOWNLINK_HZ), timeout=30
+        )
+        tracked = 0
+        async for update in station.stub.WatchStatus(pb.WatchStatusRequest(), timeout=60):
+            tracked += update.status.phase == pb.PHASE_TRACKING
+            if tracked >= 8:
+                break
+        during = await samples(served.url)
+        await station.stub.StopTracking(pb.StopTrackingRequest(), timeout=30)
+        after = await samples(served.url)
+    unsubscribe()
+    rotator, radio = {"device": "rotator"}, {"device": "radio"}
+    assert sample(during, "groundplane_hil_tracking_active") == 1
+    assert sample(during, "groundplane_hil_device_connected", **rotator) == 1
+    assert sample(during, "groundplane_hil_commands_total", command="get_pos", **rotator) >= 2
+    assert sample(during, "groundplane_hil_commands_total", command="set_pos", **rotator) >= 1
+    assert sample(during, "groundplane_hil_commands_total", command="set_freq", **radio) >= 1
+    for device in (rotator, radio):
+        for kind in ("reply", "connection"):
+            assert sample(during, "groundplane_hil_command_errors_total", kind=kind, **device) == 0
+    observed = sample(during, "groundplane_hil_pointing_error_degrees_count")
+    assert observed >= 1
+    within = sample(during, "groundplane_hil_pointing_error_degrees_bucket", le="2.0")
+    assert within >= 0.8 * observed, (within, observed)
+    assert sample(after, "groundplane_hil_tracking_active") == 0
+    assert sample(after, "groundplane_hil_passes_total", result="finished") == 1
+    assert sample(after, "groundplane_hil_passes_total", result="failed") == 0
+
+
+WRAPPED_DEG = 2 * math.degrees(math.asin(math.sin(math.radians(10.0)) * math.cos(math.radians(45))))
+
+
+@pytest.mark.parametrize(
+    ("one", "other", "expected_deg"),
+    [
+        ((10.0, 0.0), (20.0, 0.0), 10.0),  # along the horizon: the azimuth difference
+        ((0.0, 90.0), (180.0, 90.0), 0.0),  # the zenith has every azimuth
+        ((30.0, 40.0), (210.0, 140.0), 0.0),  # a flipped rotator points the same way
+        (
+            (350.0, 45.0),
+            (370.0, 45.0),
+            2 * math.degrees(math.asin(math.sin(math.radians(10)) / 2**0.5)),
+        ),
+        ((0.0, 0.0), (180.0, 0.0), 180.0),
+    ],
+)
+def test_pointing_error_is_the_angle_between_directions(
+    one: tuple[float, float], other: tuple[float, float], expected_deg: float
+) -> None:
+    """The pointing error is the great-circle angle between two look directions: azimuth wraps,
+    the zenith has every azimuth, a flipped (elevation past 90°) rotator's direction is the
+    same direction."""
+    assert pointing_error_deg(*one, *other) == pytest.approx(expected_deg, abs=0.02)

@@ -8,7 +8,7 @@ import math
 import shutil
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -63,6 +63,7 @@ class Arrival:
     topic: str
     payload: bytes
     at: datetime
+    user_properties: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -92,7 +93,9 @@ async def running(
     arrivals: asyncio.Queue[Arrival] = asyncio.Queue()
 
     async def record(message: ReceivedMessage) -> None:
-        await arrivals.put(Arrival(message.topic, message.payload, clock.now()))
+        await arrivals.put(
+            Arrival(message.topic, message.payload, clock.now(), message.user_properties)
+        )
 
     async with (
         MqttClient(broker.address, client_id="links", clock=clock) as emulator_client,
@@ -141,6 +144,34 @@ async def test_delivery_after_range_over_c_plus_processing(broker: PrivateBroker
                 f"measured {measured_s * 1e3:.2f} ms"
             )
             assert expected_s - 1e-4 <= measured_s <= expected_s + DELAY_TOLERANCE_S
+
+
+async def test_user_properties_cross_the_link_unchanged(broker: PrivateBroker) -> None:
+    """A message's MQTT v5 user properties (a traced request's traceparent, and any other, in
+    order, repeated names included) arrive on the rx topic exactly as they were published up,
+    on the uplink and on the downlink; a message without any arrives without any."""
+    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    sent = (("traceparent", traceparent), ("tenant", "demo"), ("tenant", "second"))
+    geometry = Geometry({(STATION, "1501"): LinkGeometry(True, 800.0, 40.0)})
+    async with running(broker, geometry, LinkConfig()) as h:
+        down: asyncio.Queue[ReceivedMessage] = asyncio.Queue()
+
+        async def record_down(message: ReceivedMessage) -> None:
+            await down.put(message)
+
+        await h.ground.subscribe("gp/v1/ground/+/rx/#", record_down)
+        await h.ground.publish(
+            topics.ground_tx(STATION, "1501", "infer/req"), b"up", user_properties=sent
+        )
+        await h.ground.publish(topics.ground_tx(STATION, "1501", "infer/req"), b"bare")
+        traced, bare = await h.next(), await h.next()
+        await h.ground.publish(
+            topics.node_tx_ground("1501", STATION, "resp/gw-up"), b"down", user_properties=sent
+        )
+        replied = await asyncio.wait_for(down.get(), SETTLE_S)
+    assert (traced.payload, traced.user_properties) == (b"up", sent)
+    assert (bare.payload, bare.user_properties) == (b"bare", ())
+    assert (replied.payload, replied.user_properties) == (b"down", sent)
 
 
 async def test_serialisation_delay_matches_the_rate(broker: PrivateBroker) -> None:
@@ -474,6 +505,7 @@ class RecordingClient(MqttClient):
         deadline: datetime | None = None,
         expiry_s: float | None = None,
         timeout_s: float | None = None,
+        user_properties: Sequence[tuple[str, str]] = (),
     ) -> None:
         await super().publish(
             topic,
@@ -483,6 +515,7 @@ class RecordingClient(MqttClient):
             deadline=deadline,
             expiry_s=expiry_s,
             timeout_s=timeout_s,
+            user_properties=user_properties,
         )
         self.published.append(topic)
 

@@ -190,6 +190,18 @@ def test_the_gateway_gets_ups_tenants_in_a_private_file(tmp_path: Path) -> None:
     assert gateway["--tenants"] == [str(path)]
 
 
+def test_an_otlp_endpoint_goes_to_every_child_and_none_without_it(tmp_path: Path) -> None:
+    """`up --otlp-endpoint URL`: every child (tracking, links, each nodes shard, routing,
+    handoff, gateway) exports its spans there (`serve --otlp-endpoint URL`); without it no
+    child gets the flag."""
+    url = "http://127.0.0.1:4317"
+    plan = dataclasses.replace(_plan(tmp_path, 1584), otlp_endpoint=url)
+    specs = child_specs(plan)
+    assert len(specs) == 9
+    assert all(_flags(list(spec.argv))["--otlp-endpoint"] == [url] for spec in specs)
+    assert not any("--otlp-endpoint" in spec.argv for spec in child_specs(_plan(tmp_path, 1584)))
+
+
 def test_a_model_other_than_the_built_in_one_goes_to_the_nodes_with_its_costs() -> None:
     """The nodes get --model NAME:PREFILL_S:DECODE_S for another model, none for the built-in
     one (their default)."""

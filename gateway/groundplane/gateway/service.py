@@ -45,6 +45,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 import structlog
+from opentelemetry.trace import Span
 
 from groundplane.gateway.admission import AdmissionControl
 from groundplane.gateway.auth import Tenant
@@ -59,6 +60,7 @@ from groundplane.gateway.metrics import GatewayMetrics
 from groundplane.gateway.sources import LinkWatch, RouteTableSource, SessionRouter
 from groundplane.gateway.sources import StickySessionRouter as _Sticky
 from groundplane.gateway.turns import SessionTurns
+from groundplane.kernel import tracing
 from groundplane.kernel.clock import Clock
 from groundplane.kernel.errors import (
     DeadlineExceeded,
@@ -71,9 +73,11 @@ from groundplane.kernel.errors import (
 )
 from groundplane.node.client import OFFLINE, NodeDirectory
 from groundplane.node.v1 import node_pb2
-from groundplane.routing.client import Candidate, InFlightCounter, RouteRequest
+from groundplane.routing.client import Candidate, InFlightCounter, RouteDecision, RouteRequest
 
 log = structlog.get_logger("groundplane.gateway")
+_SCOPE = "groundplane.gateway"
+"""The gateway's tracing scope (its spans: ``routing.decide``, ``gateway.attempt``)."""
 
 NodeEvent = node_pb2.InferChunk | node_pb2.InferResult
 
@@ -480,9 +484,12 @@ class InferenceGateway:
             if table is None:
                 summary = "the gateway has no route table yet (routing not reachable)"
             else:
-                decision = self.sessions.decide(
-                    table, route_request, now, local_in_flight=self.in_flight
-                )
+                with tracing.span(_SCOPE, "routing.decide") as traced:
+                    decision = self.sessions.decide(
+                        table, route_request, now, local_in_flight=self.in_flight
+                    )
+                    if traced is not None:
+                        _describe_decision(traced, decision, tried)
                 for ranked in decision.ranked:
                     candidate = ranked.candidate
                     if self._usable(candidate, tried):
@@ -545,7 +552,7 @@ class InferenceGateway:
             f"last: {last}"
         )
 
-    async def _attempt(
+    async def _attempt(  # noqa: PLR0915 - one attempt, its span and its failover signals in order
         self,
         candidate: Candidate,
         request: node_pb2.InferRequest,
@@ -561,6 +568,16 @@ class InferenceGateway:
         lost = False
         loop = asyncio.get_running_loop()
         remove: Callable[[], None] = _nothing
+        traced = tracing.start_span(  # None unless tracing is on; ended in the finally
+            _SCOPE,
+            "gateway.attempt",
+            attributes={
+                "groundplane.satellite_id": sat,
+                "groundplane.station_id": station,
+                "groundplane.attempt": record.attempts,
+            },
+        )
+        failure: BaseException | None = None
         self.in_flight.started(sat)
         try:
             async with asyncio.timeout(None) as timer:
@@ -573,7 +590,12 @@ class InferenceGateway:
                 if self._links is not None:
                     remove = self._links.on_down(station, sat, on_down)
                 events = self._caller.stream(
-                    sat, station, request, request_id=execution.request_id, deadline=budget.deadline
+                    sat,
+                    station,
+                    request,
+                    request_id=execution.request_id,
+                    deadline=budget.deadline,
+                    traceparent=tracing.traceparent(traced) if traced is not None else "",
                 )
                 async with contextlib.aclosing(events) as replies:  # type: ignore[type-var]
                     async for event in replies:
@@ -609,13 +631,18 @@ class InferenceGateway:
                             )
                         yield answer
                         return
-        except TimeoutError:
+        except TimeoutError as error:
+            failure = error
             if lost:
                 raise _PathLost() from None
+            raise
+        except BaseException as error:
+            failure = error
             raise
         finally:
             remove()
             self.in_flight.finished(sat)
+            tracing.end(traced, failure)
         raise Unavailable(f"node {sat!r} via {station!r} ended the reply without a result")
 
     def _account(self, record: _Record) -> None:
@@ -646,6 +673,17 @@ class InferenceGateway:
 
 def _nothing() -> None:
     return None
+
+
+def _describe_decision(traced: Span, decision: RouteDecision, tried: set[tuple[str, str]]) -> None:
+    """The routing decision on its span (only when tracing)."""
+    traced.set_attribute("groundplane.route_table_version", decision.table_version)
+    traced.set_attribute("groundplane.candidates", len(decision.ranked))
+    traced.set_attribute("groundplane.already_tried", len(tried))
+    if decision.ranked:
+        best = decision.ranked[0].candidate
+        traced.set_attribute("groundplane.satellite_id", best.satellite_id)
+        traced.set_attribute("groundplane.station_id", best.station_id)
 
 
 def _continue(delivered: str, produced: str, satellite_id: str) -> str:

@@ -4,7 +4,9 @@ Each service command adds the same process options (:func:`add_process_arguments
 gRPC server listens (``--host``, ``--port``), its Prometheus ``/metrics`` port
 (``--metrics-port``, off unless given), its log format, the shared simulated clock
 (``--clock SPEC`` as ``groundplane up`` prints it, or ``--start``/``--speed``), and how it stops
-(``--unready-delay``, ``--drain-grace``). Like every option each also comes from its
+(``--unready-delay``, ``--drain-grace``), and where its traces go (``--otlp-endpoint URL``, or the
+standard ``OTEL_EXPORTER_OTLP_ENDPOINT``; ``--trace-console``; nothing by default, see
+:mod:`groundplane.kernel.tracing`). Like every option each also comes from its
 environment variable (``GROUNDPLANE_PORT``, ``GROUNDPLANE_CLOCK``, …).
 
 :func:`run_service` runs one service body until SIGTERM or SIGINT: the body is an async context
@@ -29,6 +31,7 @@ from typing import Any, Protocol
 
 import structlog
 
+from groundplane.kernel import tracing
 from groundplane.kernel.clock import Clock
 from groundplane.kernel.logs import configure_logging
 from groundplane.mqtt.broker import BrokerAddress
@@ -93,6 +96,34 @@ def add_process_arguments(parser: argparse.ArgumentParser, *, default_port: int)
         default="auto",
         help="log lines as JSON, for a console, or console on a TTY and JSON otherwise",
     )
+    add_tracing_arguments(parser)
+
+
+def add_tracing_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--otlp-endpoint URL`` and ``--trace-console``: where the process's spans go."""
+    parser.add_argument(
+        "--otlp-endpoint",
+        metavar="URL",
+        help="export OpenTelemetry spans over OTLP/gRPC to this collector, e.g. "
+        "http://127.0.0.1:4317 (default: OTEL_EXPORTER_OTLP_ENDPOINT if set, else no tracing)",
+    )
+    parser.add_argument(
+        "--trace-console",
+        action="store_true",
+        help="print each finished span as one JSON line on stdout",
+    )
+
+
+def tracing_of(
+    name: str, args: argparse.Namespace, *, always: bool = False
+) -> contextlib.AbstractContextManager[tracing.Tracing | None]:
+    """Tracing as the process options ask (service name ``groundplane-<name>``)."""
+    return tracing.configured(
+        f"groundplane-{name}",
+        otlp_endpoint=getattr(args, "otlp_endpoint", None),
+        console=bool(getattr(args, "trace_console", False)),
+        always=always,
+    )
 
 
 BROKER_HELP = "the MQTT broker, mqtt://user:password@host:port (a service account)"
@@ -133,8 +164,8 @@ def run_service(
     args: argparse.Namespace,
     body: Callable[[], AbstractAsyncContextManager[Any]],
 ) -> int:
-    """Configure logging, enter ``body()``, print ``<name> serving on <target>``, wait for
-    SIGTERM/SIGINT, exit the body (its drain), return 0."""
+    """Configure logging and tracing, enter ``body()``, print ``<name> serving on <target>``,
+    wait for SIGTERM/SIGINT, exit the body (its drain), flush the spans, return 0."""
     configure_logging(args.log_format)
 
     async def serve() -> None:
@@ -163,5 +194,6 @@ def run_service(
                     loop.remove_signal_handler(sig)
         log.info("process_stopped", service=name)
 
-    asyncio.run(serve())
+    with tracing_of(name, args):
+        asyncio.run(serve())
     return 0

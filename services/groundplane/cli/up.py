@@ -28,6 +28,7 @@ from groundplane.dashboard.app import DashboardApp, DashboardSettings
 from groundplane.gateway.servicer import SERVICE_NAME as GATEWAY_SERVICE
 from groundplane.handoff.planner import HandoffSettings, PathPreference
 from groundplane.handoff.servicer import SERVICE_NAME as HANDOFF_SERVICE
+from groundplane.kernel import tracing
 from groundplane.kernel.clock import Clock, SimulatedClock
 from groundplane.kernel.errors import InvalidArgument
 from groundplane.kernel.logs import configure_logging
@@ -223,6 +224,13 @@ def register(commands: Any) -> None:
         "--gateway-port", type=inputs.port, default=0, help="gateway gRPC port; 0 picks a free one"
     )
     up.add_argument(
+        "--otlp-endpoint",
+        metavar="URL",
+        help="export every service's OpenTelemetry spans (and the load's) over OTLP/gRPC to "
+        "this collector, e.g. http://127.0.0.1:4317 (default: OTEL_EXPORTER_OTLP_ENDPOINT if "
+        "set, else no export; --trace records each request's trace id either way)",
+    )
+    up.add_argument(
         "--dashboard",
         type=dashboard_address,
         metavar="[HOST:]PORT",
@@ -325,6 +333,7 @@ def _config(args: argparse.Namespace, clock: Clock) -> tuple[SystemConfig, str, 
         gateway_address=f"127.0.0.1:{args.gateway_port}",
         gateway_http_port=args.http_port,
         keep_trace=args.trace is not None,
+        otlp_endpoint=args.otlp_endpoint,
     )
     return config, scenario, catalog
 
@@ -382,7 +391,11 @@ def run_up(args: argparse.Namespace) -> int:
         f"speed {getattr(clock, 'speed', 1.0):g}×",
         flush=True,
     )
-    asyncio.run(_run(system, args))
+    # Traced when exporting, and with --trace (each record carries its request's trace id).
+    with tracing.configured(
+        "groundplane-up", otlp_endpoint=args.otlp_endpoint, always=args.trace is not None
+    ):
+        asyncio.run(_run(system, args))
     if args.summary:
         write_summary(Path(args.summary), system.stats)
     if args.trace:

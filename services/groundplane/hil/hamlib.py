@@ -25,6 +25,7 @@ connection stays usable.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import math
 import random
@@ -217,6 +218,8 @@ class HamlibClient:
         self.reply_errors = 0
         #: Connections lost (timeout, EOF, garbage) over this client's lifetime.
         self.connection_failures = 0
+        #: Commands sent, by the long name the daemon echoes (``set_pos``, ``get_freq``, …).
+        self.commands: collections.Counter[str] = collections.Counter()
         self._log = log.bind(daemon=self.daemon, host=host, port=port)
 
     @property
@@ -281,6 +284,7 @@ class HamlibClient:
                 raise HamlibConnectionError(
                     f"not connected to {self.daemon} at {self.host}:{self.port}"
                 )
+            self.commands[echo] += 1
             lines: list[str] = []
             try:
                 async with asyncio.timeout(self.io_timeout_s):

@@ -33,6 +33,7 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from groundplane.kernel import tracing
 from groundplane.kernel.errors import GroundplaneError, status_for
 
 log = structlog.get_logger("groundplane.serving")
@@ -219,7 +220,9 @@ class GrpcServer:
         if self._server is not None:
             raise RuntimeError("the server is already started")
         self._server = grpc.aio.server(
-            interceptors=[_ErrorMappingInterceptor()], options=self._options
+            # The tracing interceptor (none unless tracing is on) inside the error mapping.
+            interceptors=[_ErrorMappingInterceptor(), *tracing.grpc_server_interceptors()],
+            options=self._options,
         )
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self._stopped = asyncio.Event()

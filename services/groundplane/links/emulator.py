@@ -568,6 +568,8 @@ class LinkEmulator:
                 qos=message.qos,
                 expiry_s=expiry_left_s,
                 timeout_s=PUBLISH_TIMEOUT_S,
+                # Unchanged, so a traced request's traceparent crosses the link.
+                user_properties=message.user_properties,
             )
         except GroundplaneError as error:
             log.warning("link_forward_failed", link_id=link.link_id, error=str(error))

@@ -125,6 +125,22 @@ class ReceivedMessage:
     """Seconds of message expiry left when the broker delivered it (None: never expires)."""
     received_monotonic_s: float
     """Wall monotonic time of arrival (for forwarding the remaining expiry)."""
+    user_properties: tuple[tuple[str, str], ...] = ()
+    """The v5 user properties, in order (e.g. the ``traceparent`` of a traced request)."""
+
+
+def _publish_properties(
+    expiry_wall_s: float | None, user_properties: Sequence[tuple[str, str]]
+) -> Properties | None:
+    """The v5 PUBLISH properties: message expiry (whole seconds, at least 1), user properties."""
+    if expiry_wall_s is None and not user_properties:
+        return None
+    properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+    if expiry_wall_s is not None:
+        properties.MessageExpiryInterval = max(1, math.ceil(expiry_wall_s))
+    if user_properties:
+        properties.UserProperty = list(user_properties)
+    return properties
 
 
 @dataclass(frozen=True)
@@ -508,11 +524,13 @@ class MqttClient:
         deadline: datetime | None = None,
         expiry_s: float | None = None,
         timeout_s: float | None = None,
+        user_properties: Sequence[tuple[str, str]] = (),
     ) -> None:
         """Publish and, for QoS 1, wait for the PUBACK.
 
         ``deadline`` (an instant of the injected clock) sets the message expiry to the time left;
-        ``expiry_s`` sets it in wall seconds directly. Raises :class:`BrokerRefusedError` on a
+        ``expiry_s`` sets it in wall seconds directly; ``user_properties`` go out as v5 user
+        properties (name, value), in order. Raises :class:`BrokerRefusedError` on a
         failure reason code, :class:`DeadlineExceeded` when the deadline has passed, and
         :class:`Unavailable` when not connected (after waiting ``timeout_s``) or the connection
         dropped before the PUBACK.
@@ -531,12 +549,9 @@ class MqttClient:
                 left_wall_s if expiry_wall_s is None else min(expiry_wall_s, left_wall_s)
             )
             timeout = min(timeout, left_wall_s)
-        properties: Properties | None = None
-        if expiry_wall_s is not None:
-            if expiry_wall_s <= 0:
-                raise DeadlineExceeded(f"message for {topic!r} expired before it was published")
-            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-            properties.MessageExpiryInterval = max(1, math.ceil(expiry_wall_s))
+        if expiry_wall_s is not None and expiry_wall_s <= 0:
+            raise DeadlineExceeded(f"message for {topic!r} expired before it was published")
+        properties = _publish_properties(expiry_wall_s, user_properties)
         started = asyncio.get_running_loop().time()
         await self.wait_connected(timeout)
         session = self._session
@@ -723,6 +738,7 @@ class MqttClient:
         def on_message(_client: paho.Client, _userdata: Any, message: paho.MQTTMessage) -> None:
             slot = session.acks.receive(message.mid, message.qos)
             expiry = getattr(message.properties, "MessageExpiryInterval", None)
+            user = getattr(message.properties, "UserProperty", None)
             received = ReceivedMessage(
                 topic=message.topic,
                 payload=bytes(message.payload),
@@ -730,6 +746,7 @@ class MqttClient:
                 retain=bool(message.retain),
                 message_expiry_s=int(expiry) if expiry is not None else None,
                 received_monotonic_s=asyncio.get_running_loop().time(),
+                user_properties=tuple(user) if user else (),
             )
             handlers = self._subscriptions.matching(message.topic)
             if self._tasks is None:

@@ -51,6 +51,7 @@ from pathlib import Path
 import structlog
 from google.protobuf.message import DecodeError, Message
 
+from groundplane.kernel import tracing
 from groundplane.kernel.clock import Clock
 from groundplane.kernel.errors import (
     DeadlineExceeded,
@@ -542,6 +543,12 @@ class NodeAgent:
             self._log.info("node_request_expired", request_id=envelope.request_id)
             return
         epoch = self._epoch
+        traced = tracing.start_span(  # None unless tracing is on
+            "groundplane.node",
+            "node.infer",
+            parent=tracing.remote_context(message.user_properties, envelope.traceparent),
+            attributes={"groundplane.satellite_id": self._sat, "groundplane.epoch": epoch},
+        )
         try:
             self._check_addressed(envelope)
             request = wire.unpack(envelope, node_pb2.InferRequest)
@@ -565,6 +572,7 @@ class NodeAgent:
                 code=error.code.name,
                 error=error.message,
             )
+            tracing.end(traced, error)
             self._spawn(
                 self._reply(reply_topic, envelope, wire.error_message(error), epoch, deadline),
                 f"node-refuse:{envelope.request_id}",
@@ -572,7 +580,7 @@ class NodeAgent:
             return
         # Admitted: the handler returns now and the client acknowledges the message.
         self._spawn(
-            self._stream(ticket, reply_topic, envelope, epoch, deadline),
+            tracing.within(traced, self._stream(ticket, reply_topic, envelope, epoch, deadline)),
             f"node-reply:{envelope.request_id}",
         )
 

@@ -38,6 +38,7 @@ from typing import Self, TypeVar
 import structlog
 from google.protobuf.message import Message
 
+from groundplane.kernel import tracing
 from groundplane.kernel.clock import Clock
 from groundplane.kernel.errors import (
     AlreadyExists,
@@ -356,6 +357,7 @@ class Requester:
                 request.SerializeToString(),
                 deadline=deadline,
                 timeout_s=self._publish_timeout_s,
+                user_properties=tracing.mqtt_properties(traceparent),
             )
             next_index = 0
             held: dict[int, node_pb2.InferChunk] = {}  # pieces that arrived ahead of their turn

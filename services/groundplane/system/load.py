@@ -37,6 +37,7 @@ import grpc
 from groundplane.gateway.servicer import NEXT_OPPORTUNITY_KEY
 from groundplane.gateway.v1 import gateway_pb2 as pb
 from groundplane.gateway.v1 import gateway_pb2_grpc as pb_grpc
+from groundplane.kernel import tracing
 from groundplane.kernel.clock import Clock, parse_utc
 from groundplane.kernel.errors import GroundplaneError, InvalidArgument
 from groundplane.node.backends import SyntheticModelSpec, predict_answer
@@ -209,21 +210,23 @@ class GroundLoad:
         attempts = 0
         request_id = own_id
         next_opportunity: datetime | None = None
-        try:
-            reply = await stub.Infer(request, metadata=auth, timeout=self.config.deadline_s)
-            status = Outcome.OK
-            station, satellite = reply.station_id, reply.satellite_id
-            attempts, request_id = reply.attempts, reply.request_id or own_id
-        except grpc.aio.AioRpcError as error:
-            code = error.code()
-            detail = f"{code.name}: {error.details()}"
-            if code is grpc.StatusCode.UNAVAILABLE:
-                status = Outcome.REJECTED_UNAVAILABLE
-                next_opportunity = _next_opportunity(error)
-            elif code is grpc.StatusCode.RESOURCE_EXHAUSTED:
-                status = Outcome.REJECTED_OVERLOAD
-            else:
-                status = Outcome.FAILED
+        # One trace per request when the run traces: its id goes into the trace record.
+        with tracing.span("groundplane.load", "load.infer") as traced:
+            try:
+                reply = await stub.Infer(request, metadata=auth, timeout=self.config.deadline_s)
+                status = Outcome.OK
+                station, satellite = reply.station_id, reply.satellite_id
+                attempts, request_id = reply.attempts, reply.request_id or own_id
+            except grpc.aio.AioRpcError as error:
+                code = error.code()
+                detail = f"{code.name}: {error.details()}"
+                if code is grpc.StatusCode.UNAVAILABLE:
+                    status = Outcome.REJECTED_UNAVAILABLE
+                    next_opportunity = _next_opportunity(error)
+                elif code is grpc.StatusCode.RESOURCE_EXHAUSTED:
+                    status = Outcome.REJECTED_OVERLOAD
+                else:
+                    status = Outcome.FAILED
         return TraceRecord(
             request_id=request_id,
             submitted_at=submitted_at,
@@ -237,6 +240,7 @@ class GroundLoad:
             latency_ms=(loop.time() - started) * 1000.0,
             next_opportunity=next_opportunity,
             detail=detail,
+            trace_id=tracing.trace_id(traced) if traced is not None else "",
         )
 
     async def _session(

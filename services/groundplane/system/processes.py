@@ -266,6 +266,8 @@ class ProcessPlan:
     """The children's environment, to which ``GROUNDPLANE_BROKER`` is added (None: ``up``'s own
     without its ``GROUNDPLANE_*`` variables, :func:`child_environment`)."""
     program: tuple[str, ...] = (sys.executable, "-m", "groundplane.cli.main")
+    otlp_endpoint: str | None = None
+    """``--otlp-endpoint`` of every child; None: none (they may still read OTEL_* variables)."""
 
     @property
     def shards(self) -> int:
@@ -332,6 +334,8 @@ def child_specs(plan: ProcessPlan) -> list[ChildSpec]:
             "--log-format",
             "json",
         ]
+        if plan.otlp_endpoint is not None:
+            common += ["--otlp-endpoint", plan.otlp_endpoint]
         return ChildSpec(
             name=name,
             argv=[*plan.program, "serve", service, *common, *flags],
@@ -792,6 +796,7 @@ class ProcessSystem:
             tenants_file=tenants_file,
             shard_broker_urls=self._shard_urls,
             env=env,
+            otlp_endpoint=config.otlp_endpoint,
             **({} if self._program is None else {"program": self._program}),
         )
 

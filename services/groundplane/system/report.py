@@ -63,7 +63,8 @@ TRACE_KEYS = (
     "attempts",
     "latency_ms",
 )
-"""The keys every trace record has (``next_opportunity`` and ``detail`` only when set)."""
+"""The keys every trace record has (``next_opportunity``, ``detail`` and ``trace_id`` only when
+set)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +75,8 @@ class TraceRecord:
     ``station`` and ``satellite`` are empty unless the request was served. ``latency_ms`` is wall
     time seen by the client. ``next_opportunity`` is the AOS the gateway announced with
     UNAVAILABLE (``None`` otherwise); ``detail`` the error message of a failed request.
+    ``trace_id`` is the request's OpenTelemetry trace id (32 hex digits) when the run traced
+    (always with ``up --trace``), the id the services' spans of that request carry.
     """
 
     request_id: str
@@ -88,6 +91,7 @@ class TraceRecord:
     latency_ms: float
     next_opportunity: datetime | None = None
     detail: str = ""
+    trace_id: str = ""
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -106,6 +110,8 @@ class TraceRecord:
             data["next_opportunity"] = format_utc(self.next_opportunity)
         if self.detail:
             data["detail"] = self.detail
+        if self.trace_id:
+            data["trace_id"] = self.trace_id
         return data
 
     @classmethod
@@ -137,6 +143,7 @@ class TraceRecord:
                 latency_ms=float(data["latency_ms"]),
                 next_opportunity=parse_utc(opportunity) if opportunity else None,
                 detail=str(data.get("detail", "")),
+                trace_id=str(data.get("trace_id", "")),
             )
         except (ValueError, TypeError, AttributeError) as bad:
             raise InvalidArgument(str(bad)) from None

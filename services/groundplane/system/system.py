@@ -159,6 +159,9 @@ class SystemConfig:
     gateway_deadline_wall_s: float = 10.0
     keep_trace: bool = True
     workdir: Path | None = None
+    otlp_endpoint: str | None = None
+    """OTLP collector every service process exports its spans to (``serve --otlp-endpoint``);
+    None: the children read the standard ``OTEL_EXPORTER_OTLP_ENDPOINT`` of their environment."""
 
     def __post_init__(self) -> None:
         if not self.elements:
