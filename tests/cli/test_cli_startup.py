@@ -24,6 +24,8 @@ FORBIDDEN = (
     "grpc",
     "google.protobuf",
     "matplotlib",
+    # The progress bar library: imported only when standard error is a terminal.
+    "rich",
     "aiomqtt",
     "paho",
     "structlog",

@@ -34,6 +34,7 @@ from groundplane.tracking.core import TrackingSettings
 from groundplane.tracking.pass_columns import PassColumns, iso_utc_ms, iso_utc_s, round_like_python
 
 from . import inputs
+from .progress import progress_bar
 
 PASS_FIELDS = (
     "catalog_id",
@@ -207,14 +208,11 @@ def compute_passes(
     progress: bool = False,
 ) -> list[Pass]:
     found: list[Pass] = []
-    for first in range(0, len(elements), PROGRESS_CHUNK):
-        chunk = elements[first : first + PROGRESS_CHUNK]
-        found.extend(find_passes(_batch(chunk), sites, start, end))
-        if progress:
-            done = min(first + PROGRESS_CHUNK, len(elements))
-            print(f"\rpasses: {done}/{len(elements)} satellites", end="", file=sys.stderr)
-    if progress:
-        print(file=sys.stderr)
+    with progress_bar("passes: satellites", len(elements), enabled=progress) as advance:
+        for first in range(0, len(elements), PROGRESS_CHUNK):
+            chunk = elements[first : first + PROGRESS_CHUNK]
+            found.extend(find_passes(_batch(chunk), sites, start, end))
+            advance(min(first + PROGRESS_CHUNK, len(elements)))
     return sorted(found, key=lambda p: (p.aos, p.site_id, p.catalog_id))
 
 
@@ -229,14 +227,11 @@ def compute_pass_columns(
     id) as columns, with no per-pass Python objects."""
     per_call = max(PROGRESS_CHUNK, PAIRS_PER_CALL // max(len(sites), 1))
     parts: list[PassColumns] = []
-    for first in range(0, len(elements), per_call):
-        chunk = elements[first : first + per_call]
-        parts.append(PassColumns.from_table(find_pass_table(_batch(chunk), sites, start, end)))
-        if progress:
-            done = min(first + per_call, len(elements))
-            print(f"\rpasses: {done}/{len(elements)} satellites", end="", file=sys.stderr)
-    if progress:
-        print(file=sys.stderr)
+    with progress_bar("passes: satellites", len(elements), enabled=progress) as advance:
+        for first in range(0, len(elements), per_call):
+            chunk = elements[first : first + per_call]
+            parts.append(PassColumns.from_table(find_pass_table(_batch(chunk), sites, start, end)))
+            advance(min(first + per_call, len(elements)))
     return PassColumns.concatenate(parts).by_aos()
 
 
