@@ -94,6 +94,7 @@ class GatewaySystem:
     node_tasks: dict[str, asyncio.Task[None]]
     geometry: dict[tuple[str, str], LinkGeometry]
     killed: set[str] = field(default_factory=set)
+    emulator: LinkEmulator | None = None
 
     def auth(self, tenant: str = "alpha") -> tuple[tuple[str, str]]:
         return (("authorization", f"Bearer {TOKENS[tenant]}"),)
@@ -191,4 +192,5 @@ async def gateway_system(tmp_path: Path) -> AsyncIterator[GatewaySystem]:
             engines,
             node_tasks,
             geometry,
+            emulator=emulator,
         )

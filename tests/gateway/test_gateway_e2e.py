@@ -91,6 +91,31 @@ async def test_served_request_goes_through_a_visible_satellite(
     assert sample(after, "groundplane_gateway_requests_in_flight", tenant="alpha") == 0
 
 
+async def test_unary_answer_crosses_the_link_whole_and_a_stream_in_chunks(
+    gateway_system: GatewaySystem,
+) -> None:
+    """A unary call asks the node for the answer whole: two link messages in all (the request
+    up, one InferResult down), and the reply's tokens are still the model's pieces. A streaming
+    call of the same answer gets its pieces in InferChunks as they are made (the slow model makes
+    one every 50 ms, so several chunks go down before the result)."""
+    system = gateway_system
+    assert system.emulator is not None
+    reply = await system.stub.Infer(
+        request("whole, please", model=SLOW.name), metadata=system.auth(), timeout=5.0
+    )
+    expected = predict_answer(SLOW, (), "whole, please", MAX_TOKENS)
+    assert tuple(reply.tokens) == expected.pieces
+    unary = system.emulator.traffic()
+    assert (unary.sent_messages, unary.delivered_messages) == (2, 2)
+    call = system.stub.InferStream(
+        stream_request("streamed, please"), metadata=system.auth(), timeout=5.0
+    )
+    tokens = [event.token.text async for event in call if event.HasField("token")]
+    assert tokens == list(predict_answer(SLOW, (), "streamed, please", MAX_TOKENS).pieces)
+    streamed = system.emulator.traffic().delivered_messages - unary.delivered_messages
+    assert streamed > 3  # the request, the result and more than one chunk
+
+
 async def test_every_gateway_subscription_goes_out_in_the_first_connects_one_request(
     gateway_system: GatewaySystem,
 ) -> None:

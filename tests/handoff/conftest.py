@@ -97,6 +97,7 @@ class System:
     nodes: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     engines: dict[str, Engine] = field(default_factory=dict)
     managers: list[RunningManager] = field(default_factory=list)
+    emulator: LinkEmulator | None = None
 
     @property
     def manager(self) -> HandoffManager:
@@ -221,6 +222,7 @@ def make_system(tmp_path: Path) -> SystemFactory:
                 config=LinkConfig(rate_bps=1e9),
                 tick_s=0.25,
             )
+            system.emulator = emulator
             emulator_task = tasks.create_task(emulator.run(), name="test-link-emulator")
             await emulator.wait_ready()
             for sat in satellites:

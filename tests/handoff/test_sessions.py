@@ -372,3 +372,25 @@ async def test_concurrent_calls_with_one_turn_id_run_the_turn_once(
         f"{info.session_id}.t0.e{results[0].session_epoch}"
     ) == 1
     assert len([r for _, r in system.executions if r.startswith(info.session_id)]) == 1
+
+
+async def test_a_turn_crosses_the_link_as_two_messages_and_answers_the_prediction(
+    make_system: SystemFactory,
+) -> None:
+    """A session turn asks its node for the answer whole (``result_only``): the request up and
+    one InferResult down are the turn's only link messages (the chat model's pieces would
+    otherwise come in chunks), and the answer equals the model's prediction for the prompt."""
+    async with make_system(cycling_schedule(), config=CONFIG) as system:
+        manager = await system.start_manager("handoff-1")
+        info = await manager.create_session("chat")
+        assert system.emulator is not None
+        before = system.emulator.traffic().sent_messages
+        result = await manager.send_turn(
+            info.session_id,
+            "one whole answer",
+            deadline=system.clock.now() + timedelta(seconds=30),
+            max_tokens=MAX_TOKENS,
+        )
+        sent = system.emulator.traffic().sent_messages - before
+    assert result.text == predict_answer(CHAT, (), "one whole answer", MAX_TOKENS).text
+    assert sent == 2

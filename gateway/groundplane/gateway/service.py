@@ -29,6 +29,11 @@ ids are scoped by tenant (``<tenant>:<session id>`` in the manager). The answer 
 manager records it before returning it), so a streamed session turn yields one token. Without
 ``session_turns`` sessions stick to their satellite through the :class:`SessionRouter`.
 
+**Unary calls** (:meth:`InferenceGateway.infer`) ask the node for the answer whole
+(``InferRequest.result_only``): no ``InferChunk`` crosses the link, only the ``InferResult`` (a
+chunk costs two link messages and a broker round trip on the node before the next). A streaming
+call that joins a unary call through its idempotency key therefore gets the answer as one token.
+
 One canonical log line per call: ``gateway_request`` with request id, tenant, model, satellite,
 station, attempts, outcome and latency_ms.
 """
@@ -78,6 +83,11 @@ from groundplane.routing.client import Candidate, InFlightCounter, RouteDecision
 log = structlog.get_logger("groundplane.gateway")
 _SCOPE = "groundplane.gateway"
 """The gateway's tracing scope (its spans: ``routing.decide``, ``gateway.attempt``)."""
+
+UNARY = "infer"
+STREAMING = "infer_stream"
+"""The two methods of a call (:meth:`InferenceGateway.infer` and ``stream``), as metrics and the
+canonical log line name them."""
 
 NodeEvent = node_pb2.InferChunk | node_pb2.InferResult
 
@@ -260,7 +270,7 @@ class InferenceGateway:
         self, call: InferCall, tenant: Tenant, remaining_s: float | None
     ) -> InferAnswer:
         """Answer ``call`` whole (see the module doc)."""
-        async with contextlib.aclosing(self._serve(call, tenant, remaining_s, "infer")) as events:
+        async with contextlib.aclosing(self._serve(call, tenant, remaining_s, UNARY)) as events:
             async for event in events:
                 if isinstance(event, InferAnswer):
                     return event
@@ -270,7 +280,7 @@ class InferenceGateway:
         self, call: InferCall, tenant: Tenant, remaining_s: float | None
     ) -> AsyncGenerator[Token | InferAnswer, None]:
         """Each :class:`Token` as it is produced, then the :class:`InferAnswer`."""
-        return self._serve(call, tenant, remaining_s, "infer_stream")
+        return self._serve(call, tenant, remaining_s, STREAMING)
 
     # -- one call --------------------------------------------------------------------------------
 
@@ -378,6 +388,8 @@ class InferenceGateway:
             prompt=call.prompt,
             max_tokens=call.max_tokens or self.config.default_max_tokens,
             session_id=call.session_id,
+            # A unary caller sees only the answer: the node sends it whole, no chunks.
+            result_only=record.method == UNARY,
         )
         tried: set[tuple[str, str]] = set()
         errors: list[GroundplaneError] = []
@@ -611,9 +623,7 @@ class InferenceGateway:
                                 delivered += fresh
                                 yield execution.push(fresh, sat)
                             continue
-                        full = event.text
-                        rest = _continue(delivered, full, sat)
-                        if rest:
+                        for rest in _rest_of(delivered, event, sat):
                             yield execution.push(rest, sat)
                         answer = InferAnswer(
                             execution.request_id,
@@ -684,6 +694,17 @@ def _describe_decision(traced: Span, decision: RouteDecision, tried: set[tuple[s
         best = decision.ranked[0].candidate
         traced.set_attribute("groundplane.satellite_id", best.satellite_id)
         traced.set_attribute("groundplane.station_id", best.station_id)
+
+
+def _rest_of(delivered: str, result: node_pb2.InferResult, satellite_id: str) -> list[str]:
+    """The tokens of ``result`` not yet delivered: the result's own pieces when nothing was
+    (a ``result_only`` answer carries them), else what its text adds as one token."""
+    rest = _continue(delivered, result.text, satellite_id)
+    if not rest:
+        return []
+    if not delivered and "".join(result.pieces) == result.text:
+        return list(result.pieces)
+    return [rest]
 
 
 def _continue(delivered: str, produced: str, satellite_id: str) -> str:

@@ -60,6 +60,7 @@ class RequesterNodes:
                 max_tokens=max_tokens,
                 session_id=session_id,
                 session_epoch=epoch,
+                result_only=True,  # the turn's answer is its text: no chunks on the link
             ),
             request_id=request_id,
             deadline=deadline,
@@ -81,7 +82,9 @@ class RequesterNodes:
         outcome = await self._requester.infer(
             satellite_id,
             station_id,
-            node_pb2.InferRequest(model=model, prompt=prompt, max_tokens=max_tokens),
+            node_pb2.InferRequest(
+                model=model, prompt=prompt, max_tokens=max_tokens, result_only=True
+            ),
             request_id=request_id,
             deadline=deadline,
         )

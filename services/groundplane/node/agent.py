@@ -580,41 +580,31 @@ class NodeAgent:
             return
         # Admitted: the handler returns now and the client acknowledges the message.
         self._spawn(
-            tracing.within(traced, self._stream(ticket, reply_topic, envelope, epoch, deadline)),
+            tracing.within(
+                traced,
+                self._stream(
+                    ticket, reply_topic, envelope, epoch, deadline, result_only=request.result_only
+                ),
+            ),
             f"node-reply:{envelope.request_id}",
         )
 
-    async def _stream(
+    async def _stream(  # noqa: PLR0913 - the ticket, where the reply goes, and whether to stream
         self,
         ticket: Ticket,
         reply_topic: str,
         envelope: link_pb2.Envelope,
         epoch: int,
         deadline: datetime | None,
+        *,
+        result_only: bool = False,
     ) -> None:
-        index = 0
-        produced: asyncio.Queue[str | None] = asyncio.Queue()
-        failure: list[BaseException] = []
-        self._spawn(_pump_pieces(ticket, produced, failure), f"node-pieces:{envelope.request_id}")
         try:
-            finished = False
-            while not finished:
-                first = await produced.get()
-                if first is None:
-                    break
-                batch = [first]
-                while not produced.empty():  # everything produced while the last chunk went out
-                    more = produced.get_nowait()
-                    if more is None:
-                        finished = True
-                        break
-                    batch.append(more)
-                chunk = node_pb2.InferChunk(index=index, text=batch[0], more_pieces=batch[1:])
-                if not await self._reply(reply_topic, envelope, chunk, epoch, deadline):
-                    return
-                index += len(batch)
-            if failure:
-                raise failure[0]
+            # A unary caller takes the InferResult alone: no chunks.
+            if not result_only and not await self._stream_chunks(
+                ticket, reply_topic, envelope, epoch, deadline
+            ):
+                return
             result = await ticket.result()
         except GroundplaneError as error:
             await self._reply(reply_topic, envelope, wire.error_message(error), epoch, deadline)
@@ -632,6 +622,8 @@ class NodeAgent:
         )
         if result.session_epoch is not None:
             final.session_epoch = result.session_epoch
+        if result_only:
+            final.pieces.extend(result.pieces)
         await self._reply(reply_topic, envelope, final, epoch, deadline)
         self._log.info(
             "node_request",
@@ -642,6 +634,41 @@ class NodeAgent:
             queued_s=round(result.queued_s, 4),
             service_s=round(result.service_s, 4),
         )
+
+    async def _stream_chunks(
+        self,
+        ticket: Ticket,
+        reply_topic: str,
+        envelope: link_pb2.Envelope,
+        epoch: int,
+        deadline: datetime | None,
+    ) -> bool:
+        """Send the pieces as InferChunks while the model makes them (those produced while a
+        chunk was in transit go together in the next); False when a chunk could not be sent.
+        Raises the execution's error after the pieces produced before it."""
+        index = 0
+        produced: asyncio.Queue[str | None] = asyncio.Queue()
+        failure: list[BaseException] = []
+        self._spawn(_pump_pieces(ticket, produced, failure), f"node-pieces:{envelope.request_id}")
+        finished = False
+        while not finished:
+            first = await produced.get()
+            if first is None:
+                break
+            batch = [first]
+            while not produced.empty():  # everything produced while the last chunk went out
+                more = produced.get_nowait()
+                if more is None:
+                    finished = True
+                    break
+                batch.append(more)
+            chunk = node_pb2.InferChunk(index=index, text=batch[0], more_pieces=batch[1:])
+            if not await self._reply(reply_topic, envelope, chunk, epoch, deadline):
+                return False
+            index += len(batch)
+        if failure:
+            raise failure[0]
+        return True
 
     async def _reply(
         self,

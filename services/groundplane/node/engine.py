@@ -170,6 +170,8 @@ class _Execution:
         self.error: BaseException | None = None
         self.finished = False
         self._changed = asyncio.Event()
+        self._ended = asyncio.Event()
+        """Set once finished: :meth:`wait` sleeps on it, not on every piece."""
 
     def _notify(self) -> None:
         self._changed.set()
@@ -181,10 +183,12 @@ class _Execution:
 
     def finish(self, result: InferenceResult) -> None:
         self.result, self.finished = result, True
+        self._ended.set()
         self._notify()
 
     def fail(self, error: BaseException) -> None:
         self.error, self.finished = error, True
+        self._ended.set()
         self._notify()
 
     async def follow(self) -> AsyncIterator[str]:
@@ -200,8 +204,7 @@ class _Execution:
             await self._changed.wait()
 
     async def wait(self) -> InferenceResult:
-        while not self.finished:
-            await self._changed.wait()
+        await self._ended.wait()
         if self.error is not None:
             raise self.error
         assert self.result is not None

@@ -25,39 +25,39 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1egroundplane/node/v1/node.proto\x12\x13groundplane.node.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x83\x01\n\x0cInferRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x12\n\nmax_tokens\x18\x03 \x01(\r\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12\x1a\n\rsession_epoch\x18\x05 \x01(\x04H\x00\x88\x01\x01\x42\x10\n\x0e_session_epoch\">\n\nInferChunk\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x13\n\x0bmore_pieces\x18\x03 \x03(\t\"\xef\x01\n\x0bInferResult\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x15\n\routput_tokens\x18\x02 \x01(\r\x12\x16\n\x0e\x63ontext_tokens\x18\x03 \x01(\r\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12\x1a\n\rsession_epoch\x18\x05 \x01(\x04H\x00\x88\x01\x01\x12\x17\n\x0fsession_applied\x18\x06 \x01(\x08\x12\x10\n\x08queued_s\x18\x07 \x01(\x01\x12\x11\n\tservice_s\x18\x08 \x01(\x01\x12\x14\n\x0c\x64\x65\x64uplicated\x18\t \x01(\x08\x12\r\n\x05model\x18\n \x01(\tB\x10\n\x0e_session_epoch\"\x8f\x01\n\nInferError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x1a\n\rretry_after_s\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x34\n\x10next_opportunity\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x10\n\x0e_retry_after_s\"\xee\x01\n\nNodeStatus\x12\x14\n\x0csatellite_id\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12-\n\x05state\x18\x03 \x01(\x0e\x32\x1e.groundplane.node.v1.NodeState\x12\x15\n\rserved_models\x18\x04 \x03(\t\x12\r\n\x05slots\x18\x05 \x01(\r\x12.\n\nupdated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x64rained\x18\x07 \x01(\x08\x12\x10\n\x08shard_id\x18\x08 \x01(\t\x12\x13\n\x0bshard_epoch\x18\t \x01(\x04\"\xaf\x01\n\x0bShardStatus\x12\x10\n\x08shard_id\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12-\n\x05state\x18\x03 \x01(\x0e\x32\x1e.groundplane.node.v1.NodeState\x12\x0f\n\x07members\x18\x04 \x03(\t\x12.\n\nupdated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x64rained\x18\x06 \x01(\x08\"\xe0\x02\n\nLoadReport\x12\x14\n\x0csatellite_id\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\r\n\x05slots\x18\x03 \x01(\r\x12\x11\n\tin_flight\x18\x04 \x01(\r\x12\x12\n\nfree_slots\x18\x05 \x01(\r\x12\x13\n\x0bqueue_depth\x18\x06 \x01(\r\x12\x13\n\x0bqueue_limit\x18\x07 \x01(\r\x12\x15\n\rserved_models\x18\x08 \x03(\t\x12\x11\n\taccepting\x18\t \x01(\x08\x12\x10\n\x08sessions\x18\n \x01(\r\x12\x15\n\rsession_bytes\x18\x0b \x01(\x04\x12\x16\n\x0e\x65xecuted_total\x18\x0c \x01(\x04\x12\x1a\n\x12\x64\x65\x64uplicated_total\x18\r \x01(\x04\x12\x16\n\x0erejected_total\x18\x0e \x01(\x04\x12.\n\nupdated_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"T\n\x14SessionExportRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x18\n\x0b\x66\x65nce_epoch\x18\x02 \x01(\x04H\x00\x88\x01\x01\x42\x0e\n\x0c_fence_epoch\"\x97\x01\n\x13SessionExportResult\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08snapshot\x18\x02 \x01(\x0c\x12\x16\n\x0esnapshot_bytes\x18\x03 \x01(\x04\x12\x13\n\x0bstate_bytes\x18\x04 \x01(\x04\x12\x15\n\rsession_epoch\x18\x05 \x01(\x04\x12\x16\n\x0e\x63ontext_tokens\x18\x06 \x01(\r\"V\n\x14SessionImportRequest\x12\x10\n\x08snapshot\x18\x01 \x01(\x0c\x12\x1a\n\rsession_epoch\x18\x02 \x01(\x04H\x00\x88\x01\x01\x42\x10\n\x0e_session_epoch\"m\n\x13SessionImportResult\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x15\n\rsession_epoch\x18\x02 \x01(\x04\x12\x13\n\x0bstate_bytes\x18\x03 \x01(\x04\x12\x16\n\x0e\x63ontext_tokens\x18\x04 \x01(\r\"@\n\x13SessionFenceRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x15\n\rsession_epoch\x18\x02 \x01(\x04\"?\n\x12SessionFenceResult\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x15\n\rsession_epoch\x18\x02 \x01(\x04*o\n\tNodeState\x12\x1a\n\x16NODE_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11NODE_STATE_ONLINE\x10\x01\x12\x17\n\x13NODE_STATE_DRAINING\x10\x02\x12\x16\n\x12NODE_STATE_OFFLINE\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1egroundplane/node/v1/node.proto\x12\x13groundplane.node.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x98\x01\n\x0cInferRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x12\n\nmax_tokens\x18\x03 \x01(\r\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12\x1a\n\rsession_epoch\x18\x05 \x01(\x04H\x00\x88\x01\x01\x12\x13\n\x0bresult_only\x18\x06 \x01(\x08\x42\x10\n\x0e_session_epoch\">\n\nInferChunk\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x13\n\x0bmore_pieces\x18\x03 \x03(\t\"\xff\x01\n\x0bInferResult\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x15\n\routput_tokens\x18\x02 \x01(\r\x12\x16\n\x0e\x63ontext_tokens\x18\x03 \x01(\r\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12\x1a\n\rsession_epoch\x18\x05 \x01(\x04H\x00\x88\x01\x01\x12\x17\n\x0fsession_applied\x18\x06 \x01(\x08\x12\x10\n\x08queued_s\x18\x07 \x01(\x01\x12\x11\n\tservice_s\x18\x08 \x01(\x01\x12\x14\n\x0c\x64\x65\x64uplicated\x18\t \x01(\x08\x12\r\n\x05model\x18\n \x01(\t\x12\x0e\n\x06pieces\x18\x0b \x03(\tB\x10\n\x0e_session_epoch\"\x8f\x01\n\nInferError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x1a\n\rretry_after_s\x18\x03 \x01(\x01H\x00\x88\x01\x01\x12\x34\n\x10next_opportunity\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x10\n\x0e_retry_after_s\"\xee\x01\n\nNodeStatus\x12\x14\n\x0csatellite_id\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12-\n\x05state\x18\x03 \x01(\x0e\x32\x1e.groundplane.node.v1.NodeState\x12\x15\n\rserved_models\x18\x04 \x03(\t\x12\r\n\x05slots\x18\x05 \x01(\r\x12.\n\nupdated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x64rained\x18\x07 \x01(\x08\x12\x10\n\x08shard_id\x18\x08 \x01(\t\x12\x13\n\x0bshard_epoch\x18\t \x01(\x04\"\xaf\x01\n\x0bShardStatus\x12\x10\n\x08shard_id\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12-\n\x05state\x18\x03 \x01(\x0e\x32\x1e.groundplane.node.v1.NodeState\x12\x0f\n\x07members\x18\x04 \x03(\t\x12.\n\nupdated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x64rained\x18\x06 \x01(\x08\"\xe0\x02\n\nLoadReport\x12\x14\n\x0csatellite_id\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\x04\x12\r\n\x05slots\x18\x03 \x01(\r\x12\x11\n\tin_flight\x18\x04 \x01(\r\x12\x12\n\nfree_slots\x18\x05 \x01(\r\x12\x13\n\x0bqueue_depth\x18\x06 \x01(\r\x12\x13\n\x0bqueue_limit\x18\x07 \x01(\r\x12\x15\n\rserved_models\x18\x08 \x03(\t\x12\x11\n\taccepting\x18\t \x01(\x08\x12\x10\n\x08sessions\x18\n \x01(\r\x12\x15\n\rsession_bytes\x18\x0b \x01(\x04\x12\x16\n\x0e\x65xecuted_total\x18\x0c \x01(\x04\x12\x1a\n\x12\x64\x65\x64uplicated_total\x18\r \x01(\x04\x12\x16\n\x0erejected_total\x18\x0e \x01(\x04\x12.\n\nupdated_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"T\n\x14SessionExportRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x18\n\x0b\x66\x65nce_epoch\x18\x02 \x01(\x04H\x00\x88\x01\x01\x42\x0e\n\x0c_fence_epoch\"\x97\x01\n\x13SessionExportResult\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08snapshot\x18\x02 \x01(\x0c\x12\x16\n\x0esnapshot_bytes\x18\x03 \x01(\x04\x12\x13\n\x0bstate_bytes\x18\x04 \x01(\x04\x12\x15\n\rsession_epoch\x18\x05 \x01(\x04\x12\x16\n\x0e\x63ontext_tokens\x18\x06 \x01(\r\"V\n\x14SessionImportRequest\x12\x10\n\x08snapshot\x18\x01 \x01(\x0c\x12\x1a\n\rsession_epoch\x18\x02 \x01(\x04H\x00\x88\x01\x01\x42\x10\n\x0e_session_epoch\"m\n\x13SessionImportResult\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x15\n\rsession_epoch\x18\x02 \x01(\x04\x12\x13\n\x0bstate_bytes\x18\x03 \x01(\x04\x12\x16\n\x0e\x63ontext_tokens\x18\x04 \x01(\r\"@\n\x13SessionFenceRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x15\n\rsession_epoch\x18\x02 \x01(\x04\"?\n\x12SessionFenceResult\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x15\n\rsession_epoch\x18\x02 \x01(\x04*o\n\tNodeState\x12\x1a\n\x16NODE_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11NODE_STATE_ONLINE\x10\x01\x12\x17\n\x13NODE_STATE_DRAINING\x10\x02\x12\x16\n\x12NODE_STATE_OFFLINE\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'groundplane.node.v1.node_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_NODESTATE']._serialized_start=2018
-  _globals['_NODESTATE']._serialized_end=2129
+  _globals['_NODESTATE']._serialized_start=2055
+  _globals['_NODESTATE']._serialized_end=2166
   _globals['_INFERREQUEST']._serialized_start=89
-  _globals['_INFERREQUEST']._serialized_end=220
-  _globals['_INFERCHUNK']._serialized_start=222
-  _globals['_INFERCHUNK']._serialized_end=284
-  _globals['_INFERRESULT']._serialized_start=287
-  _globals['_INFERRESULT']._serialized_end=526
-  _globals['_INFERERROR']._serialized_start=529
-  _globals['_INFERERROR']._serialized_end=672
-  _globals['_NODESTATUS']._serialized_start=675
-  _globals['_NODESTATUS']._serialized_end=913
-  _globals['_SHARDSTATUS']._serialized_start=916
-  _globals['_SHARDSTATUS']._serialized_end=1091
-  _globals['_LOADREPORT']._serialized_start=1094
-  _globals['_LOADREPORT']._serialized_end=1446
-  _globals['_SESSIONEXPORTREQUEST']._serialized_start=1448
-  _globals['_SESSIONEXPORTREQUEST']._serialized_end=1532
-  _globals['_SESSIONEXPORTRESULT']._serialized_start=1535
-  _globals['_SESSIONEXPORTRESULT']._serialized_end=1686
-  _globals['_SESSIONIMPORTREQUEST']._serialized_start=1688
-  _globals['_SESSIONIMPORTREQUEST']._serialized_end=1774
-  _globals['_SESSIONIMPORTRESULT']._serialized_start=1776
-  _globals['_SESSIONIMPORTRESULT']._serialized_end=1885
-  _globals['_SESSIONFENCEREQUEST']._serialized_start=1887
-  _globals['_SESSIONFENCEREQUEST']._serialized_end=1951
-  _globals['_SESSIONFENCERESULT']._serialized_start=1953
-  _globals['_SESSIONFENCERESULT']._serialized_end=2016
+  _globals['_INFERREQUEST']._serialized_end=241
+  _globals['_INFERCHUNK']._serialized_start=243
+  _globals['_INFERCHUNK']._serialized_end=305
+  _globals['_INFERRESULT']._serialized_start=308
+  _globals['_INFERRESULT']._serialized_end=563
+  _globals['_INFERERROR']._serialized_start=566
+  _globals['_INFERERROR']._serialized_end=709
+  _globals['_NODESTATUS']._serialized_start=712
+  _globals['_NODESTATUS']._serialized_end=950
+  _globals['_SHARDSTATUS']._serialized_start=953
+  _globals['_SHARDSTATUS']._serialized_end=1128
+  _globals['_LOADREPORT']._serialized_start=1131
+  _globals['_LOADREPORT']._serialized_end=1483
+  _globals['_SESSIONEXPORTREQUEST']._serialized_start=1485
+  _globals['_SESSIONEXPORTREQUEST']._serialized_end=1569
+  _globals['_SESSIONEXPORTRESULT']._serialized_start=1572
+  _globals['_SESSIONEXPORTRESULT']._serialized_end=1723
+  _globals['_SESSIONIMPORTREQUEST']._serialized_start=1725
+  _globals['_SESSIONIMPORTREQUEST']._serialized_end=1811
+  _globals['_SESSIONIMPORTRESULT']._serialized_start=1813
+  _globals['_SESSIONIMPORTRESULT']._serialized_end=1922
+  _globals['_SESSIONFENCEREQUEST']._serialized_start=1924
+  _globals['_SESSIONFENCEREQUEST']._serialized_end=1988
+  _globals['_SESSIONFENCERESULT']._serialized_start=1990
+  _globals['_SESSIONFENCERESULT']._serialized_end=2053
 # @@protoc_insertion_point(module_scope)

@@ -65,6 +65,7 @@ class InferRequest(_message.Message):
     MAX_TOKENS_FIELD_NUMBER: _builtins.int
     SESSION_ID_FIELD_NUMBER: _builtins.int
     SESSION_EPOCH_FIELD_NUMBER: _builtins.int
+    RESULT_ONLY_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """Model name the node must serve."""
     prompt: _builtins.str
@@ -77,6 +78,11 @@ class InferRequest(_message.Message):
     """The session epoch the caller believes this node holds; a mismatch is refused with
     FAILED_PRECONDITION. Absent: no check.
     """
+    result_only: _builtins.bool
+    """The caller takes the answer whole (a unary call): the node sends no InferChunk, only the
+    InferResult with the pieces in it (one link message instead of one per chunk). False:
+    pieces stream as produced.
+    """
     def __init__(
         self,
         *,
@@ -85,10 +91,11 @@ class InferRequest(_message.Message):
         max_tokens: _builtins.int = ...,
         session_id: _builtins.str = ...,
         session_epoch: _builtins.int | None = ...,
+        result_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_session_epoch", b"_session_epoch", "session_epoch", b"session_epoch"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_session_epoch", b"_session_epoch", "max_tokens", b"max_tokens", "model", b"model", "prompt", b"prompt", "session_epoch", b"session_epoch", "session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_session_epoch", b"_session_epoch", "max_tokens", b"max_tokens", "model", b"model", "prompt", b"prompt", "result_only", b"result_only", "session_epoch", b"session_epoch", "session_id", b"session_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__session_epoch: _TypeAlias = _typing.Literal["session_epoch"]  # noqa: Y015
     _WhichOneofArgType__session_epoch: _TypeAlias = _typing.Literal["_session_epoch", b"_session_epoch"]  # noqa: Y015
@@ -149,6 +156,7 @@ class InferResult(_message.Message):
     SERVICE_S_FIELD_NUMBER: _builtins.int
     DEDUPLICATED_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
+    PIECES_FIELD_NUMBER: _builtins.int
     text: _builtins.str
     """The whole answer."""
     output_tokens: _builtins.int
@@ -169,6 +177,12 @@ class InferResult(_message.Message):
     """True when this request id had run (or was running) already and this reply replays it."""
     model: _builtins.str
     """The model that answered."""
+    @_builtins.property
+    def pieces(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """With InferRequest.result_only: the answer's pieces in order (their concatenation is text).
+        Empty otherwise: the InferChunks carried them.
+        """
+
     def __init__(
         self,
         *,
@@ -182,10 +196,11 @@ class InferResult(_message.Message):
         service_s: _builtins.float = ...,
         deduplicated: _builtins.bool = ...,
         model: _builtins.str = ...,
+        pieces: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_session_epoch", b"_session_epoch", "session_epoch", b"session_epoch"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_session_epoch", b"_session_epoch", "context_tokens", b"context_tokens", "deduplicated", b"deduplicated", "model", b"model", "output_tokens", b"output_tokens", "queued_s", b"queued_s", "service_s", b"service_s", "session_applied", b"session_applied", "session_epoch", b"session_epoch", "session_id", b"session_id", "text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_session_epoch", b"_session_epoch", "context_tokens", b"context_tokens", "deduplicated", b"deduplicated", "model", b"model", "output_tokens", b"output_tokens", "pieces", b"pieces", "queued_s", b"queued_s", "service_s", b"service_s", "session_applied", b"session_applied", "session_epoch", b"session_epoch", "session_id", b"session_id", "text", b"text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__session_epoch: _TypeAlias = _typing.Literal["session_epoch"]  # noqa: Y015
     _WhichOneofArgType__session_epoch: _TypeAlias = _typing.Literal["_session_epoch", b"_session_epoch"]  # noqa: Y015
