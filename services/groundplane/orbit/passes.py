@@ -217,6 +217,24 @@ def _topo(
         return _Topo(el - thr_m, del_ - slope * azd, el, del_, az)
 
 
+def _mask_kinks_deg(site: Site) -> FloatArray:
+    """Azimuths (sorted, [0, 360)) where the site's threshold ``max(min el, mask)`` has a kink.
+
+    Between two kinks the threshold is linear in azimuth, so ``f`` is smooth there; at a kink it
+    is only continuous (its local minima — a mask notch's peak — and maxima sit at kinks).
+    """
+    points = site.mask.points
+    if len(points) < 2:  # one point is a constant mask
+        return np.zeros(0)
+    floor = site.min_elevation_deg
+    kinks = [az for az, el in points if el >= floor]
+    for (a0, e0), (a1, e1) in zip(points, (*points[1:], points[0]), strict=True):
+        if (e0 - floor) * (e1 - floor) < 0:
+            span = (a1 - a0) % 360.0
+            kinks.append((a0 + span * (floor - e0) / (e1 - e0)) % 360.0)
+    return np.unique(np.asarray(kinks, dtype=np.float64))
+
+
 @dataclass
 class _Group:
     """One group's propagated grid (TEME) and the data to interpolate it."""
@@ -245,16 +263,36 @@ class _Group:
 
 @dataclass
 class _Segments:
-    """Cubic-Hermite interpolation of TEME states over a set of grid intervals (one per row)."""
+    """Cubic-Hermite interpolation of TEME states over a set of grid intervals (one per row).
+
+    ``step_s`` is the grid step of each row (one value for all rows, or one per row); ``site``
+    (optional) is the site each row is seen from, for :meth:`topo`.
+    """
 
     r0: FloatArray
     v0: FloatArray
     r1: FloatArray
     v1: FloatArray
     t0: FloatArray
-    step_s: float
+    step_s: FloatArray | float
     jd0: float
     fr0: float
+    site: IntArray | None = None
+
+    def take(self, rows: IntArray) -> _Segments:
+        """The rows ``rows`` only."""
+        step = self.step_s if isinstance(self.step_s, float) else self.step_s[rows]
+        return _Segments(
+            self.r0[rows],
+            self.v0[rows],
+            self.r1[rows],
+            self.v1[rows],
+            self.t0[rows],
+            step,
+            self.jd0,
+            self.fr0,
+            None if self.site is None else self.site[rows],
+        )
 
     def itrf_at(
         self, t: FloatArray
@@ -283,6 +321,12 @@ class _Segments:
         r, v = teme_to_itrf(comps, rates, rotation)
         return (r[0], r[1], r[2]), (v[0], v[1], v[2])
 
+    def topo(self, frames: SiteFrames, t: FloatArray) -> _Topo:
+        """:func:`_topo` of each row's interpolated state at its time ``t`` from its site."""
+        assert self.site is not None, "segments built without their sites"
+        p, v = self.itrf_at(t)
+        return _topo(frames, self.site, p, v)
+
 
 def _newton(  # noqa: PLR0913, PLR0917 - a numeric kernel: function, bracket, values, guess, iterations
     func: Callable[[FloatArray], tuple[FloatArray, FloatArray]],
@@ -295,7 +339,8 @@ def _newton(  # noqa: PLR0913, PLR0917 - a numeric kernel: function, bracket, va
     """Root of ``func`` (returning value and derivative) in brackets ``[a, b]``, vectorised.
 
     Newton steps from ``guess``, kept inside the bracket (which shrinks with every evaluation;
-    a step leaving it is replaced by the bracket's midpoint).
+    a step leaving it is replaced by the bracket's midpoint). A fixed number of steps and no
+    convergence test: use :func:`_bracketed_root` where the result must be converged.
     """
     a, b = a.copy(), b.copy()
     neg_a = fa <= 0
@@ -311,38 +356,62 @@ def _newton(  # noqa: PLR0913, PLR0917 - a numeric kernel: function, bracket, va
     return x
 
 
-def _illinois(  # noqa: PLR0913, PLR0917 - a numeric kernel: function, bracket, both values, start, count
-    func: Callable[[FloatArray], FloatArray],
+#: Convergence of every refined time (AOS, LOS, extrema), seconds.
+_TOL_S = 1e-4
+#: Iterations after which a root search stops trusting Newton / false-position steps and
+#: bisects (guarantees convergence: 60 s steps halve to ``_TOL_S`` in ~20 more).
+_FAST_ITERATIONS = 10
+_MAX_ITERATIONS = 64
+
+
+def _bracketed_root(  # noqa: PLR0913, PLR0917 - a numeric kernel: function, bracket, values, guess
+    func: Callable[[IntArray, FloatArray], tuple[FloatArray, FloatArray | None]],
     a: FloatArray,
     b: FloatArray,
     fa: FloatArray,
     fb: FloatArray,
-    first: FloatArray | None = None,
-    iterations: int = 5,
+    guess: FloatArray,
 ) -> FloatArray:
-    """Root of ``func`` in brackets ``[a, b]`` (``fa``, ``fb`` of opposite signs), vectorised."""
-    a, b = np.array(a, dtype=np.float64), np.array(b, dtype=np.float64)
-    fa, fb = np.array(fa, dtype=np.float64), np.array(fb, dtype=np.float64)
-    side = np.zeros(a.shape, dtype=np.int8)
-    for iteration in range(iterations):
+    """Converged root of ``func`` in brackets ``[a, b]`` (``fa``, ``fb`` of opposite signs).
+
+    ``func(rows, t)`` evaluates rows ``rows`` at times ``t`` and returns the value and its time
+    derivative (Newton steps) or ``None`` (Illinois false-position steps). Every evaluation
+    shrinks the bracket; a step outside it, or any step after ``_FAST_ITERATIONS``, bisects.
+    Rows stop when their step is below ``_TOL_S`` (only unconverged rows are evaluated again).
+
+    The bracket matters: the function need not be monotone in it (an interval holding a
+    culmination and a set), where Newton from the wrong side of the peak steps out of the bracket;
+    a fixed small number of iterations then leaves a bisection midpoint seconds from the root.
+    """
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    fa, fb = fa.astype(np.float64), fb.astype(np.float64)
+    neg_a = fa <= 0
+    x = np.clip(guess, a, b)
+    x = np.where(np.isfinite(x), x, 0.5 * (a + b))
+    side = np.zeros(a.size, dtype=np.int8)  # Illinois: which end was kept last
+    active = np.arange(a.size)
+    for iteration in range(_MAX_ITERATIONS):
+        if active.size == 0:
+            break
+        xa = x[active]
+        fx, dfx = func(active, xa)
+        aa, bb, fa_a, fb_a = a[active], b[active], fa[active], fb[active]
+        keep_b = (fx <= 0) == neg_a[active]  # x replaces a
+        aa = np.where(keep_b, xa, aa)
+        bb = np.where(keep_b, bb, xa)
+        last = side[active]
+        fa_a = np.where(keep_b, fx, np.where(last == -1, 0.5 * fa_a, fa_a))
+        fb_a = np.where(keep_b, np.where(last == 1, 0.5 * fb_a, fb_a), fx)
+        side[active] = np.where(keep_b, 1, -1)
         with np.errstate(divide="ignore", invalid="ignore"):
-            x = b - fb * (b - a) / (fb - fa)
-        if iteration == 0 and first is not None:
-            x = np.asarray(first, dtype=np.float64)
-        bad = ~((x > a) & (x < b))
-        x = np.where(bad, 0.5 * (a + b), x)
-        fx = func(x)
-        same_a = np.sign(fx) == np.sign(fa)
-        # Illinois: halve the retained end's value when the same end is kept twice.
-        a_new = np.where(same_a, x, a)
-        fa_new = np.where(same_a, fx, np.where(side == -1, 0.5 * fa, fa))
-        b_new = np.where(same_a, b, x)
-        fb_new = np.where(same_a, np.where(side == 1, 0.5 * fb, fb), fx)
-        side = np.where(same_a, 1, -1).astype(np.int8)
-        a, b, fa, fb = a_new, b_new, fa_new, fb_new
-    with np.errstate(divide="ignore", invalid="ignore"):
-        x = b - fb * (b - a) / (fb - fa)
-    return np.where((x >= a) & (x <= b), x, 0.5 * (a + b))
+            # Newton where the derivative is given, else false position on the bracket.
+            step = xa - fx / dfx if dfx is not None else bb - fb_a * (bb - aa) / (fb_a - fa_a)
+        fast = (step > aa) & (step < bb) & (iteration < _FAST_ITERATIONS)
+        new = np.where(fast, step, 0.5 * (aa + bb))
+        done = (np.abs(new - xa) <= _TOL_S) | (fx == 0) | (bb - aa <= _TOL_S)
+        a[active], b[active], fa[active], fb[active], x[active] = aa, bb, fa_a, fb_a, new
+        active = active[~done]
+    return x
 
 
 def _cubic_guess(f0: FloatArray, f1: FloatArray, d0: FloatArray, d1: FloatArray) -> FloatArray:
@@ -367,14 +436,30 @@ def _max_guess(f0: FloatArray, f1: FloatArray, d0: FloatArray, d1: FloatArray) -
     qb = -6 * (f0 - f1) - 4 * d0 - 2 * d1
     qc = d0
     disc = np.maximum(qb * qb - 4 * qa * qc, 0.0)
+    # The + → − root is (−b − √disc) / 2a whatever the sign of a: for a > 0 the smaller root
+    # (p' < 0 between the roots), for a < 0 the larger (p' > 0 between them).
     with np.errstate(divide="ignore", invalid="ignore"):
         root = np.where(
             np.abs(qa) > 1e-12 * (np.abs(qb) + np.abs(qc)),
-            (-qb - np.sign(qa) * np.sqrt(disc)) / (2 * qa),
+            (-qb - np.sqrt(disc)) / (2 * qa),
             -qc / qb,
         )
     root = np.where(np.isfinite(root), root, 0.5)
     return np.clip(root, 0.0, 1.0)
+
+
+def _cubic_at(
+    f0: FloatArray, f1: FloatArray, d0: FloatArray, d1: FloatArray, s: FloatArray
+) -> FloatArray:
+    """Value at ``s`` ∈ [0, 1] of the cubic Hermite through (f0, d0), (f1, d1) (d scaled)."""
+    s2 = s * s
+    s3 = s2 * s
+    return (
+        (2 * s3 - 3 * s2 + 1) * f0
+        + (s3 - 2 * s2 + s) * d0
+        + (-2 * s3 + 3 * s2) * f1
+        + (s3 - s2) * d1
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -387,7 +472,7 @@ class _Events:
     site: list[IntArray]
     t: list[FloatArray]
     kind: list[NDArray[np.int8]]  # +1 AOS, −1 LOS
-    order: list[FloatArray]  # sort key inside one pair (interval index + sub-order)
+    order: list[FloatArray]  # sort key inside one pair (a time inside the event's piece)
     clipped: list[BoolArray]
     az: list[FloatArray]
     el: list[FloatArray]
@@ -397,7 +482,7 @@ class _Events:
         sat: IntArray,
         site: IntArray,
         t: FloatArray,
-        kind: int,
+        kind: int | NDArray[np.int8],
         order: FloatArray,
         clipped: BoolArray | bool,
         az: FloatArray,
@@ -408,20 +493,71 @@ class _Events:
         self.sat.append(sat)
         self.site.append(site)
         self.t.append(t)
-        self.kind.append(np.full(t.size, kind, dtype=np.int8))
+        self.kind.append(np.broadcast_to(np.asarray(kind, dtype=np.int8), t.shape).copy())
         self.order.append(order)
         self.clipped.append(np.broadcast_to(np.asarray(clipped, dtype=bool), t.shape).copy())
         self.az.append(az)
         self.el.append(el)
 
 
-def _search_group(  # noqa: PLR0912, PLR0915 - one vectorised search (grid, rises/sets, culminations) on shared arrays
+#: Fields of one piece: a time interval ``[a, b]`` inside one grid interval of one satellite
+#: seen from one site, with ``f``, ``f'``, elevation and its rate at both ends.
+_PIECE_FIELDS = ("a", "b", "fa", "fb", "da", "db", "ea", "eb", "ra", "rb")
+
+
+@dataclass
+class _Pieces:
+    """Pieces of the search (see ``_PIECE_FIELDS``), accumulated over groups and sites.
+
+    A piece is a grid interval, or the part of one between two mask kinks (inside a piece
+    ``f`` is smooth, so its sign changes and extrema follow from the end values and slopes).
+    """
+
+    sat: list[IntArray]
+    site: list[IntArray]
+    r0: list[FloatArray]
+    v0: list[FloatArray]
+    r1: list[FloatArray]
+    v1: list[FloatArray]
+    t0: list[FloatArray]
+    step: list[FloatArray]
+    values: dict[str, list[FloatArray]]
+
+    @classmethod
+    def empty(cls) -> _Pieces:
+        return cls([], [], [], [], [], [], [], [], {name: [] for name in _PIECE_FIELDS})
+
+    def add(
+        self,
+        group: _Group,
+        member: IntArray,
+        interval: IntArray,
+        site: IntArray,
+        **values: FloatArray,
+    ) -> None:
+        if member.size == 0:
+            return
+        self.sat.append(group.sat[member])
+        self.site.append(site)
+        self.r0.append(group.r[member, interval])
+        self.v0.append(group.v[member, interval])
+        self.r1.append(group.r[member, interval + 1])
+        self.v1.append(group.v[member, interval + 1])
+        self.t0.append(interval * group.step_s)
+        self.step.append(np.full(member.size, group.step_s))
+        for name in _PIECE_FIELDS:
+            self.values[name].append(values[name])
+
+
+def _scan_group(  # noqa: PLR0913, PLR0917 - one group's grid against every site
     group: _Group,
     frames: SiteFrames,
+    kinks: Sequence[FloatArray],
     duration_s: float,
     events: _Events,
-    peaks: list[tuple[IntArray, IntArray, FloatArray, FloatArray]],
+    pieces: _Pieces,
 ) -> None:
+    """Grid pass of one group: window-edge events, and the pieces that hold an event or a peak."""
     h = group.step_s
     n_grid = group.r.shape[1]
     t_grid = np.arange(n_grid) * h
@@ -436,32 +572,18 @@ def _search_group(  # noqa: PLR0912, PLR0915 - one vectorised search (grid, rise
     ok = group.ok
     both_ok = ok[:, :-1] & ok[:, 1:]
     all_ok = bool(both_ok.all())
-    widths = np.diff(t_grid)
     for k in range(len(frames)):
+        masked = bool(frames.has_mask[k])
         topo = _topo(frames, k, p, v, need_az=False)
         up = np.where(ok, topo.f, -np.inf) > 0
-
-        def at(seg: _Segments, t: FloatArray, site: int = k) -> _Topo:
-            pp, vv = seg.itrf_at(t)
-            return _topo(frames, site, pp, vv)
-
-        def f_df(seg: _Segments) -> Callable[[FloatArray], tuple[FloatArray, FloatArray]]:
-            def inner(t: FloatArray) -> tuple[FloatArray, FloatArray]:
-                out = at(seg, t)
-                return out.f, out.df
-
-            return inner
+        site_k = np.full(0, k)
 
         # Window edges: a pass in progress is clipped to the window.
-        for column, kind, order in ((0, 1, -1.0), (last, -1, float(last) + 1.0)):
+        for column, kind, order in ((0, 1, -1.0), (last, -1, duration_s + 1.0)):
             member = np.flatnonzero(up[:, column])
             if member.size:
-                edge = _topo(
-                    frames,
-                    k,
-                    (p[0][member, column], p[1][member, column], p[2][member, column]),
-                    (v[0][member, column], v[1][member, column], v[2][member, column]),
-                )
+                col = np.full(member.size, column)
+                edge = _topo(frames, k, _at(p, member, col), _at(v, member, col))
                 events.add(
                     group.sat[member],
                     np.full(member.size, k),
@@ -475,156 +597,364 @@ def _search_group(  # noqa: PLR0912, PLR0915 - one vectorised search (grid, rise
         if last == 0:
             continue
         up0, up1 = up[:, :-1], up[:, 1:]
-        f0, f1 = topo.f[:, :-1], topo.f[:, 1:]
-        d0, d1 = topo.df[:, :-1], topo.df[:, 1:]
-
-        # (a) sign changes with valid ends: one crossing each.
         change = up0 != up1
-        member, interval = np.nonzero(change if all_ok else change & both_ok)
-        if member.size:
-            seg = group.segments(member, interval)
-            a, w = t_grid[interval], widths[interval]
-            fa, fb = f0[member, interval], f1[member, interval]
-            guess = a + w * _cubic_guess(fa, fb, d0[member, interval] * w, d1[member, interval] * w)
-            root = _newton(f_df(seg), a, a + w, fa, guess)
-            final = at(seg, root)
-            kinds = np.where(fa <= 0, 1, -1).astype(np.int8)
-            events.add(
-                group.sat[member],
-                np.full(member.size, k),
-                root,
-                1,
-                interval.astype(np.float64) + 0.5,
-                False,
-                final.az,
-                final.el,
-            )
-            events.kind[-1] = kinds
-
-        # (a') sign changes next to an SGP4 error: the event sits at the valid end, clipped.
-        member, interval = np.nonzero(change & ~both_ok) if not all_ok else (member[:0],) * 2
-        if member.size:
+        # Sign changes next to an SGP4 error: the event sits at the valid end, clipped.
+        if not all_ok:
+            member, interval = np.nonzero(change & ~both_ok)
             rising = up1[member, interval]
             col = np.where(rising, interval + 1, interval)
-            edge = _topo(
-                frames,
-                k,
-                (p[0][member, col], p[1][member, col], p[2][member, col]),
-                (v[0][member, col], v[1][member, col], v[2][member, col]),
-            )
+            edge = _topo(frames, k, _at(p, member, col), _at(v, member, col))
             events.add(
                 group.sat[member],
                 np.full(member.size, k),
                 t_grid[col],
-                1,
-                interval.astype(np.float64) + 0.5,
+                np.where(rising, 1, -1).astype(np.int8),
+                t_grid[interval] + 0.5 * h,
                 True,
                 edge.az,
                 edge.el,
             )
-            events.kind[-1] = np.where(rising, 1, -1).astype(np.int8)
-
         rising = topo.df > 0
-        falling = topo.df < 0
-        rising0, rising1 = rising[:, :-1], rising[:, 1:]
-        falling0, falling1 = falling[:, :-1], falling[:, 1:]
-        # (b) hidden maxima (both ends below, f' from + to −) and hidden dips (the reverse).
-        for hidden_max in (True, False):
-            if hidden_max:
-                cand = rising0 & falling1 & ~(up0 | up1)
-            else:
-                cand = falling0 & rising1 & up0 & up1
-            if not all_ok:
-                cand &= both_ok
-            member, interval = np.nonzero(cand)
-            if member.size == 0:
-                continue
-            a, w = t_grid[interval], widths[interval]
-            fa, fb = f0[member, interval], f1[member, interval]
-            da, db = d0[member, interval], d1[member, interval]
-            sign = 1.0 if hidden_max else -1.0
-            # Screen with the cubic through (f, f') at both ends: drop intervals whose extremum
-            # is clearly on the wrong side (2° margin, far beyond the cubic's error here).
-            s_star = _max_guess(sign * fa, sign * fb, sign * da * w, sign * db * w)
-            s2 = s_star * s_star
-            s3 = s2 * s_star
-            cubic = (2 * s3 - 3 * s2 + 1) * fa + (s3 - 2 * s2 + s_star) * da * w
-            cubic += (-2 * s3 + 3 * s2) * fb + (s3 - s2) * db * w
-            keep = sign * cubic > -2.0
-            if not keep.any():
-                continue
-            member, interval, a, w = member[keep], interval[keep], a[keep], w[keep]
-            fa, fb, da, db = fa[keep], fb[keep], da[keep], db[keep]
-            seg = group.segments(member, interval)
-
-            def deriv(t: FloatArray, seg: _Segments = seg) -> FloatArray:
-                return at(seg, t).df
-
-            t_ext = _illinois(deriv, a, a + w, da, db, a + w * s_star[keep], 5)
-            at_ext = at(seg, t_ext)
-            crossed = (at_ext.f > 0) if hidden_max else (at_ext.f <= 0)
-            if not crossed.any():
-                continue
-            rows = np.flatnonzero(crossed)
-            m2, i2 = member[rows], interval[rows]
-            seg2 = group.segments(m2, i2)
-            a2, b2, te, fe = a[rows], a[rows] + w[rows], t_ext[rows], at_ext.f[rows]
-            left = _newton(f_df(seg2), a2, te, fa[rows], 0.5 * (a2 + te), 5)
-            right = _newton(f_df(seg2), te, b2, fe, 0.5 * (te + b2), 5)
-            at_left, at_right = at(seg2, left), at(seg2, right)
-            base = i2.astype(np.float64)
-            pair_kinds = (1, -1) if hidden_max else (-1, 1)
-            events.add(
-                group.sat[m2],
-                np.full(m2.size, k),
-                left,
-                pair_kinds[0],
-                base + 0.25,
-                False,
-                at_left.az,
-                at_left.el,
-            )
-            events.add(
-                group.sat[m2],
-                np.full(m2.size, k),
-                right,
-                pair_kinds[1],
-                base + 0.75,
-                False,
-                at_right.az,
-                at_right.el,
-            )
-            if hidden_max:
-                peaks.append((group.sat[m2], np.full(m2.size, k), te, at_ext.el[rows]))
-
-        # (c) elevation maxima next to visible samples: TCA candidates.
-        del0, del1 = topo.del_[:, :-1], topo.del_[:, 1:]
         el_up = topo.del_ > 0
-        cand = (up0 | up1) & el_up[:, :-1] & ~el_up[:, 1:]
-        member, interval = np.nonzero(cand if all_ok else cand & both_ok)
+        interesting = change
+        # Hidden maxima (both ends below, f' from + to −), hidden dips (the reverse), and
+        # elevation maxima next to a visible sample (TCA candidates).
+        interesting |= rising[:, :-1] & ~rising[:, 1:] & ~(up0 | up1)
+        interesting |= ~rising[:, :-1] & rising[:, 1:] & up0 & up1
+        interesting |= (up0 | up1) & el_up[:, :-1] & ~el_up[:, 1:]
+        if not all_ok:
+            interesting &= both_ok
+        split = np.zeros(0, dtype=bool)
+        if masked and kinks[k].size:
+            split = _kink_intervals(frames, k, kinks[k], topo, t_grid, both_ok)
+            interesting &= ~split
+        member, interval = np.nonzero(interesting)
         if member.size:
-            seg = group.segments(member, interval)
-            a, w = t_grid[interval], widths[interval]
-            ea, eb = topo.el[member, interval], topo.el[member, interval + 1]
-            da, db = del0[member, interval], del1[member, interval]
-            guess = a + w * _max_guess(ea, eb, da * w, db * w)
-
-            def el_rate(t: FloatArray, seg: _Segments = seg) -> FloatArray:
-                # d(sin el)/dt: same sign as the elevation rate, but smooth through the zenith.
-                out = at(seg, t)
-                return np.cos(np.radians(out.el)) * out.del_
-
-            t_peak = _illinois(
-                el_rate,
-                a,
-                a + w,
-                np.cos(np.radians(ea)) * da,
-                np.cos(np.radians(eb)) * db,
-                guess,
-                4,
+            site_k = np.full(member.size, k)
+            pieces.add(
+                group,
+                member,
+                interval,
+                site_k,
+                a=t_grid[interval],
+                b=t_grid[interval + 1],
+                fa=topo.f[member, interval],
+                fb=topo.f[member, interval + 1],
+                da=topo.df[member, interval],
+                db=topo.df[member, interval + 1],
+                ea=topo.el[member, interval],
+                eb=topo.el[member, interval + 1],
+                ra=topo.del_[member, interval],
+                rb=topo.del_[member, interval + 1],
             )
-            at_peak = at(seg, t_peak)
-            peaks.append((group.sat[member], np.full(member.size, k), t_peak, at_peak.el))
+        if split.size and split.any():
+            _split_at_kinks(group, frames, k, kinks[k], split, t_grid, topo, pieces)
+
+
+def _at(
+    comps: tuple[FloatArray, FloatArray, FloatArray], member: IntArray, column: IntArray
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    return comps[0][member, column], comps[1][member, column], comps[2][member, column]
+
+
+#: Elevation margin (deg) around a mask's band within which its kinks are looked for.
+_KINK_MARGIN_DEG = 1.0
+
+
+def _kink_intervals(  # noqa: PLR0913, PLR0917 - the site's grid and its kinks
+    frames: SiteFrames,
+    k: int,
+    kinks: FloatArray,
+    topo: _Topo,
+    t_grid: FloatArray,
+    both_ok: BoolArray,
+) -> BoolArray:
+    """Grid intervals whose azimuth sweeps over a kink of the mask while the mask matters.
+
+    The mask matters where the elevation (plus what it can gain between samples) reaches the
+    lowest threshold and does not clear the highest one.
+    """
+    site = frames.sites[k]
+    lowest = float(frames.min_threshold_deg[k])
+    highest = max(site.min_elevation_deg, *(e for _, e in site.mask.points))
+    el0, el1 = topo.el[:, :-1], topo.el[:, 1:]
+    w = np.diff(t_grid)
+    slack = 0.5 * w * np.maximum(np.abs(topo.del_[:, :-1]), np.abs(topo.del_[:, 1:]))
+    slack += _KINK_MARGIN_DEG
+    near: BoolArray = np.maximum(el0, el1) + slack >= lowest
+    near &= np.minimum(el0, el1) - slack <= highest
+    near &= both_ok
+    if not near.any():
+        return near
+    member, interval = np.nonzero(near)
+    az0 = topo.az[member, interval]
+    sweep = (topo.az[member, interval + 1] - az0 + 180.0) % 360.0 - 180.0
+    crosses = _kink_count(kinks, az0, sweep) > 0
+    out: BoolArray = np.zeros(near.shape, dtype=bool)
+    out[member[crosses], interval[crosses]] = True
+    return out
+
+
+def _kink_count(kinks: FloatArray, az0: FloatArray, sweep: FloatArray) -> IntArray:
+    """How many kinks lie strictly inside each azimuth arc from ``az0`` over ``sweep`` deg."""
+    lo = np.minimum(az0, az0 + sweep)
+    hi = np.maximum(az0, az0 + sweep)
+    ext = np.concatenate((kinks - 360.0, kinks, kinks + 360.0))
+    return np.searchsorted(ext, hi, side="left") - np.searchsorted(ext, lo, side="right")
+
+
+#: One-sided slopes at a kink are taken this far (s) from it.
+_KINK_EPS_S = 1e-3
+
+
+def _split_at_kinks(  # noqa: PLR0913, PLR0917 - the site's grid, its kinks and the output
+    group: _Group,
+    frames: SiteFrames,
+    k: int,
+    kinks: FloatArray,
+    split: BoolArray,
+    t_grid: FloatArray,
+    topo: _Topo,
+    pieces: _Pieces,
+) -> None:
+    """Pieces of the intervals ``split``, cut at the times their azimuth crosses a kink."""
+    member, interval = np.nonzero(split)
+    az0 = topo.az[member, interval]
+    sweep = (topo.az[member, interval + 1] - az0 + 180.0) % 360.0 - 180.0
+    count = _kink_count(kinks, az0, sweep)
+    # One row per (interval, kink crossed), kinks in arc order from az0.
+    parent = np.repeat(np.arange(member.size), count)
+    first = np.cumsum(count) - count
+    rank = np.arange(parent.size) - first[parent]
+    ext = np.concatenate((kinks - 360.0, kinks, kinks + 360.0))
+    lo = np.minimum(az0, az0 + sweep)
+    start_idx = np.searchsorted(ext, lo, side="right")
+    kink_az = ext[start_idx[parent] + rank]
+    sign = np.sign(sweep[parent])
+    m_r, i_r = member[parent], interval[parent]
+    seg = group.segments(m_r, i_r)
+    seg.site = np.full(m_r.size, k)
+    a, b = t_grid[i_r], t_grid[i_r + 1]
+
+    def az_offset(rows: IntArray, t: FloatArray) -> tuple[FloatArray, None]:
+        out = seg.take(rows).topo(frames, t)
+        return sign[rows] * ((out.az - kink_az[rows] + 180.0) % 360.0 - 180.0), None
+
+    ga = sign * ((az0[parent] - kink_az + 180.0) % 360.0 - 180.0)
+    gb = sign * ((topo.az[m_r, i_r + 1] - kink_az + 180.0) % 360.0 - 180.0)
+    t_kink = _bracketed_root(az_offset, a, b, ga, gb, a + (b - a) * (ga / (ga - gb)))
+    order = np.lexsort((t_kink, parent))
+    parent, t_kink, m_r, i_r = parent[order], t_kink[order], m_r[order], i_r[order]
+    seg = seg.take(order)
+    mid = seg.topo(frames, t_kink)
+    left = seg.topo(frames, t_kink - _KINK_EPS_S)
+    right = seg.topo(frames, t_kink + _KINK_EPS_S)
+    # Pieces: [grid a, kink 1], [kink 1, kink 2], ..., [kink n, grid b] of every interval.
+    n_par = member.size
+    starts = np.flatnonzero(np.r_[True, parent[1:] != parent[:-1]])
+    ends = np.r_[starts[1:], parent.size] - 1
+    par_m, par_i = member, interval
+    # First pieces (grid start → first kink) and last pieces (last kink → grid end).
+    f, df, el, rate = topo.f, topo.df, topo.el, topo.del_
+    first_rows = starts
+    last_rows = ends
+    site_arr = np.full(n_par, k)
+    pieces.add(
+        group,
+        par_m,
+        par_i,
+        site_arr,
+        a=t_grid[par_i],
+        b=t_kink[first_rows],
+        fa=f[par_m, par_i],
+        fb=mid.f[first_rows],
+        da=df[par_m, par_i],
+        db=left.df[first_rows],
+        ea=el[par_m, par_i],
+        eb=mid.el[first_rows],
+        ra=topo.del_[par_m, par_i],
+        rb=mid.del_[first_rows],
+    )
+    pieces.add(
+        group,
+        par_m,
+        par_i,
+        site_arr,
+        a=t_kink[last_rows],
+        b=t_grid[par_i + 1],
+        fa=mid.f[last_rows],
+        fb=f[par_m, par_i + 1],
+        da=right.df[last_rows],
+        db=df[par_m, par_i + 1],
+        ea=mid.el[last_rows],
+        eb=el[par_m, par_i + 1],
+        ra=mid.del_[last_rows],
+        rb=rate[par_m, par_i + 1],
+    )
+    # Between consecutive kinks of one interval.
+    inner = np.flatnonzero(parent[1:] == parent[:-1])
+    if inner.size:
+        nxt = inner + 1
+        pieces.add(
+            group,
+            m_r[inner],
+            i_r[inner],
+            np.full(inner.size, k),
+            a=t_kink[inner],
+            b=t_kink[nxt],
+            fa=mid.f[inner],
+            fb=mid.f[nxt],
+            da=right.df[inner],
+            db=left.df[nxt],
+            ea=mid.el[inner],
+            eb=mid.el[nxt],
+            ra=mid.del_[inner],
+            rb=mid.del_[nxt],
+        )
+
+
+#: A hidden extremum is refined only when the cubic through the piece's ends puts it within
+#: this margin (deg) of the threshold (far beyond the cubic's error at the chosen steps).
+_SCREEN_MARGIN_DEG = 2.0
+
+
+def _refine(  # noqa: PLR0913, PLR0915, PLR0917 - one batched refinement of all pieces; outputs
+    pieces: _Pieces,
+    frames: SiteFrames,
+    jd0: float,
+    fr0: float,
+    events: _Events,
+    peaks: list[tuple[IntArray, IntArray, FloatArray, FloatArray]],
+) -> None:
+    """Every AOS, LOS and culmination of the pieces, refined together (all groups, all sites)."""
+    if not pieces.sat:
+        return
+    sat = np.concatenate(pieces.sat)
+    site = np.concatenate(pieces.site)
+    segs = _Segments(
+        np.concatenate(pieces.r0),
+        np.concatenate(pieces.v0),
+        np.concatenate(pieces.r1),
+        np.concatenate(pieces.v1),
+        np.concatenate(pieces.t0),
+        np.concatenate(pieces.step),
+        jd0,
+        fr0,
+        site,
+    )
+    val = {name: np.concatenate(parts) for name, parts in pieces.values.items()}
+    a, b, fa, fb, da, db = (val[n] for n in ("a", "b", "fa", "fb", "da", "db"))
+    w = b - a
+    up_a, up_b = fa > 0, fb > 0
+
+    def f_df(seg: _Segments) -> Callable[[IntArray, FloatArray], tuple[FloatArray, FloatArray]]:
+        def inner(rows: IntArray, t: FloatArray) -> tuple[FloatArray, FloatArray]:
+            out = seg.take(rows).topo(frames, t)
+            return out.f, out.df
+
+        return inner
+
+    def df_only(seg: _Segments) -> Callable[[IntArray, FloatArray], tuple[FloatArray, None]]:
+        def inner(rows: IntArray, t: FloatArray) -> tuple[FloatArray, None]:
+            return seg.take(rows).topo(frames, t).df, None
+
+        return inner
+
+    # (a) Sign changes: one crossing each.
+    rows = np.flatnonzero(up_a != up_b)
+    if rows.size:
+        seg = segs.take(rows)
+        ra, rw, rfa, rfb = a[rows], w[rows], fa[rows], fb[rows]
+        guess = ra + rw * _cubic_guess(rfa, rfb, da[rows] * rw, db[rows] * rw)
+        root = _bracketed_root(f_df(seg), ra, ra + rw, rfa, rfb, guess)
+        final = seg.topo(frames, root)
+        events.add(
+            sat[rows],
+            site[rows],
+            root,
+            np.where(rfa <= 0, 1, -1).astype(np.int8),
+            ra + 0.5 * rw,
+            False,
+            final.az,
+            final.el,
+        )
+
+    # (b) Hidden maxima (both ends below, f' from + to −) and hidden dips (the reverse).
+    for hidden_max in (True, False):
+        if hidden_max:
+            cand = (da > 0) & (db < 0) & ~(up_a | up_b)
+        else:
+            cand = (da < 0) & (db > 0) & up_a & up_b
+        rows = np.flatnonzero(cand)
+        if rows.size == 0:
+            continue
+        sign = 1.0 if hidden_max else -1.0
+        rw = w[rows]
+        s_star = _max_guess(
+            sign * fa[rows], sign * fb[rows], sign * da[rows] * rw, sign * db[rows] * rw
+        )
+        cubic = _cubic_at(fa[rows], fb[rows], da[rows] * rw, db[rows] * rw, s_star)
+        rows, s_star = (
+            rows[sign * cubic > -_SCREEN_MARGIN_DEG],
+            s_star[sign * cubic > -_SCREEN_MARGIN_DEG],
+        )
+        if rows.size == 0:
+            continue
+        seg = segs.take(rows)
+        ra, rb = a[rows], b[rows]
+        t_ext = _bracketed_root(df_only(seg), ra, rb, da[rows], db[rows], ra + (rb - ra) * s_star)
+        at_ext = seg.topo(frames, t_ext)
+        crossed = (at_ext.f > 0) if hidden_max else (at_ext.f <= 0)
+        if not crossed.any():
+            continue
+        keep = np.flatnonzero(crossed)
+        rows, seg = rows[keep], seg.take(keep)
+        ra, rb, te, fe = a[rows], b[rows], t_ext[keep], at_ext.f[keep]
+        fn = f_df(seg)
+        left = _bracketed_root(fn, ra, te, fa[rows], fe, 0.5 * (ra + te))
+        right = _bracketed_root(fn, te, rb, fe, fb[rows], 0.5 * (te + rb))
+        at_left, at_right = seg.topo(frames, left), seg.topo(frames, right)
+        kinds = (1, -1) if hidden_max else (-1, 1)
+        span = rb - ra
+        events.add(
+            sat[rows], site[rows], left, kinds[0], ra + 0.25 * span, False, at_left.az, at_left.el
+        )
+        events.add(
+            sat[rows],
+            site[rows],
+            right,
+            kinds[1],
+            ra + 0.75 * span,
+            False,
+            at_right.az,
+            at_right.el,
+        )
+        if hidden_max:
+            peaks.append((sat[rows], site[rows], te, at_ext.el[keep]))
+
+    # (c) Elevation maxima next to visible ends: TCA candidates.
+    ea, eb, rate_a, rate_b = val["ea"], val["eb"], val["ra"], val["rb"]
+    rows = np.flatnonzero((up_a | up_b) & (rate_a > 0) & (rate_b <= 0))
+    if rows.size:
+        seg = segs.take(rows)
+        ra, rw = a[rows], w[rows]
+        guess = ra + rw * _max_guess(ea[rows], eb[rows], rate_a[rows] * rw, rate_b[rows] * rw)
+
+        def el_rate(rows_: IntArray, t: FloatArray) -> tuple[FloatArray, None]:
+            # d(sin el)/dt: same sign as the elevation rate, but smooth through the zenith.
+            out = seg.take(rows_).topo(frames, t)
+            return np.cos(np.radians(out.el)) * out.del_, None
+
+        t_peak = _bracketed_root(
+            el_rate,
+            ra,
+            ra + rw,
+            np.cos(np.radians(ea[rows])) * rate_a[rows],
+            np.cos(np.radians(eb[rows])) * rate_b[rows],
+            guess,
+        )
+        at_peak = seg.topo(frames, t_peak)
+        peaks.append((sat[rows], site[rows], t_peak, at_peak.el))
 
 
 def find_pass_table(  # noqa: PLR0913 - the window, both optional filters by keyword
@@ -660,6 +990,8 @@ def find_pass_table(  # noqa: PLR0913 - the window, both optional filters by key
     events = _Events([], [], [], [], [], [], [], [])
     peaks: list[tuple[IntArray, IntArray, FloatArray, FloatArray]] = []
     errors: dict[str, tuple[int, str]] = {}
+    pieces = _Pieces.empty()
+    kinks = [_mask_kinks_deg(site) for site in frames.sites]
     if len(batch) and len(frames):
         steps = coarse_step_s(batch)
         for step in np.unique(steps):
@@ -676,7 +1008,8 @@ def find_pass_table(  # noqa: PLR0913 - the window, both optional filters by key
                 code = int(codes[np.flatnonzero(codes)[0]])
                 errors[sub.ids[int(local)]] = (code, error_reason(code))
             group = _Group(members, h, prop.r_teme_km, prop.v_teme_km_s, prop.ok, jd0, fr0)
-            _search_group(group, frames, duration_s, events, peaks)
+            _scan_group(group, frames, kinks, duration_s, events, pieces)
+        _refine(pieces, frames, jd0, fr0, events, peaks)
     return _assemble(
         batch, frames, jd0, fr0, events, peaks, errors, min_max_elevation_deg, min_duration_s
     )
