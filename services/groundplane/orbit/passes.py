@@ -11,17 +11,28 @@ Algorithm (everything vectorised over satellites × sites; no loop over satellit
    is propagated on its own uniform grid in one ``SatrecArray.sgp4`` call.
 2. At every grid point, ``f`` and its analytic time derivative ``f'`` (from the ITRF velocity)
    are computed for every site.
-3. An interval with a sign change of ``f`` holds an AOS or LOS. An interval where ``f ≤ 0`` at
-   both ends but ``f'`` goes from + to − holds a local maximum: it is located and, if positive,
+3. The threshold is linear in azimuth between the mask's kinks (its points, and where it crosses
+   the minimum elevation), so ``f`` is smooth between kinks and only continuous at them. Grid
+   intervals whose azimuth sweeps over a kink while the elevation is within the mask's band are
+   cut at the kink-crossing times into *pieces*; every other interval is one piece. A dip behind
+   a mask notch (a local minimum of ``f``, at a kink) thus ends one pass, and the rise after it
+   starts the next.
+4. A piece with a sign change of ``f`` holds an AOS or LOS. A piece where ``f ≤ 0`` at both
+   ends but ``f'`` goes from + to − holds a local maximum: it is located and, if positive,
    yields a short (grazing) pass. The symmetric case (a dip below the threshold between two
-   visible samples) is handled the same way.
-4. Roots and maxima are refined with safeguarded regula falsi (Illinois) on the exact geometry
-   of the cubic-Hermite interpolated TEME state (position and velocity at both grid ends; the
-   interpolation error is ≲ 10 m for the steps chosen), to ≪ 1 ms.
-5. TCA is the highest elevation maximum inside the pass (several culminations → the highest).
+   visible ends) is handled the same way.
+5. The pieces of every group and site are refined together: roots and extrema by a bracketed
+   solver (Newton or Illinois steps, bisection whenever a step leaves the bracket), run to
+   convergence (0.1 ms) on the exact geometry of the cubic-Hermite interpolated TEME state
+   (position and velocity at both grid ends; the interpolation error is ≲ 10 m for the steps
+   chosen). Convergence matters for short low passes, whose culmination shares a coarse
+   interval with their AOS or LOS: ``f`` is not monotone there and Newton alone leaves the
+   bracket.
+6. TCA is the highest elevation maximum inside the pass (several culminations → the highest;
+   a part of a split pass without an interior maximum culminates at its higher edge).
 
-Known limit: a mask feature (notch) narrower than the azimuth swept in one coarse step, crossed
-while the satellite is otherwise below the threshold, can be missed.
+Known limit: kinks are searched only where the elevation is within the mask's band (plus what
+it can gain between samples), and a dip shorter than the solver's tolerance is not resolved.
 """
 
 from __future__ import annotations
