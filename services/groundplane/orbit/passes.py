@@ -23,11 +23,12 @@ Algorithm (everything vectorised over satellites × sites; no loop over satellit
    visible ends) is handled the same way.
 5. The pieces of every group and site are refined together: roots and extrema by a bracketed
    solver (Newton or Illinois steps, bisection whenever a step leaves the bracket), run to
-   convergence (0.1 ms) on the exact geometry of the cubic-Hermite interpolated TEME state
-   (position and velocity at both grid ends; the interpolation error is ≲ 10 m for the steps
-   chosen). Convergence matters for short low passes, whose culmination shares a coarse
-   interval with their AOS or LOS: ``f`` is not monotone there and Newton alone leaves the
-   bracket.
+   convergence (1 ms; extrema 10 ms) on the exact geometry of the cubic-Hermite interpolated
+   TEME state (position and velocity at both grid ends). Convergence matters for short low
+   passes, whose culmination shares a coarse interval with their AOS or LOS: ``f`` is not
+   monotone there and Newton alone leaves the bracket. Each AOS/LOS then takes one Newton step
+   on the exact SGP4 state (one ``sgp4_array`` call per satellite), which removes the
+   interpolation error (tens of metres at the pass search's steps).
 6. TCA is the highest elevation maximum inside the pass (several culminations → the highest;
    a part of a split pass without an interior maximum culminates at its higher edge).
 
@@ -67,17 +68,22 @@ BoolArray = NDArray[np.bool_]
 _DEG = 180.0 / math.pi
 #: Coarse steps available to satellite groups, seconds.
 _STEPS_S = (10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 240.0, 300.0, 450.0, 600.0)
-#: Step = this angle (rad) of the satellite's fastest orbital motion.
+#: Step = this angle (rad) of the satellite's fastest orbital motion (the default of
+#: :func:`coarse_step_s`, which the visibility screen uses as is).
 _STEP_ANGLE_RAD = 0.13
+#: The pass search's step angle: twice the default (LEO: 180 s instead of 90 s), which halves
+#: SGP4 and the grid scan. Its larger interpolation error (tens of metres) is removed by the
+#: final Newton step on the exact SGP4 state (:func:`_polish_edges`); 0.39 rad misses passes.
+_PASS_STEP_ANGLE_RAD = 0.26
 
 
-def coarse_step_s(batch: SatelliteBatch) -> FloatArray:
+def coarse_step_s(batch: SatelliteBatch, step_angle_rad: float = _STEP_ANGLE_RAD) -> FloatArray:
     """Coarse search step of each satellite, seconds (one of a few fixed values)."""
     n = batch.mean_motion_rad_s
     e = np.clip(batch.eccentricity, 0.0, 0.99)
     fastest = n * (1.0 + e) ** 2 / (1.0 - e * e) ** 1.5
     with np.errstate(divide="ignore", invalid="ignore"):
-        raw = np.where(fastest > 0, _STEP_ANGLE_RAD / fastest, _STEPS_S[-1])
+        raw = np.where(fastest > 0, step_angle_rad / fastest, _STEPS_S[-1])
     steps = np.array(_STEPS_S)
     index = np.clip(np.searchsorted(steps, raw, side="right") - 1, 0, steps.size - 1)
     return np.asarray(steps[index], dtype=np.float64)
@@ -367,8 +373,12 @@ def _newton(  # noqa: PLR0913, PLR0917 - a numeric kernel: function, bracket, va
     return x
 
 
-#: Convergence of every refined time (AOS, LOS, extrema), seconds.
-_TOL_S = 1e-4
+#: Convergence of refined AOS/LOS times, seconds (the step after which a row stops; Newton
+#: converges quadratically, so the error left is far smaller).
+_TOL_S = 1e-3
+#: Convergence of extrema (TCA, hidden maxima), seconds: the elevation error is quadratic in the
+#: time error there (≲ 1e-6° at this tolerance).
+_EXTREMUM_TOL_S = 1e-2
 #: Iterations after which a root search stops trusting Newton / false-position steps and
 #: bisects (guarantees convergence: 60 s steps halve to ``_TOL_S`` in ~20 more).
 _FAST_ITERATIONS = 10
@@ -382,13 +392,14 @@ def _bracketed_root(  # noqa: PLR0913, PLR0917 - a numeric kernel: function, bra
     fa: FloatArray,
     fb: FloatArray,
     guess: FloatArray,
+    tol_s: float = _TOL_S,
 ) -> FloatArray:
     """Converged root of ``func`` in brackets ``[a, b]`` (``fa``, ``fb`` of opposite signs).
 
     ``func(rows, t)`` evaluates rows ``rows`` at times ``t`` and returns the value and its time
     derivative (Newton steps) or ``None`` (Illinois false-position steps). Every evaluation
     shrinks the bracket; a step outside it, or any step after ``_FAST_ITERATIONS``, bisects.
-    Rows stop when their step is below ``_TOL_S`` (only unconverged rows are evaluated again).
+    Rows stop when their step is below ``tol_s`` (only unconverged rows are evaluated again).
 
     The bracket matters: the function need not be monotone in it (an interval holding a
     culmination and a set), where Newton from the wrong side of the peak steps out of the bracket;
@@ -419,7 +430,7 @@ def _bracketed_root(  # noqa: PLR0913, PLR0917 - a numeric kernel: function, bra
             step = xa - fx / dfx if dfx is not None else bb - fb_a * (bb - aa) / (fb_a - fa_a)
         fast = (step > aa) & (step < bb) & (iteration < _FAST_ITERATIONS)
         new = np.where(fast, step, 0.5 * (aa + bb))
-        done = (np.abs(new - xa) <= _TOL_S) | (fx == 0) | (bb - aa <= _TOL_S)
+        done = (np.abs(new - xa) <= tol_s) | (fx == 0) | (bb - aa <= tol_s)
         a[active], b[active], fa[active], fb[active], x[active] = aa, bb, fa_a, fb_a, new
         active = active[~done]
     return x
@@ -511,6 +522,76 @@ class _Events:
         self.el.append(el)
 
 
+#: A polishing Newton step on the exact SGP4 state larger than this (s) is not taken (the
+#: interpolated root is within ~0.1 s; a larger step means f' ≈ 0, a pass grazing the threshold).
+_POLISH_MAX_STEP_S = 2.0
+
+
+def _exact_topo(  # noqa: PLR0913, PLR0917 - the satellites, sites, window start and the rows
+    batch: SatelliteBatch,
+    frames: SiteFrames,
+    jd0: float,
+    fr0: float,
+    sat: IntArray,
+    site: IntArray,
+    t: FloatArray,
+) -> tuple[_Topo, IntArray]:
+    """:func:`_topo` of satellite ``sat[i]`` from site ``site[i]`` at ``t[i]`` on the exact SGP4
+    state (one ``Satrec.sgp4_array`` call per satellite), and the SGP4 error code of each row."""
+    order = np.argsort(sat, kind="stable")
+    sat_o = sat[order]
+    jd, fr = offset_jd_fr(jd0, fr0, t[order])
+    r = np.empty((t.size, 3))
+    v = np.empty((t.size, 3))
+    err = np.empty(t.size, dtype=np.int64)
+    cuts = np.flatnonzero(np.diff(sat_o)) + 1
+    for lo, hi in zip(np.r_[0, cuts].tolist(), np.r_[cuts, t.size].tolist(), strict=True):
+        e, rr, vv = batch.satrecs[int(sat_o[lo])].sgp4_array(jd[lo:hi], fr[lo:hi])
+        err[lo:hi], r[lo:hi], v[lo:hi] = e, rr, vv
+    r_itrf, v_itrf = teme_to_itrf(r.T, v.T, earth_rotation(jd, fr))
+    back = np.empty_like(order)
+    back[order] = np.arange(order.size)
+    p = (r_itrf[0][back], r_itrf[1][back], r_itrf[2][back])
+    vel = (v_itrf[0][back], v_itrf[1][back], v_itrf[2][back])
+    return _topo(frames, site, p, vel), err[back]
+
+
+def _polish_edges(  # noqa: PLR0913, PLR0917 - the events, the satellites and the sites' frames
+    events: _Events,
+    first: int,
+    batch: SatelliteBatch,
+    frames: SiteFrames,
+    jd0: float,
+    fr0: float,
+) -> None:
+    """One Newton step of the refined AOS/LOS (event arrays from ``first`` on) on the exact
+    SGP4 state instead of the interpolated one: removes the interpolation error (tens of metres
+    at the coarse steps, up to ~0.1 s at a slow crossing), so the edges are SGP4's own roots.
+
+    One ``Satrec.sgp4_array`` call per satellite with edges (all its edge times at once).
+    """
+    if len(events.t) <= first:
+        return
+    sizes = [t.size for t in events.t[first:]]
+    sat = np.concatenate(events.sat[first:])
+    site = np.concatenate(events.site[first:])
+    t = np.concatenate(events.t[first:])
+    exact, err = _exact_topo(batch, frames, jd0, fr0, sat, site, t)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        step = exact.f / exact.df
+    take = (err == 0) & np.isfinite(step) & (np.abs(step) < _POLISH_MAX_STEP_S)
+    polished = t.copy()
+    polished[take] -= step[take]
+    az, el = np.where(take, exact.az, np.nan), np.where(take, exact.el, np.nan)
+    pos = 0
+    for index, size in enumerate(sizes, start=first):
+        part = slice(pos, pos + size)
+        events.t[index] = polished[part]
+        events.az[index] = np.where(np.isfinite(az[part]), az[part], events.az[index])
+        events.el[index] = np.where(np.isfinite(el[part]), el[part], events.el[index])
+        pos += size
+
+
 #: Fields of one piece: a time interval ``[a, b]`` inside one grid interval of one satellite
 #: seen from one site, with ``f``, ``f'``, elevation and its rate at both ends.
 _PIECE_FIELDS = ("a", "b", "fa", "fb", "da", "db", "ea", "eb", "ra", "rb")
@@ -560,7 +641,7 @@ class _Pieces:
             self.values[name].append(values[name])
 
 
-def _scan_group(  # noqa: PLR0913, PLR0917 - one group's grid against every site
+def _scan_group(  # noqa: PLR0913, PLR0915, PLR0917 - one group's grid against every site (masked sites here, with their kinks)
     group: _Group,
     frames: SiteFrames,
     kinks: Sequence[FloatArray],
@@ -568,7 +649,11 @@ def _scan_group(  # noqa: PLR0913, PLR0917 - one group's grid against every site
     events: _Events,
     pieces: _Pieces,
 ) -> None:
-    """Grid pass of one group: window-edge events, and the pieces that hold an event or a peak."""
+    """Grid pass of one group: window-edge events, and the pieces that hold an event or a peak.
+
+    Unmasked sites go through :func:`_scan_flat_sites` together; each masked site is scanned here
+    with its azimuth (for the threshold and the kinks).
+    """
     h = group.step_s
     n_grid = group.r.shape[1]
     t_grid = np.arange(n_grid) * h
@@ -583,11 +668,12 @@ def _scan_group(  # noqa: PLR0913, PLR0917 - one group's grid against every site
     ok = group.ok
     both_ok = ok[:, :-1] & ok[:, 1:]
     all_ok = bool(both_ok.all())
-    for k in range(len(frames)):
-        masked = bool(frames.has_mask[k])
+    flat = np.flatnonzero(~frames.has_mask)
+    if flat.size:
+        _scan_flat_sites(group, frames, flat, r_itrf, v_itrf, t_grid, events, pieces)
+    for k in np.flatnonzero(frames.has_mask).tolist():
         topo = _topo(frames, k, p, v, need_az=False)
         up = np.where(ok, topo.f, -np.inf) > 0
-        site_k = np.full(0, k)
 
         # Window edges: a pass in progress is clipped to the window.
         for column, kind, order in ((0, 1, -1.0), (last, -1, duration_s + 1.0)):
@@ -636,7 +722,7 @@ def _scan_group(  # noqa: PLR0913, PLR0917 - one group's grid against every site
         if not all_ok:
             interesting &= both_ok
         split = np.zeros(0, dtype=bool)
-        if masked and kinks[k].size:
+        if kinks[k].size:
             split = _kink_intervals(frames, k, kinks[k], topo, t_grid, both_ok)
             interesting &= ~split
         member, interval = np.nonzero(interesting)
@@ -660,6 +746,169 @@ def _scan_group(  # noqa: PLR0913, PLR0917 - one group's grid against every site
             )
         if split.size and split.any():
             _split_at_kinks(group, frames, k, kinks[k], split, t_grid, topo, pieces)
+
+
+#: Satellite × time × site elements per chunk of the grid scan (bounded scratch memory).
+_SCAN_CHUNK = 1 << 18
+
+
+def _scan_flat_sites(  # noqa: PLR0913, PLR0915, PLR0917 - one vectorised grid scan (chunks, edges, pieces)
+    group: _Group,
+    frames: SiteFrames,
+    flat: IntArray,
+    r_itrf: FloatArray,
+    v_itrf: FloatArray,
+    t_grid: FloatArray,
+    events: _Events,
+    pieces: _Pieces,
+) -> None:
+    """:func:`_scan_group` for sites whose threshold does not depend on azimuth, all at once.
+
+    On the grid only signs are needed: ``f > 0`` is ``u > tan(threshold)·√(e² + n²)`` and the
+    sign of ``f'`` (= the elevation rate) is that of ``u̇ (e² + n²) − u (e ė + n ṅ)``; the east,
+    north and up components of every site come from one matrix product per chunk of satellites.
+    Elevations, rates and azimuths (arctangents, divisions) are computed only at the ends of the
+    pieces kept.
+    """
+    n_sat, n_grid = group.ok.shape
+    n_site = flat.size
+    east, north, zen = (frames.enu[flat, i, :] for i in range(3))  # (K, 3) each
+    site_km = frames.ecef_km[flat]
+    off_e, off_n, off_u = (np.einsum("kj,kj->k", axis, site_km) for axis in (east, north, zen))
+    tan_thr = np.tan(np.radians(frames.flat_threshold_deg[flat]))
+    positions = np.moveaxis(r_itrf, 0, -1)  # (G, M, 3) views for gathers
+    velocities = np.moveaxis(v_itrf, 0, -1)
+    chunk = max(1, _SCAN_CHUNK // (n_grid * n_site))
+    last = n_grid - 1
+
+    def project(
+        c: tuple[FloatArray, FloatArray, FloatArray], axis: FloatArray, offset: FloatArray | None
+    ) -> FloatArray:
+        out = c[0][..., None] * axis[:, 0]
+        out += c[1][..., None] * axis[:, 1]
+        out += c[2][..., None] * axis[:, 2]
+        if offset is not None:
+            out -= offset
+        return out
+
+    for g0 in range(0, n_sat, chunk):
+        g1 = min(n_sat, g0 + chunk)
+        pc = (r_itrf[0][g0:g1], r_itrf[1][g0:g1], r_itrf[2][g0:g1])
+        vc = (v_itrf[0][g0:g1], v_itrf[1][g0:g1], v_itrf[2][g0:g1])
+        e, n, u = project(pc, east, off_e), project(pc, north, off_n), project(pc, zen, off_u)
+        ed, nd, ud = project(vc, east, None), project(vc, north, None), project(vc, zen, None)
+        h2 = e * e
+        h2 += n * n
+        up = np.sqrt(h2)
+        up *= tan_thr
+        up = u > up
+        rate = e * ed
+        rate += n * nd
+        rate *= u
+        h2 *= ud
+        rising = h2 > rate
+        ok = group.ok[g0:g1, :, None]
+        up &= ok
+        rising &= ok
+        # Window edges: a pass in progress is clipped to the window.
+        for column, kind, order in ((0, 1, -1.0), (last, -1, float(t_grid[-1]) + 1.0)):
+            member, kk = np.nonzero(up[:, column, :])
+            if member.size:
+                col = np.full(member.size, column)
+                m_g = member + g0
+                edge = _topo(
+                    frames,
+                    flat[kk],
+                    _at3(positions, m_g, col),
+                    _at3(velocities, m_g, col),
+                    need_az=True,
+                )
+                events.add(
+                    group.sat[m_g],
+                    flat[kk],
+                    np.full(member.size, t_grid[column]),
+                    kind,
+                    np.full(member.size, order),
+                    True,
+                    edge.az,
+                    edge.el,
+                )
+        if last == 0:
+            continue
+        up0, up1 = up[:, :-1], up[:, 1:]
+        rising0, rising1 = rising[:, :-1], rising[:, 1:]
+        change = up0 != up1
+        both_ok = ok[:, :-1] & ok[:, 1:]
+        # Sign changes next to an SGP4 error: the event sits at the valid end, clipped.
+        member, interval, kk = np.nonzero(change & ~both_ok)
+        if member.size:
+            going_up = up1[member, interval, kk]
+            col = np.where(going_up, interval + 1, interval)
+            m_g = member + g0
+            edge = _topo(
+                frames,
+                flat[kk],
+                _at3(positions, m_g, col),
+                _at3(velocities, m_g, col),
+                need_az=True,
+            )
+            events.add(
+                group.sat[m_g],
+                flat[kk],
+                t_grid[col],
+                np.where(going_up, 1, -1).astype(np.int8),
+                t_grid[interval] + 0.5 * group.step_s,
+                True,
+                edge.az,
+                edge.el,
+            )
+        # Crossings; maxima of f (= of the elevation here: hidden maxima and TCA candidates);
+        # dips between visible ends.
+        interesting = change | (rising0 & ~rising1)
+        interesting |= ~rising0 & rising1 & up0 & up1
+        interesting &= both_ok
+        member, interval, kk = np.nonzero(interesting)
+        if member.size == 0:
+            continue
+        m_g, site = member + g0, flat[kk]
+        end_a = _topo(
+            frames,
+            site,
+            _at3(positions, m_g, interval),
+            _at3(velocities, m_g, interval),
+            need_az=False,
+        )
+        end_b = _topo(
+            frames,
+            site,
+            _at3(positions, m_g, interval + 1),
+            _at3(velocities, m_g, interval + 1),
+            need_az=False,
+        )
+        pieces.add(
+            group,
+            m_g,
+            interval,
+            site,
+            a=t_grid[interval],
+            b=t_grid[interval + 1],
+            fa=end_a.f,
+            fb=end_b.f,
+            da=end_a.df,
+            db=end_b.df,
+            ea=end_a.el,
+            eb=end_b.el,
+            ra=end_a.del_,
+            rb=end_b.del_,
+        )
+
+
+def _at3(
+    states: FloatArray, member: IntArray, column: IntArray
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Components of ``states[member, column]`` (``states`` is ``(G, M, 3)``)."""
+    picked = states[member, column]
+    return picked[:, 0], picked[:, 1], picked[:, 2]
 
 
 def _at(
@@ -829,6 +1078,32 @@ def _split_at_kinks(  # noqa: PLR0913, PLR0917 - the site's grid, its kinks and 
 _SCREEN_MARGIN_DEG = 2.0
 
 
+class _Probe:
+    """Evaluates rows of segments for :func:`_bracketed_root`, remembering each row's last
+    ``f``, elevation and azimuth (at the last iterate, within the tolerance of the root: no
+    extra evaluation is needed for the event's angles).
+
+    ``value`` is what the solver zeroes: ``"f"`` (with ``f'``, Newton), ``"df"`` (an extremum
+    of ``f``) or ``"el"`` (an elevation maximum, through d(sin el)/dt: the same sign as the
+    elevation rate, but smooth through the zenith).
+    """
+
+    def __init__(self, seg: _Segments, frames: SiteFrames, value: str) -> None:
+        self.seg, self.frames, self.value = seg, frames, value
+        self.size = seg.t0.size
+        self.f, self.el, self.az = np.empty(self.size), np.empty(self.size), np.empty(self.size)
+
+    def __call__(self, rows: IntArray, t: FloatArray) -> tuple[FloatArray, FloatArray | None]:
+        seg = self.seg if rows.size == self.size else self.seg.take(rows)
+        out = seg.topo(self.frames, t)
+        self.f[rows], self.el[rows], self.az[rows] = out.f, out.el, out.az
+        if self.value == "f":
+            return out.f, out.df
+        if self.value == "df":
+            return out.df, None
+        return np.cos(np.radians(out.el)) * out.del_, None
+
+
 def _refine(  # noqa: PLR0913, PLR0915, PLR0917 - one batched refinement of all pieces; outputs
     pieces: _Pieces,
     frames: SiteFrames,
@@ -858,37 +1133,15 @@ def _refine(  # noqa: PLR0913, PLR0915, PLR0917 - one batched refinement of all 
     w = b - a
     up_a, up_b = fa > 0, fb > 0
 
-    def f_df(seg: _Segments) -> Callable[[IntArray, FloatArray], tuple[FloatArray, FloatArray]]:
-        def inner(rows: IntArray, t: FloatArray) -> tuple[FloatArray, FloatArray]:
-            out = seg.take(rows).topo(frames, t)
-            return out.f, out.df
-
-        return inner
-
-    def df_only(seg: _Segments) -> Callable[[IntArray, FloatArray], tuple[FloatArray, None]]:
-        def inner(rows: IntArray, t: FloatArray) -> tuple[FloatArray, None]:
-            return seg.take(rows).topo(frames, t).df, None
-
-        return inner
-
     # (a) Sign changes: one crossing each.
     rows = np.flatnonzero(up_a != up_b)
     if rows.size:
-        seg = segs.take(rows)
+        probe = _Probe(segs.take(rows), frames, "f")
         ra, rw, rfa, rfb = a[rows], w[rows], fa[rows], fb[rows]
         guess = ra + rw * _cubic_guess(rfa, rfb, da[rows] * rw, db[rows] * rw)
-        root = _bracketed_root(f_df(seg), ra, ra + rw, rfa, rfb, guess)
-        final = seg.topo(frames, root)
-        events.add(
-            sat[rows],
-            site[rows],
-            root,
-            np.where(rfa <= 0, 1, -1).astype(np.int8),
-            ra + 0.5 * rw,
-            False,
-            final.az,
-            final.el,
-        )
+        root = _bracketed_root(probe, ra, ra + rw, rfa, rfb, guess)
+        kinds = np.where(rfa <= 0, 1, -1).astype(np.int8)
+        events.add(sat[rows], site[rows], root, kinds, ra + 0.5 * rw, False, probe.az, probe.el)
 
     # (b) Hidden maxima (both ends below, f' from + to −) and hidden dips (the reverse).
     for hidden_max in (True, False):
@@ -905,67 +1158,54 @@ def _refine(  # noqa: PLR0913, PLR0915, PLR0917 - one batched refinement of all 
             sign * fa[rows], sign * fb[rows], sign * da[rows] * rw, sign * db[rows] * rw
         )
         cubic = _cubic_at(fa[rows], fb[rows], da[rows] * rw, db[rows] * rw, s_star)
-        rows, s_star = (
-            rows[sign * cubic > -_SCREEN_MARGIN_DEG],
-            s_star[sign * cubic > -_SCREEN_MARGIN_DEG],
-        )
+        near = sign * cubic > -_SCREEN_MARGIN_DEG
+        rows, s_star = rows[near], s_star[near]
         if rows.size == 0:
             continue
         seg = segs.take(rows)
         ra, rb = a[rows], b[rows]
-        t_ext = _bracketed_root(df_only(seg), ra, rb, da[rows], db[rows], ra + (rb - ra) * s_star)
-        at_ext = seg.topo(frames, t_ext)
-        crossed = (at_ext.f > 0) if hidden_max else (at_ext.f <= 0)
+        extremum = _Probe(seg, frames, "df")
+        t_ext = _bracketed_root(
+            extremum, ra, rb, da[rows], db[rows], ra + (rb - ra) * s_star, _EXTREMUM_TOL_S
+        )
+        crossed = (extremum.f > 0) if hidden_max else (extremum.f <= 0)
         if not crossed.any():
             continue
         keep = np.flatnonzero(crossed)
         rows, seg = rows[keep], seg.take(keep)
-        ra, rb, te, fe = a[rows], b[rows], t_ext[keep], at_ext.f[keep]
-        fn = f_df(seg)
-        left = _bracketed_root(fn, ra, te, fa[rows], fe, 0.5 * (ra + te))
-        right = _bracketed_root(fn, te, rb, fe, fb[rows], 0.5 * (te + rb))
-        at_left, at_right = seg.topo(frames, left), seg.topo(frames, right)
-        kinds = (1, -1) if hidden_max else (-1, 1)
+        ra, rb, te, fe = a[rows], b[rows], t_ext[keep], extremum.f[keep]
+        at_left, at_right = _Probe(seg, frames, "f"), _Probe(seg, frames, "f")
+        left = _bracketed_root(at_left, ra, te, fa[rows], fe, 0.5 * (ra + te))
+        right = _bracketed_root(at_right, te, rb, fe, fb[rows], 0.5 * (te + rb))
+        kinds_lr = (1, -1) if hidden_max else (-1, 1)
         span = rb - ra
-        events.add(
-            sat[rows], site[rows], left, kinds[0], ra + 0.25 * span, False, at_left.az, at_left.el
-        )
-        events.add(
-            sat[rows],
-            site[rows],
-            right,
-            kinds[1],
-            ra + 0.75 * span,
-            False,
-            at_right.az,
-            at_right.el,
-        )
+        for t_edge, kind, frac, probe in (
+            (left, kinds_lr[0], 0.25, at_left),
+            (right, kinds_lr[1], 0.75, at_right),
+        ):
+            events.add(
+                sat[rows], site[rows], t_edge, kind, ra + frac * span, False, probe.az, probe.el
+            )
         if hidden_max:
-            peaks.append((sat[rows], site[rows], te, at_ext.el[keep]))
+            peaks.append((sat[rows], site[rows], te, extremum.el[keep]))
 
     # (c) Elevation maxima next to visible ends: TCA candidates.
     ea, eb, rate_a, rate_b = val["ea"], val["eb"], val["ra"], val["rb"]
     rows = np.flatnonzero((up_a | up_b) & (rate_a > 0) & (rate_b <= 0))
     if rows.size:
-        seg = segs.take(rows)
         ra, rw = a[rows], w[rows]
         guess = ra + rw * _max_guess(ea[rows], eb[rows], rate_a[rows] * rw, rate_b[rows] * rw)
-
-        def el_rate(rows_: IntArray, t: FloatArray) -> tuple[FloatArray, None]:
-            # d(sin el)/dt: same sign as the elevation rate, but smooth through the zenith.
-            out = seg.take(rows_).topo(frames, t)
-            return np.cos(np.radians(out.el)) * out.del_, None
-
+        peak = _Probe(segs.take(rows), frames, "el")
         t_peak = _bracketed_root(
-            el_rate,
+            peak,
             ra,
             ra + rw,
             np.cos(np.radians(ea[rows])) * rate_a[rows],
             np.cos(np.radians(eb[rows])) * rate_b[rows],
             guess,
+            _EXTREMUM_TOL_S,
         )
-        at_peak = seg.topo(frames, t_peak)
-        peaks.append((sat[rows], site[rows], t_peak, at_peak.el))
+        peaks.append((sat[rows], site[rows], t_peak, peak.el))
 
 
 def find_pass_table(  # noqa: PLR0913 - the window, both optional filters by keyword
@@ -1004,7 +1244,7 @@ def find_pass_table(  # noqa: PLR0913 - the window, both optional filters by key
     pieces = _Pieces.empty()
     kinks = [_mask_kinks_deg(site) for site in frames.sites]
     if len(batch) and len(frames):
-        steps = coarse_step_s(batch)
+        steps = coarse_step_s(batch, _PASS_STEP_ANGLE_RAD)
         for step in np.unique(steps):
             members = np.flatnonzero(steps == step)
             n_int = max(1, math.ceil(duration_s / float(step) - 1e-9))
@@ -1020,7 +1260,9 @@ def find_pass_table(  # noqa: PLR0913 - the window, both optional filters by key
                 errors[sub.ids[int(local)]] = (code, error_reason(code))
             group = _Group(members, h, prop.r_teme_km, prop.v_teme_km_s, prop.ok, jd0, fr0)
             _scan_group(group, frames, kinks, duration_s, events, pieces)
+        first_refined = len(events.t)
         _refine(pieces, frames, jd0, fr0, events, peaks)
+        _polish_edges(events, first_refined, batch, frames, jd0, fr0)
     return _assemble(
         batch, frames, jd0, fr0, events, peaks, errors, min_max_elevation_deg, min_duration_s
     )
@@ -1092,6 +1334,11 @@ def _assemble(  # noqa: PLR0913, PLR0915, PLR0917 - joins the search's arrays in
         higher = w_el > best_el[w_idx]
         best_t[w_idx[higher]] = w_t[higher]
         best_el[w_idx[higher]] = w_el[higher]
+    if aos.size:
+        # The culmination's elevation on the exact SGP4 state (the interpolated one is tens of
+        # metres off at the pass search's steps; the TCA time barely matters at a maximum).
+        exact, err = _exact_topo(batch, frames, jd0, fr0, sat[aos], site[aos], best_t)
+        best_el = np.where((err == 0) & np.isfinite(exact.el), exact.el, best_el)
     keep = np.ones(aos.size, dtype=bool)
     if min_max_elevation_deg is not None:
         keep &= best_el >= min_max_elevation_deg
