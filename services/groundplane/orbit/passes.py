@@ -39,6 +39,7 @@ it can gain between samples), and a dip shorter than the solver's tolerance is n
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -749,6 +750,8 @@ def _scan_group(  # noqa: PLR0913, PLR0915, PLR0917 - one group's grid against e
             _split_at_kinks(group, frames, k, kinks[k], split, t_grid, topo, pieces)
 
 
+#: Margin on a satellite's largest sampled ITRF speed when bounding its motion between samples.
+_SPEED_MARGIN = 1.2
 #: Satellite × time × site elements per chunk of the grid scan (bounded scratch memory).
 _SCAN_CHUNK = 1 << 17
 
@@ -777,6 +780,7 @@ def _scan_flat_sites(  # noqa: PLR0913, PLR0915, PLR0917 - one vectorised grid s
     site_km = frames.ecef_km[flat]
     off_e, off_n, off_u = (np.einsum("kj,kj->k", axis, site_km) for axis in (east, north, zen))
     tan_thr = np.tan(np.radians(frames.flat_threshold_deg[flat]))
+    unprunable = frames.flat_threshold_deg[flat] < 0.0  # below the horizon plane: no pruning
     positions = np.moveaxis(r_itrf, 0, -1)  # (G, M, 3) views for gathers
     velocities = np.moveaxis(v_itrf, 0, -1)
     chunk = max(1, _SCAN_CHUNK // (n_grid * n_site))
@@ -796,18 +800,41 @@ def _scan_flat_sites(  # noqa: PLR0913, PLR0915, PLR0917 - one vectorised grid s
         g1 = min(n_sat, g0 + chunk)
         pc = (r_itrf[0][g0:g1], r_itrf[1][g0:g1], r_itrf[2][g0:g1])
         vc = (v_itrf[0][g0:g1], v_itrf[1][g0:g1], v_itrf[2][g0:g1])
-        e, n, u = project(pc, east, off_e), project(pc, north, off_n), project(pc, zen, off_u)
-        ed, nd, ud = project(vc, east, None), project(vc, north, None), project(vc, zen, None)
-        h2 = e * e
-        h2 += n * n
-        up = np.sqrt(h2)
-        up *= tan_thr
-        up = u > up
-        rate = e * ed
-        rate += n * nd
-        rate *= u
-        h2 *= ud
-        rising = h2 > rate
+        u = project(pc, zen, off_u)
+        # Footprint pruning: |du/dt| <= |v|, so in an interval u stays below
+        # (u0 + u1 + |v|max h) / 2; where that is negative and the threshold is >= 0 nothing in
+        # the interval is visible (or near a culmination worth refining).
+        speed2 = vc[0] * vc[0] + vc[1] * vc[1] + vc[2] * vc[2]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: decayed satellites
+            reach = np.sqrt(np.nanmax(speed2, axis=1)) * (_SPEED_MARGIN * group.step_s)
+        reach = np.where(np.isfinite(reach), reach, np.inf)[:, None, None]
+        near = u[:, :-1] + u[:, 1:]
+        near += reach
+        near_b = near > 0
+        near_b |= unprunable
+        okc = group.ok[g0:g1]
+        if not okc.all():
+            near_b |= (okc[:, :-1] != okc[:, 1:])[:, :, None]
+        point = np.zeros(u.shape, dtype=bool)
+        point[:, :-1] = near_b
+        point[:, 1:] |= near_b
+        member, col, kk = np.nonzero(point)
+        pk = (pc[0][member, col], pc[1][member, col], pc[2][member, col])
+        vk = (vc[0][member, col], vc[1][member, col], vc[2][member, col])
+        ek, nk = east[kk], north[kk]
+        e = pk[0] * ek[:, 0] + pk[1] * ek[:, 1] - off_e[kk]
+        n = pk[0] * nk[:, 0] + pk[1] * nk[:, 1] + pk[2] * nk[:, 2] - off_n[kk]
+        ed = vk[0] * ek[:, 0] + vk[1] * ek[:, 1]
+        nd = vk[0] * nk[:, 0] + vk[1] * nk[:, 1] + vk[2] * nk[:, 2]
+        zk = zen[kk]
+        ud = vk[0] * zk[:, 0] + vk[1] * zk[:, 1] + vk[2] * zk[:, 2]
+        uk = u[member, col, kk]
+        h2 = e * e + n * n
+        up = np.zeros(u.shape, dtype=bool)
+        up[member, col, kk] = uk > np.sqrt(h2) * tan_thr[kk]
+        rising = np.zeros(u.shape, dtype=bool)
+        rising[member, col, kk] = ud * h2 > uk * (e * ed + n * nd)
         ok = group.ok[g0:g1, :, None]
         up &= ok
         rising &= ok
