@@ -9,8 +9,11 @@ Algorithm (everything vectorised over satellites × sites; no loop over satellit
 1. Satellites are grouped by a coarse step chosen from their fastest angular motion
    (``n (1+e)² / (1−e²)^{3/2}``, so eccentric orbits are sampled for their perigee); each group
    is propagated on its own uniform grid in one ``SatrecArray.sgp4`` call.
-2. At every grid point, ``f`` and its analytic time derivative ``f'`` (from the ITRF velocity)
-   are computed for every site.
+2. On the grid only the signs of ``f`` and ``f'`` (from the ITRF velocity) are needed. For
+   unmasked sites they come without arctangents or divisions, all sites at once, and only
+   where the satellite can reach the site's horizon plane within a step (footprint pruning:
+   ``|du/dt| ≤ |v|``); values are computed at the ends of the intervals kept. Masked sites get
+   ``f`` and its azimuth on the whole grid.
 3. The threshold is linear in azimuth between the mask's kinks (its points, and where it crosses
    the minimum elevation), so ``f`` is smooth between kinks and only continuous at them. Grid
    intervals whose azimuth sweeps over a kink while the elevation is within the mask's band are
