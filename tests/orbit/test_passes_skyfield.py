@@ -223,7 +223,6 @@ def compare_day(  # noqa: PLR0917 - the table, the pair, its reference and the l
     return len(rises) + len(sets)
 
 
-@pytest.mark.slow
 def test_fifty_random_satellite_site_days_match_skyfield_find_events() -> None:
     """50 (satellite, station) pairs drawn with a fixed seed from the shared 3LE catalog (objects
     faster than 1.5 rev/day: ``find_events`` misses near-geostationary rises and sets, see the
