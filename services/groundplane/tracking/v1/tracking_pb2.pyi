@@ -712,8 +712,11 @@ Global___GetLookAnglesResponse: _TypeAlias = GetLookAnglesResponse  # noqa: Y015
 
 @_typing.final
 class Pass(_message.Message):
-    """One pass of a satellite over a site. A pass already under way at the window start (or still
-    under way at its end) is clipped to the window and flagged.
+    """One pass of a satellite over a site: a continuous interval with the elevation above the
+    site's effective threshold max(min_elevation_deg, mask at the current azimuth). A satellite
+    that dips behind a mask feature (a hill, a building) and comes back makes two passes, each
+    with its own AOS, TCA, LOS, max elevation and azimuths. A pass already under way at the
+    window start (or still under way at its end) is clipped to the window and flagged.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
