@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
+import httpx
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -71,8 +72,9 @@ async def test_one_request_is_one_trace_from_the_gateway_through_routing_to_the_
     each the child of the one before; the node's span names the satellite that answered. A
     streamed call (InferStream) is traced the same way. A session turn's trace reaches the
     handoff service's ``SendTurn`` server span and, through the handoff manager's own requester,
-    the node. The load's requests each record their own trace id, continued by the gateway.
-    With tracing closed again nothing is recorded."""
+    the node. An HTTP chat completion carrying a ``traceparent`` header is traced the same way
+    from the front door's span. The load's requests each record their own trace id, continued
+    by the gateway. With tracing closed again nothing is recorded."""
     if shutil.which("mosquitto") is None and shutil.which("/usr/sbin/mosquitto") is None:
         pytest.skip("mosquitto is not installed")
     exporter = InMemorySpanExporter()
@@ -84,6 +86,7 @@ async def test_one_request_is_one_trace_from_the_gateway_through_routing_to_the_
         rate_rps=4.0,
         workdir=tmp_path / "broker",
         handoff_dir=tmp_path / "handoff",
+        gateway_http_port=0,
     )
     auth = (("authorization", f"Bearer {DEFAULT_TOKEN}"),)
     with tracing.configured("groundplane-test", exporters=[exporter]):
@@ -144,6 +147,26 @@ async def test_one_request_is_one_trace_from_the_gateway_through_routing_to_the_
                     pieces = [response async for response in streamed]
                 assert pieces[-1].HasField("summary")
                 stream_trace_id = stream_caller.get_span_context().trace_id
+            base_url = system.gateway_http_url
+            assert base_url is not None
+            async with httpx.AsyncClient(base_url=base_url, timeout=CALL_TIMEOUT_S) as http:
+                with tracing.span("tests", "user.http") as http_caller:
+                    assert http_caller is not None
+                    answered = await http.post(
+                        "/chat/completions",
+                        json={
+                            "model": DEFAULT_MODEL.name,
+                            "messages": [{"role": "user", "content": "over http"}],
+                            "max_tokens": 8,
+                        },
+                        headers={
+                            "authorization": f"Bearer {DEFAULT_TOKEN}",
+                            "x-groundplane-location": f"{site.lat_deg},{site.lon_deg}",
+                            tracing.TRACEPARENT: tracing.traceparent(http_caller),
+                        },
+                    )
+                assert answered.status_code == 200, answered.text
+                http_trace_id = http_caller.get_span_context().trace_id
             spans = await _spans_of(exporter, trace_id, {"routing.decide", "gateway.attempt", NODE})
             turn_spans = await _spans_of(
                 exporter,
@@ -154,6 +177,9 @@ async def test_one_request_is_one_trace_from_the_gateway_through_routing_to_the_
                 exporter,
                 stream_trace_id,
                 {"/groundplane.gateway.v1.InferenceService/InferStream", "gateway.attempt", NODE},
+            )
+            http_spans = await _spans_of(
+                exporter, http_trace_id, {"POST /v1/chat/completions", "gateway.attempt", NODE}
             )
             system.stop()
             await running
@@ -190,6 +216,17 @@ async def test_one_request_is_one_trace_from_the_gateway_through_routing_to_the_
         assert int(record.trace_id, 16) in served_traces, record
     assert len({r.trace_id for r in records}) == len(records)
     assert "routing.decide" in _names(stream_spans)
+    # The HTTP front door continues the caller's traceparent header: its span is the caller's
+    # child and the attempt's parent, and the node's span is in the same trace.
+    http_by_name = {s.name: s for s in http_spans}
+    http_server = http_by_name["POST /v1/chat/completions"]
+    assert http_server.parent is not None
+    assert http_server.parent.span_id == _span_id(http_caller)
+    http_attempt = http_by_name["gateway.attempt"]
+    assert http_attempt.parent is not None
+    assert http_attempt.parent.span_id == _span_id(http_server)
+    assert http_server.attributes is not None
+    assert http_server.attributes["http.response.status_code"] == 200
     turn_names = _names(turn_spans)
     assert infer in turn_names
     print(f"request trace: {sorted(_names(spans))}\nturn trace: {sorted(turn_names)}")

@@ -66,6 +66,7 @@ from groundplane.gateway.auth import Tenant, TenantRegistry
 from groundplane.gateway.execution import InferAnswer, Token
 from groundplane.gateway.service import InferCall, InferenceGateway
 from groundplane.gateway.sources import LinkWatch, RouteTableSource
+from groundplane.kernel import tracing
 from groundplane.kernel.clock import Clock, format_utc
 from groundplane.kernel.errors import (
     DeadlineExceeded,
@@ -81,6 +82,7 @@ from groundplane.kernel.errors import (
 from groundplane.node.client import OFFLINE, NodeDirectory
 from groundplane.routing.client import RouteTable
 
+_SCOPE = "groundplane.gateway"
 log = structlog.get_logger("groundplane.gateway.http")
 
 LOCATION_HEADER = "x-groundplane-location"
@@ -513,6 +515,26 @@ class HttpApi:
         return await self._complete(request, chat=False)
 
     async def _complete(self, request: Request, *, chat: bool) -> Response:
+        # The HTTP call's server span (None unless tracing is on), continuing a caller's W3C
+        # `traceparent` header: the attempts and the node's span below are its children.
+        traced = tracing.start_span(
+            _SCOPE,
+            f"POST {request.url.path}",
+            parent=tracing.remote_context((), request.headers.get(tracing.TRACEPARENT, "")),
+            attributes={"http.request.method": "POST", "url.path": request.url.path},
+        )
+
+        async def answered() -> Response:
+            response = await self._answer(request, chat=chat)
+            if traced is not None:
+                traced.set_attribute("http.response.status_code", response.status_code)
+            return response
+
+        # A streamed answer's span ends with its first event (the routing decision and the
+        # attempt that produced it); the rest of the stream is the attempt's.
+        return await tracing.within(traced, answered())
+
+    async def _answer(self, request: Request, *, chat: bool) -> Response:
         try:
             tenant = self._authenticate(request)
             try:
