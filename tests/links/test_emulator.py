@@ -434,7 +434,8 @@ async def test_transmission_to_unknown_id_is_dropped_and_counted(broker: Private
 
 
 class TimedGeometry(Geometry):
-    """A geometry provider that takes ``cost_s`` of wall time and records its thread."""
+    """A geometry provider that costs ``cost_s`` of CPU time (what the emulator measures) and
+    records its thread."""
 
     def __init__(self, links: Mapping[GroundKey, LinkGeometry], cost_s: float) -> None:
         super().__init__(links)
@@ -443,7 +444,9 @@ class TimedGeometry(Geometry):
 
     def __call__(self, at: datetime) -> Mapping[GroundKey, LinkGeometry]:
         self.threads.append(threading.get_ident())
-        time.sleep(self.cost_s)
+        spent_until = time.thread_time() + self.cost_s
+        while time.thread_time() < spent_until:  # busy: CPU time, whatever else the machine does
+            pass
         return super().__call__(at)
 
 

@@ -88,7 +88,7 @@ STATE_INTERVAL_S = 300.0
 DELAY_THRESHOLD_S = 0.001
 """One-way delay change (seconds) that republishes an up link's state before its refresh."""
 OFFLOAD_SAMPLE_S = 0.001
-"""Wall seconds a geometry sample may take on the event loop; a provider that took this long or
+"""CPU seconds a geometry sample may take on the event loop; a provider that took this long or
 more is called in a worker thread from the next tick on (``asyncio.to_thread`` costs ~50–90 µs
 per call, so cheaper samples stay on the loop)."""
 _DOWN = LinkGeometry(up=False, range_km=0.0)
@@ -312,12 +312,13 @@ class LinkEmulator:
     ) -> tuple[
         Mapping[GroundKey, LinkGeometry], Mapping[tuple[str, str], LinkGeometry] | None, float
     ]:
-        """Both providers at ``at`` and the wall seconds they took (runs on a worker thread when
-        the providers are expensive)."""
-        started = time.perf_counter()
+        """Both providers at ``at`` and the CPU seconds they took on this thread (runs on a
+        worker thread when the providers are expensive). CPU time, not wall time: a cheap sample
+        preempted on a busy machine must not count as expensive."""
+        started = time.thread_time()
         ground = self._ground_geometry(at)
         isl = self._isl_geometry(at) if self._isl_geometry is not None else None
-        return ground, isl, time.perf_counter() - started
+        return ground, isl, time.thread_time() - started
 
     async def tick(self) -> None:
         """One step: sample the geometry now, update every link, publish what is due (:meth:`run`
