@@ -6,7 +6,6 @@ import argparse
 import asyncio
 from typing import Any
 
-import grpc
 import structlog
 
 from groundplane.cli import serve_nodes
@@ -14,6 +13,7 @@ from groundplane.hil.controller import HamlibEndpoint, StationController, Tracki
 from groundplane.hil.servicer import StationControlServicer
 from groundplane.kernel.logs import configure_logging
 from groundplane.kernel.serving import GrpcServer
+from groundplane.kernel.tls import open_channel
 from groundplane.tracking.v1.tracking_pb2_grpc import TrackingServiceStub
 
 from . import (
@@ -26,6 +26,7 @@ from . import (
     serve_tracking,
 )
 from .main import print_help_of
+from .process import add_tls_arguments, configure_tls
 
 log = structlog.get_logger("groundplane.cli.serve")
 
@@ -96,6 +97,7 @@ def register(commands: Any) -> None:
         default="auto",
         help="log lines as JSON, for a console, or console on a TTY and JSON otherwise",
     )
+    add_tls_arguments(hil)
     hil.set_defaults(handler=run_hil)
     serve_nodes.register(services)
     serve_dashboard.register(services)
@@ -103,6 +105,7 @@ def register(commands: Any) -> None:
 
 def run_hil(args: argparse.Namespace) -> int:
     configure_logging(args.log_format)
+    configure_tls(args)
     clock = inputs.make_clock(args.start, args.speed, args.clock)
     site = inputs.parse_site_arg(
         args.site, args.site_id, args.min_elevation, inputs.load_mask(args.mask)
@@ -111,7 +114,7 @@ def run_hil(args: argparse.Namespace) -> int:
     rigctld = HamlibEndpoint.parse(args.rigctld, "--rigctld") if args.rigctld else None
 
     async def serve() -> None:
-        async with grpc.aio.insecure_channel(args.tracking) as channel:
+        async with open_channel(args.tracking) as channel:
             controller = StationController(
                 site=site,
                 clock=clock,

@@ -237,6 +237,13 @@ def register(commands: Any) -> None:
         "free one) and print its base URL; the demo token is the API key; default: not served",
     )
     up.add_argument(
+        "--tls",
+        action="store_true",
+        help="mutual TLS between every service: mint a throw-away CA and one certificate per "
+        "service (and an 'admin' one for the CLI) in the run's folder (0600), and run every "
+        "child with them (not with --in-process); the banner names the admin files",
+    )
+    up.add_argument(
         "--in-process",
         action="store_true",
         help="run every service in this one process (debugging, fast tests) instead of one "
@@ -366,13 +373,18 @@ def run_up(args: argparse.Namespace) -> int:
     if args.job_items < 1:
         raise InvalidArgument(f"--job-items must be ≥ 1, got {args.job_items}")
     _check_in_process_only(args)
+    if args.tls and args.in_process:
+        raise InvalidArgument(
+            "--tls runs each service as its own process with its own certificate; drop "
+            "--in-process (the in-process system is plaintext, in one process)"
+        )
     configure_logging("json", level="WARNING")
     clock = inputs.make_clock(args.start, args.speed)
     config, scenario, catalog = _config(args, clock)
     system: System = (
         GroundplaneSystem(config, clock)
         if args.in_process
-        else ProcessSystem(config, clock, catalog, dashboard=args.dashboard)
+        else ProcessSystem(config, clock, catalog, dashboard=args.dashboard, tls=args.tls)
     )
     print(
         f"groundplane up: {len(config.elements)} satellites ({scenario}), "
@@ -506,6 +518,13 @@ def _banner(system: System, *, existing_broker: bool) -> str:
     ):
         if url is not None:
             lines.append(f"  metrics   {url}  Prometheus ({name})")
+    tls = system.tls_files if isinstance(system, ProcessSystem) else None
+    if tls is not None:
+        admin = tls["admin"]
+        lines.append(
+            f"  mtls      every gRPC hop mutual TLS; as admin add --tls-cert {admin.cert} "
+            f"--tls-key {admin.key} --tls-ca {admin.ca}"
+        )
     if isinstance(system, ProcessSystem) and system.plan is not None:
         lines.append(
             f"  processes {len(system.supervisor.names if system.supervisor else [])} children, "
