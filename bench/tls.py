@@ -11,8 +11,12 @@ caller's identity, and every channel presents its service's certificate), and pl
 
 A request's own gRPC hop is the client → gateway call (TLS records plus the per-call identity
 check); gateway → routing is a long-lived stream and the rest of the path is MQTT, which this
-does not change. The result line: TLS minus the plaintext runs' pooled p50/p99, and the
-requests/s ratio.
+does not change. The runs alternate (plaintext, mTLS, plaintext, mTLS) and each mode's runs are
+pooled; the result line: mTLS minus plaintext p50/p99, and the requests/s ratio.
+
+Because that hop is a small part of a request, the hop alone is measured too, in this process:
+a health ``Check`` against a :class:`~groundplane.kernel.serving.GrpcServer`, plaintext and with
+mutual TLS and the authorisation interceptor (certificates from ``kernel/pki.py``), same counts.
 
     .venv/bin/python bench/tls.py [--requests 1000] [--concurrency 16] [--satellites 384]
 """
@@ -23,13 +27,19 @@ import argparse
 import asyncio
 import contextlib
 import os
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
 
 from e2e_up import constellation, infer, run_system, scenario
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from mqtt_roundtrip import measure, percentile
 
 from groundplane.gateway.v1 import gateway_pb2_grpc as pb_grpc
 from groundplane.kernel.logs import configure_logging
-from groundplane.kernel.tls import open_channel
+from groundplane.kernel.pki import mint_local_pki
+from groundplane.kernel.serving import GrpcServer
+from groundplane.kernel.tls import TlsFiles, open_channel
 from groundplane.system.processes import CatalogSource, ProcessSystem
 
 Results = dict[str, tuple[list[float], float]]
@@ -60,20 +70,43 @@ async def bench_run(
     await run_system(system, body)
 
 
-def print_table(results: Results) -> None:
-    plain = [v for name, (lat, _r) in results.items() if name.startswith("plaintext") for v in lat]
-    plain_rps = [r for name, (_l, r) in results.items() if name.startswith("plaintext")]
-    print(f"{'path':<20}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>9}")
+async def bench_hop(
+    tls: TlsFiles | None, count: int, concurrency: int
+) -> tuple[list[float], float]:
+    """Health ``Check`` against a GrpcServer on loopback, plaintext or mutual TLS."""
+    server = GrpcServer([], tls=tls, drain_grace_s=0.1, unready_delay_s=0.0)
+    await server.start()
+    try:
+        async with open_channel(server.target, tls=tls) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+
+            async def request(index: int) -> None:
+                await stub.Check(health_pb2.HealthCheckRequest(), timeout=10.0)
+
+            return await measure(request, count, concurrency)
+    finally:
+        await server.stop()
+
+
+def pooled(results: Results, prefix: str) -> tuple[list[float], float]:
+    runs = [value for name, value in results.items() if name.startswith(prefix)]
+    return [v for lat, _rps in runs for v in lat], sum(rps for _lat, rps in runs) / len(runs)
+
+
+def print_table(results: Results, plain: str, tls: str) -> None:
+    print(f"{'path':<24}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>9}")
     for name, (latencies, rps) in results.items():
         print(
-            f"{name:<20}{percentile(latencies, 0.5) * 1e3:>9.3f}"
+            f"{name:<24}{percentile(latencies, 0.5) * 1e3:>9.3f}"
             f"{percentile(latencies, 0.99) * 1e3:>9.3f}{rps:>9.0f}"
         )
-    tls_lat, tls_rps = results["mtls"]
+    plain_lat, plain_rps = pooled(results, plain)
+    tls_lat, tls_rps = pooled(results, tls)
     print(
-        f"mTLS minus plaintext: {(percentile(tls_lat, 0.5) - percentile(plain, 0.5)) * 1e3:.3f} ms "
-        f"p50, {(percentile(tls_lat, 0.99) - percentile(plain, 0.99)) * 1e3:.3f} ms p99, "
-        f"requests/s ×{tls_rps / (sum(plain_rps) / len(plain_rps)):.3f}"
+        f"{tls} minus {plain}: "
+        f"{(percentile(tls_lat, 0.5) - percentile(plain_lat, 0.5)) * 1e3:.3f} ms p50, "
+        f"{(percentile(tls_lat, 0.99) - percentile(plain_lat, 0.99)) * 1e3:.3f} ms p99, "
+        f"requests/s ×{tls_rps / plain_rps:.3f}"
     )
 
 
@@ -90,10 +123,20 @@ async def main() -> None:
         f"outstanding, through the multi-process system ({spec}); load average "
         f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}"
     )
+    hops: Results = {}
+    with tempfile.TemporaryDirectory(prefix="groundplane-bench-tls-") as folder:
+        files = mint_local_pki(Path(folder), ["admin"], now=datetime.now(UTC))["admin"]
+        for name, tls in (("hop plaintext", None), ("hop mtls", files)) * 2:
+            key = name if name not in hops else f"{name} again"
+            hops[key] = await bench_hop(tls, args.requests, args.concurrency)
+    print("one gRPC hop (health Check on loopback):")
+    print_table(hops, "hop plaintext", "hop mtls")
     results: Results = {}
-    for name, tls in (("plaintext", False), ("mtls", True), ("plaintext again", False)):
-        await bench_run(name, spec, tls, args, results)
-    print_table(results)
+    for name, enabled in (("plaintext", False), ("mtls", True)) * 2:
+        key = name if name not in results else f"{name} again"
+        await bench_run(key, spec, enabled, args, results)
+    print("through the gateway (Infer, multi-process system):")
+    print_table(results, "plaintext", "mtls")
     print(f"load average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
 

@@ -11,6 +11,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from groundplane.cli.main import main
 from groundplane.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from groundplane.handoff.v1 import handoff_pb2, handoff_pb2_grpc
 from groundplane.kernel.clock import SimulatedClock
@@ -105,3 +106,10 @@ async def test_up_tls_serves_requests_and_refuses_plaintext_and_unauthorised_pee
     assert set(seen["modes"].values()) == {0o600}  # type: ignore[attr-defined]
     assert system.stats.summary()["requests"]["succeeded"] > 0
     assert process_tls() is None
+
+
+def test_up_tls_refuses_in_process_with_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """``up --tls --in-process`` exits 2 with a message naming --in-process (one process has one
+    identity), before anything starts."""
+    assert main(["up", "--tls", "--in-process"], environ={}) == 2
+    assert "--tls runs each service as its own process" in capsys.readouterr().err
