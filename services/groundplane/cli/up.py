@@ -508,9 +508,11 @@ def _banner(system: System, *, existing_broker: bool) -> str:
             f"  openai    {system.gateway_http_url}  OpenAI-compatible HTTP API: "
             f'OpenAI(base_url="{system.gateway_http_url}", api_key="{DEFAULT_TOKEN}")'
         )
+    tls = system.tls_files if isinstance(system, ProcessSystem) else None
+    plaintext = "-plaintext" if tls is None else "-cacert CA -cert CERT -key KEY"
     lines += [
-        "  inspect   gRPC server reflection is on: grpcurl -plaintext ADDRESS list (grpcurl is a "
-        "separate download, not in Debian), or the Python snippet in docs/cli.md",
+        f"  inspect   gRPC server reflection is on: grpcurl {plaintext} ADDRESS list (grpcurl is "
+        "a separate download, not in Debian), or the Python snippet in docs/cli.md",
     ]
     for name, url in (
         ("gateway", system.gateway_metrics_url),
@@ -518,7 +520,6 @@ def _banner(system: System, *, existing_broker: bool) -> str:
     ):
         if url is not None:
             lines.append(f"  metrics   {url}  Prometheus ({name})")
-    tls = system.tls_files if isinstance(system, ProcessSystem) else None
     if tls is not None:
         admin = tls["admin"]
         lines.append(
