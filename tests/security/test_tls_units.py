@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from structlog.testing import capture_logs
 
 from groundplane.kernel.authz import DEFAULT_POLICY
 from groundplane.kernel.errors import InvalidArgument
 from groundplane.kernel.pki import mint_local_pki
-from groundplane.kernel.tls import TlsFiles, identity_of, is_loopback
+from groundplane.kernel.tls import TlsFiles, identity_of, is_loopback, warn_if_exposed
 
 
 def test_identity_prefers_the_spiffe_uri_then_the_groundplane_dns_name_then_the_cn() -> None:
@@ -57,6 +58,19 @@ def test_loopback_hosts_are_told_apart_from_exposed_ones() -> None:
     """127.0.0.0/8, ::1 and localhost listen only on this machine; 0.0.0.0 and names do not."""
     assert all(is_loopback(h) for h in ("127.0.0.1", "127.3.2.1", "[::1]", "localhost"))
     assert not any(is_loopback(h) for h in ("0.0.0.0", "[::]", "10.0.0.5", "tracking"))
+
+
+def test_a_server_beyond_loopback_without_tls_warns_once() -> None:
+    """Listening on 0.0.0.0 or a routable name without TLS logs one ``listening_without_tls``
+    warning; loopback, or any host with TLS files, logs nothing."""
+    files = TlsFiles(Path("c.crt"), Path("c.key"), Path("ca.crt"))
+    with capture_logs() as logs:
+        warn_if_exposed("0.0.0.0", None)
+        warn_if_exposed("127.0.0.1", None)
+        warn_if_exposed("0.0.0.0", files)
+    assert [(e["event"], e["host"], e["log_level"]) for e in logs] == [
+        ("listening_without_tls", "0.0.0.0", "warning")
+    ]
 
 
 def test_policy_admin_everywhere_and_unknown_methods_refused() -> None:

@@ -89,7 +89,8 @@ async def _infer(args: argparse.Namespace, token: str) -> int:
         max_tokens=args.max_tokens,
         wait_for_coverage=args.wait,
     )
-    async with open_channel(args.gateway, tls=tls_files(args)) as channel:
+    tls = tls_files(args)
+    async with open_channel(args.gateway, tls=tls) as channel:
         stub = pb_grpc.InferenceServiceStub(channel)
         call = stub.InferStream(
             request, metadata=(("authorization", f"Bearer {token}"),), timeout=args.timeout
@@ -106,7 +107,14 @@ async def _infer(args: argparse.Namespace, token: str) -> int:
                     sys.stdout.flush()
                     print(summary_text(event.summary, "".join(answer)), file=sys.stderr)
         except grpc.aio.AioRpcError as error:
-            print(f"groundplane infer: {_explain(error)}", file=sys.stderr)
+            hint = ""
+            connection = "failed to connect" in str(error.details())
+            if error.code() == grpc.StatusCode.UNAVAILABLE and connection and tls is None:
+                hint = (
+                    " (if the gateway serves mutual TLS, as under `up --tls`, pass "
+                    "--tls-cert, --tls-key and --tls-ca)"
+                )
+            print(f"groundplane infer: {_explain(error)}{hint}", file=sys.stderr)
             return 1
     return 0
 
