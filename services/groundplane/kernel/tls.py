@@ -9,8 +9,8 @@ its certificate (:func:`peer_identity`) and checked per method by
 
 Certificates are rotated in place (cert-manager rewrites the mounted Secret's files): the
 server's credentials are ``grpc.dynamic_ssl_server_credentials`` whose fetcher, run by grpc
-before every new handshake, re-reads the three files when any of their modification times or
-sizes changed (:class:`ReloadingServerCertificates`). Established connections keep the
+before every new handshake, re-reads the three files when any of their inodes, modification
+times or sizes changed (:class:`ReloadingServerCertificates`). Established connections keep the
 certificate they were set up with; new ones get the new certificate. Client credentials are
 read when a channel is opened (:func:`open_channel`), so a service's reconnect after a rotation
 presents the new client certificate.
@@ -91,16 +91,17 @@ class TlsFiles:
             out.append(data)
         return out[0], out[1], out[2]
 
-    def stamp(self) -> tuple[tuple[int, int], ...]:
-        """What changes when any of the files is rewritten: (mtime_ns, size) of each."""
-        stamps: list[tuple[int, int]] = []
+    def stamp(self) -> tuple[tuple[int, int, int], ...]:
+        """What changes when any of the files is rewritten: (inode, mtime_ns, size) of each
+        (a Kubernetes Secret volume swaps a symlink to new files: a new inode)."""
+        stamps: list[tuple[int, int, int]] = []
         for path in (self.cert, self.key, self.ca):
             try:
                 stat = path.stat()
             except OSError:
-                stamps.append((-1, -1))
+                stamps.append((-1, -1, -1))
             else:
-                stamps.append((stat.st_mtime_ns, stat.st_size))
+                stamps.append((stat.st_ino, stat.st_mtime_ns, stat.st_size))
         return tuple(stamps)
 
 
