@@ -272,14 +272,19 @@ def ssl_socket(context: ssl.SSLContext, port: int) -> Iterator[ssl.SSLSocket]:
 async def test_rotated_certificate_files_are_served_to_the_next_connection(
     issue: Issue, ca: trustme.CA, tmp_path: Path
 ) -> None:
-    """cert-manager rewrites the mounted files in place: after the server's certificate and key
-    files are replaced by a new pair from the same CA, a new connection is handed the new
-    certificate (its serial differs) without a restart, and a gRPC call over a new channel
+    """cert-manager rewrites the mounted files in place: while the certificate file is half
+    written (not PEM yet) new connections keep the current certificate; once the certificate
+    and key files are replaced by a new pair from the same CA, a new connection is handed the
+    new certificate (its serial differs) without a restart, and a gRPC call over a new channel
     still succeeds."""
     server_files = write_identity(ca, "routing", tmp_path / "server")
     client = issue("gateway")
     async with served([_routing_binding()], server_files) as server:
         before = _served_certificate(server.port, client)
+        original = server_files.cert.read_bytes()
+        server_files.cert.write_bytes(b"half written")
+        assert _served_certificate(server.port, client).serial_number == before.serial_number
+        server_files.cert.write_bytes(original)
         rotated = write_identity(ca, "routing", tmp_path / "rotated")
         os.replace(rotated.cert, server_files.cert)
         os.replace(rotated.key, server_files.key)
