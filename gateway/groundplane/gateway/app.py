@@ -54,7 +54,6 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
 
-import grpc
 import structlog
 
 from groundplane.gateway.auth import TenantRegistry
@@ -69,6 +68,7 @@ from groundplane.kernel.clock import Clock
 from groundplane.kernel.errors import DeadlineExceeded, InvalidArgument
 from groundplane.kernel.metrics_http import MetricsServer
 from groundplane.kernel.serving import GrpcServer
+from groundplane.kernel.tls import open_channel
 from groundplane.mqtt.broker import BrokerAddress
 from groundplane.mqtt.client import Backoff, MqttClient
 from groundplane.node.client import NodeDirectory, Requester
@@ -211,7 +211,7 @@ class GatewayApp:
             self._feed = tables if isinstance(tables, WatchedTableSource) else None
             session_turns: SessionTurns | None = None
             if settings.handoff_target is not None:
-                channel = grpc.aio.insecure_channel(settings.handoff_target)
+                channel = open_channel(settings.handoff_target)
                 stack.push_async_callback(channel.close, None)
                 session_turns = GrpcSessionTurns(channel, self.clock)
             self._gateway = InferenceGateway(

@@ -26,10 +26,12 @@ from groundplane.gateway.servicer import NEXT_OPPORTUNITY_KEY, RETRY_AFTER_KEY
 from groundplane.gateway.v1 import gateway_pb2 as pb
 from groundplane.gateway.v1 import gateway_pb2_grpc as pb_grpc
 from groundplane.kernel.errors import InvalidArgument
+from groundplane.kernel.tls import open_channel
 from groundplane.node.sessions import count_tokens
 from groundplane.scenario import DEFAULT_MODEL
 
 from . import inputs
+from .process import add_tls_arguments, tls_files
 
 TOKEN_ENV = "GROUNDPLANE_TOKEN"
 
@@ -56,6 +58,7 @@ def register(commands: Any) -> None:
         action="store_true",
         help="when no satellite is reachable, wait for the next one within the deadline",
     )
+    add_tls_arguments(infer)
     infer.add_argument("prompt", metavar="PROMPT")
     infer.set_defaults(handler=run_infer)
 
@@ -86,7 +89,8 @@ async def _infer(args: argparse.Namespace, token: str) -> int:
         max_tokens=args.max_tokens,
         wait_for_coverage=args.wait,
     )
-    async with grpc.aio.insecure_channel(args.gateway) as channel:
+    tls = tls_files(args)
+    async with open_channel(args.gateway, tls=tls) as channel:
         stub = pb_grpc.InferenceServiceStub(channel)
         call = stub.InferStream(
             request, metadata=(("authorization", f"Bearer {token}"),), timeout=args.timeout
@@ -103,7 +107,14 @@ async def _infer(args: argparse.Namespace, token: str) -> int:
                     sys.stdout.flush()
                     print(summary_text(event.summary, "".join(answer)), file=sys.stderr)
         except grpc.aio.AioRpcError as error:
-            print(f"groundplane infer: {_explain(error)}", file=sys.stderr)
+            hint = ""
+            connection = "failed to connect" in str(error.details())
+            if error.code() == grpc.StatusCode.UNAVAILABLE and connection and tls is None:
+                hint = (
+                    " (if the gateway serves mutual TLS, as under `up --tls`, pass "
+                    "--tls-cert, --tls-key and --tls-ca)"
+                )
+            print(f"groundplane infer: {_explain(error)}{hint}", file=sys.stderr)
             return 1
     return 0
 

@@ -4,10 +4,11 @@ Each service command adds the same process options (:func:`add_process_arguments
 gRPC server listens (``--host``, ``--port``), its Prometheus ``/metrics`` port
 (``--metrics-port``, off unless given), its log format, the shared simulated clock
 (``--clock SPEC`` as ``groundplane up`` prints it, or ``--start``/``--speed``), and how it stops
-(``--unready-delay``, ``--drain-grace``), and where its traces go (``--otlp-endpoint URL``, or the
+(``--unready-delay``, ``--drain-grace``), where its traces go (``--otlp-endpoint URL``, or the
 standard ``OTEL_EXPORTER_OTLP_ENDPOINT``; ``--trace-console``; nothing by default, see
-:mod:`groundplane.kernel.tracing`). Like every option each also comes from its
-environment variable (``GROUNDPLANE_PORT``, ``GROUNDPLANE_CLOCK``, …).
+:mod:`groundplane.kernel.tracing`), and its mutual TLS (``--tls-cert``, ``--tls-key``,
+``--tls-ca``: :func:`add_tls_arguments`, docs/security.md). Like every option each also comes
+from its environment variable (``GROUNDPLANE_PORT``, ``GROUNDPLANE_CLOCK``, …).
 
 :func:`run_service` runs one service body until SIGTERM or SIGINT: the body is an async context
 manager that starts the service on enter (its gRPC server NOT_SERVING on readiness until its
@@ -34,6 +35,7 @@ import structlog
 from groundplane.kernel import tracing
 from groundplane.kernel.clock import Clock
 from groundplane.kernel.logs import configure_logging
+from groundplane.kernel.tls import TlsFiles, configure_process_tls
 from groundplane.mqtt.broker import BrokerAddress
 
 from . import inputs
@@ -97,6 +99,7 @@ def add_process_arguments(parser: argparse.ArgumentParser, *, default_port: int)
         help="log lines as JSON, for a console, or console on a TTY and JSON otherwise",
     )
     add_tracing_arguments(parser)
+    add_tls_arguments(parser)
 
 
 def add_tracing_arguments(parser: argparse.ArgumentParser) -> None:
@@ -124,6 +127,42 @@ def tracing_of(
         console=bool(getattr(args, "trace_console", False)),
         always=always,
     )
+
+
+# -- mutual TLS (kernel/tls.py, kernel/authz.py) ---------------------------------------------
+
+
+def add_tls_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--tls-cert``/``--tls-key``/``--tls-ca`` (``GROUNDPLANE_TLS_CERT`` …): this process's
+    certificate, its key and the CA of its peers; every gRPC server and channel it opens uses
+    them (all three or none; none: plaintext)."""
+    group = parser.add_argument_group(
+        "mutual TLS",
+        "gRPC servers then accept only peers with a certificate from --tls-ca and check each "
+        "method against the peer's identity; channels present --tls-cert (docs/security.md)",
+    )
+    group.add_argument("--tls-cert", metavar="PEM", help="this process's certificate (chain)")
+    group.add_argument("--tls-key", metavar="PEM", help="the private key of --tls-cert")
+    group.add_argument("--tls-ca", metavar="PEM", help="the CA that signs every peer accepted")
+
+
+def tls_files(args: argparse.Namespace) -> TlsFiles | None:
+    """The files of the TLS options (None: plaintext), read once to fail early."""
+    return TlsFiles.from_options(
+        getattr(args, "tls_cert", None),
+        getattr(args, "tls_key", None),
+        getattr(args, "tls_ca", None),
+    )
+
+
+def configure_tls(args: argparse.Namespace) -> TlsFiles | None:
+    """Make the TLS options this process's default for servers and channels."""
+    files = tls_files(args)
+    configure_process_tls(files)
+    return files
+
+
+# -- end of mutual TLS --------------------------------------------------------------------------
 
 
 BROKER_HELP = "the MQTT broker, mqtt://user:password@host:port (a service account)"
@@ -167,6 +206,7 @@ def run_service(
     """Configure logging and tracing, enter ``body()``, print ``<name> serving on <target>``,
     wait for SIGTERM/SIGINT, exit the body (its drain), flush the spans, return 0."""
     configure_logging(args.log_format)
+    configure_tls(args)
 
     async def serve() -> None:
         loop = asyncio.get_running_loop()

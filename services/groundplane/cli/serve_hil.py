@@ -16,13 +16,12 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import grpc
-
 from groundplane.hil.controller import HamlibEndpoint, StationController, TrackingPassSource
 from groundplane.hil.metrics import HilMetrics
 from groundplane.hil.servicer import StationControlServicer
 from groundplane.kernel.metrics_http import MetricsServer
 from groundplane.kernel.serving import GrpcServer
+from groundplane.kernel.tls import open_channel
 from groundplane.tracking.v1.tracking_pb2_grpc import TrackingServiceStub
 
 from . import inputs, process
@@ -72,7 +71,7 @@ def run_hil(args: argparse.Namespace) -> int:
     @asynccontextmanager
     async def body() -> AsyncIterator[RunningStation]:
         async with AsyncExitStack() as stack:
-            channel = await stack.enter_async_context(grpc.aio.insecure_channel(args.tracking))
+            channel = await stack.enter_async_context(open_channel(args.tracking))
             controller = StationController(
                 site=site,
                 clock=clock,

@@ -51,6 +51,7 @@ from prometheus_client.registry import Collector
 from groundplane.kernel.errors import InvalidArgument, Unavailable
 from groundplane.kernel.metrics_http import MetricsServer
 from groundplane.kernel.serving import GrpcServer
+from groundplane.kernel.tls import open_channel
 from groundplane.mqtt import topics
 from groundplane.mqtt.broker import SERVICE_USER, SHARD_USER_PREFIX, BrokerAddress
 from groundplane.node.agent import AgentConfig, EpochSource, NodeAgent
@@ -316,7 +317,7 @@ def default_shard_id(address: BrokerAddress, shard: tuple[int, int] | None) -> s
 
 async def fetch_catalog_ids(target: str, timeout_s: float = TRACKING_TIMEOUT_S) -> list[str]:
     """The catalog ids of the tracking service's active elements (one ListElements call)."""
-    async with grpc.aio.insecure_channel(target) as channel:
+    async with open_channel(target) as channel:
         stub = TrackingServiceStub(channel)
         try:
             response = await stub.ListElements(

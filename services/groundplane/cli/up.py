@@ -245,6 +245,13 @@ def register(commands: Any) -> None:
         "free one) and print its base URL; the demo token is the API key; default: not served",
     )
     up.add_argument(
+        "--tls",
+        action="store_true",
+        help="mutual TLS between every service: mint a throw-away CA and one certificate per "
+        "service (and an 'admin' one for the CLI) in the run's folder (0600), and run every "
+        "child with them (not with --in-process); the banner names the admin files",
+    )
+    up.add_argument(
         "--in-process",
         action="store_true",
         help="run every service in this one process (debugging, fast tests) instead of one "
@@ -375,13 +382,18 @@ def run_up(args: argparse.Namespace) -> int:
     if args.job_items < 1:
         raise InvalidArgument(f"--job-items must be ≥ 1, got {args.job_items}")
     _check_in_process_only(args)
+    if args.tls and args.in_process:
+        raise InvalidArgument(
+            "--tls runs each service as its own process with its own certificate; drop "
+            "--in-process (the in-process system is plaintext, in one process)"
+        )
     configure_logging("json", level="WARNING")
     clock = inputs.make_clock(args.start, args.speed)
     config, scenario, catalog = _config(args, clock)
     system: System = (
         GroundplaneSystem(config, clock)
         if args.in_process
-        else ProcessSystem(config, clock, catalog, dashboard=args.dashboard)
+        else ProcessSystem(config, clock, catalog, dashboard=args.dashboard, tls=args.tls)
     )
     print(
         f"groundplane up: {len(config.elements)} satellites ({scenario}), "
@@ -509,9 +521,11 @@ def _banner(system: System, *, existing_broker: bool) -> str:
             f"  openai    {system.gateway_http_url}  OpenAI-compatible HTTP API: "
             f'OpenAI(base_url="{system.gateway_http_url}", api_key="{DEFAULT_TOKEN}")'
         )
+    tls = system.tls_files if isinstance(system, ProcessSystem) else None
+    plaintext = "-plaintext" if tls is None else "-cacert CA -cert CERT -key KEY"
     lines += [
-        "  inspect   gRPC server reflection is on: grpcurl -plaintext ADDRESS list (grpcurl is a "
-        "separate download, not in Debian), or the Python snippet in docs/cli.md",
+        f"  inspect   gRPC server reflection is on: grpcurl {plaintext} ADDRESS list (grpcurl is "
+        "a separate download, not in Debian), or the Python snippet in docs/cli.md",
     ]
     for name, url in (
         ("gateway", system.gateway_metrics_url),
@@ -519,6 +533,12 @@ def _banner(system: System, *, existing_broker: bool) -> str:
     ):
         if url is not None:
             lines.append(f"  metrics   {url}  Prometheus ({name})")
+    if tls is not None:
+        admin = tls["admin"]
+        lines.append(
+            f"  mtls      every gRPC hop mutual TLS; as admin add --tls-cert {admin.cert} "
+            f"--tls-key {admin.key} --tls-ca {admin.ca}"
+        )
     if isinstance(system, ProcessSystem) and system.plan is not None:
         lines.append(
             f"  processes {len(system.supervisor.names if system.supervisor else [])} children, "

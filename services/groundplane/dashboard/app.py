@@ -64,6 +64,7 @@ from groundplane.kernel.clock import Clock, format_utc
 from groundplane.kernel.errors import DeadlineExceeded, Unavailable
 from groundplane.kernel.serving import GrpcServer
 from groundplane.kernel.timestamps import from_timestamp
+from groundplane.kernel.tls import open_channel
 from groundplane.link.v1 import link_pb2
 from groundplane.mqtt import topics
 from groundplane.mqtt.broker import BrokerAddress
@@ -290,7 +291,7 @@ class DashboardApp:
         attempt = 0
         while True:
             try:
-                async with grpc.aio.insecure_channel(target) as channel:
+                async with open_channel(target) as channel:
                     await read(channel)
             except grpc.aio.AioRpcError as error:
                 log.info("dashboard_stream_lost", source=name, code=error.code().name)

@@ -8,6 +8,10 @@
 * the error mapping: a :class:`~groundplane.kernel.errors.GroundplaneError` raised by a servicer
   becomes its status code and message; anything else becomes INTERNAL (and is logged),
 * one canonical log line per call (method, status code, duration),
+* mutual TLS when the process (or the ``tls=`` argument) has certificates
+  (:mod:`groundplane.kernel.tls`): only peers with a certificate from the CA get past the
+  handshake, and each call is checked against the per-method policy
+  (:mod:`groundplane.kernel.authz`); plaintext otherwise,
 * graceful shutdown: readiness and every service go NOT_SERVING while the server still accepts
   calls for ``unready_delay_s`` (so a load balancer or a Kubernetes readiness probe sees it and
   stops sending), then the server stops taking new calls and liveness goes NOT_SERVING too (a
@@ -33,7 +37,9 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from groundplane.kernel import tls as _tls
 from groundplane.kernel import tracing
+from groundplane.kernel.authz import DEFAULT_POLICY, AuthorisingInterceptor, Policy
 from groundplane.kernel.errors import GroundplaneError, status_for
 
 log = structlog.get_logger("groundplane.serving")
@@ -184,8 +190,12 @@ class GrpcServer:
         options: Sequence[tuple[str, Any]] = (),
         *,
         ready_at_start: bool = True,
+        tls: _tls.TlsFiles | _tls.FromProcess | None = _tls.PROCESS,
+        policy: Policy = DEFAULT_POLICY,
     ) -> None:
         self._bindings = tuple(bindings)
+        self._tls = tls
+        self._policy = policy
         self._ready_at_start = ready_at_start
         self._ready = ready_at_start
         self._address = address
@@ -207,6 +217,11 @@ class GrpcServer:
         return self._port
 
     @property
+    def tls(self) -> _tls.TlsFiles | None:
+        """The certificates this server requires its peers to be signed for (None: plaintext)."""
+        return _tls.resolve(self._tls)
+
+    @property
     def target(self) -> str:
         """``host:port`` a client dials to reach this server."""
         host = self._address.rsplit(":", 1)[0]
@@ -219,11 +234,13 @@ class GrpcServer:
         """Bind, mount everything and start serving; returns the bound port."""
         if self._server is not None:
             raise RuntimeError("the server is already started")
-        self._server = grpc.aio.server(
-            # The tracing interceptor (none unless tracing is on) inside the error mapping.
-            interceptors=[_ErrorMappingInterceptor(), *tracing.grpc_server_interceptors()],
-            options=self._options,
-        )
+        files = self.tls
+        # Error mapping outermost, so a refused call is logged with its PERMISSION_DENIED; the
+        # tracing interceptor (none unless tracing is on) inside it.
+        interceptors: list[Any] = [_ErrorMappingInterceptor(), *tracing.grpc_server_interceptors()]
+        if files is not None:
+            interceptors.append(AuthorisingInterceptor(self._policy))
+        self._server = grpc.aio.server(interceptors=interceptors, options=self._options)
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self._stopped = asyncio.Event()
         for binding in self._bindings:
@@ -239,7 +256,11 @@ class GrpcServer:
         )
         cause: RuntimeError | None = None
         try:
-            port = int(self._server.add_insecure_port(self._address))
+            if files is None:
+                port = int(self._server.add_insecure_port(self._address))
+            else:
+                credentials = _tls.server_credentials(files)
+                port = int(self._server.add_secure_port(self._address, credentials))
         except RuntimeError as error:  # grpc raises RuntimeError when the port is taken
             port, cause = 0, error
         if port == 0:
@@ -247,6 +268,7 @@ class GrpcServer:
             self._server = None
             raise OSError(f"could not bind gRPC server to {self._address}: {cause}")
         self._port = port
+        _tls.warn_if_exposed(self._address.rsplit(":", 1)[0], files)
         await self._server.start()
         await self._health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
         await self._publish_readiness()
@@ -255,6 +277,7 @@ class GrpcServer:
             address=self.target,
             services=[b.name for b in self._bindings],
             ready=self._ready,
+            tls=files is not None,
         )
         return port
 

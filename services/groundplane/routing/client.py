@@ -21,6 +21,7 @@ import grpc
 import structlog
 
 from groundplane.kernel.errors import GroundplaneError
+from groundplane.kernel.tls import open_channel
 from groundplane.mqtt.client import Backoff
 from groundplane.routing.backhaul import BackhaulModel
 from groundplane.routing.convert import (
@@ -144,7 +145,7 @@ class WatchedTableSource(LatestTable):
         attempt = 0
         while True:
             try:
-                async with grpc.aio.insecure_channel(self._target) as channel:
+                async with open_channel(self._target) as channel:
                     stub = routing_pb2_grpc.RoutingServiceStub(channel)
                     call = stub.WatchRouteTable(routing_pb2.WatchRouteTableRequest())
                     iterator = call.__aiter__()

@@ -40,6 +40,7 @@ from groundplane.gateway.v1 import gateway_pb2_grpc as pb_grpc
 from groundplane.kernel import tracing
 from groundplane.kernel.clock import Clock, parse_utc
 from groundplane.kernel.errors import GroundplaneError, InvalidArgument
+from groundplane.kernel.tls import open_channel
 from groundplane.node.backends import SyntheticModelSpec, predict_answer
 from groundplane.node.sessions import Turn
 from groundplane.scenario import GroundUser
@@ -144,7 +145,7 @@ class GroundLoad:
 
     async def run(self) -> None:
         auth = (("authorization", f"Bearer {self.config.token}"),)
-        async with grpc.aio.insecure_channel(self.config.target) as channel:
+        async with open_channel(self.config.target) as channel:
             stub = pb_grpc.InferenceServiceStub(channel)
             async with asyncio.TaskGroup() as tasks:
                 for index in range(self.config.sessions):

@@ -48,6 +48,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -56,8 +57,11 @@ import structlog
 from google.protobuf.message import DecodeError
 
 from groundplane.handoff.v1 import handoff_pb2, handoff_pb2_grpc
+from groundplane.kernel.authz import ADMIN
 from groundplane.kernel.clock import Clock, SimulatedClock
 from groundplane.kernel.errors import GroundplaneError, InvalidArgument
+from groundplane.kernel.pki import mint_local_pki
+from groundplane.kernel.tls import TlsFiles, configure_process_tls, open_channel, process_tls
 from groundplane.link.v1 import link_pb2
 from groundplane.mqtt import topics
 from groundplane.mqtt.broker import BrokerAddress, PrivateBroker, free_loopback_port
@@ -268,6 +272,9 @@ class ProcessPlan:
     program: tuple[str, ...] = (sys.executable, "-m", "groundplane.cli.main")
     otlp_endpoint: str | None = None
     """``--otlp-endpoint`` of every child; None: none (they may still read OTEL_* variables)."""
+    tls: Mapping[str, TlsFiles] | None = None
+    """Each service's certificate by identity (``up --tls``: mutual TLS between every child);
+    None: plaintext on loopback."""
 
     @property
     def shards(self) -> int:
@@ -340,7 +347,7 @@ def child_specs(plan: ProcessPlan) -> list[ChildSpec]:
             name=name,
             argv=[*plan.program, "serve", service, *common, *flags],
             health_target=_target(port),
-            env={**env, BROKER_ENV: broker_url},
+            env={**env, BROKER_ENV: broker_url, **tls_environment(plan.tls, service)},
             ready_timeout_s=CHILD_READY_TIMEOUT_S,
             stop_grace_s=CHILD_STOP_GRACE_S,
         )
@@ -467,6 +474,22 @@ def child_specs(plan: ProcessPlan) -> list[ChildSpec]:
     return specs
 
 
+def tls_environment(tls: Mapping[str, TlsFiles] | None, identity: str) -> dict[str, str]:
+    """``GROUNDPLANE_TLS_CERT``/``_KEY``/``_CA`` of ``identity``'s files (empty without TLS)."""
+    if tls is None:
+        return {}
+    files = tls[identity]
+    return {
+        f"{ENV_PREFIX}TLS_CERT": str(files.cert),
+        f"{ENV_PREFIX}TLS_KEY": str(files.key),
+        f"{ENV_PREFIX}TLS_CA": str(files.ca),
+    }
+
+
+TLS_IDENTITIES = ("tracking", "links", "nodes", "routing", "handoff", "gateway", "dashboard")
+"""The identities ``up --tls`` mints a certificate for (one per service; ``admin`` besides)."""
+
+
 def child_environment(environ: Mapping[str, str]) -> dict[str, str]:
     """``up``'s environment without its ``GROUNDPLANE_*`` variables: those are ``up``'s own
     options, and every child would read them as its own (``GROUNDPLANE_PORT``, …)."""
@@ -522,9 +545,13 @@ class ProcessSystem:
         restart_policy: RestartPolicy | None = None,
         program: Sequence[str] | None = None,
         dashboard: tuple[str, int] | None = None,
+        tls: bool = False,
     ) -> None:
         """``program`` is what runs ``serve SERVICE …`` (default: this Python's groundplane);
-        ``dashboard`` (host, port; 0 picks a free one) adds a ``serve dashboard`` child."""
+        ``dashboard`` (host, port; 0 picks a free one) adds a ``serve dashboard`` child;
+        ``tls`` mints a throw-away CA and a certificate per child in the run's folder, runs
+        every child with mutual TLS, and this process's own calls with the ``admin`` identity
+        (:attr:`tls_files`)."""
         self.config = config
         self.clock = clock
         self.catalog = catalog
@@ -552,6 +579,9 @@ class ProcessSystem:
         self._ready = asyncio.Event()
         self._run_task: asyncio.Task[object] | None = None
         self._cancelled_start = False
+        self._tls = tls
+        self.tls_files: dict[str, TlsFiles] | None = None
+        """Every identity's certificate files while running with ``tls`` (None otherwise)."""
 
     # -- what is running ----------------------------------------------------------------------
 
@@ -667,6 +697,13 @@ class ProcessSystem:
                 workdir = Path(tempfile.mkdtemp(prefix="groundplane-up-"))
                 stack.push(_drop_unless_failed(workdir))
             workdir.mkdir(parents=True, exist_ok=True)
+            if self._tls:
+                self.tls_files = mint_local_pki(
+                    workdir / "tls", [*TLS_IDENTITIES, ADMIN], now=datetime.now(UTC)
+                )
+                # This process's calls (health watches, route table, handoff, load) as admin.
+                stack.callback(configure_process_tls, process_tls())
+                configure_process_tls(self.tls_files[ADMIN])
             broker = await self._broker(stack)
             plan = self._plan(workdir, broker, config.node_password if config.broker_url else None)
             self.plan = plan
@@ -698,9 +735,7 @@ class ProcessSystem:
             # Routing's table (as this process follows it) serves the model.
             await wait_first_table(tables, config.model.name, "this process")
 
-            channel = await stack.enter_async_context(
-                grpc.aio.insecure_channel(self.handoff_target)
-            )
+            channel = await stack.enter_async_context(open_channel(self.handoff_target))
             handoff: handoff_pb2_grpc.HandoffServiceAsyncStub = handoff_pb2_grpc.HandoffServiceStub(
                 channel
             )
@@ -797,6 +832,7 @@ class ProcessSystem:
             shard_broker_urls=self._shard_urls,
             env=env,
             otlp_endpoint=config.otlp_endpoint,
+            tls=self.tls_files,
             **({} if self._program is None else {"program": self._program}),
         )
 

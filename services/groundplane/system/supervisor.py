@@ -61,6 +61,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from groundplane.kernel.errors import InvalidArgument, Unavailable
 from groundplane.kernel.lifetime import dying_with_parent
 from groundplane.kernel.serving import READINESS
+from groundplane.kernel.tls import open_channel
 from groundplane.mqtt.client import Backoff
 
 log = structlog.get_logger("groundplane.system.supervisor")
@@ -460,7 +461,7 @@ async def _watch_until_serving(target: str) -> None:
     serving = health_pb2.HealthCheckResponse.SERVING
     attempt = 0
     rng = random.Random()
-    async with grpc.aio.insecure_channel(target, options=_HEALTH_CHANNEL_OPTIONS) as channel:
+    async with open_channel(target, options=_HEALTH_CHANNEL_OPTIONS) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while True:
             try:

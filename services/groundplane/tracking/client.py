@@ -31,6 +31,7 @@ import structlog
 
 from groundplane.kernel.errors import DeadlineExceeded, GroundplaneError
 from groundplane.kernel.timestamps import required_timestamp, to_timestamp
+from groundplane.kernel.tls import open_channel
 from groundplane.mqtt.client import Backoff
 from groundplane.orbit.elements import ElementSet
 from groundplane.orbit.geometry import SatelliteBatch
@@ -255,7 +256,7 @@ class CatalogFollower:
             opened = self.streams_opened
             outcome = "ended"
             try:
-                async with grpc.aio.insecure_channel(self._target) as channel:
+                async with open_channel(self._target) as channel:
                     await self._read(pb_grpc.TrackingServiceStub(channel))
             except grpc.aio.AioRpcError as error:
                 outcome = error.code().name
