@@ -8,6 +8,7 @@ import signal
 from typing import Any
 
 from groundplane.hil.controller import (
+    SEARCH_WINDOW,
     ElementsPassSource,
     HamlibEndpoint,
     StationController,
@@ -19,6 +20,7 @@ from groundplane.kernel.errors import InvalidArgument
 from groundplane.kernel.logs import configure_logging
 
 from . import inputs
+from .tracking import _add_max_element_age, _plannable
 
 #: Simulated seconds between two printed status lines.
 PRINT_EVERY_S = 10.0
@@ -60,6 +62,7 @@ def register(commands: Any) -> None:
         help="the next pass after --start, or the pass containing this time (ISO-8601, now, "
         "now±N[smhd])",
     )
+    _add_max_element_age(hil)
     hil.set_defaults(handler=run_hil)
 
 
@@ -76,9 +79,13 @@ def run_hil(args: argparse.Namespace) -> int:
     site = inputs.parse_site_arg(args.site, "site", args.min_elevation, inputs.load_mask(args.mask))
     elements = inputs.select_satellites(inputs.load_elements([args.elements]), [args.sat])
     clock = inputs.make_clock(args.start, args.speed)
-    pass_time = (
-        None if args.which == "next" else inputs.parse_time(args.which, clock.now(), "--pass")
-    )
+    now = clock.now()
+    pass_time = None if args.which == "next" else inputs.parse_time(args.which, now, "--pass")
+    # Judged where the pass is looked for (as `passes` judges its window), before any daemon is
+    # contacted: refused beyond --max-element-age-days, a warning beyond 3 days.
+    policy = inputs.age_policy(args.max_element_age_days)
+    judged = (pass_time, pass_time) if pass_time is not None else (now, now + SEARCH_WINDOW)
+    _plannable(elements, *judged, named=True, policy=policy)
     configure_logging("json", level="WARNING")
     controller = StationController(
         site=site,

@@ -16,7 +16,6 @@ import os
 import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from groundplane.cli import environment
@@ -77,6 +76,8 @@ class Parser(argparse.ArgumentParser):
 
 def installed_version() -> str:
     """The version of the installed ``groundplane`` distribution (its package metadata)."""
+    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415 - ~0.1 s
+
     try:
         return version(DISTRIBUTION)
     except PackageNotFoundError:
@@ -93,26 +94,75 @@ def print_help_of(parser: argparse.ArgumentParser) -> Handler:
     return handler
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from groundplane.cli import hil, infer, serve, tracking, up  # noqa: PLC0415 - keeps `--help` fast
+#: Every command, in the order ``--help`` lists them: the module that registers it and its
+#: one-line help. Only the module of the command being run is imported (``passes`` must not pay
+#: for grpc, hil or matplotlib); the others get a placeholder parser with this help, so
+#: ``groundplane --help`` still lists them all. ``tests/cli/test_cli_startup.py`` checks these
+#: lines against what each module registers.
+COMMANDS: tuple[tuple[str, str, str], ...] = (
+    ("passes", "tracking", "predict passes of satellites over sites"),
+    ("look", "tracking", "look angles of one satellite from one site"),
+    ("serve", "serve", "run one service"),
+    ("up", "up", "run the whole system on this machine"),
+    ("infer", "infer", "send one prompt through a gateway and stream the answer"),
+    ("hil", "hil", "track one pass with rotctld/rigctld"),
+    ("plot", "plot", "draw passes, ground tracks or a run as PNG or SVG"),
+)
 
+
+def command_of(argv: Sequence[str]) -> str | None:
+    """The command ``argv`` runs: its first word that is not an option (the top-level options,
+    ``--help`` and ``--version``, take no value), or None."""
+    return next((token for token in argv if not token.startswith("-")), None)
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The ``groundplane`` parser: every command in full, or with ``argv`` only the command it
+    runs in full (the others listed by name and help, their modules not imported)."""
+    import importlib  # noqa: PLC0415 - only the commands asked for are imported
+
+    modules = {name: module for name, module, _ in COMMANDS}
+    # None: all; "": none (no command, or a word that is none: argparse's error lists them).
+    loaded = None if argv is None else modules.get(command_of(argv) or "", "")
     parser = Parser(
         prog="groundplane",
         description="Ground-side control plane for orbital compute. "
         "`groundplane COMMAND --help` describes each command.",
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {installed_version()}")
+    parser.add_argument("--version", action=_VersionAction)
     parser.set_defaults(handler=print_help_of(parser), command=None)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    tracking.register(commands)
-    serve.register(commands)
-    up.register(commands)
-    infer.register(commands)
-    hil.register(commands)
-    from groundplane.cli import plot  # noqa: PLC0415 - matplotlib itself loads only to draw
-
-    plot.register(commands)
+    registered: set[str] = set()
+    for name, module, summary in COMMANDS:
+        if loaded is not None and module != loaded:
+            commands.add_parser(name, help=summary, add_help=False)
+        elif module not in registered:
+            registered.add(module)
+            importlib.import_module(f"groundplane.cli.{module}").register(commands)
     return parser
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: the installed version, read (importlib.metadata, ~0.1 s) only when asked."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(
+            option_strings,
+            dest=argparse.SUPPRESS,
+            default=argparse.SUPPRESS,
+            nargs=0,
+            help="show program's version number and exit",
+        )
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        sys.stdout.write(f"{parser.prog} {installed_version()}\n")  # stdout, as argparse's own
+        parser.exit()
 
 
 _NEGATIVE_VALUE = re.compile(r"-[0-9.]")
@@ -152,7 +202,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] = os.envi
 
 
 def _run(argv: Sequence[str], environ: Mapping[str, str]) -> int:
-    parser = build_parser()
+    parser = build_parser(argv)
     args = environment.parse_args(parser, join_negative_values(argv), environ)
     handler: Handler = args.handler
     name = " ".join(part for part in (args.command, getattr(args, "service", None)) if part)

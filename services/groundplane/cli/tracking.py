@@ -6,10 +6,15 @@ import argparse
 import csv
 import io
 import json
+import os
 import sys
-from collections.abc import Sequence
-from datetime import UTC, datetime
-from typing import Any
+import time
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import IO, Any
+
+import numpy as np
+import orjson
 
 from groundplane.kernel.clock import RealClock, format_utc
 from groundplane.kernel.errors import InvalidArgument
@@ -22,10 +27,11 @@ from groundplane.orbit.geometry import (
     look_angles,
     utc_jd_fr,
 )
-from groundplane.orbit.passes import Pass, find_passes
+from groundplane.orbit.passes import Pass, find_pass_table, find_passes
 from groundplane.orbit.sites import Site
 from groundplane.tracking.catalog import MAX_ELEMENT_AGE_FLAG, AgeVerdict, ElementAgePolicy
 from groundplane.tracking.core import TrackingSettings
+from groundplane.tracking.pass_columns import PassColumns, iso_utc_ms, iso_utc_s, round_like_python
 
 from . import inputs
 
@@ -44,6 +50,9 @@ PASS_FIELDS = (
     "los_clipped",
 )
 PROGRESS_CHUNK = 64
+#: Satellite × site pairs searched in one call: larger calls vectorise better (one call for the
+#: whole 636 × 12 catalog is ~2× faster than calls of 64 satellites), this bounds the memory.
+PAIRS_PER_CALL = 20_000
 MAX_WINDOW_DAYS = TrackingSettings().max_pass_window_days
 """The longest window one call may ask for: the tracking service's own limit."""
 DEFAULT_MAX_ELEMENT_AGE_DAYS = ElementAgePolicy().refuse_after_days
@@ -109,6 +118,12 @@ def register(commands: Any) -> None:
         "--format", choices=("table", "json", "csv"), default="table", help="output format"
     )
     _add_max_element_age(passes)
+    passes.add_argument(
+        "--timings",
+        action="store_true",
+        help="print the wall time of each stage (start-up, inputs, pass search with its "
+        "refinement, output) to stderr",
+    )
     passes.set_defaults(handler=run_passes)
 
     look = commands.add_parser(
@@ -203,31 +218,158 @@ def compute_passes(
     return sorted(found, key=lambda p: (p.aos, p.site_id, p.catalog_id))
 
 
-def _pass_row(found: Pass, names: dict[str, str], site_names: dict[str, str]) -> dict[str, Any]:
+def compute_pass_columns(
+    elements: Sequence[ElementSet],
+    sites: Sequence[Site],
+    start: datetime,
+    end: datetime,
+    progress: bool = False,
+) -> PassColumns:
+    """The passes of :func:`compute_passes` (same rows, same order: by AOS, site id, catalog
+    id) as columns, with no per-pass Python objects."""
+    per_call = max(PROGRESS_CHUNK, PAIRS_PER_CALL // max(len(sites), 1))
+    parts: list[PassColumns] = []
+    for first in range(0, len(elements), per_call):
+        chunk = elements[first : first + per_call]
+        parts.append(PassColumns.from_table(find_pass_table(_batch(chunk), sites, start, end)))
+        if progress:
+            done = min(first + per_call, len(elements))
+            print(f"\rpasses: {done}/{len(elements)} satellites", end="", file=sys.stderr)
+    if progress:
+        print(file=sys.stderr)
+    return PassColumns.concatenate(parts).by_aos()
+
+
+def pass_fields(
+    found: PassColumns, names: Mapping[str, str], site_names: Mapping[str, str]
+) -> dict[str, list[Any]]:
+    """The output's columns (:data:`PASS_FIELDS`), each a list of plain values: ids and names,
+    times as ISO-8601 UTC strings, angles rounded to 4 decimals, booleans."""
+    catalog_ids: list[str] = found.catalog_id.tolist()
+    site_ids: list[str] = found.site_id.tolist()
     return {
-        "catalog_id": found.catalog_id,
-        "name": names.get(found.catalog_id, ""),
-        "site": found.site_id,
-        "site_name": site_names.get(found.site_id, ""),
-        "aos": format_utc(found.aos),
-        "tca": format_utc(found.tca),
-        "los": format_utc(found.los),
-        "max_elevation_deg": round(found.max_elevation_deg, 4),
-        "aos_azimuth_deg": round(found.aos_azimuth_deg, 4),
-        "los_azimuth_deg": round(found.los_azimuth_deg, 4),
-        "aos_clipped": found.aos_clipped,
-        "los_clipped": found.los_clipped,
+        "catalog_id": catalog_ids,
+        "name": [names.get(c, "") for c in catalog_ids],
+        "site": site_ids,
+        "site_name": [site_names.get(k, "") for k in site_ids],
+        "aos": iso_utc_ms(found.aos_us),
+        "tca": iso_utc_ms(found.tca_us),
+        "los": iso_utc_ms(found.los_us),
+        "max_elevation_deg": round_like_python(found.max_elevation_deg, 4),
+        "aos_azimuth_deg": round_like_python(found.aos_azimuth_deg, 4),
+        "los_azimuth_deg": round_like_python(found.los_azimuth_deg, 4),
+        "aos_clipped": found.aos_clipped.tolist(),
+        "los_clipped": found.los_clipped.tolist(),
     }
 
 
-def _csv_cell(value: Any) -> Any:
-    """CSV spells booleans as JSON does (``true``/``false``), not Python's ``True``/``False``."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return value
+def passes_json(fields: Mapping[str, list[Any]]) -> bytes:
+    """``{"passes": [...]}`` indented by 2 as ``json.dump(…, indent=2)`` writes it, plus a
+    newline; serialised by orjson in one call."""
+    if tuple(fields) != PASS_FIELDS:
+        raise ValueError(f"expected the columns {PASS_FIELDS}, got {tuple(fields)}")
+    # A dict display with constant keys builds each row ~1.6× faster than dict(zip(keys, row)).
+    rows = [
+        {
+            "catalog_id": catalog_id,
+            "name": name,
+            "site": site,
+            "site_name": site_name,
+            "aos": aos,
+            "tca": tca,
+            "los": los,
+            "max_elevation_deg": max_el,
+            "aos_azimuth_deg": aos_az,
+            "los_azimuth_deg": los_az,
+            "aos_clipped": aos_clip,
+            "los_clipped": los_clip,
+        }
+        for (
+            catalog_id,
+            name,
+            site,
+            site_name,
+            aos,
+            tca,
+            los,
+            max_el,
+            aos_az,
+            los_az,
+            aos_clip,
+            los_clip,
+        ) in zip(*fields.values(), strict=True)
+    ]
+    return orjson.dumps({"passes": rows}, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
+
+
+def passes_csv(fields: Mapping[str, list[Any]]) -> str:
+    """A header of :data:`PASS_FIELDS` and one row per pass; booleans ``true``/``false``."""
+    spelled = {
+        key: np.where(values, "true", "false").tolist() if key.endswith("_clipped") else values
+        for key, values in fields.items()
+    }
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(spelled)
+    writer.writerows(zip(*spelled.values(), strict=True))
+    return buffer.getvalue()
+
+
+def _write(out: IO[str], data: bytes | str) -> None:
+    """``data`` to ``out``: bytes straight to its binary buffer when it has one."""
+    if isinstance(data, str):
+        out.write(data)
+        return
+    buffer = getattr(out, "buffer", None)
+    if buffer is None:
+        out.write(data.decode("utf-8"))
+        return
+    out.flush()
+    buffer.write(data)
+
+
+def _seconds_since_process_start() -> float | None:
+    """Wall seconds since this process started (Linux ``/proc``; 10 ms resolution), else None."""
+    try:
+        with open("/proc/self/stat", encoding="ascii") as handle:
+            fields = handle.read().rpartition(")")[2].split()
+    except OSError:
+        return None
+    started_s = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22: starttime, in ticks
+    return time.clock_gettime(time.CLOCK_BOOTTIME) - started_s
+
+
+class _Stages:
+    """Wall time of each stage of a command, printed to stderr with ``--timings``::
+
+        timings (s): start-up 0.180, inputs 0.035, search 0.620, output 0.080 (34240 passes)
+
+    ``start-up`` runs from the process start (Linux /proc, 10 ms resolution; absent elsewhere)
+    to the command's handler: interpreter, imports, argument parsing.
+    """
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.stages: list[tuple[str, float]] = []
+        if enabled:
+            before = _seconds_since_process_start()
+            if before is not None:
+                self.stages.append(("start-up", before))
+        self._last = time.perf_counter()
+
+    def done(self, name: str) -> None:
+        now = time.perf_counter()
+        self.stages.append((name, now - self._last))
+        self._last = now
+
+    def report(self, note: str) -> None:
+        if self.enabled:
+            text = ", ".join(f"{name} {seconds:.3f}" for name, seconds in self.stages)
+            print(f"timings (s): {text} ({note})", file=sys.stderr, flush=True)
 
 
 def run_passes(args: argparse.Namespace) -> int:
+    stages = _Stages(args.timings)
     policy = inputs.age_policy(args.max_element_age_days)
     mask = inputs.load_mask(args.mask)
     if args.sites:
@@ -243,54 +385,55 @@ def run_passes(args: argparse.Namespace) -> int:
     elements = _plannable(elements, start, end, named=bool(args.sat), policy=policy)
     names = {e.catalog_id: e.name for e in elements}
     site_names = {site.id: site.name for site in sites}
-    found = compute_passes(elements, sites, start, end, progress=sys.stderr.isatty())
+    stages.done("inputs")
+    found = compute_pass_columns(elements, sites, start, end, progress=sys.stderr.isatty())
+    stages.done("search")
     out = sys.stdout
-    if args.format == "json":
-        json.dump({"passes": [_pass_row(p, names, site_names) for p in found]}, out, indent=2)
-        out.write("\n")
-    elif args.format == "csv":
-        writer = csv.DictWriter(out, fieldnames=PASS_FIELDS, lineterminator="\n")
-        writer.writeheader()
-        for p in found:
-            row = _pass_row(p, names, site_names)
-            writer.writerow({key: _csv_cell(value) for key, value in row.items()})
+    if args.format == "table":
+        _write(out, pass_table(found, names, site_names))
     else:
-        out.write(_pass_table(found, names, site_names))
+        fields = pass_fields(found, names, site_names)
+        _write(out, passes_json(fields) if args.format == "json" else passes_csv(fields))
+    out.flush()
+    stages.done("output")
+    stages.report(f"{len(found)} passes, {args.format}; search includes refinement")
     return 0
 
 
-def _table_time(value: datetime) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _duration(seconds: float) -> str:
-    minutes, rest = divmod(round(seconds), 60)
-    return f"{minutes}m{rest:02d}s"
-
-
-def _pass_table(found: Sequence[Pass], names: dict[str, str], site_names: dict[str, str]) -> str:
+def pass_table(found: PassColumns, names: Mapping[str, str], site_names: Mapping[str, str]) -> str:
     """Passes for people: names, AOS/TCA/LOS to the second (UTC), duration, angles."""
     header = (
         f"{'SAT':<8} {'NAME':<20} {'SITE':<18} {'AOS (UTC)':<20} {'TCA (UTC)':<19} "
         f"{'LOS (UTC)':<20} {'DURATION':>8} {'MAX EL':>6} {'AOS AZ':>6} {'LOS AZ':>6}\n"
     )
-    buffer = io.StringIO()
-    buffer.write(header)
-    for p in found:
-        clip_a = "<" if p.aos_clipped else " "
-        clip_l = ">" if p.los_clipped else " "
-        site = site_names.get(p.site_id) or p.site_id
-        buffer.write(
-            f"{p.catalog_id:<8} {names.get(p.catalog_id, '')[:20]:<20} {site[:18]:<18} "
-            f"{clip_a}{_table_time(p.aos)} {_table_time(p.tca)} {_table_time(p.los)}{clip_l} "
-            f"{_duration((p.los - p.aos).total_seconds()):>8} {p.max_elevation_deg:6.1f} "
-            f"{p.aos_azimuth_deg:6.1f} {p.los_azimuth_deg:6.1f}\n"
+    duration_s = np.rint((found.los_us - found.aos_us) / 1e6).astype(np.int64)
+    minutes, rest = np.divmod(duration_s, 60)
+    lines = [header]
+    lines.extend(
+        f"{sat:<8} {names.get(sat, '')[:20]:<20} {(site_names.get(site) or site)[:18]:<18} "
+        f"{'<' if aos_clip else ' '}{aos} {tca} {los}{'>' if los_clip else ' '} "
+        f"{f'{m}m{r:02d}s':>8} {max_el:6.1f} {aos_az:6.1f} {los_az:6.1f}\n"
+        for sat, site, aos, tca, los, m, r, max_el, aos_az, los_az, aos_clip, los_clip in zip(
+            found.catalog_id.tolist(),
+            found.site_id.tolist(),
+            iso_utc_s(found.aos_us, " "),
+            iso_utc_s(found.tca_us, " "),
+            iso_utc_s(found.los_us, " "),
+            minutes.tolist(),
+            rest.tolist(),
+            found.max_elevation_deg.tolist(),
+            found.aos_azimuth_deg.tolist(),
+            found.los_azimuth_deg.tolist(),
+            found.aos_clipped.tolist(),
+            found.los_clipped.tolist(),
+            strict=True,
         )
-    buffer.write(
+    )
+    lines.append(
         f"{len(found)} passes ('<' began before the window, '>' ends after it; "
         "elevation and azimuths in degrees)\n"
     )
-    return buffer.getvalue()
+    return "".join(lines)
 
 
 def run_look(args: argparse.Namespace) -> int:

@@ -15,19 +15,38 @@
 
 Domain code raises these; servicers never build status codes themselves. Messages teach: they say
 what was expected and what came.
+
+grpc is imported when a code is first read, not with this module: every domain module imports
+these errors, and a command that never speaks gRPC (``groundplane passes``) should not pay for
+loading it.
 """
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-import grpc
+if TYPE_CHECKING:
+    import grpc
+
+
+class _StatusCode:
+    """A class attribute whose value is ``grpc.StatusCode[name]``, grpc imported on first read."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, instance: object, owner: type | None = None) -> grpc.StatusCode:
+        import grpc  # noqa: PLC0415 - see the module docstring
+
+        return grpc.StatusCode[self.name]
 
 
 class GroundplaneError(Exception):
     """Base of every error a caller can cause or observe."""
 
-    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    code = _StatusCode("INTERNAL")
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -35,23 +54,23 @@ class GroundplaneError(Exception):
 
 
 class InvalidArgument(GroundplaneError, ValueError):
-    code = grpc.StatusCode.INVALID_ARGUMENT
+    code = _StatusCode("INVALID_ARGUMENT")
 
 
 class NotFound(GroundplaneError, LookupError):
-    code = grpc.StatusCode.NOT_FOUND
+    code = _StatusCode("NOT_FOUND")
 
 
 class AlreadyExists(GroundplaneError):
-    code = grpc.StatusCode.ALREADY_EXISTS
+    code = _StatusCode("ALREADY_EXISTS")
 
 
 class FailedPrecondition(GroundplaneError):
-    code = grpc.StatusCode.FAILED_PRECONDITION
+    code = _StatusCode("FAILED_PRECONDITION")
 
 
 class Unavailable(GroundplaneError):
-    code = grpc.StatusCode.UNAVAILABLE
+    code = _StatusCode("UNAVAILABLE")
 
     def __init__(self, message: str, next_opportunity: datetime | None = None) -> None:
         super().__init__(message)
@@ -59,7 +78,7 @@ class Unavailable(GroundplaneError):
 
 
 class ResourceExhausted(GroundplaneError):
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    code = _StatusCode("RESOURCE_EXHAUSTED")
 
     def __init__(self, message: str, retry_after_s: float | None = None) -> None:
         super().__init__(message)
@@ -67,15 +86,15 @@ class ResourceExhausted(GroundplaneError):
 
 
 class Unauthenticated(GroundplaneError):
-    code = grpc.StatusCode.UNAUTHENTICATED
+    code = _StatusCode("UNAUTHENTICATED")
 
 
 class PermissionDenied(GroundplaneError):
-    code = grpc.StatusCode.PERMISSION_DENIED
+    code = _StatusCode("PERMISSION_DENIED")
 
 
 class DeadlineExceeded(GroundplaneError):
-    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    code = _StatusCode("DEADLINE_EXCEEDED")
 
 
 def status_for(error: BaseException) -> tuple[grpc.StatusCode, str]:
@@ -86,23 +105,27 @@ def status_for(error: BaseException) -> tuple[grpc.StatusCode, str]:
     """
     if isinstance(error, GroundplaneError):
         return error.code, error.message
+    import grpc  # noqa: PLC0415 - see the module docstring
+
     return grpc.StatusCode.INTERNAL, "internal error; the service logged the details"
 
 
-_BY_CODE: dict[grpc.StatusCode, type[GroundplaneError]] = {
-    cls.code: cls
-    for cls in (
-        InvalidArgument,
-        NotFound,
-        AlreadyExists,
-        FailedPrecondition,
-        Unavailable,
-        ResourceExhausted,
-        Unauthenticated,
-        PermissionDenied,
-        DeadlineExceeded,
-    )
-}
+@functools.cache
+def _by_code() -> dict[grpc.StatusCode, type[GroundplaneError]]:
+    return {
+        cls.code: cls
+        for cls in (
+            InvalidArgument,
+            NotFound,
+            AlreadyExists,
+            FailedPrecondition,
+            Unavailable,
+            ResourceExhausted,
+            Unauthenticated,
+            PermissionDenied,
+            DeadlineExceeded,
+        )
+    }
 
 
 def error_from_status(code: grpc.StatusCode, message: str, upstream: str = "") -> GroundplaneError:
@@ -111,7 +134,7 @@ def error_from_status(code: grpc.StatusCode, message: str, upstream: str = "") -
     from. Codes outside the tree (INTERNAL, UNKNOWN, …) become UNAVAILABLE: the upstream failed.
     """
     prefix = f"{upstream}: " if upstream else ""
-    error_type = _BY_CODE.get(code)
+    error_type = _by_code().get(code)
     if error_type is None:
         return Unavailable(f"{prefix}{message} ({code.name})")
     return error_type(f"{prefix}{message}")

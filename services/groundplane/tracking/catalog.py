@@ -170,8 +170,8 @@ class ElementAgePolicy:
                 f"{label} are {age_days:.1f} days {direction} ({stamp}); planning is refused "
                 f"beyond {self.refuse_after_days:g} days because SGP4 position errors grow to "
                 "many kilometres; ingest fresher elements (e.g. from CelesTrak or Space-Track) "
-                f"or allow older ones with {MAX_ELEMENT_AGE_FLAG} DAYS (groundplane passes, look "
-                "and serve tracking take it)",
+                f"or allow older ones with {MAX_ELEMENT_AGE_FLAG} DAYS (groundplane passes, look, "
+                "hil and serve tracking take it)",
             )
         if age_days > self.warn_after_days:
             return AgeJudgement(

@@ -34,7 +34,7 @@ from groundplane.orbit.geometry import (
     look_angles,
     utc_jd_fr,
 )
-from groundplane.orbit.passes import Pass, find_passes
+from groundplane.orbit.passes import find_pass_table
 from groundplane.orbit.sites import Site
 from groundplane.orbit.visibility import visibility
 from groundplane.tracking.catalog import AgeVerdict, ElementRecord
@@ -45,6 +45,7 @@ from groundplane.tracking.client import (
     site_to_proto,
 )
 from groundplane.tracking.core import CatalogSnapshot, TrackingCore
+from groundplane.tracking.pass_columns import PassColumns, timestamp_parts
 from groundplane.tracking.v1 import tracking_pb2 as pb
 from groundplane.tracking.v1 import tracking_pb2_grpc as pb_grpc
 
@@ -67,20 +68,71 @@ _AGE = {
 # -------------------------------------------------------------------------------- conversion
 
 
-def pass_to_proto(found: Pass, name: str) -> pb.Pass:
-    return pb.Pass(
-        catalog_id=found.catalog_id,
-        name=name,
-        site_id=found.site_id,
-        aos=to_timestamp(found.aos),
-        tca=to_timestamp(found.tca),
-        los=to_timestamp(found.los),
-        max_elevation_deg=found.max_elevation_deg,
-        aos_azimuth_deg=found.aos_azimuth_deg,
-        los_azimuth_deg=found.los_azimuth_deg,
-        aos_clipped=found.aos_clipped,
-        los_clipped=found.los_clipped,
+def add_passes(response: pb.ListPassesResponse, found: PassColumns, names: dict[str, str]) -> None:
+    """Append one ``Pass`` per row of ``found`` to ``response``; every field is converted for
+    all rows at once (times straight from integer microseconds to Timestamp parts: no datetime
+    objects on the way), leaving only the message building per pass."""
+    catalog_ids: list[str] = found.catalog_id.tolist()
+    aos_s, aos_ns = timestamp_parts(found.aos_us)
+    tca_s, tca_ns = timestamp_parts(found.tca_us)
+    los_s, los_ns = timestamp_parts(found.los_us)
+    add = response.passes.add
+    for row, (catalog_id, site_id, max_el, aos_az, los_az, aos_clip, los_clip) in enumerate(
+        zip(
+            catalog_ids,
+            found.site_id.tolist(),
+            found.max_elevation_deg.tolist(),
+            found.aos_azimuth_deg.tolist(),
+            found.los_azimuth_deg.tolist(),
+            found.aos_clipped.tolist(),
+            found.los_clipped.tolist(),
+            strict=True,
+        )
+    ):
+        message = add(
+            catalog_id=catalog_id,
+            name=names.get(catalog_id, ""),
+            site_id=site_id,
+            max_elevation_deg=max_el,
+            aos_azimuth_deg=aos_az,
+            los_azimuth_deg=los_az,
+            aos_clipped=aos_clip,
+            los_clipped=los_clip,
+        )
+        message.aos.seconds, message.aos.nanos = aos_s[row], aos_ns[row]
+        message.tca.seconds, message.tca.nanos = tca_s[row], tca_ns[row]
+        message.los.seconds, message.los.nanos = los_s[row], los_ns[row]
+
+
+def _pass_responses(  # noqa: PLR0913 - the search's inputs and filters, the stream's batching
+    batch: SatelliteBatch,
+    sites: Sequence[Site],
+    start: datetime,
+    end: datetime,
+    *,
+    min_culmination_deg: float | None,
+    min_duration_s: float | None,
+    names: dict[str, str],
+    batch_size: int,
+) -> list[pb.ListPassesResponse]:
+    """The passes of ``batch`` (by satellite, site, AOS) as stream messages of ``batch_size``."""
+    table = find_pass_table(
+        batch,
+        sites,
+        start,
+        end,
+        min_max_elevation_deg=min_culmination_deg,
+        min_duration_s=min_duration_s,
     )
+    found = PassColumns.from_table(table)
+    responses = []
+    for first in range(0, len(found), batch_size):
+        response = pb.ListPassesResponse()
+        add_passes(
+            response, found.take(np.arange(first, min(first + batch_size, len(found)))), names
+        )
+        responses.append(response)
+    return responses
 
 
 def _finite_frequency(value: float) -> float:
@@ -292,22 +344,19 @@ class TrackingServicer(pb_grpc.TrackingServiceServicer):
         chunk = 128
         for first in range(0, len(selection.batch), chunk):
             part = selection.batch.subset(range(first, min(first + chunk, len(selection.batch))))
-            found = await asyncio.to_thread(
-                find_passes,
+            responses = await asyncio.to_thread(
+                _pass_responses,
                 part,
                 sites,
                 start,
                 end,
-                min_max_elevation_deg=request.min_culmination_deg or None,
+                min_culmination_deg=request.min_culmination_deg or None,
                 min_duration_s=request.min_duration_s or None,
+                names=selection.names,
+                batch_size=batch_size,
             )
-            for offset in range(0, len(found), batch_size):
-                yield pb.ListPassesResponse(
-                    passes=[
-                        pass_to_proto(p, selection.names.get(p.catalog_id, ""))
-                        for p in found[offset : offset + batch_size]
-                    ]
-                )
+            for response in responses:
+                yield response
 
     async def GetVisibility(
         self, request: pb.GetVisibilityRequest, context: grpc.aio.ServicerContext[Any, Any]
