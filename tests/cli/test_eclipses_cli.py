@@ -94,3 +94,34 @@ def test_too_old_elements_are_refused_with_the_flag_named(
     assert "--max-element-age-days" in capsys.readouterr().err
     assert main([*late, "--hours", "2", "--max-element-age-days", "40", "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out)["eclipses"]
+
+
+def test_look_reports_the_shadow_the_eclipses_command_lists(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`look` gives sunlit_fraction 0 in the middle of an umbra `eclipses` lists, 1 midway
+    between two eclipses, and strictly between at the midpoint of a penumbra crossing."""
+    assert main([*BASE, "--sat", "25544", "--format", "json"]) == 0
+    rows = [r for r in json.loads(capsys.readouterr().out)["eclipses"] if not r["entry_clipped"]]
+    first, second = rows[0], rows[1]
+
+    def at(text: str) -> datetime:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+    def look(instant: datetime) -> float:
+        stamp = instant.isoformat().replace("+00:00", "Z")
+        argv = ["look", "--elements", ELEMENTS, "--sat", "25544", "--site", "0,0"]
+        assert main([*argv, "--at", stamp, "--format", "json"]) == 0
+        value: float = json.loads(capsys.readouterr().out)["sunlit_fraction"]
+        return value
+
+    umbra_mid = at(first["umbra_entry"]) + (at(first["umbra_exit"]) - at(first["umbra_entry"])) / 2
+    assert look(umbra_mid) == 0.0
+    between = (
+        at(first["penumbra_exit"]) + (at(second["penumbra_entry"]) - at(first["penumbra_exit"])) / 2
+    )
+    assert look(between) == 1.0
+    penumbra_mid = (
+        at(first["penumbra_entry"]) + (at(first["umbra_entry"]) - at(first["penumbra_entry"])) / 2
+    )
+    assert 0.05 < look(penumbra_mid) < 0.95

@@ -153,9 +153,11 @@ def test_look_json_contract(capsys: pytest.CaptureFixture[str]) -> None:
         "elevation_deg",
         "range_km",
         "range_rate_km_s",
+        "sunlit_fraction",
         "downlink_hz",
         "uplink_hz",
     }
+    assert 0.0 <= result["sunlit_fraction"] <= 1.0
     ratio = result["range_rate_km_s"] / 299_792.458
     assert result["downlink_hz"] == pytest.approx(437.8e6 * (1 - ratio))
     assert result["uplink_hz"] == pytest.approx(437.8e6 * (1 + ratio))

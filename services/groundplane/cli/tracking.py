@@ -25,9 +25,11 @@ from groundplane.orbit.geometry import (
     doppler_uplink_hz,
     error_reason,
     look_angles,
+    propagate,
     utc_jd_fr,
 )
 from groundplane.orbit.passes import Pass, find_pass_table, find_passes
+from groundplane.orbit.shadow import sun_position_teme_km, sunlit_fraction
 from groundplane.orbit.sites import Site
 from groundplane.tracking.catalog import MAX_ELEMENT_AGE_FLAG, AgeVerdict, ElementAgePolicy
 from groundplane.tracking.core import TrackingSettings
@@ -436,6 +438,12 @@ def pass_table(found: PassColumns, names: Mapping[str, str], site_names: Mapping
     return "".join(lines)
 
 
+def _shadow_word(fraction: float) -> str:
+    if fraction >= 1.0:
+        return "in full Sun"
+    return "in the umbra: eclipsed" if fraction <= 0.0 else "in the penumbra"
+
+
 def run_look(args: argparse.Namespace) -> int:
     policy = inputs.age_policy(args.max_element_age_days)
     site = inputs.parse_site_arg(args.site, "0", 0.0, inputs.load_mask(None))
@@ -446,19 +454,22 @@ def run_look(args: argparse.Namespace) -> int:
     (element_set,) = inputs.select_satellites(inputs.load_elements([args.elements]), [args.sat])
     _plannable([element_set], at, at, named=True, policy=policy)
     jd, fr = utc_jd_fr([at])
-    angles = look_angles(_batch([element_set]), [site], jd, fr)
+    batch = _batch([element_set])
+    angles = look_angles(batch, [site], jd, fr)
     code = int(angles.error_code[0, 0])
     if code:
         raise InvalidArgument(
             f"SGP4 cannot place {element_set.catalog_id} at {format_utc(at)}: "
             f"{error_reason(code)} (sgp4 error {code})"
         )
+    position_km = propagate(batch, jd, fr).r_teme_km[0, 0]
     result: dict[str, Any] = {
         "catalog_id": element_set.catalog_id,
         "azimuth_deg": float(angles.azimuth_deg[0, 0, 0]),
         "elevation_deg": float(angles.elevation_deg[0, 0, 0]),
         "range_km": float(angles.range_km[0, 0, 0]),
         "range_rate_km_s": float(angles.range_rate_km_s[0, 0, 0]),
+        "sunlit_fraction": float(sunlit_fraction(position_km, sun_position_teme_km(jd, fr)[0])),
     }
     if frequency is not None:
         result["downlink_hz"] = float(doppler_downlink_hz(frequency, result["range_rate_km_s"]))
@@ -475,5 +486,7 @@ def run_look(args: argparse.Namespace) -> int:
             line = f"  {key:<16} {value:.6f}" if "hz" not in key else f"  {key:<16} {value:.1f}"
             if key == "elevation_deg" and value < 0:
                 line += "  (below the horizon: not in view)"
+            if key == "sunlit_fraction":
+                line += f"  ({_shadow_word(value)})"
             print(line)
     return 0
