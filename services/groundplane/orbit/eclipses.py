@@ -40,13 +40,16 @@ from groundplane.orbit.geometry import (
     FloatArray,
     IntArray,
     SatelliteBatch,
+    SiteFrames,
+    earth_rotation,
     error_reason,
     offset_jd_fr,
     propagate,
+    teme_to_itrf,
     utc_datetimes,
     utc_jd_fr,
 )
-from groundplane.orbit.shadow import shadow_margins_rad, sun_position_teme_km
+from groundplane.orbit.shadow import shadow_margins_rad, sun_position_teme_km, sunlit_fraction
 
 BoolArray = NDArray[np.bool_]
 #: Default coarse step, seconds (≥ 90 samples per orbit down to LEO's ~90 min period).
@@ -409,3 +412,56 @@ def find_eclipses(
 ) -> list[Eclipse]:
     """:func:`find_eclipse_table` as :class:`Eclipse` objects."""
     return find_eclipse_table(batch, start, stop, step_s=step_s).eclipses()
+
+
+# --------------------------------------------------------------------------------------------
+# Lighting at given instants (pass rows: one satellite, one site, one time each)
+
+#: The Sun's elevation below which a site's sky is dark enough to see a sunlit satellite by eye
+#: (civil twilight's end, as Heavens-Above lists visible passes), degrees.
+VISUAL_SUN_ELEVATION_DEG = -6.0
+
+
+def sunlit_fraction_at(
+    batch: SatelliteBatch, sat_index: IntArray, jd: FloatArray, fr: FloatArray
+) -> FloatArray:
+    """Sunlit fraction of satellite ``batch[sat_index[i]]`` at ``(jd[i], fr[i])``, per row.
+
+    One ``Satrec.sgp4_array`` call per distinct satellite (rows grouped by satellite); NaN where
+    SGP4 fails.
+    """
+    sat_index = np.asarray(sat_index, dtype=np.intp)
+    jd = np.asarray(jd, dtype=np.float64)
+    fr = np.asarray(fr, dtype=np.float64)
+    position = np.full((sat_index.size, 3), np.nan)
+    order = np.argsort(sat_index, kind="stable")
+    sats, first = np.unique(sat_index[order], return_index=True)
+    bounds = [*first.tolist(), sat_index.size]
+    for position_in_list, sat in enumerate(sats.tolist()):
+        rows = order[bounds[position_in_list] : bounds[position_in_list + 1]]
+        error, r, _ = batch.satrecs[sat].sgp4_array(jd[rows], fr[rows])
+        r = np.asarray(r, dtype=np.float64)
+        r[np.asarray(error) != 0] = np.nan
+        position[rows] = r
+    if sat_index.size == 0:
+        return np.zeros(0)
+    return sunlit_fraction(position, sun_position_teme_km(jd, fr))
+
+
+def sun_elevation_deg(
+    frames: SiteFrames, site_index: IntArray, jd: FloatArray, fr: FloatArray
+) -> FloatArray:
+    """Geometric elevation of the Sun's centre above site ``site_index[i]``'s horizon (ellipsoid
+    normal, no refraction) at ``(jd[i], fr[i])``, degrees, per row."""
+    site_index = np.asarray(site_index, dtype=np.intp)
+    if site_index.size == 0:
+        return np.zeros(0)
+    sun = sun_position_teme_km(jd, fr)
+    zero = np.zeros_like(sun)
+    sun_itrf, _ = teme_to_itrf(
+        np.moveaxis(sun, -1, 0), np.moveaxis(zero, -1, 0), earth_rotation(jd, fr)
+    )
+    to_sun = sun_itrf.T - frames.ecef_km[site_index]
+    up = frames.enu[site_index, 2, :]
+    sin_el = np.sum(up * to_sun, axis=1) / np.linalg.norm(to_sun, axis=1)
+    return np.asarray(np.degrees(np.arcsin(np.clip(sin_el, -1.0, 1.0))), dtype=np.float64)
