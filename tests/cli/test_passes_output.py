@@ -25,8 +25,17 @@ from groundplane.cli import inputs
 from groundplane.cli.main import main
 from groundplane.cli.tracking import PASS_FIELDS, _plannable, compute_passes
 from groundplane.kernel.clock import format_utc
-from groundplane.orbit.geometry import offset_jd_fr, utc_datetimes
+from groundplane.orbit.eclipses import sun_elevation_deg, sunlit_fraction_at
+from groundplane.orbit.elements import ElementSet
+from groundplane.orbit.geometry import (
+    SatelliteBatch,
+    SiteFrames,
+    offset_jd_fr,
+    utc_datetimes,
+    utc_jd_fr,
+)
 from groundplane.orbit.passes import Pass
+from groundplane.orbit.sites import Site
 from groundplane.tracking.pass_columns import (
     iso_utc_ms,
     iso_utc_s,
@@ -45,8 +54,23 @@ SATELLITES = 60
 # ------------------------------------------------------------- the writer as it was (reference)
 
 
+def _lighting(
+    found: Pass, elements: dict[str, ElementSet], sites: dict[str, Site]
+) -> tuple[float, bool]:
+    """Sunlit fraction at TCA and the visual flag of one pass, one row at a time."""
+    jd, fr = utc_jd_fr(found.tca)
+    batch = SatelliteBatch([found.catalog_id], [elements[found.catalog_id].to_satrec()])
+    zero = np.zeros(1, dtype=np.intp)
+    sunlit = float(sunlit_fraction_at(batch, zero, jd, fr)[0])
+    sun_el = float(sun_elevation_deg(SiteFrames([sites[found.site_id]]), zero, jd, fr)[0])
+    return sunlit, sunlit > 0 and sun_el < -6.0
+
+
 def _reference_row(
-    found: Pass, names: dict[str, str], site_names: dict[str, str]
+    found: Pass,
+    names: dict[str, str],
+    site_names: dict[str, str],
+    lighting: tuple[float, bool],
 ) -> dict[str, Any]:
     return {
         "catalog_id": found.catalog_id,
@@ -61,6 +85,8 @@ def _reference_row(
         "los_azimuth_deg": round(found.los_azimuth_deg, 4),
         "aos_clipped": found.aos_clipped,
         "los_clipped": found.los_clipped,
+        "sunlit_at_tca": round(lighting[0], 4),
+        "visual": lighting[1],
     }
 
 
@@ -79,14 +105,20 @@ def _duration(seconds: float) -> str:
     return f"{minutes}m{rest:02d}s"
 
 
-def _reference_table(found: list[Pass], names: dict[str, str], site_names: dict[str, str]) -> str:
+def _reference_table(
+    found: list[Pass],
+    names: dict[str, str],
+    site_names: dict[str, str],
+    lighting: list[tuple[float, bool]],
+) -> str:
     header = (
         f"{'SAT':<8} {'NAME':<20} {'SITE':<18} {'AOS (UTC)':<20} {'TCA (UTC)':<19} "
-        f"{'LOS (UTC)':<20} {'DURATION':>8} {'MAX EL':>6} {'AOS AZ':>6} {'LOS AZ':>6}\n"
+        f"{'LOS (UTC)':<20} {'DURATION':>8} {'MAX EL':>6} {'AOS AZ':>6} {'LOS AZ':>6} "
+        f"{'SUNLIT':>6} {'VISUAL':<6}\n"
     )
     buffer = io.StringIO()
     buffer.write(header)
-    for p in found:
+    for p, (sunlit, visual) in zip(found, lighting, strict=True):
         clip_a = "<" if p.aos_clipped else " "
         clip_l = ">" if p.los_clipped else " "
         site = site_names.get(p.site_id) or p.site_id
@@ -94,11 +126,13 @@ def _reference_table(found: list[Pass], names: dict[str, str], site_names: dict[
             f"{p.catalog_id:<8} {names.get(p.catalog_id, '')[:20]:<20} {site[:18]:<18} "
             f"{clip_a}{_table_time(p.aos)} {_table_time(p.tca)} {_table_time(p.los)}{clip_l} "
             f"{_duration((p.los - p.aos).total_seconds()):>8} {p.max_elevation_deg:6.1f} "
-            f"{p.aos_azimuth_deg:6.1f} {p.los_azimuth_deg:6.1f}\n"
+            f"{p.aos_azimuth_deg:6.1f} {p.los_azimuth_deg:6.1f} "
+            f"{sunlit:6.2f} {'*' if visual else ''}\n"
         )
     buffer.write(
         f"{len(found)} passes ('<' began before the window, '>' ends after it; "
-        "elevation and azimuths in degrees)\n"
+        "elevation and azimuths in degrees; SUNLIT: sunlit fraction at TCA; "
+        "VISUAL *: sunlit while the site's Sun is below -6°)\n"
     )
     return buffer.getvalue()
 
@@ -122,18 +156,25 @@ def _reference(
     names = {e.catalog_id: e.name for e in elements}
     site_names = {site.id: site.name for site in sites}
     found = compute_passes(elements, sites, start, end)
+    by_id = {e.catalog_id: e for e in elements}
+    site_by_id = {site.id: site for site in sites}
+    lighting = [_lighting(p, by_id, site_by_id) for p in found]
     out = io.StringIO()
     if fmt == "json":
-        json.dump({"passes": [_reference_row(p, names, site_names) for p in found]}, out, indent=2)
+        rows = [
+            _reference_row(p, names, site_names, lit)
+            for p, lit in zip(found, lighting, strict=True)
+        ]
+        json.dump({"passes": rows}, out, indent=2)
         out.write("\n")
     elif fmt == "csv":
         writer = csv.DictWriter(out, fieldnames=PASS_FIELDS, lineterminator="\n")
         writer.writeheader()
-        for p in found:
-            row = _reference_row(p, names, site_names)
+        for p, lit in zip(found, lighting, strict=True):
+            row = _reference_row(p, names, site_names, lit)
             writer.writerow({key: _csv_cell(value) for key, value in row.items()})
     else:
-        out.write(_reference_table(found, names, site_names))
+        out.write(_reference_table(found, names, site_names, lighting))
     return out.getvalue()
 
 

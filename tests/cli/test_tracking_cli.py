@@ -36,6 +36,8 @@ PASS_KEYS = {
     "los_azimuth_deg",
     "aos_clipped",
     "los_clipped",
+    "sunlit_at_tca",
+    "visual",
 }
 
 
@@ -93,6 +95,9 @@ def test_passes_json_contract(capsys: pytest.CaptureFixture[str]) -> None:
         assert _utc(found["aos"]) < _utc(found["tca"]) < _utc(found["los"])
         assert found["max_elevation_deg"] >= 10.0
         assert 0 <= found["aos_azimuth_deg"] < 360
+        assert 0.0 <= found["sunlit_at_tca"] <= 1.0
+        assert isinstance(found["visual"], bool)
+        assert not found["visual"] or found["sunlit_at_tca"] > 0
 
 
 def test_passes_csv_and_mask(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -153,9 +158,11 @@ def test_look_json_contract(capsys: pytest.CaptureFixture[str]) -> None:
         "elevation_deg",
         "range_km",
         "range_rate_km_s",
+        "sunlit_fraction",
         "downlink_hz",
         "uplink_hz",
     }
+    assert 0.0 <= result["sunlit_fraction"] <= 1.0
     ratio = result["range_rate_km_s"] / 299_792.458
     assert result["downlink_hz"] == pytest.approx(437.8e6 * (1 - ratio))
     assert result["uplink_hz"] == pytest.approx(437.8e6 * (1 + ratio))

@@ -102,6 +102,7 @@ def print_help_of(parser: argparse.ArgumentParser) -> Handler:
 COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("passes", "tracking", "predict passes of satellites over sites"),
     ("look", "tracking", "look angles of one satellite from one site"),
+    ("eclipses", "eclipses", "shadow passages (penumbra and umbra) of satellites"),
     ("serve", "serve", "run one service"),
     ("up", "up", "run the whole system on this machine"),
     ("infer", "infer", "send one prompt through a gateway and stream the answer"),

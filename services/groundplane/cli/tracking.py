@@ -10,6 +10,7 @@ import os
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import IO, Any
 
@@ -18,20 +19,37 @@ import orjson
 
 from groundplane.kernel.clock import RealClock, format_utc
 from groundplane.kernel.errors import InvalidArgument
+from groundplane.orbit.eclipses import (
+    VISUAL_SUN_ELEVATION_DEG,
+    sun_elevation_deg,
+    sunlit_fraction_at,
+)
 from groundplane.orbit.elements import ElementSet
 from groundplane.orbit.geometry import (
+    FloatArray,
     SatelliteBatch,
+    SiteFrames,
     doppler_downlink_hz,
     doppler_uplink_hz,
     error_reason,
     look_angles,
+    propagate,
     utc_jd_fr,
 )
 from groundplane.orbit.passes import Pass, find_pass_table, find_passes
+from groundplane.orbit.shadow import sun_position_teme_km, sunlit_fraction
 from groundplane.orbit.sites import Site
 from groundplane.tracking.catalog import MAX_ELEMENT_AGE_FLAG, AgeVerdict, ElementAgePolicy
 from groundplane.tracking.core import TrackingSettings
-from groundplane.tracking.pass_columns import PassColumns, iso_utc_ms, iso_utc_s, round_like_python
+from groundplane.tracking.pass_columns import (
+    MICROSECONDS_PER_DAY,
+    UNIX_EPOCH_JD,
+    BoolArray,
+    PassColumns,
+    iso_utc_ms,
+    iso_utc_s,
+    round_like_python,
+)
 
 from . import inputs
 from .progress import progress_bar
@@ -49,6 +67,8 @@ PASS_FIELDS = (
     "los_azimuth_deg",
     "aos_clipped",
     "los_clipped",
+    "sunlit_at_tca",
+    "visual",
 )
 PROGRESS_CHUNK = 64
 #: Satellite × site pairs searched in one call: larger calls vectorise better (one call for the
@@ -235,11 +255,43 @@ def compute_pass_columns(
     return PassColumns.concatenate(parts).by_aos()
 
 
+@dataclass(frozen=True)
+class PassLighting:
+    """Per pass row: the satellite's sunlit fraction at TCA and whether the pass is visual (the
+    satellite at least partly sunlit while the site's Sun is below −6°, at TCA)."""
+
+    sunlit_at_tca: FloatArray
+    visual: BoolArray
+
+
+def pass_lighting(
+    found: PassColumns, elements: Sequence[ElementSet], sites: Sequence[Site]
+) -> PassLighting:
+    """:class:`PassLighting` of every row of ``found`` (vectorised; one SGP4 call per
+    satellite for its TCAs)."""
+    sat_ids, sat_inverse = np.unique(found.catalog_id.astype(str), return_inverse=True)
+    site_ids, site_inverse = np.unique(found.site_id.astype(str), return_inverse=True)
+    by_id = {e.catalog_id: e for e in elements}
+    batch = _batch([by_id[c] for c in sat_ids.tolist()])
+    site_by_id = {site.id: site for site in sites}
+    frames = SiteFrames([site_by_id[k] for k in site_ids.tolist()])
+    days, micro = np.divmod(found.tca_us, MICROSECONDS_PER_DAY)
+    jd = UNIX_EPOCH_JD + days.astype(np.float64)
+    fr = micro.astype(np.float64) / MICROSECONDS_PER_DAY
+    sunlit = sunlit_fraction_at(batch, sat_inverse.astype(np.intp), jd, fr)
+    sun_el = sun_elevation_deg(frames, site_inverse.astype(np.intp), jd, fr)
+    return PassLighting(sunlit, (sunlit > 0.0) & (sun_el < VISUAL_SUN_ELEVATION_DEG))
+
+
 def pass_fields(
-    found: PassColumns, names: Mapping[str, str], site_names: Mapping[str, str]
+    found: PassColumns,
+    names: Mapping[str, str],
+    site_names: Mapping[str, str],
+    lighting: PassLighting,
 ) -> dict[str, list[Any]]:
     """The output's columns (:data:`PASS_FIELDS`), each a list of plain values: ids and names,
-    times as ISO-8601 UTC strings, angles rounded to 4 decimals, booleans."""
+    times as ISO-8601 UTC strings, angles and the sunlit fraction rounded to 4 decimals,
+    booleans."""
     catalog_ids: list[str] = found.catalog_id.tolist()
     site_ids: list[str] = found.site_id.tolist()
     return {
@@ -255,6 +307,8 @@ def pass_fields(
         "los_azimuth_deg": round_like_python(found.los_azimuth_deg, 4),
         "aos_clipped": found.aos_clipped.tolist(),
         "los_clipped": found.los_clipped.tolist(),
+        "sunlit_at_tca": round_like_python(lighting.sunlit_at_tca, 4),
+        "visual": lighting.visual.tolist(),
     }
 
 
@@ -278,6 +332,8 @@ def passes_json(fields: Mapping[str, list[Any]]) -> bytes:
             "los_azimuth_deg": los_az,
             "aos_clipped": aos_clip,
             "los_clipped": los_clip,
+            "sunlit_at_tca": sunlit,
+            "visual": visual,
         }
         for (
             catalog_id,
@@ -292,6 +348,8 @@ def passes_json(fields: Mapping[str, list[Any]]) -> bytes:
             los_az,
             aos_clip,
             los_clip,
+            sunlit,
+            visual,
         ) in zip(*fields.values(), strict=True)
     ]
     return orjson.dumps({"passes": rows}, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
@@ -300,7 +358,9 @@ def passes_json(fields: Mapping[str, list[Any]]) -> bytes:
 def passes_csv(fields: Mapping[str, list[Any]]) -> str:
     """A header of :data:`PASS_FIELDS` and one row per pass; booleans ``true``/``false``."""
     spelled = {
-        key: np.where(values, "true", "false").tolist() if key.endswith("_clipped") else values
+        key: np.where(values, "true", "false").tolist()
+        if key.endswith("_clipped") or key == "visual"
+        else values
         for key, values in fields.items()
     }
     buffer = io.StringIO()
@@ -384,10 +444,12 @@ def run_passes(args: argparse.Namespace) -> int:
     found = compute_pass_columns(elements, sites, start, end, progress=sys.stderr.isatty())
     stages.done("search")
     out = sys.stdout
+    lighting = pass_lighting(found, elements, sites)
+    stages.done("lighting")
     if args.format == "table":
-        _write(out, pass_table(found, names, site_names))
+        _write(out, pass_table(found, names, site_names, lighting))
     else:
-        fields = pass_fields(found, names, site_names)
+        fields = pass_fields(found, names, site_names, lighting)
         _write(out, passes_json(fields) if args.format == "json" else passes_csv(fields))
     out.flush()
     stages.done("output")
@@ -395,11 +457,18 @@ def run_passes(args: argparse.Namespace) -> int:
     return 0
 
 
-def pass_table(found: PassColumns, names: Mapping[str, str], site_names: Mapping[str, str]) -> str:
-    """Passes for people: names, AOS/TCA/LOS to the second (UTC), duration, angles."""
+def pass_table(
+    found: PassColumns,
+    names: Mapping[str, str],
+    site_names: Mapping[str, str],
+    lighting: PassLighting,
+) -> str:
+    """Passes for people: names, AOS/TCA/LOS to the second (UTC), duration, angles, the sunlit
+    fraction at TCA and ``*`` for a visual pass."""
     header = (
         f"{'SAT':<8} {'NAME':<20} {'SITE':<18} {'AOS (UTC)':<20} {'TCA (UTC)':<19} "
-        f"{'LOS (UTC)':<20} {'DURATION':>8} {'MAX EL':>6} {'AOS AZ':>6} {'LOS AZ':>6}\n"
+        f"{'LOS (UTC)':<20} {'DURATION':>8} {'MAX EL':>6} {'AOS AZ':>6} {'LOS AZ':>6} "
+        f"{'SUNLIT':>6} {'VISUAL':<6}\n"
     )
     duration_s = np.rint((found.los_us - found.aos_us) / 1e6).astype(np.int64)
     minutes, rest = np.divmod(duration_s, 60)
@@ -407,8 +476,24 @@ def pass_table(found: PassColumns, names: Mapping[str, str], site_names: Mapping
     lines.extend(
         f"{sat:<8} {names.get(sat, '')[:20]:<20} {(site_names.get(site) or site)[:18]:<18} "
         f"{'<' if aos_clip else ' '}{aos} {tca} {los}{'>' if los_clip else ' '} "
-        f"{f'{m}m{r:02d}s':>8} {max_el:6.1f} {aos_az:6.1f} {los_az:6.1f}\n"
-        for sat, site, aos, tca, los, m, r, max_el, aos_az, los_az, aos_clip, los_clip in zip(
+        f"{f'{m}m{r:02d}s':>8} {max_el:6.1f} {aos_az:6.1f} {los_az:6.1f} "
+        f"{sunlit:6.2f} {'*' if visual else ''}\n"
+        for (
+            sat,
+            site,
+            aos,
+            tca,
+            los,
+            m,
+            r,
+            max_el,
+            aos_az,
+            los_az,
+            aos_clip,
+            los_clip,
+            sunlit,
+            visual,
+        ) in zip(
             found.catalog_id.tolist(),
             found.site_id.tolist(),
             iso_utc_s(found.aos_us, " "),
@@ -421,14 +506,23 @@ def pass_table(found: PassColumns, names: Mapping[str, str], site_names: Mapping
             found.los_azimuth_deg.tolist(),
             found.aos_clipped.tolist(),
             found.los_clipped.tolist(),
+            lighting.sunlit_at_tca.tolist(),
+            lighting.visual.tolist(),
             strict=True,
         )
     )
     lines.append(
         f"{len(found)} passes ('<' began before the window, '>' ends after it; "
-        "elevation and azimuths in degrees)\n"
+        "elevation and azimuths in degrees; SUNLIT: sunlit fraction at TCA; "
+        "VISUAL *: sunlit while the site's Sun is below -6°)\n"
     )
     return "".join(lines)
+
+
+def _shadow_word(fraction: float) -> str:
+    if fraction >= 1.0:
+        return "in full Sun"
+    return "in the umbra: eclipsed" if fraction <= 0.0 else "in the penumbra"
 
 
 def run_look(args: argparse.Namespace) -> int:
@@ -441,19 +535,22 @@ def run_look(args: argparse.Namespace) -> int:
     (element_set,) = inputs.select_satellites(inputs.load_elements([args.elements]), [args.sat])
     _plannable([element_set], at, at, named=True, policy=policy)
     jd, fr = utc_jd_fr([at])
-    angles = look_angles(_batch([element_set]), [site], jd, fr)
+    batch = _batch([element_set])
+    angles = look_angles(batch, [site], jd, fr)
     code = int(angles.error_code[0, 0])
     if code:
         raise InvalidArgument(
             f"SGP4 cannot place {element_set.catalog_id} at {format_utc(at)}: "
             f"{error_reason(code)} (sgp4 error {code})"
         )
+    position_km = propagate(batch, jd, fr).r_teme_km[0, 0]
     result: dict[str, Any] = {
         "catalog_id": element_set.catalog_id,
         "azimuth_deg": float(angles.azimuth_deg[0, 0, 0]),
         "elevation_deg": float(angles.elevation_deg[0, 0, 0]),
         "range_km": float(angles.range_km[0, 0, 0]),
         "range_rate_km_s": float(angles.range_rate_km_s[0, 0, 0]),
+        "sunlit_fraction": float(sunlit_fraction(position_km, sun_position_teme_km(jd, fr)[0])),
     }
     if frequency is not None:
         result["downlink_hz"] = float(doppler_downlink_hz(frequency, result["range_rate_km_s"]))
@@ -470,5 +567,7 @@ def run_look(args: argparse.Namespace) -> int:
             line = f"  {key:<16} {value:.6f}" if "hz" not in key else f"  {key:<16} {value:.1f}"
             if key == "elevation_deg" and value < 0:
                 line += "  (below the horizon: not in view)"
+            if key == "sunlit_fraction":
+                line += f"  ({_shadow_word(value)})"
             print(line)
     return 0

@@ -20,6 +20,7 @@ from groundplane.kernel.clock import Clock
 from groundplane.kernel.errors import InvalidArgument
 from groundplane.kernel.serving import ServiceBinding
 from groundplane.kernel.timestamps import from_timestamp, required_timestamp, to_timestamp
+from groundplane.orbit.eclipses import find_eclipse_table
 from groundplane.orbit.elements import (
     ElementFormat,
     ElementSet,
@@ -27,14 +28,17 @@ from groundplane.orbit.elements import (
     parse_elements,
 )
 from groundplane.orbit.geometry import (
+    FloatArray,
     SatelliteBatch,
     doppler_downlink_hz,
     doppler_uplink_hz,
     error_reason,
     look_angles,
+    propagate,
     utc_jd_fr,
 )
 from groundplane.orbit.passes import find_pass_table
+from groundplane.orbit.shadow import sun_position_teme_km, sunlit_fraction
 from groundplane.orbit.sites import Site
 from groundplane.orbit.visibility import visibility
 from groundplane.tracking.catalog import AgeVerdict, ElementRecord
@@ -393,6 +397,17 @@ class TrackingServicer(pb_grpc.TrackingServiceServicer):
             next_at += timedelta(seconds=interval_s)
             await self.clock.sleep((next_at - self.clock.now()).total_seconds())
 
+    async def ListEclipses(
+        self, request: pb.ListEclipsesRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ListEclipsesResponse:
+        start = required_timestamp(request.start, "start")
+        end = required_timestamp(request.end, "end")
+        self.core.check_window(start, end)
+        selection = self.core.select(list(request.catalog_ids), self.clock.now(), (start, end))
+        return await asyncio.to_thread(
+            _eclipse_message, selection.batch, start, end, selection.names, selection.warnings
+        )
+
     # ---------------------------------------------------------------------- catalog
 
     async def WatchCatalog(
@@ -468,11 +483,47 @@ def _catalog_message(snapshot: CatalogSnapshot) -> pb.WatchCatalogResponse:
     )
 
 
+def _eclipse_message(
+    batch: SatelliteBatch,
+    start: datetime,
+    end: datetime,
+    names: dict[str, str],
+    warnings: Sequence[str],
+) -> pb.ListEclipsesResponse:
+    response = pb.ListEclipsesResponse(warnings=list(warnings))
+    if not len(batch):
+        return response
+    table = find_eclipse_table(batch, start, end)
+    for sat_id, (code, reason) in table.errors.items():
+        response.warnings.append(f"{sat_id}: {reason} (sgp4 error {code}); eclipses stop there")
+    eclipses = sorted(table.eclipses(), key=lambda e: (e.penumbra_entry, e.catalog_id))
+    for eclipse in eclipses:
+        message = response.eclipses.add(
+            catalog_id=eclipse.catalog_id,
+            name=names.get(eclipse.catalog_id, ""),
+            penumbra_entry=to_timestamp(eclipse.penumbra_entry),
+            penumbra_exit=to_timestamp(eclipse.penumbra_exit),
+            duration_s=eclipse.duration_s,
+            entry_clipped=eclipse.entry_clipped,
+            exit_clipped=eclipse.exit_clipped,
+        )
+        if eclipse.umbra_entry is not None and eclipse.umbra_exit is not None:
+            message.umbra_entry.CopyFrom(to_timestamp(eclipse.umbra_entry))
+            message.umbra_exit.CopyFrom(to_timestamp(eclipse.umbra_exit))
+    return response
+
+
+def _sunlit(batch: SatelliteBatch, jd: FloatArray, fr: FloatArray) -> FloatArray:
+    """``(S, T)`` sunlit fraction of every satellite at every time (NaN where SGP4 fails)."""
+    return sunlit_fraction(propagate(batch, jd, fr).r_teme_km, sun_position_teme_km(jd, fr))
+
+
 def _visibility_message(
     batch: SatelliteBatch, sites: Sequence[Site], at: datetime
 ) -> pb.GetVisibilityResponse:
     jd, fr = utc_jd_fr([at])
     result = visibility(batch, sites, float(jd[0]), float(fr[0]))
+    lit = _sunlit(batch, jd, fr)[:, 0] if len(batch) else np.zeros(0)
     response = pb.GetVisibilityResponse(time=to_timestamp(at))
     entries = [response.sites.add(site_id=site.id) for site in sites]
     for row in range(len(result)):
@@ -484,6 +535,9 @@ def _visibility_message(
             range_km=float(result.range_km[row]),
             range_rate_km_s=float(result.range_rate_km_s[row]),
         )
+        fraction = float(lit[int(result.sat_index[row])])
+        if math.isfinite(fraction):
+            item.sunlit_fraction = fraction
         if math.isfinite(los_in_s):
             item.los.CopyFrom(to_timestamp(at + timedelta(seconds=los_in_s)))
             item.remaining_s = los_in_s
@@ -503,6 +557,7 @@ def _look_messages(
         axis=1,
     )
     visible = angles.elevation_deg > thresholds
+    lit = _sunlit(batch, jd, fr) if len(batch) else np.zeros((0, len(times)))
     stamps = [to_timestamp(t) for t in times]
     messages: list[pb.LookAngle] = []
     downlink = doppler_downlink_hz(frequency_hz, angles.range_rate_km_s) if frequency_hz else None
@@ -521,6 +576,7 @@ def _look_messages(
                     message.range_km = float(angles.range_km[s, k, t])
                     message.range_rate_km_s = float(angles.range_rate_km_s[s, k, t])
                     message.visible = bool(visible[s, k, t])
+                    message.sunlit_fraction = float(lit[s, t])
                     if downlink is not None and uplink is not None:
                         message.downlink_hz = float(downlink[s, k, t])
                         message.uplink_hz = float(uplink[s, k, t])

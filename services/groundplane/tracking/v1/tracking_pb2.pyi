@@ -612,6 +612,7 @@ class LookAngle(_message.Message):
     VISIBLE_FIELD_NUMBER: _builtins.int
     SGP4_ERROR_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    SUNLIT_FRACTION_FIELD_NUMBER: _builtins.int
     catalog_id: _builtins.str
     site_id: _builtins.str
     azimuth_deg: _builtins.float
@@ -626,6 +627,10 @@ class LookAngle(_message.Message):
     sgp4_error: _builtins.int
     """Non-zero when SGP4 failed for this satellite at this time; the angles are then meaningless."""
     error: _builtins.str
+    sunlit_fraction: _builtins.float
+    """Fraction of the solar disc the satellite sees: 0 in the Earth's umbra, 1 in full Sun, in
+    between in the penumbra (conical shadow of a spherical Earth). Unset when SGP4 failed.
+    """
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -643,12 +648,15 @@ class LookAngle(_message.Message):
         visible: _builtins.bool = ...,
         sgp4_error: _builtins.int = ...,
         error: _builtins.str = ...,
+        sunlit_fraction: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_sunlit_fraction", b"_sunlit_fraction", "sunlit_fraction", b"sunlit_fraction", "time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["azimuth_deg", b"azimuth_deg", "catalog_id", b"catalog_id", "downlink_hz", b"downlink_hz", "elevation_deg", b"elevation_deg", "error", b"error", "range_km", b"range_km", "range_rate_km_s", b"range_rate_km_s", "sgp4_error", b"sgp4_error", "site_id", b"site_id", "time", b"time", "uplink_hz", b"uplink_hz", "visible", b"visible"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_sunlit_fraction", b"_sunlit_fraction", "azimuth_deg", b"azimuth_deg", "catalog_id", b"catalog_id", "downlink_hz", b"downlink_hz", "elevation_deg", b"elevation_deg", "error", b"error", "range_km", b"range_km", "range_rate_km_s", b"range_rate_km_s", "sgp4_error", b"sgp4_error", "site_id", b"site_id", "sunlit_fraction", b"sunlit_fraction", "time", b"time", "uplink_hz", b"uplink_hz", "visible", b"visible"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__sunlit_fraction: _TypeAlias = _typing.Literal["sunlit_fraction"]  # noqa: Y015
+    _WhichOneofArgType__sunlit_fraction: _TypeAlias = _typing.Literal["_sunlit_fraction", b"_sunlit_fraction"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__sunlit_fraction) -> _WhichOneofReturnType__sunlit_fraction | None: ...
 
 Global___LookAngle: _TypeAlias = LookAngle  # noqa: Y015
 
@@ -876,12 +884,15 @@ class VisibleSatellite(_message.Message):
     RANGE_RATE_KM_S_FIELD_NUMBER: _builtins.int
     LOS_FIELD_NUMBER: _builtins.int
     REMAINING_S_FIELD_NUMBER: _builtins.int
+    SUNLIT_FRACTION_FIELD_NUMBER: _builtins.int
     catalog_id: _builtins.str
     azimuth_deg: _builtins.float
     elevation_deg: _builtins.float
     range_km: _builtins.float
     range_rate_km_s: _builtins.float
     remaining_s: _builtins.float
+    sunlit_fraction: _builtins.float
+    """The satellite's sunlit fraction at this instant (as LookAngle.sunlit_fraction)."""
     @_builtins.property
     def los(self) -> _timestamp_pb2.Timestamp:
         """When the pass ends (LOS); unset when it does not end within the search horizon."""
@@ -896,12 +907,15 @@ class VisibleSatellite(_message.Message):
         range_rate_km_s: _builtins.float = ...,
         los: _timestamp_pb2.Timestamp | None = ...,
         remaining_s: _builtins.float = ...,
+        sunlit_fraction: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["los", b"los"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_sunlit_fraction", b"_sunlit_fraction", "los", b"los", "sunlit_fraction", b"sunlit_fraction"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["azimuth_deg", b"azimuth_deg", "catalog_id", b"catalog_id", "elevation_deg", b"elevation_deg", "los", b"los", "range_km", b"range_km", "range_rate_km_s", b"range_rate_km_s", "remaining_s", b"remaining_s"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_sunlit_fraction", b"_sunlit_fraction", "azimuth_deg", b"azimuth_deg", "catalog_id", b"catalog_id", "elevation_deg", b"elevation_deg", "los", b"los", "range_km", b"range_km", "range_rate_km_s", b"range_rate_km_s", "remaining_s", b"remaining_s", "sunlit_fraction", b"sunlit_fraction"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__sunlit_fraction: _TypeAlias = _typing.Literal["sunlit_fraction"]  # noqa: Y015
+    _WhichOneofArgType__sunlit_fraction: _TypeAlias = _typing.Literal["_sunlit_fraction", b"_sunlit_fraction"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__sunlit_fraction) -> _WhichOneofReturnType__sunlit_fraction | None: ...
 
 Global___VisibleSatellite: _TypeAlias = VisibleSatellite  # noqa: Y015
 
@@ -1075,3 +1089,113 @@ class WatchCatalogResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WatchCatalogResponse: _TypeAlias = WatchCatalogResponse  # noqa: Y015
+
+@_typing.final
+class ListEclipsesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CATALOG_IDS_FIELD_NUMBER: _builtins.int
+    START_FIELD_NUMBER: _builtins.int
+    END_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def catalog_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Satellites by catalog id; every active satellite when empty."""
+
+    @_builtins.property
+    def start(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def end(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        catalog_ids: _abc.Iterable[_builtins.str] | None = ...,
+        start: _timestamp_pb2.Timestamp | None = ...,
+        end: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "start", b"start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["catalog_ids", b"catalog_ids", "end", b"end", "start", b"start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListEclipsesRequest: _TypeAlias = ListEclipsesRequest  # noqa: Y015
+
+@_typing.final
+class Eclipse(_message.Message):
+    """One passage of a satellite through the Earth's shadow: penumbra entry to penumbra exit, with
+    the umbra inside it. One already in progress at the window start (or still going at its end)
+    is cut at that edge and flagged.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CATALOG_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    PENUMBRA_ENTRY_FIELD_NUMBER: _builtins.int
+    UMBRA_ENTRY_FIELD_NUMBER: _builtins.int
+    UMBRA_EXIT_FIELD_NUMBER: _builtins.int
+    PENUMBRA_EXIT_FIELD_NUMBER: _builtins.int
+    DURATION_S_FIELD_NUMBER: _builtins.int
+    ENTRY_CLIPPED_FIELD_NUMBER: _builtins.int
+    EXIT_CLIPPED_FIELD_NUMBER: _builtins.int
+    catalog_id: _builtins.str
+    name: _builtins.str
+    duration_s: _builtins.float
+    entry_clipped: _builtins.bool
+    exit_clipped: _builtins.bool
+    @_builtins.property
+    def penumbra_entry(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def umbra_entry(self) -> _timestamp_pb2.Timestamp:
+        """Unset when only the penumbra is crossed."""
+
+    @_builtins.property
+    def umbra_exit(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def penumbra_exit(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        catalog_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        penumbra_entry: _timestamp_pb2.Timestamp | None = ...,
+        umbra_entry: _timestamp_pb2.Timestamp | None = ...,
+        umbra_exit: _timestamp_pb2.Timestamp | None = ...,
+        penumbra_exit: _timestamp_pb2.Timestamp | None = ...,
+        duration_s: _builtins.float = ...,
+        entry_clipped: _builtins.bool = ...,
+        exit_clipped: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["penumbra_entry", b"penumbra_entry", "penumbra_exit", b"penumbra_exit", "umbra_entry", b"umbra_entry", "umbra_exit", b"umbra_exit"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["catalog_id", b"catalog_id", "duration_s", b"duration_s", "entry_clipped", b"entry_clipped", "exit_clipped", b"exit_clipped", "name", b"name", "penumbra_entry", b"penumbra_entry", "penumbra_exit", b"penumbra_exit", "umbra_entry", b"umbra_entry", "umbra_exit", b"umbra_exit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Eclipse: _TypeAlias = Eclipse  # noqa: Y015
+
+@_typing.final
+class ListEclipsesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ECLIPSES_FIELD_NUMBER: _builtins.int
+    WARNINGS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def eclipses(self) -> _containers.RepeatedCompositeFieldContainer[Global___Eclipse]:
+        """Sorted by penumbra entry, then catalog id."""
+
+    @_builtins.property
+    def warnings(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        eclipses: _abc.Iterable[Global___Eclipse] | None = ...,
+        warnings: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["eclipses", b"eclipses", "warnings", b"warnings"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListEclipsesResponse: _TypeAlias = ListEclipsesResponse  # noqa: Y015

@@ -96,6 +96,11 @@ class TrackingServiceStub:
                 request_serializer=groundplane_dot_tracking_dot_v1_dot_tracking__pb2.WatchLookAnglesRequest.SerializeToString,
                 response_deserializer=groundplane_dot_tracking_dot_v1_dot_tracking__pb2.WatchLookAnglesResponse.FromString,
                 _registered_method=True)
+        self.ListEclipses = channel.unary_unary(
+                '/groundplane.tracking.v1.TrackingService/ListEclipses',
+                request_serializer=groundplane_dot_tracking_dot_v1_dot_tracking__pb2.ListEclipsesRequest.SerializeToString,
+                response_deserializer=groundplane_dot_tracking_dot_v1_dot_tracking__pb2.ListEclipsesResponse.FromString,
+                _registered_method=True)
         self.WatchCatalog = channel.unary_stream(
                 '/groundplane.tracking.v1.TrackingService/WatchCatalog',
                 request_serializer=groundplane_dot_tracking_dot_v1_dot_tracking__pb2.WatchCatalogRequest.SerializeToString,
@@ -190,6 +195,13 @@ class TrackingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListEclipses(self, request, context):
+        """Shadow passages (penumbra and umbra of the Earth) of satellites in a window.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def WatchCatalog(self, request, context):
         """The whole catalog as it stands, then again each time it changes (level-triggered): links,
         routing and handoff follow tracking through this stream.
@@ -255,6 +267,11 @@ def add_TrackingServiceServicer_to_server(servicer, server):
                     servicer.WatchLookAngles,
                     request_deserializer=groundplane_dot_tracking_dot_v1_dot_tracking__pb2.WatchLookAnglesRequest.FromString,
                     response_serializer=groundplane_dot_tracking_dot_v1_dot_tracking__pb2.WatchLookAnglesResponse.SerializeToString,
+            ),
+            'ListEclipses': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEclipses,
+                    request_deserializer=groundplane_dot_tracking_dot_v1_dot_tracking__pb2.ListEclipsesRequest.FromString,
+                    response_serializer=groundplane_dot_tracking_dot_v1_dot_tracking__pb2.ListEclipsesResponse.SerializeToString,
             ),
             'WatchCatalog': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchCatalog,
@@ -566,6 +583,33 @@ class TrackingService:
             '/groundplane.tracking.v1.TrackingService/WatchLookAngles',
             groundplane_dot_tracking_dot_v1_dot_tracking__pb2.WatchLookAnglesRequest.SerializeToString,
             groundplane_dot_tracking_dot_v1_dot_tracking__pb2.WatchLookAnglesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEclipses(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/groundplane.tracking.v1.TrackingService/ListEclipses',
+            groundplane_dot_tracking_dot_v1_dot_tracking__pb2.ListEclipsesRequest.SerializeToString,
+            groundplane_dot_tracking_dot_v1_dot_tracking__pb2.ListEclipsesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -62,6 +62,8 @@ class TrackingServiceStub:
     """Which satellites each site sees at one instant, and how long each stays."""
     WatchLookAngles: _grpc.UnaryStreamMultiCallable[_tracking_pb2.WatchLookAnglesRequest, _tracking_pb2.WatchLookAnglesResponse]
     """A stream of look angles at a requested rate of simulated time."""
+    ListEclipses: _grpc.UnaryUnaryMultiCallable[_tracking_pb2.ListEclipsesRequest, _tracking_pb2.ListEclipsesResponse]
+    """Shadow passages (penumbra and umbra of the Earth) of satellites in a window."""
     WatchCatalog: _grpc.UnaryStreamMultiCallable[_tracking_pb2.WatchCatalogRequest, _tracking_pb2.WatchCatalogResponse]
     """The whole catalog as it stands, then again each time it changes (level-triggered): links,
     routing and handoff follow tracking through this stream.
@@ -101,6 +103,8 @@ class TrackingServiceAsyncStub(TrackingServiceStub):
     """Which satellites each site sees at one instant, and how long each stays."""
     WatchLookAngles: _aio.UnaryStreamMultiCallable[_tracking_pb2.WatchLookAnglesRequest, _tracking_pb2.WatchLookAnglesResponse]  # type: ignore[assignment]
     """A stream of look angles at a requested rate of simulated time."""
+    ListEclipses: _aio.UnaryUnaryMultiCallable[_tracking_pb2.ListEclipsesRequest, _tracking_pb2.ListEclipsesResponse]  # type: ignore[assignment]
+    """Shadow passages (penumbra and umbra of the Earth) of satellites in a window."""
     WatchCatalog: _aio.UnaryStreamMultiCallable[_tracking_pb2.WatchCatalogRequest, _tracking_pb2.WatchCatalogResponse]  # type: ignore[assignment]
     """The whole catalog as it stands, then again each time it changes (level-triggered): links,
     routing and handoff follow tracking through this stream.
@@ -203,6 +207,14 @@ class TrackingServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_tracking_pb2.WatchLookAnglesResponse], _abc.AsyncIterator[_tracking_pb2.WatchLookAnglesResponse]]:
         """A stream of look angles at a requested rate of simulated time."""
+
+    @_abc_1.abstractmethod
+    def ListEclipses(
+        self,
+        request: _tracking_pb2.ListEclipsesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tracking_pb2.ListEclipsesResponse, _abc.Awaitable[_tracking_pb2.ListEclipsesResponse]]:
+        """Shadow passages (penumbra and umbra of the Earth) of satellites in a window."""
 
     @_abc_1.abstractmethod
     def WatchCatalog(
