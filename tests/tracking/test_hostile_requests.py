@@ -1,0 +1,88 @@
+"""Hostile requests to TrackingService over real gRPC: each is refused with a precise status,
+quickly, and the service keeps answering (issue 14, found by an adversarial trial)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from groundplane.kernel.clock import SimulatedClock
+from groundplane.tracking.app import build_tracking
+from groundplane.tracking.v1 import tracking_pb2 as pb
+from groundplane.tracking.v1 import tracking_pb2_grpc as pb_grpc
+
+from .test_service import EPOCH_NOW, ISS, _iss_record
+
+
+class Served:
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self.stub = pb_grpc.TrackingServiceStub(channel)
+        self.health = health_pb2_grpc.HealthStub(channel)
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[Served]:
+    app = build_tracking(
+        SimulatedClock(EPOCH_NOW, speed=1.0), db_path=":memory:", unready_delay_s=0.0
+    )
+    await app.server.start()
+    channel = grpc.aio.insecure_channel(
+        app.server.target, options=[("grpc.max_send_message_length", 64 * 1024 * 1024)]
+    )
+    try:
+        await pb_grpc.TrackingServiceStub(channel).UpsertElements(
+            pb.UpsertElementsRequest(text=_iss_record()), timeout=10
+        )
+        yield Served(channel)
+    finally:
+        await channel.close(None)
+        await app.server.stop(0)
+        app.close()
+
+
+async def _refused(call: object) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await call  # type: ignore[misc]
+    return refused.value
+
+
+async def test_thirty_thousand_inline_sites_are_refused_at_once(served: Served) -> None:
+    """30,000 inline sites (all with one id: a duplicate check that is quadratic took 15 s on
+    the loop) are INVALID_ARGUMENT naming the limit, within a second."""
+    sites = pb.SiteSelector(sites=[pb.Site(id="x", lat_deg=1, lon_deg=2)] * 30_000)
+    began = time.monotonic()
+    error = await _refused(
+        served.stub.GetVisibility(pb.GetVisibilityRequest(sites=sites), timeout=30)
+    )
+    assert time.monotonic() - began < 1.0
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "at most 1000 sites" in (error.details() or "")
+
+
+async def test_health_answers_while_a_large_valid_request_is_resolved(served: Served) -> None:
+    """1,000 inline sites of 190 mask points each (a valid request, ~1 s of validation) are
+    validated off the event loop: health checks made meanwhile each answer within 0.3 s."""
+    mask = [pb.MaskPoint(azimuth_deg=j * 360 / 190, elevation_deg=5) for j in range(190)]
+    sites = pb.SiteSelector(
+        sites=[pb.Site(id=f"s{i}", lat_deg=10, lon_deg=20, mask=mask) for i in range(1000)]
+    )
+    big = asyncio.ensure_future(
+        served.stub.GetVisibility(
+            pb.GetVisibilityRequest(sites=sites, catalog_ids=[ISS]), timeout=60
+        )
+    )
+    latencies: list[float] = []
+    while not big.done():
+        began = time.monotonic()
+        answer = await served.health.Check(health_pb2.HealthCheckRequest(), timeout=10)
+        latencies.append(time.monotonic() - began)
+        assert answer.status == health_pb2.HealthCheckResponse.SERVING
+    response = await big
+    assert len(response.sites) == 1000
+    assert latencies
+    assert max(latencies) < 0.3, latencies
