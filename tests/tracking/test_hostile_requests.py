@@ -6,13 +6,18 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from groundplane.kernel.clock import SimulatedClock
+from groundplane.kernel.timestamps import to_timestamp
+from groundplane.orbit.elements import parse_elements
 from groundplane.tracking.app import build_tracking
+from groundplane.tracking.client import element_set_to_proto
 from groundplane.tracking.v1 import tracking_pb2 as pb
 from groundplane.tracking.v1 import tracking_pb2_grpc as pb_grpc
 
@@ -86,3 +91,41 @@ async def test_health_answers_while_a_large_valid_request_is_resolved(served: Se
     assert len(response.sites) == 1000
     assert latencies
     assert max(latencies) < 0.3, latencies
+
+
+async def test_an_ancient_epoch_is_refused_and_the_service_still_restarts(tmp_path: Path) -> None:
+    """An element set with an epoch in year 999 (stored once as text the store could not parse
+    back, so every restart failed) is INVALID_ARGUMENT naming the range; an expiry in year 1 is
+    stored and read back by the next instance on the same file."""
+    db = str(tmp_path / "tracking.sqlite3")
+    clock = SimulatedClock(EPOCH_NOW, speed=1.0)
+    for attempt in range(2):
+        app = build_tracking(clock, db_path=db, unready_delay_s=0.0)
+        await app.server.start()
+        channel = grpc.aio.insecure_channel(app.server.target)
+        stub = pb_grpc.TrackingServiceStub(channel)
+        try:
+            if attempt == 0:
+                (iss,) = parse_elements(_iss_record())
+                ancient = element_set_to_proto(iss)
+                ancient.epoch.FromDatetime(datetime(999, 6, 1, tzinfo=UTC))
+                error = await _refused(
+                    stub.UpsertElements(
+                        pb.UpsertElementsRequest(element_sets=[ancient]), timeout=10
+                    )
+                )
+                assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+                assert "1957" in (error.details() or "")
+                await stub.UpsertElements(
+                    pb.UpsertElementsRequest(
+                        text=_iss_record(), expires_at=to_timestamp(datetime(1, 1, 2, tzinfo=UTC))
+                    ),
+                    timeout=10,
+                )
+            else:
+                got = await stub.GetElements(pb.GetElementsRequest(catalog_id=ISS), timeout=10)
+                assert got.records[0].expires_at.ToDatetime().year == 1
+        finally:
+            await channel.close(None)
+            await app.server.stop(0)
+            app.close()

@@ -57,6 +57,10 @@ MAX_TLE_CATALOG_NUMBER = 339_999
 TLE_LINE_LENGTH = 69
 
 _ALPHA5_LETTERS = "ABCDEFGHJKLMNPQRSTUVWXYZ"  # I and O are skipped (they look like 1 and 0)
+EARLIEST_EPOCH = datetime(1957, 1, 1, tzinfo=UTC)
+"""No element set has an epoch before 1957 (Sputnik 1 flew in October 1957)."""
+LATEST_EPOCH = datetime(2100, 1, 1, tzinfo=UTC)
+"""Element sets are refused from this instant on (far past any forecast worth planning on)."""
 _CATALOG_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", re.ASCII)
 _ALPHA5_RE = re.compile(r"[A-Z][0-9]{4}", re.ASCII)
 _OBJECT_ID_RE = re.compile(r"(\d{4})-(\d{3})([A-Z]{1,3})", re.ASCII)
@@ -275,6 +279,11 @@ class ElementSet:
                 f"{label}: epoch must be a timezone-aware UTC datetime, got {self.epoch!r}"
             )
         object.__setattr__(self, "epoch", self.epoch.astimezone(UTC))
+        if not EARLIEST_EPOCH <= self.epoch < LATEST_EPOCH:
+            raise ElementError(
+                f"{label}: epoch must be from {EARLIEST_EPOCH.year} (the first satellite) to "
+                f"before {LATEST_EPOCH.year}, got {self.epoch.isoformat()}"
+            )
         for field_name in (
             "mean_motion_rev_per_day",
             "eccentricity",

@@ -116,11 +116,13 @@ _SELECT_RECORDS = (
 
 
 def _instant_text(value: datetime) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """ISO-8601 UTC with a four-digit year and microseconds, ending ``Z``, for every year 1-9999
+    (``strftime("%Y")`` writes year 999 as ``999``, which nothing parses back)."""
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def _instant(text: str) -> datetime:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    return datetime.fromisoformat(text).astimezone(UTC)
 
 
 def _record_row(record: ElementRecord) -> tuple[Any, ...]:
