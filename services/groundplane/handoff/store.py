@@ -180,10 +180,20 @@ class HandoffEvent:
     event_id: int = 0
 
 
-class HandoffStore:
-    """The manager's durable state in one SQLite file (``:memory:`` for a throwaway one)."""
+MAX_EVENTS = 100_000
+"""Handoff events kept by default: older ones are deleted as new ones are added."""
 
-    def __init__(self, path: Path | str) -> None:
+
+class HandoffStore:
+    """The manager's durable state in one SQLite file (``:memory:`` for a throwaway one).
+
+    At most ``max_events`` handoff events are kept: adding one past that deletes the oldest.
+    """
+
+    def __init__(self, path: Path | str, *, max_events: int = MAX_EVENTS) -> None:
+        if max_events < 1:
+            raise ValueError(f"max_events must be ≥ 1, got {max_events}")
+        self._max_events = max_events
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -455,8 +465,7 @@ class HandoffStore:
         with self._transaction() as db:
             return self._insert_event(db, event)
 
-    @staticmethod
-    def _insert_event(db: sqlite3.Connection, e: HandoffEvent) -> int:
+    def _insert_event(self, db: sqlite3.Connection, e: HandoffEvent) -> int:
         cursor = db.execute(
             "INSERT INTO handoffs (subject_kind, subject_id, state, at, planned_at, los, "
             "from_satellite, from_station, to_satellite, to_station, path, bytes_moved, "
@@ -478,7 +487,10 @@ class HandoffStore:
                 e.detail,
             ),
         )
-        return int(cursor.lastrowid or 0)
+        event_id = int(cursor.lastrowid or 0)
+        # Retention: keep the newest max_events (ids only grow: AUTOINCREMENT).
+        db.execute("DELETE FROM handoffs WHERE event_id <= ?", (event_id - self._max_events,))
+        return event_id
 
     def last_event_id(self) -> int:
         """The id of the newest handoff event (0 when there is none)."""

@@ -27,3 +27,25 @@ def finite_number(
     if not math.isfinite(number):
         raise error(f"{name} must be a finite number, got {value!r}")
     return number
+
+
+MAX_ID_CHARS = 128
+"""The longest caller-chosen id (session, job, turn): ids are copied into every event and row."""
+
+
+def bounded_id(name: str, value: str, *, max_chars: int = MAX_ID_CHARS) -> str:
+    """``value`` when it is 1-``max_chars`` printable ASCII characters without spaces, else
+    :class:`InvalidArgument` naming ``name``, the rule and (the start of) what came."""
+    if (
+        not value
+        or len(value) > max_chars
+        or not value.isascii()
+        or not value.isprintable()
+        or any(c.isspace() for c in value)
+    ):
+        shown = value[:32] + ("…" if len(value) > 32 else "")
+        raise InvalidArgument(
+            f"{name} must be 1-{max_chars} printable ASCII characters without spaces, got "
+            f"{len(value)} characters: {shown!r}"
+        )
+    return value
