@@ -5,13 +5,16 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import grpc
 import pytest
 
 from groundplane.handoff.manager import ManagerConfig
 from groundplane.handoff.store import HandoffEvent, HandoffStore
+from groundplane.handoff.v1 import handoff_pb2 as pb
 from groundplane.kernel.errors import InvalidArgument
 
 from .conftest import EPOCH, SystemFactory, cycling_schedule
+from .test_servicer import serving
 from .test_sessions import SETTINGS, eventually
 
 
@@ -73,3 +76,19 @@ def test_stored_events_are_bounded_by_the_retention_count() -> None:
     kept = store.events(limit=100)
     assert [e.subject_id for e in kept] == [f"s{i}" for i in range(15, 20)]
     assert store.last_event_id() == 20
+
+
+async def test_an_event_id_past_64_bits_is_invalid_argument(make_system: SystemFactory) -> None:
+    """WatchHandoffs and ListHandoffs with after_event_id 2**64-1 (which overflowed into SQLite as
+    INTERNAL) are INVALID_ARGUMENT naming the range."""
+    async with make_system(cycling_schedule()) as system, serving(system) as stub:
+        with pytest.raises(grpc.aio.AioRpcError) as listed:
+            await stub.ListHandoffs(pb.ListHandoffsRequest(after_event_id=2**64 - 1), timeout=10)
+        assert listed.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        watch = stub.WatchHandoffs(
+            pb.WatchHandoffsRequest(after_event_id=2**64 - 1, replay=True), timeout=10
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as watched:
+            await watch.read()
+        assert watched.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert "after_event_id" in (watched.value.details() or "")

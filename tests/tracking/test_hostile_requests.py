@@ -21,7 +21,7 @@ from groundplane.tracking.client import element_set_to_proto
 from groundplane.tracking.v1 import tracking_pb2 as pb
 from groundplane.tracking.v1 import tracking_pb2_grpc as pb_grpc
 
-from .test_service import EPOCH_NOW, ISS, _iss_record
+from .test_service import EPOCH_NOW, ISS, _first_records, _iss_record
 
 
 class Served:
@@ -129,3 +129,80 @@ async def test_an_ancient_epoch_is_refused_and_the_service_still_restarts(tmp_pa
             await channel.close(None)
             await app.server.stop(0)
             app.close()
+
+
+async def test_malformed_input_is_invalid_argument_not_internal(served: Served) -> None:
+    """Input that used to escape as INTERNAL is INVALID_ARGUMENT naming the problem: a
+    100,000-digit catalog id (past int()'s 4,300 digits), a 65-digit one (the 1-64 rule holds
+    for numbers too), an OMM NORAD_CAT_ID of 5,000 digits, OMM JSON nested 100,000 deep, and a
+    WatchLookAngles interval_s of 1e300."""
+    stub = served.stub
+    cases: list[tuple[object, str]] = [
+        (stub.GetElements(pb.GetElementsRequest(catalog_id="9" * 100_000), timeout=10), "1-64"),
+        (stub.GetElements(pb.GetElementsRequest(catalog_id="9" * 65), timeout=10), "1-64"),
+        (
+            stub.UpsertElements(
+                pb.UpsertElementsRequest(text='[{"NORAD_CAT_ID": ' + "9" * 5000 + "}]"), timeout=10
+            ),
+            "OMM JSON",
+        ),
+        (
+            stub.UpsertElements(
+                pb.UpsertElementsRequest(text="[" * 100_000 + "]" * 100_000), timeout=10
+            ),
+            "nests too deeply",
+        ),
+    ]
+    for call, expected in cases:
+        error = await _refused(call)
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()
+        assert expected in (error.details() or "")
+    watch = stub.WatchLookAngles(
+        pb.WatchLookAnglesRequest(
+            sites=pb.SiteSelector(sites=[pb.Site(id="a", lat_deg=1, lon_deg=2)]), interval_s=1e300
+        ),
+        timeout=10,
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await watch.read()
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "interval_s" in (refused.value.details() or "")
+
+
+async def test_a_full_or_read_only_store_is_unavailable_and_read_only_is_unready(
+    tmp_path: Path,
+) -> None:
+    """A write to a full database is UNAVAILABLE naming the storage (not INTERNAL); a service
+    opened on a read-only database answers reads but reports readiness NOT_SERVING."""
+    db = tmp_path / "tracking.sqlite3"
+    clock = SimulatedClock(EPOCH_NOW, speed=1.0)
+    app = build_tracking(clock, db_path=db, unready_delay_s=0.0)
+    await app.server.start()
+    channel = grpc.aio.insecure_channel(app.server.target)
+    try:
+        pages = app.store._conn.execute("PRAGMA page_count").fetchone()[0]
+        app.store._conn.execute(f"PRAGMA max_page_count = {pages}")  # the disk is full now
+        error = await _refused(
+            pb_grpc.TrackingServiceStub(channel).UpsertElements(
+                pb.UpsertElementsRequest(text=_first_records(50)), timeout=10
+            )
+        )
+        assert error.code() == grpc.StatusCode.UNAVAILABLE
+        assert "storage" in (error.details() or "")
+    finally:
+        await channel.close(None)
+        await app.server.stop(0)
+        app.close()
+
+    app = build_tracking(clock, db_path=f"file:{db}?mode=ro", unready_delay_s=0.0)
+    await app.server.start()
+    channel = grpc.aio.insecure_channel(app.server.target)
+    try:
+        health = health_pb2_grpc.HealthStub(channel)
+        ready = await health.Check(health_pb2.HealthCheckRequest(service="readiness"), timeout=10)
+        assert ready.status == health_pb2.HealthCheckResponse.NOT_SERVING
+        await pb_grpc.TrackingServiceStub(channel).ListSites(pb.ListSitesRequest(), timeout=10)
+    finally:
+        await channel.close(None)
+        await app.server.stop(0)
+        app.close()

@@ -57,6 +57,9 @@ MAX_TLE_CATALOG_NUMBER = 339_999
 TLE_LINE_LENGTH = 69
 
 _ALPHA5_LETTERS = "ABCDEFGHJKLMNPQRSTUVWXYZ"  # I and O are skipped (they look like 1 and 0)
+MAX_CATALOG_ID_CHARS = 64
+"""The longest catalog id, numeric ids included (a catalog number has at most 64 digits)."""
+_CATALOG_NUMBER_LIMIT = 10**MAX_CATALOG_ID_CHARS
 EARLIEST_EPOCH = datetime(1957, 1, 1, tzinfo=UTC)
 """No element set has an epoch before 1957 (Sputnik 1 flew in October 1957)."""
 LATEST_EPOCH = datetime(2100, 1, 1, tzinfo=UTC)
@@ -209,10 +212,20 @@ def canonical_catalog_id(value: str | int) -> str:
     if isinstance(value, int):
         if value < 0:
             raise InvalidArgument(f"expected a non-negative catalog number, got {value}")
+        if value >= _CATALOG_NUMBER_LIMIT:  # before str(): a huge int is slow or refused there
+            raise InvalidArgument(
+                f"expected a catalog number of at most {MAX_CATALOG_ID_CHARS} digits, got one "
+                f"of about {int(value.bit_length() * math.log10(2)) + 1} digits"
+            )
         return str(value)
     if not isinstance(value, str):
         raise InvalidArgument(f"expected a catalog id (string or integer), got {value!r}")
     text = value.strip()
+    if len(text) > MAX_CATALOG_ID_CHARS:
+        raise InvalidArgument(
+            f"expected a catalog id of 1-{MAX_CATALOG_ID_CHARS} characters, got "
+            f"{len(text)} characters starting {text[:32]!r}"
+        )
     if text.isascii() and text.isdigit():
         return str(int(text))
     if _ALPHA5_RE.fullmatch(text):
@@ -958,6 +971,17 @@ def parse_omm_json(text: str, source: str = "<text>") -> list[ElementSet]:
             f"line {bad.lineno} column {bad.colno}: {bad.msg}",
             source=source,
             line_number=bad.lineno,
+        ) from None
+    except RecursionError:
+        raise ElementError(
+            f"{source}: expected OMM JSON (an array of objects), but it nests too deeply",
+            source=source,
+        ) from None
+    except ValueError as bad:  # a number of more digits than int() converts (4,300)
+        raise ElementError(
+            f"{source}: expected OMM JSON (an array of objects), but a value is not usable: "
+            f"{str(bad)[:200]}",
+            source=source,
         ) from None
     items = [data] if isinstance(data, dict) else data
     if not isinstance(items, list):

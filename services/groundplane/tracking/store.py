@@ -167,7 +167,10 @@ class TrackingStore:
         self._path = str(path)
         self._lock = threading.RLock()
         try:
-            self._conn = sqlite3.connect(self._path, check_same_thread=False)
+            # A "file:" path is an SQLite URI ("file:tracking.sqlite3?mode=ro": read-only).
+            self._conn = sqlite3.connect(
+                self._path, check_same_thread=False, uri=self._path.startswith("file:")
+            )
         except sqlite3.Error as bad:
             raise InvalidArgument(
                 f"cannot open the tracking database {self._path!r}: {bad}; expected a writable "
@@ -190,6 +193,20 @@ class TrackingStore:
     @property
     def path(self) -> str:
         return self._path
+
+    def writable(self) -> bool:
+        """Whether a write to the database succeeds now (a write made and rolled back); False
+        for a read-only file or mount."""
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    self._conn.execute("UPDATE schema_version SET version = version")
+                finally:
+                    self._conn.execute("ROLLBACK")
+            except sqlite3.DatabaseError:
+                return False
+        return True
 
     def journal_mode(self) -> str:
         """SQLite's journal mode (``wal`` for files, ``memory`` for ``":memory:"``)."""
