@@ -105,7 +105,7 @@ def status_for(error: BaseException) -> tuple[grpc.StatusCode, str]:
     a generic message (details go to the log, not to the caller).
     """
     if isinstance(error, GroundplaneError):
-        return error.code, error.message
+        return error.code, bounded_message(error.message)
     import grpc  # noqa: PLC0415 - see the module docstring
 
     if isinstance(error, sqlite3.OperationalError):
