@@ -14,6 +14,7 @@ from groundplane.hil.controller import HamlibEndpoint, StationController, Tracki
 from groundplane.hil.servicer import StationControlServicer
 from groundplane.kernel.logs import configure_logging
 from groundplane.kernel.serving import GrpcServer
+from groundplane.kernel.validation import finite_float
 from groundplane.tracking.v1.tracking_pb2_grpc import TrackingServiceStub
 
 from . import (
@@ -65,7 +66,7 @@ def register(commands: Any) -> None:
     hil.add_argument("--site-id", default="station", help="the station's id")
     hil.add_argument(
         "--min-elevation",
-        type=float,
+        type=finite_float,
         default=0.0,
         metavar="DEG",
         help="never point below this elevation",
@@ -76,7 +77,9 @@ def register(commands: Any) -> None:
     hil.add_argument(
         "--start", metavar="TIME", help="simulated time starts here (default: real time)"
     )
-    hil.add_argument("--speed", type=float, help="simulated seconds per wall second (default: 1)")
+    hil.add_argument(
+        "--speed", type=finite_float, help="simulated seconds per wall second (default: 1)"
+    )
     hil.add_argument(
         "--clock",
         metavar="SPEC",
@@ -85,7 +88,7 @@ def register(commands: Any) -> None:
     )
     hil.add_argument(
         "--unready-delay",
-        type=float,
+        type=finite_float,
         default=1.0,
         metavar="S",
         help="seconds NOT_SERVING before draining on SIGTERM",

@@ -6,6 +6,7 @@ Domain modules keep their own range checks (a latitude in [-90, 90], a positive 
 
 from __future__ import annotations
 
+import argparse
 import math
 import numbers
 
@@ -48,4 +49,16 @@ def bounded_id(name: str, value: str, *, max_chars: int = MAX_ID_CHARS) -> str:
             f"{name} must be 1-{max_chars} printable ASCII characters without spaces, got "
             f"{len(value)} characters: {shown!r}"
         )
+    return value
+
+
+def finite_float(text: str) -> float:
+    """An argparse ``type`` for a float flag: the value when it is a finite number, else an
+    argparse error (one line, exit 2) saying so; ``inf``, ``nan`` and ``1e400`` are refused."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
     return value
