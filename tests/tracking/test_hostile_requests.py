@@ -206,3 +206,20 @@ async def test_a_full_or_read_only_store_is_unavailable_and_read_only_is_unready
         await channel.close(None)
         await app.server.stop(0)
         app.close()
+
+
+async def test_oversized_masks_and_site_ids_are_refused(served: Served) -> None:
+    """UpsertSite with a 100,000-point mask, a 100 KB id or an id with a NUL is
+    INVALID_ARGUMENT naming the limit; none of them is stored."""
+    mask = [pb.MaskPoint(azimuth_deg=i * 360 / 100_000, elevation_deg=1) for i in range(100_000)]
+    cases = [
+        (pb.Site(id="big-mask", lat_deg=1, lon_deg=2, mask=mask), "at most 3600 points"),
+        (pb.Site(id="x" * 100_000, lat_deg=1, lon_deg=2), "1-64 printable"),
+        (pb.Site(id="a\x00b", lat_deg=1, lon_deg=2), "1-64 printable"),
+    ]
+    for site, expected in cases:
+        error = await _refused(served.stub.UpsertSite(pb.UpsertSiteRequest(site=site), timeout=10))
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert expected in (error.details() or "")
+    listed = await served.stub.ListSites(pb.ListSitesRequest(), timeout=10)
+    assert list(listed.sites) == []
