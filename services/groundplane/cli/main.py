@@ -11,7 +11,6 @@ status 1.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import copy
 import os
 import re
@@ -232,6 +231,8 @@ def _run(argv: Sequence[str], environ: Mapping[str, str]) -> int:
 
 def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
     """The errors inside ``group`` (nested groups flattened), without cancellations."""
+    import asyncio  # noqa: PLC0415 - only after a TaskGroup failed: startup stays lean
+
     leaves: list[BaseException] = []
     for error in group.exceptions:
         if isinstance(error, BaseExceptionGroup):
