@@ -52,7 +52,6 @@ def test_flags_become_the_gateway_settings() -> None:
     ("extra", "mentions"),
     [
         (["--default-deadline", "0"], "--default-deadline"),
-        (["--default-deadline", "nan"], "--default-deadline"),
         (["--instance-id", "gw/1"], "--instance-id"),
     ],
 )
@@ -61,6 +60,13 @@ def test_bad_flags_are_refused_naming_the_flag(extra: list[str], mentions: str) 
     args = build_parser().parse_args([*REQUIRED, *extra])
     with pytest.raises(InvalidArgument, match=mentions):
         gateway_settings(args, load_tenants(None))
+
+
+def test_a_non_finite_deadline_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """--default-deadline nan is refused while parsing (every float flag must be finite)."""
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*REQUIRED, "--default-deadline", "nan"])
+    assert "--default-deadline" in capsys.readouterr().err
 
 
 def test_without_a_tenants_file_the_demo_tenant_is_served_with_a_warning(

@@ -268,3 +268,40 @@ async def test_node_retry_hints_in_simulated_seconds_reach_callers_in_wall_secon
     with pytest.raises(ResourceExhausted) as full:
         await collect(gw)
     assert full.value.retry_after_s == pytest.approx(2.0)
+
+
+async def test_a_missing_location_or_model_is_invalid_argument_naming_what_is_served() -> None:
+    """An Infer call with no location is INVALID_ARGUMENT (it was routed as if the user stood at
+    0°N 0°E), and one with no model names the models the nodes serve (the hint named
+    'synthetic', a model nothing serves); no node is called."""
+    caller = FakeCaller({FIRST: ["a"], SECOND: ["a"]}, {})
+    token = "token-of-alpha-0001"
+    servicer = InferenceServicer(gateway(caller), TenantRegistry([TenantConfig(TENANT, (token,))]))
+    server = GrpcServer([servicer.binding()], drain_grace_s=0.1, unready_delay_s=0)
+    await server.start()
+    auth = (("authorization", f"Bearer {token}"),)
+    try:
+        async with grpc.aio.insecure_channel(server.target) as channel:
+            stub = pb_grpc.InferenceServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as nowhere:
+                await stub.Infer(
+                    pb.InferRequest(model=SLOW.name, prompt="p"), metadata=auth, timeout=5.0
+                )
+            assert nowhere.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "location is required" in (nowhere.value.details() or "")
+            with pytest.raises(grpc.aio.AioRpcError) as nameless:
+                await stub.Infer(
+                    pb.InferRequest(
+                        prompt="p", location=pb.UserLocation(lat_deg=USER[0], lon_deg=USER[1])
+                    ),
+                    metadata=auth,
+                    timeout=5.0,
+                )
+            assert nameless.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            details = nameless.value.details() or ""
+            assert "model is required" in details
+            assert repr(SLOW.name) in details
+            assert "synthetic" not in details
+    finally:
+        await server.stop()
+    assert caller.calls == []

@@ -8,12 +8,14 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+import structlog
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
@@ -35,6 +37,11 @@ def _echo_binding() -> ServiceBinding:
             raise ZeroDivisionError("a bug")
         if request.startswith(b"sleep"):
             await asyncio.sleep(float(request[5:]))
+        if request.startswith(b"long"):
+            raise InvalidArgument(f"expected a short source, got {request.decode() * 3!r}")
+        if request == b"late":
+            time.sleep(0.15)  # blocking work that outlives the caller's deadline
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "no time left")
         return request
 
     async def echo_stream(
@@ -306,3 +313,32 @@ async def test_a_port_in_use_is_a_clear_error_and_leaves_the_server_restartable(
         await first.stop(0)
     assert await second.start() == port
     await second.stop(0)
+
+
+async def test_a_long_echoing_message_is_cut_and_an_abort_past_the_deadline_is_quiet() -> None:
+    """An error message echoing 30 KB of input reaches the caller cut to ~2 KB (not "Stream
+    removed": the trailer holds 8 KB), head and tail kept; a servicer's abort after the caller's
+    deadline gives DEADLINE_EXCEEDED with one short log line, no traceback and no second abort."""
+    server = GrpcServer([_echo_binding()], drain_grace_s=0.1, unready_delay_s=0.0)
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(server.target) as channel:
+            echo = channel.unary_unary(f"/{SERVICE}/Echo", None, None)
+            with pytest.raises(grpc.aio.AioRpcError) as long:
+                await echo(b"long" + b"x" * 10_000, timeout=5)
+            assert long.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            details = long.value.details() or ""
+            assert details.startswith("expected a short source")
+            assert "bytes cut" in details
+            assert len(details.encode()) <= 2_100
+            with structlog.testing.capture_logs() as logs:
+                with pytest.raises(grpc.aio.AioRpcError) as late:
+                    await echo(b"late", timeout=0.05)
+                assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+                assert await echo(b"hello", timeout=5) == b"hello"
+            events = [entry["event"] for entry in logs]
+            assert "call_failed" not in events
+            assert events.count("call_over") == 1
+            assert all("exc_info" not in entry for entry in logs)
+    finally:
+        await server.stop(0)

@@ -8,12 +8,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from groundplane.kernel.errors import FailedPrecondition, NotFound
 from groundplane.orbit.elements import parse_tle
 from groundplane.orbit.sites import HorizonMask, Site
 from groundplane.tracking.catalog import Catalog, ElementRecord
-from groundplane.tracking.store import SCHEMA_VERSION, TrackingStore
+from groundplane.tracking.store import SCHEMA_VERSION, TrackingStore, _instant, _instant_text
 
 from ..data import DATA
 
@@ -162,3 +164,15 @@ def test_expiry_round_trips_to_the_microsecond(tmp_path: Path) -> None:
     enabled = replace(loaded, enabled=True)
     assert enabled.usable_at(expiry - timedelta(microseconds=1))
     assert not enabled.usable_at(expiry)
+
+
+@given(st.datetimes(timezones=st.just(UTC)))
+def test_every_instant_round_trips_through_the_stored_text(instant: datetime) -> None:
+    """The store's instant text parses back to the same instant for every UTC datetime Python
+    can hold (years 1-9999; years below 1000 once wrote '999-…', which did not parse), and the
+    text sorts as time does."""
+    text = _instant_text(instant)
+    assert _instant(text) == instant
+    assert (text < _instant_text(datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC))) == (
+        instant < datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+    )

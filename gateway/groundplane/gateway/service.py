@@ -308,7 +308,19 @@ class InferenceGateway:
         finally:
             self._account(record)
 
+    def served_models(self) -> list[str]:
+        """The models some node of the current route table serves, sorted."""
+        table = self._tables.current()
+        if table is None:
+            return []
+        return sorted(
+            {model for routes in table.stations for path in routes.paths for model in path.models}
+        )
+
     def _validate(self, call: InferCall) -> None:
+        if not call.model:
+            served = ", ".join(repr(m) for m in self.served_models()) or "none yet"
+            raise InvalidArgument(f"model is required: expected one of the served models: {served}")
         if not call.prompt:
             raise InvalidArgument("prompt is required: expected a non-empty prompt")
         if len(call.prompt) > self.config.max_prompt_chars:

@@ -31,7 +31,12 @@ from groundplane.gateway.service import InferCall, InferenceGateway
 from groundplane.gateway.v1 import gateway_pb2 as pb
 from groundplane.gateway.v1 import gateway_pb2_grpc as pb_grpc
 from groundplane.kernel.clock import Clock, format_utc
-from groundplane.kernel.errors import GroundplaneError, ResourceExhausted, Unavailable
+from groundplane.kernel.errors import (
+    GroundplaneError,
+    InvalidArgument,
+    ResourceExhausted,
+    Unavailable,
+)
 from groundplane.kernel.serving import ServiceBinding
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["InferenceService"].full_name
@@ -43,6 +48,11 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 
 def call_from_proto(message: pb.InferRequest | pb.InferStreamRequest) -> InferCall:
+    if not message.HasField("location"):
+        raise InvalidArgument(
+            "location is required: expected the user's location (lat_deg, lon_deg) or their "
+            "terminal's site id (terminal_site_id); a missing one is not (0, 0)"
+        )
     location = message.location
     return InferCall(
         model=message.model,

@@ -14,6 +14,7 @@ import numpy as np
 import orjson
 
 from groundplane.kernel.clock import RealClock
+from groundplane.kernel.validation import finite_float
 from groundplane.orbit.eclipses import EclipseTable, find_eclipse_table
 from groundplane.orbit.elements import ElementSet
 from groundplane.tracking.pass_columns import iso_utc_ms, round_like_python
@@ -63,7 +64,7 @@ def register(commands: Any) -> None:
     span.add_argument("--end", metavar="TIME", help="end of the window")
     span.add_argument(
         "--hours",
-        type=float,
+        type=finite_float,
         metavar="H",
         help=f"length of the window (at most {MAX_WINDOW_DAYS * 24:g})",
     )

@@ -18,6 +18,7 @@ from groundplane.hil.tracker import RadioPlan, TrackerStatus
 from groundplane.kernel.clock import Clock, format_utc
 from groundplane.kernel.errors import InvalidArgument
 from groundplane.kernel.logs import configure_logging
+from groundplane.kernel.validation import finite_float
 
 from . import inputs
 from .tracking import _add_max_element_age, _plannable
@@ -38,11 +39,11 @@ def register(commands: Any) -> None:
     hil.add_argument("--site", required=True, metavar="LAT,LON[,ALT_M]", help="the station")
     hil.add_argument("--rotctld", required=True, metavar="HOST:PORT", help="the rotator daemon")
     hil.add_argument("--rigctld", metavar="HOST:PORT", help="the radio daemon, for Doppler")
-    hil.add_argument("--downlink-hz", type=float, metavar="F", help="receive frequency (Hz)")
-    hil.add_argument("--uplink-hz", type=float, metavar="F", help="transmit frequency (Hz)")
+    hil.add_argument("--downlink-hz", type=finite_float, metavar="F", help="receive frequency (Hz)")
+    hil.add_argument("--uplink-hz", type=finite_float, metavar="F", help="transmit frequency (Hz)")
     hil.add_argument(
         "--min-elevation",
-        type=float,
+        type=finite_float,
         default=0.0,
         metavar="DEG",
         help="never point below this elevation",
@@ -53,7 +54,9 @@ def register(commands: Any) -> None:
         metavar="TIME",
         help="simulated time starts here: ISO-8601 UTC, now or now±N[s|m|h|d] (default: now)",
     )
-    hil.add_argument("--speed", type=float, help="simulated seconds per wall second (default 1)")
+    hil.add_argument(
+        "--speed", type=finite_float, help="simulated seconds per wall second (default 1)"
+    )
     hil.add_argument(
         "--pass",
         dest="which",

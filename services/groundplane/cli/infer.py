@@ -27,6 +27,7 @@ from groundplane.gateway.v1 import gateway_pb2 as pb
 from groundplane.gateway.v1 import gateway_pb2_grpc as pb_grpc
 from groundplane.kernel.errors import InvalidArgument
 from groundplane.kernel.tls import open_channel
+from groundplane.kernel.validation import finite_float
 from groundplane.node.sessions import count_tokens
 from groundplane.scenario import DEFAULT_MODEL
 
@@ -44,14 +45,14 @@ def register(commands: Any) -> None:
         f"streams. The bearer token comes from --token or ${TOKEN_ENV}.",
     )
     infer.add_argument("--gateway", required=True, type=inputs.address, metavar="HOST:PORT")
-    infer.add_argument("--lat", type=float, required=True, metavar="LAT")
-    infer.add_argument("--lon", type=float, required=True, metavar="LON")
+    infer.add_argument("--lat", type=finite_float, required=True, metavar="LAT")
+    infer.add_argument("--lon", type=finite_float, required=True, metavar="LON")
     infer.add_argument("--model", default=DEFAULT_MODEL.name, help=f"({DEFAULT_MODEL.name})")
     infer.add_argument("--session", metavar="ID", help="make the call a turn of this session")
     infer.add_argument("--token", help=f"bearer token (default: ${TOKEN_ENV})")
     infer.add_argument("--max-tokens", type=int, default=0, help="answer budget (0 = default)")
     infer.add_argument(
-        "--timeout", type=float, default=30.0, metavar="SECONDS", help="call deadline (30)"
+        "--timeout", type=finite_float, default=30.0, metavar="SECONDS", help="call deadline (30)"
     )
     infer.add_argument(
         "--wait",

@@ -217,8 +217,34 @@ def _run(argv: Sequence[str], environ: Mapping[str, str]) -> int:
     except OSError as error:
         print(f"groundplane {name}: {error}", file=sys.stderr)
         return 2
+    except BaseExceptionGroup as group:
+        # A TaskGroup's failure (``up`` starting its parts): one line per distinct error when
+        # every one is an error the user can act on, else the traceback (a bug).
+        leaves = _leaves(group)
+        if not leaves or not all(isinstance(e, GroundplaneError | OSError) for e in leaves):
+            raise
+        for line in dict.fromkeys(_one_line(e) for e in leaves):
+            print(f"groundplane {name}: {line}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    """The errors inside ``group`` (nested groups flattened), without cancellations."""
+    import asyncio  # noqa: PLC0415 - only after a TaskGroup failed: startup stays lean
+
+    leaves: list[BaseException] = []
+    for error in group.exceptions:
+        if isinstance(error, BaseExceptionGroup):
+            leaves.extend(_leaves(error))
+        elif not isinstance(error, asyncio.CancelledError):
+            leaves.append(error)
+    return leaves
+
+
+def _one_line(error: BaseException) -> str:
+    return error.message if isinstance(error, GroundplaneError) else str(error)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import numpy as np
 
 from groundplane.kernel.clock import RealClock
 from groundplane.kernel.errors import InvalidArgument
+from groundplane.kernel.validation import finite_float
 from groundplane.orbit.elements import ElementSet
 from groundplane.orbit.geometry import utc_jd_fr_range
 from groundplane.orbit.sites import HorizonMask, Site
@@ -51,10 +52,14 @@ def register(commands: Any) -> None:
     sky.add_argument("--sat", required=True, metavar="ID")
     sky.add_argument("--site", required=True, metavar="LAT,LON[,ALT_M]")
     _window_flags(sky)
-    sky.add_argument("--min-elevation", type=float, default=0.0, metavar="DEG")
+    sky.add_argument("--min-elevation", type=finite_float, default=0.0, metavar="DEG")
     sky.add_argument("--mask", metavar="FILE", help="CSV azimuth_deg,elevation_deg")
     sky.add_argument(
-        "--step", type=float, default=10.0, metavar="S", help="seconds between drawn points (10)"
+        "--step",
+        type=finite_float,
+        default=10.0,
+        metavar="S",
+        help="seconds between drawn points (10)",
     )
     _output_flag(sky)
     sky.set_defaults(handler=run_sky)
@@ -72,10 +77,10 @@ def register(commands: Any) -> None:
     where.add_argument("--sites", metavar="FILE", help="CSV id,name,lat,lon,alt_m")
     where.add_argument("--site", action="append", metavar="LAT,LON[,ALT_M]", help="repeatable")
     _window_flags(track)
-    track.add_argument("--min-elevation", type=float, default=0.0, metavar="DEG")
+    track.add_argument("--min-elevation", type=finite_float, default=0.0, metavar="DEG")
     track.add_argument(
         "--step",
-        type=float,
+        type=finite_float,
         default=DEFAULT_TRACK_STEP_S,
         metavar="S",
         help=f"seconds between track points ({DEFAULT_TRACK_STEP_S:g})",
@@ -94,7 +99,7 @@ def register(commands: Any) -> None:
         "--sat", action="append", metavar="ID", help="only these satellites (repeatable)"
     )
     _window_flags(passes)
-    passes.add_argument("--min-elevation", type=float, default=0.0, metavar="DEG")
+    passes.add_argument("--min-elevation", type=finite_float, default=0.0, metavar="DEG")
     passes.add_argument("--mask", metavar="FILE", help="CSV azimuth_deg,elevation_deg")
     _output_flag(passes)
     passes.set_defaults(handler=run_timeline)
@@ -122,7 +127,7 @@ def _window_flags(parser: argparse.ArgumentParser) -> None:
     )
     span = parser.add_mutually_exclusive_group(required=True)
     span.add_argument("--end", metavar="TIME")
-    span.add_argument("--hours", type=float, metavar="H")
+    span.add_argument("--hours", type=finite_float, metavar="H")
     _add_max_element_age(parser)
 
 
@@ -131,7 +136,7 @@ def _output_flag(parser: argparse.ArgumentParser) -> None:
         "-o", "--output", required=True, metavar="FILE", help="FILE.png or FILE.svg"
     )
     parser.add_argument(
-        "--dpi", type=float, default=100.0, help="PNG pixels per inch (100; SVG ignores it)"
+        "--dpi", type=finite_float, default=100.0, help="PNG pixels per inch (100; SVG ignores it)"
     )
 
 

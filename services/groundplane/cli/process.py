@@ -36,6 +36,7 @@ from groundplane.kernel import tracing
 from groundplane.kernel.clock import Clock
 from groundplane.kernel.logs import configure_logging
 from groundplane.kernel.tls import TlsFiles, configure_process_tls
+from groundplane.kernel.validation import finite_float
 from groundplane.mqtt.broker import BrokerAddress
 
 from . import inputs
@@ -70,7 +71,7 @@ def add_process_arguments(parser: argparse.ArgumentParser, *, default_port: int)
         "--start", metavar="TIME", help="simulated time starts here (default: real time)"
     )
     parser.add_argument(
-        "--speed", type=float, help="simulated seconds per wall second (default: 1)"
+        "--speed", type=finite_float, help="simulated seconds per wall second (default: 1)"
     )
     parser.add_argument(
         "--clock",
@@ -80,14 +81,14 @@ def add_process_arguments(parser: argparse.ArgumentParser, *, default_port: int)
     )
     parser.add_argument(
         "--unready-delay",
-        type=float,
+        type=finite_float,
         default=1.0,
         metavar="S",
         help="seconds NOT_SERVING before draining on SIGTERM",
     )
     parser.add_argument(
         "--drain-grace",
-        type=float,
+        type=finite_float,
         default=5.0,
         metavar="S",
         help="seconds in-flight work may take to finish after SIGTERM before it is cancelled",

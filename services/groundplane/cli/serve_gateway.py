@@ -34,6 +34,7 @@ from groundplane.gateway.app import GatewayApp, GatewaySettings
 from groundplane.gateway.auth import TenantRegistry
 from groundplane.gateway.service import GatewayConfig
 from groundplane.kernel.errors import InvalidArgument
+from groundplane.kernel.validation import finite_float
 from groundplane.scenario import DEFAULT_TENANT, default_tenants
 
 from . import inputs
@@ -101,7 +102,7 @@ def register(services: Any) -> None:
     )
     parser.add_argument(
         "--default-deadline",
-        type=float,
+        type=finite_float,
         default=GatewayConfig().default_deadline_s,
         metavar="S",
         help="wall seconds a call may take when the caller sets no deadline",

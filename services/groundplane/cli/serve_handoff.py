@@ -23,6 +23,7 @@ from groundplane.handoff.app import HandoffApp, HandoffAppSettings
 from groundplane.handoff.manager import ManagerConfig
 from groundplane.handoff.planner import HandoffSettings
 from groundplane.kernel.errors import InvalidArgument
+from groundplane.kernel.validation import finite_float
 from groundplane.system.system import (
     DEFAULT_HANDOFF_MARGIN_S,
     DEFAULT_MIN_DWELL_S,
@@ -71,21 +72,21 @@ def register(services: Any) -> None:
     )
     parser.add_argument(
         "--lead-margin",
-        type=float,
+        type=finite_float,
         default=DEFAULT_HANDOFF_MARGIN_S,
         metavar="S",
         help="simulated seconds a handoff finishes before LOS beyond the modelled transfer",
     )
     parser.add_argument(
         "--min-dwell",
-        type=float,
+        type=finite_float,
         default=DEFAULT_MIN_DWELL_S,
         metavar="S",
         help="least simulated seconds a successor must stay in view after a handoff",
     )
     parser.add_argument(
         "--operation-wall",
-        type=float,
+        type=finite_float,
         default=MANAGER_WALL_S,
         metavar="S",
         help="wall seconds one node attempt or state export/import may take (at least "

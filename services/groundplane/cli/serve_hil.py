@@ -22,6 +22,7 @@ from groundplane.hil.servicer import StationControlServicer
 from groundplane.kernel.metrics_http import MetricsServer
 from groundplane.kernel.serving import GrpcServer
 from groundplane.kernel.tls import open_channel
+from groundplane.kernel.validation import finite_float
 from groundplane.tracking.v1.tracking_pb2_grpc import TrackingServiceStub
 
 from . import inputs, process
@@ -43,7 +44,7 @@ def register(services: Any) -> None:
     hil.add_argument("--site-id", default="station", help="the station's id")
     hil.add_argument(
         "--min-elevation",
-        type=float,
+        type=finite_float,
         default=0.0,
         metavar="DEG",
         help="never point below this elevation",

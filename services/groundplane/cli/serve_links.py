@@ -15,6 +15,7 @@ from typing import Any
 
 from groundplane.kernel.errors import InvalidArgument
 from groundplane.kernel.metrics_http import MetricsServer
+from groundplane.kernel.validation import finite_float
 from groundplane.links.app import LinksApp
 
 from . import inputs, process
@@ -39,7 +40,7 @@ def register(services: Any) -> None:
     process.add_broker_argument(links, "the MQTT broker, mqtt://user:password@host:port")
     links.add_argument(
         "--link-tick",
-        type=float,
+        type=finite_float,
         default=1.0,
         metavar="S",
         help="simulated seconds between two geometry samples of the links",

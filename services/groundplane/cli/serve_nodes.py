@@ -52,6 +52,7 @@ from groundplane.kernel.errors import InvalidArgument, Unavailable
 from groundplane.kernel.metrics_http import MetricsServer
 from groundplane.kernel.serving import GrpcServer
 from groundplane.kernel.tls import open_channel
+from groundplane.kernel.validation import finite_float
 from groundplane.mqtt import topics
 from groundplane.mqtt.broker import SERVICE_USER, SHARD_USER_PREFIX, BrokerAddress
 from groundplane.node.agent import AgentConfig, EpochSource, NodeAgent
@@ -132,7 +133,7 @@ def register(services: Any) -> None:
     )
     nodes.add_argument(
         "--load-interval",
-        type=float,
+        type=finite_float,
         default=1.0,
         metavar="S",
         help="wall seconds between load checks (a changed load is published then; an unchanged "
@@ -193,21 +194,21 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--backend-connect-timeout",
-        type=float,
+        type=finite_float,
         default=5.0,
         metavar="S",
         help="--backend openai: seconds to connect and send a request (5)",
     )
     group.add_argument(
         "--backend-read-timeout",
-        type=float,
+        type=finite_float,
         default=60.0,
         metavar="S",
         help="--backend openai: longest silence tolerated between two pieces of an answer (60)",
     )
     group.add_argument(
         "--backend-total-timeout",
-        type=float,
+        type=finite_float,
         default=600.0,
         metavar="S",
         help="--backend openai: longest whole answer, also cut at the request's deadline (600)",

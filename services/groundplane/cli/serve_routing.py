@@ -22,6 +22,7 @@ from typing import Any
 
 from groundplane.kernel.errors import InvalidArgument
 from groundplane.kernel.metrics_http import MetricsServer
+from groundplane.kernel.validation import finite_float
 from groundplane.mqtt.client import MqttClient
 from groundplane.routing.app import DEFAULT_PASS_HORIZON_S, DEFAULT_TICK_S, RoutingApp
 from groundplane.scenario import DEFAULT_POLICY
@@ -60,7 +61,7 @@ def register(services: Any) -> None:
     )
     routing.add_argument(
         "--route-tick",
-        type=float,
+        type=finite_float,
         default=DEFAULT_TICK_S,
         metavar="S",
         help="simulated seconds between route tables sampled afresh (a node, link or catalog "
@@ -68,7 +69,7 @@ def register(services: Any) -> None:
     )
     routing.add_argument(
         "--pass-horizon",
-        type=float,
+        type=finite_float,
         default=DEFAULT_PASS_HORIZON_S,
         metavar="S",
         help="simulated seconds of upcoming passes predicted (again every half horizon and at "

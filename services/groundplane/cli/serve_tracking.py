@@ -20,6 +20,7 @@ import structlog
 from groundplane.kernel import paths
 from groundplane.kernel.metrics_http import MetricsServer
 from groundplane.kernel.serving import GrpcServer
+from groundplane.kernel.validation import finite_float
 from groundplane.orbit.constellations import generate
 from groundplane.orbit.elements import ElementSet
 from groundplane.tracking.app import TrackingApp, build_tracking
@@ -67,14 +68,14 @@ def register(services: Any) -> None:
     tracking.add_argument("--sites", metavar="FILE", help="CSV id,name,lat,lon,alt_m to load")
     tracking.add_argument(
         "--min-elevation",
-        type=float,
+        type=finite_float,
         default=0.0,
         metavar="DEG",
         help="minimum elevation of the --sites loaded",
     )
     tracking.add_argument(
         MAX_ELEMENT_AGE_FLAG,
-        type=float,
+        type=finite_float,
         default=ElementAgePolicy().refuse_after_days,
         metavar="DAYS",
         help="refuse elements whose epoch is more than this many days from the service's now "

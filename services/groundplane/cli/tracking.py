@@ -19,6 +19,7 @@ import orjson
 
 from groundplane.kernel.clock import RealClock, format_utc
 from groundplane.kernel.errors import InvalidArgument
+from groundplane.kernel.validation import finite_float
 from groundplane.orbit.eclipses import (
     VISUAL_SUN_ELEVATION_DEG,
     sun_elevation_deg,
@@ -82,7 +83,7 @@ DEFAULT_MAX_ELEMENT_AGE_DAYS = ElementAgePolicy().refuse_after_days
 def _add_max_element_age(parser: Any) -> None:
     parser.add_argument(
         MAX_ELEMENT_AGE_FLAG,
-        type=float,
+        type=finite_float,
         default=DEFAULT_MAX_ELEMENT_AGE_DAYS,
         metavar="DAYS",
         help="refuse elements whose epoch is more than this many days from the asked time "
@@ -117,13 +118,13 @@ def register(commands: Any) -> None:
     span.add_argument("--end", metavar="TIME", help="end of the window")
     span.add_argument(
         "--hours",
-        type=float,
+        type=finite_float,
         metavar="H",
         help=f"length of the window (at most {MAX_WINDOW_DAYS * 24:g})",
     )
     passes.add_argument(
         "--min-elevation",
-        type=float,
+        type=finite_float,
         default=0.0,
         metavar="DEG",
         help="lowest elevation that counts as in view, at every site",
@@ -158,7 +159,10 @@ def register(commands: Any) -> None:
     look.add_argument("--site", required=True, metavar="LAT,LON[,ALT_M]", help="the observer")
     look.add_argument("--at", required=True, metavar="TIME", help="the instant")
     look.add_argument(
-        "--frequency-hz", type=float, metavar="F", help="also give Doppler-shifted frequencies"
+        "--frequency-hz",
+        type=finite_float,
+        metavar="F",
+        help="also give Doppler-shifted frequencies",
     )
     look.add_argument("--format", choices=("table", "json"), default="table", help="output format")
     _add_max_element_age(look)

@@ -18,6 +18,7 @@ import math
 import os
 import shlex
 import signal
+import socket
 import sys
 from contextlib import AsyncExitStack
 from datetime import datetime
@@ -30,8 +31,9 @@ from groundplane.handoff.planner import HandoffSettings, PathPreference
 from groundplane.handoff.servicer import SERVICE_NAME as HANDOFF_SERVICE
 from groundplane.kernel import tracing
 from groundplane.kernel.clock import Clock, SimulatedClock
-from groundplane.kernel.errors import InvalidArgument
+from groundplane.kernel.errors import InvalidArgument, Unavailable
 from groundplane.kernel.logs import configure_logging
+from groundplane.kernel.validation import finite_float
 from groundplane.mqtt import topics
 from groundplane.mqtt.broker import BrokerAddress
 from groundplane.orbit.constellations import generate
@@ -95,7 +97,9 @@ def register(commands: Any) -> None:
     source.add_argument("--elements", action="append", metavar="FILE")
     source.add_argument("--constellation", metavar="SPEC", help=f"default {DEFAULT_CONSTELLATION}")
     up.add_argument("--stations", metavar="FILE", help="CSV id,name,lat,lon,alt_m")
-    up.add_argument("--min-elevation", type=float, default=DEFAULT_MIN_ELEVATION_DEG, metavar="DEG")
+    up.add_argument(
+        "--min-elevation", type=finite_float, default=DEFAULT_MIN_ELEVATION_DEG, metavar="DEG"
+    )
     up.add_argument(
         "--broker",
         metavar="URL",
@@ -112,13 +116,13 @@ def register(commands: Any) -> None:
     up.add_argument("--start", metavar="ISO8601", help="simulated start (default: now)")
     up.add_argument(
         "--speed",
-        type=float,
+        type=finite_float,
         default=DEFAULT_SPEED,
         help=f"simulated s per wall s ({DEFAULT_SPEED:g})",
     )
     up.add_argument(
         "--duration",
-        type=float,
+        type=finite_float,
         metavar="SECONDS",
         help="wall seconds to run (default: until Ctrl-C)",
     )
@@ -130,7 +134,7 @@ def register(commands: Any) -> None:
     )
     up.add_argument(
         "--rate",
-        type=float,
+        type=finite_float,
         default=DEFAULT_RATE_RPS,
         metavar="RPS",
         help=f"stateless requests per wall second ({DEFAULT_RATE_RPS:g})",
@@ -158,7 +162,7 @@ def register(commands: Any) -> None:
     )
     up.add_argument(
         "--handoff-margin",
-        type=float,
+        type=finite_float,
         default=DEFAULT_HANDOFF_MARGIN_S,
         metavar="S",
         help="simulated seconds a session handoff ends before LOS, beyond the state transfer "
@@ -166,7 +170,7 @@ def register(commands: Any) -> None:
     )
     up.add_argument(
         "--min-dwell",
-        type=float,
+        type=finite_float,
         default=DEFAULT_MIN_DWELL_S,
         metavar="S",
         help="least simulated seconds a successor must stay in view after a handoff "
@@ -199,7 +203,7 @@ def register(commands: Any) -> None:
         "--status-interval",
         "--interval",
         dest="interval",
-        type=float,
+        type=finite_float,
         metavar="SECONDS",
         help="wall seconds between status updates (default: a live status refreshed every "
         f"{TTY_STATUS_INTERVAL_S:g} s on a terminal, otherwise one line every "
@@ -305,6 +309,7 @@ def _config(args: argparse.Namespace, clock: Clock) -> tuple[SystemConfig, str, 
             "an existing one: create a read-only account there yourself, or drop --broker"
         )
     if args.broker is not None:
+        _check_broker_reachable(BrokerAddress.from_url(args.broker))
         node_password = os.environ.get(NODE_PASSWORD_ENV)
         if not node_password:
             raise InvalidArgument(
@@ -343,6 +348,23 @@ def _config(args: argparse.Namespace, clock: Clock) -> tuple[SystemConfig, str, 
         otlp_endpoint=args.otlp_endpoint,
     )
     return config, scenario, catalog
+
+
+BROKER_CONNECT_TIMEOUT_S = 5.0
+"""How long ``up --broker`` waits for a TCP connection to the broker before giving up."""
+
+
+def _check_broker_reachable(address: BrokerAddress) -> None:
+    """Fail fast, before anything starts, when nothing listens at the broker's address."""
+    try:
+        socket.create_connection(
+            (address.host, address.port), timeout=BROKER_CONNECT_TIMEOUT_S
+        ).close()
+    except OSError as error:
+        raise Unavailable(
+            f"cannot reach the broker at {address.host}:{address.port} within "
+            f"{BROKER_CONNECT_TIMEOUT_S:g} s ({error}); start it or fix --broker"
+        ) from None
 
 
 IN_PROCESS_ONLY = (

@@ -27,11 +27,18 @@ class ManagerConfig:
     """Initial estimate of one job item's duration (then measured)."""
     watch_queue: int = 10_000
     """Events a watcher may have waiting; a watcher further behind is ended (it may resume)."""
+    session_idle_ttl_s: float = 3600.0
+    """A session with no turn for this long (simulated seconds since its last answered turn, or
+    since it was opened) is closed by the manager; 0 keeps idle sessions open forever."""
 
     def __post_init__(self) -> None:
         for name in ("turn_attempt_s", "operation_s", "replan_interval_s", "job_item_estimate_s"):
             if not getattr(self, name) > 0:
                 raise InvalidArgument(f"{name} must be > 0 seconds, got {getattr(self, name)}")
+        if not self.session_idle_ttl_s >= 0:
+            raise InvalidArgument(
+                f"session_idle_ttl_s must be ≥ 0 seconds (0 = never), got {self.session_idle_ttl_s}"
+            )
         if self.job_parallelism < 1:
             raise InvalidArgument(f"job_parallelism must be ≥ 1, got {self.job_parallelism}")
 

@@ -12,7 +12,7 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 
 from groundplane.handoff.store import HandoffEvent, HandoffStore
-from groundplane.kernel.errors import ResourceExhausted
+from groundplane.kernel.errors import InvalidArgument, ResourceExhausted
 
 REPLAY_PAGE = 1000
 """Events read from the store at a time when a watch replays history."""
@@ -59,6 +59,7 @@ class EventFeed:
     def list(
         self, *, subject_id: str | None = None, after_id: int = 0, limit: int = 1000
     ) -> list[HandoffEvent]:
+        _check_after(after_id)
         return self._store.events(subject_id=subject_id, after_id=after_id, limit=limit)
 
     async def watch(
@@ -69,6 +70,8 @@ class EventFeed:
         A watcher that lets more than ``watch_queue`` events wait gets, after the events queued
         for it, :class:`ResourceExhausted` naming the event id to resume from (``after_id``).
         """
+        if after_id is not None:
+            _check_after(after_id)
         watcher = _Watcher()
         self._watchers.add(watcher)
         # Everything up to ``last`` was delivered or is not wanted (no await since registering,
@@ -107,3 +110,15 @@ class EventFeed:
 def with_id(event: HandoffEvent, event_id: int) -> HandoffEvent:
     """``event`` as stored under ``event_id``."""
     return dataclasses.replace(event, event_id=event_id)
+
+
+MAX_EVENT_ID = 2**63 - 1
+"""Event ids are SQLite integers (signed 64 bits): no id is larger."""
+
+
+def _check_after(after_id: int) -> None:
+    if not 0 <= after_id <= MAX_EVENT_ID:
+        raise InvalidArgument(
+            f"after_event_id must be between 0 and {MAX_EVENT_ID} (event ids are signed 64-bit), "
+            f"got {after_id}"
+        )

@@ -28,6 +28,7 @@ from groundplane.kernel.errors import (
     NotFound,
     Unavailable,
 )
+from groundplane.kernel.validation import bounded_id
 
 log = structlog.get_logger("groundplane.handoff.manager")
 
@@ -71,6 +72,9 @@ class Jobs:
     ) -> JobInfo:
         if not model:
             raise InvalidArgument("expected a model name for the job, got ''")
+        bounded_id("model", model)
+        if job_id:
+            bounded_id("job_id", job_id)
         if not prompts or any(not p for p in prompts):
             raise InvalidArgument("expected at least one prompt and no empty prompt in the job")
         if not 1 <= max_tokens <= 8192:

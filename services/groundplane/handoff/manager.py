@@ -78,6 +78,8 @@ from collections import Counter
 from collections.abc import AsyncGenerator, Sequence
 from datetime import datetime, timedelta
 
+import structlog
+
 from groundplane.handoff import store as st
 from groundplane.handoff.config import ManagerConfig
 from groundplane.handoff.coverage import Coverage
@@ -98,7 +100,10 @@ from groundplane.kernel.errors import (
     InvalidArgument,
     Unavailable,
 )
+from groundplane.kernel.validation import bounded_id
 from groundplane.node.client import NodeDirectory, NodeView
+
+log = structlog.get_logger("groundplane.handoff.manager")
 
 __all__ = ["HandoffManager", "JobInfo", "ManagerConfig", "SessionInfo", "TurnResult"]
 
@@ -177,6 +182,8 @@ class HandoffManager:
                     self._adopt(record)
                 for job_id in self._store.jobs():
                     tasks.create_task(self._jobs.run(job_id), name=f"handoff-job:{job_id}")
+                if self._config.session_idle_ttl_s > 0:
+                    tasks.create_task(self._expire_idle(), name="handoff-idle-sessions")
                 self._ready.set()
                 await asyncio.Event().wait()
         finally:
@@ -193,7 +200,9 @@ class HandoffManager:
         return max(0.0, (until - self._clock.now()).total_seconds() / self._clock.speed)
 
     def _adopt(self, record: SessionRecord) -> LiveSession:
-        session = LiveSession(record, [t.turn for t in self._store.turns(record.session_id)])
+        stored = self._store.turns(record.session_id)
+        last_active = max([record.created_at, *(t.answered_at for t in stored)])
+        session = LiveSession(record, [t.turn for t in stored], last_active)
         if record.state == st.ACTIVE:
             session.window = self._coverage.window_of(record.satellite_id, record.station_id)
             session.active.set()
@@ -202,6 +211,21 @@ class HandoffManager:
             self._mover.supervise(session), name=f"handoff-session:{record.session_id}"
         )
         return session
+
+    async def _expire_idle(self) -> None:
+        """Close every session idle for longer than ``session_idle_ttl_s`` (checked every
+        quarter of it, at most every simulated minute)."""
+        ttl_s = self._config.session_idle_ttl_s
+        while True:
+            now = self._clock.now()
+            for session in list(self._sessions.values()):
+                idle_s = (now - session.last_active).total_seconds()
+                if idle_s <= ttl_s or session.lock.locked():
+                    continue
+                log.info("session_expired", session_id=session.session_id, idle_s=idle_s)
+                with contextlib.suppress(GroundplaneError, TimeoutError):
+                    await self.close_session(session.session_id)
+            await self._clock.sleep(min(ttl_s / 4.0, 60.0))
 
     def _on_node(self, view: NodeView) -> None:
         key = (view.epoch, view.state)
@@ -223,6 +247,8 @@ class HandoffManager:
         """Open a session on the best node in view (or checkpointed until the next AOS)."""
         if not model:
             raise InvalidArgument("expected a model name for the session, got ''")
+        bounded_id("model", model)
+        session_id = bounded_id("session_id", session_id) if session_id else None
         session_id = session_id or f"s-{uuid.uuid4().hex[:16]}"
         now = self._clock.now()
         window = self._coverage.best_now(
@@ -250,6 +276,7 @@ class HandoffManager:
         return self.get_session(session_id)
 
     def get_session(self, session_id: str) -> SessionInfo:
+        bounded_id("session_id", session_id)
         session = self._sessions.get(session_id)
         if session is not None:
             return session_info(session.record, session.turns, session.window, self._settings)
@@ -285,6 +312,7 @@ class HandoffManager:
         return self.get_session(session_id)
 
     def _session(self, session_id: str) -> LiveSession:
+        bounded_id("session_id", session_id)
         session = self._sessions.get(session_id)
         if session is None:
             self._store.session(session_id)  # NotFound with a teaching message
@@ -311,6 +339,8 @@ class HandoffManager:
             raise InvalidArgument("expected a non-empty prompt for the turn, got ''")
         if not 1 <= max_tokens <= 8192:
             raise InvalidArgument(f"expected 1 ≤ max_tokens ≤ 8192, got {max_tokens}")
+        if turn_id:
+            bounded_id("turn_id", turn_id)
         session = self._session(session_id)
         return await self._tasks.call(
             self._turns.run(session, prompt, max_tokens, deadline, turn_id or uuid.uuid4().hex),

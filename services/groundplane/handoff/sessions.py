@@ -51,6 +51,8 @@ class LiveSession:
 
     record: SessionRecord
     turns: list[Turn]
+    last_active: datetime
+    """When its last turn was answered (or it was opened): idle sessions expire from this."""
     window: PassWindow | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     active: asyncio.Event = field(default_factory=asyncio.Event)

@@ -19,6 +19,8 @@ Portable SQL (no SQLite-only syntax beyond the pragmas) so PostgreSQL can follow
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -180,21 +182,54 @@ class HandoffEvent:
     event_id: int = 0
 
 
-class HandoffStore:
-    """The manager's durable state in one SQLite file (``:memory:`` for a throwaway one)."""
+def _private_files(path: Path | str) -> None:
+    """Create the store file 0600 before SQLite opens it (it holds prompts, answers and
+    checkpoints; SQLite gives its -wal and -shm files the database file's mode); an existing
+    file and its -wal/-shm are narrowed to 0600."""
+    if str(path) == ":memory:" or str(path).startswith("file:"):
+        return
+    os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(f"{path}{suffix}", 0o600)
 
-    def __init__(self, path: Path | str) -> None:
+
+MAX_EVENTS = 100_000
+"""Handoff events kept by default: older ones are deleted as new ones are added."""
+
+
+class HandoffStore:
+    """The manager's durable state in one SQLite file (``:memory:`` for a throwaway one).
+
+    At most ``max_events`` handoff events are kept: adding one past that deletes the oldest.
+    """
+
+    def __init__(self, path: Path | str, *, max_events: int = MAX_EVENTS) -> None:
+        if max_events < 1:
+            raise ValueError(f"max_events must be ≥ 1, got {max_events}")
+        self._max_events = max_events
+        _private_files(path)
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        for statement in _SCHEMA.strip().split(";"):
-            if statement.strip():
-                self._db.execute(statement)
-        row = self._db.execute("SELECT version FROM schema_version").fetchone()
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA busy_timeout=5000")
+            statements = [x for x in _SCHEMA.strip().split(";") if x.strip()]
+            self._db.execute(statements[0])  # schema_version: read it before touching the rest
+            row = self._db.execute("SELECT version FROM schema_version").fetchone()
+            if row is None or row[0] == SCHEMA_VERSION:
+                for statement in statements[1:]:
+                    self._db.execute(statement)
+        except sqlite3.DatabaseError as bad:
+            self._db.close()
+            raise FailedPrecondition(
+                f"{str(path)!r} is not a usable groundplane handoff store ({bad}); point the "
+                "service at a new file or restore it from a backup"
+            ) from None
         if row is None:
             self._db.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
         elif row[0] != SCHEMA_VERSION:
+            self._db.close()
             raise FailedPrecondition(
                 f"handoff store {path} has schema version {row[0]}; this build reads version "
                 f"{SCHEMA_VERSION}"
@@ -455,8 +490,7 @@ class HandoffStore:
         with self._transaction() as db:
             return self._insert_event(db, event)
 
-    @staticmethod
-    def _insert_event(db: sqlite3.Connection, e: HandoffEvent) -> int:
+    def _insert_event(self, db: sqlite3.Connection, e: HandoffEvent) -> int:
         cursor = db.execute(
             "INSERT INTO handoffs (subject_kind, subject_id, state, at, planned_at, los, "
             "from_satellite, from_station, to_satellite, to_station, path, bytes_moved, "
@@ -478,7 +512,10 @@ class HandoffStore:
                 e.detail,
             ),
         )
-        return int(cursor.lastrowid or 0)
+        event_id = int(cursor.lastrowid or 0)
+        # Retention: keep the newest max_events (ids only grow: AUTOINCREMENT).
+        db.execute("DELETE FROM handoffs WHERE event_id <= ?", (event_id - self._max_events,))
+        return event_id
 
     def last_event_id(self) -> int:
         """The id of the newest handoff event (0 when there is none)."""

@@ -144,6 +144,7 @@ class Turns:
                 )
                 self._store.add_turn(session.session_id, turn)
                 session.turns.append(turn.turn)
+                session.last_active = turn.answered_at
                 return self._result(session, turn, attempts, replayed=False)
             finally:
                 session.lock.release()

@@ -24,6 +24,7 @@ loading it.
 from __future__ import annotations
 
 import functools
+import sqlite3
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -104,10 +105,32 @@ def status_for(error: BaseException) -> tuple[grpc.StatusCode, str]:
     a generic message (details go to the log, not to the caller).
     """
     if isinstance(error, GroundplaneError):
-        return error.code, error.message
+        return error.code, bounded_message(error.message)
     import grpc  # noqa: PLC0415 - see the module docstring
 
+    if isinstance(error, sqlite3.OperationalError):
+        # The service's own storage failed (read-only, full, locked): nothing the caller sent.
+        return grpc.StatusCode.UNAVAILABLE, bounded_message(
+            f"the service's storage failed ({error}); retry later or tell its operator"
+        )
     return grpc.StatusCode.INTERNAL, "internal error; the service logged the details"
+
+
+MAX_MESSAGE_BYTES = 2_000
+"""The most UTF-8 bytes of a status message a caller receives. Messages often echo input, and
+gRPC sends the message percent-encoded in an 8 KB trailer, so a longer one is cut in the middle
+(2,000 bytes stay under 6 KB even when every byte is escaped)."""
+
+
+def bounded_message(message: str, limit_bytes: int = MAX_MESSAGE_BYTES) -> str:
+    """``message`` cut to about ``limit_bytes`` UTF-8 bytes (head and tail kept, the cut said)."""
+    data = message.encode()
+    if len(data) <= limit_bytes:
+        return message
+    head = data[: limit_bytes * 3 // 4].decode(errors="ignore")
+    tail = data[len(data) - (limit_bytes // 4 - 64) :].decode(errors="ignore")
+    cut = len(data) - len(head.encode()) - len(tail.encode())
+    return f"{head} … [{cut} bytes cut] … {tail}"
 
 
 @functools.cache

@@ -91,9 +91,30 @@ class _ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type
         return handler
 
 
+def _call_over(context: grpc.aio.ServicerContext[Any, Any]) -> grpc.StatusCode | None:
+    """How the call already ended (its deadline passed, or the client went) when no status can
+    be sent any more; None while it is open."""
+    remaining = context.time_remaining()
+    if remaining is not None and remaining <= 0:
+        return grpc.StatusCode.DEADLINE_EXCEEDED
+    if context.done() or context.cancelled():
+        return grpc.StatusCode.CANCELLED
+    return None
+
+
+def _failed_code(error: BaseException, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+    return _call_over(context) or status_for(error)[0]
+
+
 async def _abort_for(
     method: str, error: BaseException, context: grpc.aio.ServicerContext[Any, Any]
 ) -> None:
+    """End the call with the status for ``error``; once only, and quietly when the call is
+    already over (a servicer's own abort past the deadline fails inside grpc: that is the
+    caller's deadline, not a bug, so one short line is logged and nothing is sent again)."""
+    if _call_over(context) is not None:
+        log.info("call_over", method=method, error=type(error).__name__)
+        raise asyncio.CancelledError from None
     code, message = status_for(error)
     if not isinstance(error, GroundplaneError):
         log.error("call_failed", method=method, exc_info=error)
@@ -129,7 +150,7 @@ def _wrap_unary(
             code = grpc.StatusCode.CANCELLED
             raise
         except Exception as error:
-            code = status_for(error)[0]
+            code = _failed_code(error, context)
             await _abort_for(method, error, context)
             raise  # pragma: no cover - abort always raises
         finally:
@@ -170,7 +191,7 @@ def _wrap_stream(
             code = grpc.StatusCode.CANCELLED
             raise
         except Exception as error:
-            code = status_for(error)[0]
+            code = _failed_code(error, context)
             await _abort_for(method, error, context)
         finally:
             _log_call(method, started, code)

@@ -6,6 +6,7 @@ Domain modules keep their own range checks (a latitude in [-90, 90], a positive 
 
 from __future__ import annotations
 
+import argparse
 import math
 import numbers
 
@@ -27,3 +28,37 @@ def finite_number(
     if not math.isfinite(number):
         raise error(f"{name} must be a finite number, got {value!r}")
     return number
+
+
+MAX_ID_CHARS = 128
+"""The longest caller-chosen id (session, job, turn): ids are copied into every event and row."""
+
+
+def bounded_id(name: str, value: str, *, max_chars: int = MAX_ID_CHARS) -> str:
+    """``value`` when it is 1-``max_chars`` printable ASCII characters without spaces, else
+    :class:`InvalidArgument` naming ``name``, the rule and (the start of) what came."""
+    if (
+        not value
+        or len(value) > max_chars
+        or not value.isascii()
+        or not value.isprintable()
+        or any(c.isspace() for c in value)
+    ):
+        shown = value[:32] + ("…" if len(value) > 32 else "")
+        raise InvalidArgument(
+            f"{name} must be 1-{max_chars} printable ASCII characters without spaces, got "
+            f"{len(value)} characters: {shown!r}"
+        )
+    return value
+
+
+def finite_float(text: str) -> float:
+    """An argparse ``type`` for a float flag: the value when it is a finite number, else an
+    argparse error (one line, exit 2) saying so; ``inf``, ``nan`` and ``1e400`` are refused."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value

@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import os
 import pwd
+import re
 import secrets
 import shutil
 import socket
@@ -89,29 +90,44 @@ class BrokerAddress:
 
     @classmethod
     def from_url(cls, url: str) -> BrokerAddress:
-        """Parse ``mqtt://[user[:password]@]host[:port]``; teach what is wrong otherwise."""
-        parts = urlsplit(url)
+        """Parse ``mqtt://[user[:password]@]host[:port]``; teach what is wrong otherwise (the
+        messages show the URL with its password replaced by ``***``)."""
+        shown = redacted_url(url)
+        try:
+            parts = urlsplit(url)
+        except ValueError as bad:
+            raise InvalidArgument(f"cannot read the broker URL {shown!r}: {bad}") from None
         if parts.scheme != "mqtt":
             raise InvalidArgument(
                 f"expected a broker URL like mqtt://user:password@host:1883 (scheme 'mqtt'; TLS "
-                f"is not supported yet), got scheme {parts.scheme!r} in {url!r}"
+                f"is not supported yet), got scheme {parts.scheme!r} in {shown!r}"
             )
         if not parts.hostname:
-            raise InvalidArgument(f"broker URL has no host: expected mqtt://host:port, got {url!r}")
+            raise InvalidArgument(
+                f"broker URL has no host: expected mqtt://host:port, got {shown!r}"
+            )
         try:
             port = parts.port or DEFAULT_PORT
         except ValueError:
             raise InvalidArgument(
-                f"broker URL port must be an integer 1-65535, got {url!r}"
+                f"broker URL port must be an integer 1-65535, got {shown!r}"
             ) from None
         if parts.path not in {"", "/"} or parts.query or parts.fragment:
             raise InvalidArgument(
                 "broker URL takes no path, query or fragment: expected mqtt://host:port, "
-                f"got {url!r}"
+                f"got {shown!r}"
             )
         username = unquote(parts.username) if parts.username is not None else None
         password = unquote(parts.password) if parts.password is not None else None
         return cls(parts.hostname, port, username, password)
+
+
+_PASSWORD_IN_URL = re.compile(r"(//[^/@:]*:)[^/]*@")
+
+
+def redacted_url(url: str) -> str:
+    """``url`` with the password of its ``user:password@`` part replaced by ``***``."""
+    return _PASSWORD_IN_URL.sub(r"\1***@", url)
 
 
 def _reader_names(usernames: Iterable[str]) -> frozenset[str]:

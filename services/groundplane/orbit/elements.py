@@ -57,6 +57,13 @@ MAX_TLE_CATALOG_NUMBER = 339_999
 TLE_LINE_LENGTH = 69
 
 _ALPHA5_LETTERS = "ABCDEFGHJKLMNPQRSTUVWXYZ"  # I and O are skipped (they look like 1 and 0)
+MAX_CATALOG_ID_CHARS = 64
+"""The longest catalog id, numeric ids included (a catalog number has at most 64 digits)."""
+_CATALOG_NUMBER_LIMIT = 10**MAX_CATALOG_ID_CHARS
+EARLIEST_EPOCH = datetime(1957, 1, 1, tzinfo=UTC)
+"""No element set has an epoch before 1957 (Sputnik 1 flew in October 1957)."""
+LATEST_EPOCH = datetime(2100, 1, 1, tzinfo=UTC)
+"""Element sets are refused from this instant on (far past any forecast worth planning on)."""
 _CATALOG_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", re.ASCII)
 _ALPHA5_RE = re.compile(r"[A-Z][0-9]{4}", re.ASCII)
 _OBJECT_ID_RE = re.compile(r"(\d{4})-(\d{3})([A-Z]{1,3})", re.ASCII)
@@ -205,10 +212,20 @@ def canonical_catalog_id(value: str | int) -> str:
     if isinstance(value, int):
         if value < 0:
             raise InvalidArgument(f"expected a non-negative catalog number, got {value}")
+        if value >= _CATALOG_NUMBER_LIMIT:  # before str(): a huge int is slow or refused there
+            raise InvalidArgument(
+                f"expected a catalog number of at most {MAX_CATALOG_ID_CHARS} digits, got one "
+                f"of about {int(value.bit_length() * math.log10(2)) + 1} digits"
+            )
         return str(value)
     if not isinstance(value, str):
         raise InvalidArgument(f"expected a catalog id (string or integer), got {value!r}")
     text = value.strip()
+    if len(text) > MAX_CATALOG_ID_CHARS:
+        raise InvalidArgument(
+            f"expected a catalog id of 1-{MAX_CATALOG_ID_CHARS} characters, got "
+            f"{len(text)} characters starting {text[:32]!r}"
+        )
     if text.isascii() and text.isdigit():
         return str(int(text))
     if _ALPHA5_RE.fullmatch(text):
@@ -275,6 +292,11 @@ class ElementSet:
                 f"{label}: epoch must be a timezone-aware UTC datetime, got {self.epoch!r}"
             )
         object.__setattr__(self, "epoch", self.epoch.astimezone(UTC))
+        if not EARLIEST_EPOCH <= self.epoch < LATEST_EPOCH:
+            raise ElementError(
+                f"{label}: epoch must be from {EARLIEST_EPOCH.year} (the first satellite) to "
+                f"before {LATEST_EPOCH.year}, got {self.epoch.isoformat()}"
+            )
         for field_name in (
             "mean_motion_rev_per_day",
             "eccentricity",
@@ -949,6 +971,17 @@ def parse_omm_json(text: str, source: str = "<text>") -> list[ElementSet]:
             f"line {bad.lineno} column {bad.colno}: {bad.msg}",
             source=source,
             line_number=bad.lineno,
+        ) from None
+    except RecursionError:
+        raise ElementError(
+            f"{source}: expected OMM JSON (an array of objects), but it nests too deeply",
+            source=source,
+        ) from None
+    except ValueError as bad:  # a number of more digits than int() converts (4,300)
+        raise ElementError(
+            f"{source}: expected OMM JSON (an array of objects), but a value is not usable: "
+            f"{str(bad)[:200]}",
+            source=source,
         ) from None
     items = [data] if isinstance(data, dict) else data
     if not isinstance(items, list):

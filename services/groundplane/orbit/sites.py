@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -19,6 +20,11 @@ from groundplane.kernel.errors import InvalidArgument
 from groundplane.kernel.validation import finite_number
 
 FloatArray = NDArray[np.float64]
+
+MAX_MASK_POINTS = 3_600
+"""The most points a horizon mask may have (one every 0.1° of azimuth)."""
+MAX_SITE_ID_CHARS = 64
+"""The longest site id; ids are printable text (no control characters, NUL included)."""
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,10 @@ class HorizonMask:
     _el: FloatArray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if len(self.points) > MAX_MASK_POINTS:
+            raise InvalidArgument(
+                f"a horizon mask has at most {MAX_MASK_POINTS} points, got {len(self.points)}"
+            )
         cleaned: list[tuple[float, float]] = []
         for index, (raw_az, raw_el) in enumerate(self.points):
             az_deg = finite_number(f"mask point {index} azimuth_deg", raw_az)
@@ -98,8 +108,13 @@ class Site:
     mask: HorizonMask = field(default_factory=HorizonMask)
 
     def __post_init__(self) -> None:
-        if not self.id:
+        if not isinstance(self.id, str) or not self.id:
             raise InvalidArgument("site id must be a non-empty string")
+        if len(self.id) > MAX_SITE_ID_CHARS or not self.id.isprintable():
+            raise InvalidArgument(
+                f"site id must be 1-{MAX_SITE_ID_CHARS} printable characters (no control "
+                f"characters), got {len(self.id)} characters starting {self.id[:32]!r}"
+            )
         lat = finite_number(f"site {self.id!r} lat_deg", self.lat_deg)
         lon = finite_number(f"site {self.id!r} lon_deg", self.lon_deg)
         alt = finite_number(f"site {self.id!r} alt_m", self.alt_m)
@@ -183,8 +198,8 @@ def parse_sites_csv(
             )
         except InvalidArgument as bad:
             raise InvalidArgument(f"{source} line {line_no}: {bad.message}") from None
-    ids = [site.id for site in sites]
-    repeated = sorted({i for i in ids if ids.count(i) > 1})
+    counts = Counter(site.id for site in sites)
+    repeated = sorted(i for i, n in counts.items() if n > 1)
     if repeated:
         raise InvalidArgument(f"{source}: site ids must be unique, repeated: {repeated}")
     return sites

@@ -326,7 +326,10 @@ class RouteRequest:
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model:
-            raise InvalidArgument("model is required: expected a model name such as 'synthetic'")
+            raise InvalidArgument(
+                "model is required: expected the name of a model the nodes serve (the gateway's "
+                "GET /v1/models lists them)"
+            )
         if not self.terminal_site_id:
             lat, lon = check_lat_lon(self.lat_deg, self.lon_deg)
             object.__setattr__(self, "lat_deg", lat)

@@ -1,18 +1,22 @@
 """Assembling a running tracking service: store, catalog, core, servicer, server, metrics.
 
 Tracking is ready as soon as it serves: its inputs are its own store and preload, so its gRPC
-server starts SERVING (``ready_at_start``).
+server starts SERVING (``ready_at_start``), unless its store cannot be written (a read-only file
+or mount): then readiness stays NOT_SERVING (liveness SERVING) and a warning is logged.
 """
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import structlog
 from prometheus_client import CollectorRegistry, Gauge
 
 from groundplane.kernel.clock import Clock
+from groundplane.kernel.errors import FailedPrecondition
 from groundplane.kernel.serving import GrpcServer
 from groundplane.orbit.elements import ElementSet
 from groundplane.orbit.sites import Site
@@ -20,6 +24,8 @@ from groundplane.tracking.catalog import Catalog
 from groundplane.tracking.core import TrackingCore, TrackingSettings
 from groundplane.tracking.servicer import TrackingServicer
 from groundplane.tracking.store import TrackingStore
+
+log = structlog.get_logger("groundplane.tracking")
 
 
 @dataclass
@@ -50,8 +56,18 @@ def build_tracking(  # noqa: PLR0913 - every tracking setting by keyword, each w
 ) -> TrackingApp:
     """A tracking service on ``address`` persisting to ``db_path``, optionally preloaded."""
     store = TrackingStore(db_path)
-    catalog = Catalog.load(store)
-    core = TrackingCore(catalog, store, settings)
+    try:
+        catalog = Catalog.load(store)
+        core = TrackingCore(catalog, store, settings)
+    except sqlite3.DatabaseError as bad:  # corrupt pages past the schema
+        store.close()
+        raise FailedPrecondition(
+            f"{str(db_path)!r} is not a usable groundplane tracking database ({bad}); point "
+            "the service at a new file or restore it from a backup"
+        ) from None
+    writable = store.writable()
+    if not writable:
+        log.warning("tracking_store_read_only", path=str(db_path), ready=False)
     if elements:
         catalog.upsert(elements, source=elements_source)
     for site in sites:
@@ -62,6 +78,7 @@ def build_tracking(  # noqa: PLR0913 - every tracking setting by keyword, each w
         address=address,
         unready_delay_s=unready_delay_s,
         drain_grace_s=drain_grace_s,
+        ready_at_start=writable,  # a read-only store cannot take the writes callers make
     )
     return TrackingApp(
         server=server, servicer=servicer, store=store, registry=tracking_registry(servicer)

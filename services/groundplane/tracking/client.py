@@ -29,13 +29,13 @@ from dataclasses import dataclass
 import grpc
 import structlog
 
-from groundplane.kernel.errors import DeadlineExceeded, GroundplaneError
+from groundplane.kernel.errors import DeadlineExceeded, GroundplaneError, InvalidArgument
 from groundplane.kernel.timestamps import required_timestamp, to_timestamp
 from groundplane.kernel.tls import open_channel
 from groundplane.mqtt.client import Backoff
 from groundplane.orbit.elements import ElementSet
 from groundplane.orbit.geometry import SatelliteBatch
-from groundplane.orbit.sites import HorizonMask, Site
+from groundplane.orbit.sites import MAX_MASK_POINTS, HorizonMask, Site
 from groundplane.tracking.v1 import tracking_pb2 as pb
 from groundplane.tracking.v1 import tracking_pb2_grpc as pb_grpc
 
@@ -59,6 +59,11 @@ RECONNECT_BACKOFF = Backoff(base_s=0.2, factor=1.6, cap_s=5.0, jitter=0.2)
 
 
 def site_from_proto(message: pb.Site) -> Site:
+    if len(message.mask) > MAX_MASK_POINTS:  # before converting any of them
+        raise InvalidArgument(
+            f"site {message.id[:64]!r}: a horizon mask has at most {MAX_MASK_POINTS} points, "
+            f"got {len(message.mask)}"
+        )
     mask = HorizonMask.from_points((p.azimuth_deg, p.elevation_deg) for p in message.mask)
     return Site(
         id=message.id,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -46,6 +47,12 @@ class TrackingSettings:
     min_watch_interval_s: float = 0.05
     max_watch_points: int = 200_000
     pass_stream_batch: int = 500
+    max_sites_per_request: int = 1_000
+    """Stored plus inline sites one request may name (``SiteSelector``)."""
+    max_catalog_ids_per_request: int = 100_000
+    """Catalog ids one request may name (a whole large catalog fits)."""
+    max_times_per_request: int = 100_000
+    """Timestamps one GetLookAngles request may carry."""
 
 
 @dataclass(frozen=True)
@@ -174,8 +181,13 @@ class TrackingCore:
             raise InvalidArgument(
                 "expected at least one site: give stored site ids or inline sites, got neither"
             )
-        ids = [site.id for site in chosen]
-        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        limit = self.settings.max_sites_per_request
+        if len(chosen) > limit:
+            raise InvalidArgument(
+                f"a request may name at most {limit} sites (stored and inline), got {len(chosen)}"
+            )
+        counts = Counter(site.id for site in chosen)
+        duplicates = sorted(i for i, n in counts.items() if n > 1)
         if duplicates:
             raise InvalidArgument(f"site ids must be unique in one request, repeated: {duplicates}")
         return chosen

@@ -48,7 +48,7 @@ from groundplane.tracking.client import (
     site_from_proto,
     site_to_proto,
 )
-from groundplane.tracking.core import CatalogSnapshot, TrackingCore
+from groundplane.tracking.core import CatalogSnapshot, Selection, TrackingCore
 from groundplane.tracking.pass_columns import PassColumns, timestamp_parts
 from groundplane.tracking.v1 import tracking_pb2 as pb
 from groundplane.tracking.v1 import tracking_pb2_grpc as pb_grpc
@@ -302,23 +302,64 @@ class TrackingServicer(pb_grpc.TrackingServiceServicer):
     ) -> pb.ListSitesResponse:
         return pb.ListSitesResponse(sites=[site_to_proto(s) for s in self.core.list_sites()])
 
+    def _check_sizes(
+        self, selector: pb.SiteSelector, catalog_ids: Sequence[str], times: int = 0
+    ) -> None:
+        """The cheap checks first, on the loop: every repeated field within its bound (so a
+        huge request is refused before any per-item work)."""
+        settings = self.core.settings
+        sites = len(selector.site_ids) + len(selector.sites)
+        if sites > settings.max_sites_per_request:
+            raise InvalidArgument(
+                f"a request may name at most {settings.max_sites_per_request} sites (site_ids "
+                f"and inline sites together), got {sites}"
+            )
+        if len(catalog_ids) > settings.max_catalog_ids_per_request:
+            raise InvalidArgument(
+                f"a request may name at most {settings.max_catalog_ids_per_request} catalog "
+                f"ids, got {len(catalog_ids)}"
+            )
+        if times > settings.max_times_per_request:
+            raise InvalidArgument(
+                f"a request may carry at most {settings.max_times_per_request} times, got {times}"
+            )
+
     def _sites(self, selector: pb.SiteSelector) -> list[Site]:
         return self.core.resolve_sites(
             list(selector.site_ids), [site_from_proto(s) for s in selector.sites]
         )
+
+    async def _sites_and_selection(
+        self,
+        selector: pb.SiteSelector,
+        catalog_ids: Sequence[str],
+        now: datetime,
+        used: tuple[datetime, datetime] | None = None,
+    ) -> tuple[list[Site], Selection]:
+        """Sites and satellites of a request, resolved in a worker thread (per-site validation
+        and building the propagation batch are proportional to the request)."""
+        self._check_sizes(selector, catalog_ids)
+
+        def resolve() -> tuple[list[Site], Selection]:
+            sites = self._sites(selector)
+            return sites, self.core.select(list(catalog_ids), now, used)
+
+        return await asyncio.to_thread(resolve)
 
     # ---------------------------------------------------------------------- geometry
 
     async def GetLookAngles(
         self, request: pb.GetLookAnglesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.GetLookAnglesResponse:
-        sites = self._sites(request.sites)
+        self._check_sizes(request.sites, request.catalog_ids, len(request.times))
         if not request.times:
             raise InvalidArgument("times: expected at least one timestamp, got none")
         times = [required_timestamp(t, f"times[{i}]") for i, t in enumerate(request.times)]
         frequency = _finite_frequency(request.frequency_hz)
         now = self.clock.now()
-        selection = self.core.select(list(request.catalog_ids), now, (min(times), max(times)))
+        sites, selection = await self._sites_and_selection(
+            request.sites, request.catalog_ids, now, (min(times), max(times))
+        )
         points = len(selection.batch) * len(sites) * len(times)
         if points > self.core.settings.max_look_angle_points:
             raise InvalidArgument(
@@ -331,7 +372,7 @@ class TrackingServicer(pb_grpc.TrackingServiceServicer):
     async def ListPasses(
         self, request: pb.ListPassesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.ListPassesResponse]:
-        sites = self._sites(request.sites)
+        self._check_sizes(request.sites, request.catalog_ids)
         start = required_timestamp(request.start, "start")
         end = required_timestamp(request.end, "end")
         self.core.check_window(start, end)
@@ -341,7 +382,9 @@ class TrackingServicer(pb_grpc.TrackingServiceServicer):
         ):
             if not math.isfinite(value):
                 raise InvalidArgument(f"{name} must be a finite number, got {value}")
-        selection = self.core.select(list(request.catalog_ids), self.clock.now(), (start, end))
+        sites, selection = await self._sites_and_selection(
+            request.sites, request.catalog_ids, self.clock.now(), (start, end)
+        )
         if selection.warnings:
             yield pb.ListPassesResponse(warnings=selection.warnings)
         batch_size = self.core.settings.pass_stream_batch
@@ -365,23 +408,26 @@ class TrackingServicer(pb_grpc.TrackingServiceServicer):
     async def GetVisibility(
         self, request: pb.GetVisibilityRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.GetVisibilityResponse:
-        sites = self._sites(request.sites)
+        self._check_sizes(request.sites, request.catalog_ids)
         at = from_timestamp(request.time, "time") if request.HasField("time") else self.clock.now()
-        selection = self.core.select(list(request.catalog_ids), at)
+        sites, selection = await self._sites_and_selection(request.sites, request.catalog_ids, at)
         return await asyncio.to_thread(_visibility_message, selection.batch, sites, at)
 
     async def WatchLookAngles(
         self, request: pb.WatchLookAnglesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.WatchLookAnglesResponse]:
-        sites = self._sites(request.sites)
+        self._check_sizes(request.sites, request.catalog_ids)
         interval_s = request.interval_s or 1.0
-        if not math.isfinite(interval_s) or interval_s < self.core.settings.min_watch_interval_s:
+        minimum_s = self.core.settings.min_watch_interval_s
+        if not (math.isfinite(interval_s) and minimum_s <= interval_s <= MAX_WATCH_INTERVAL_S):
             raise InvalidArgument(
-                f"interval_s must be ≥ {self.core.settings.min_watch_interval_s} simulated "
+                f"interval_s must be between {minimum_s} and {MAX_WATCH_INTERVAL_S:g} simulated "
                 f"seconds, got {request.interval_s}"
             )
         frequency = _finite_frequency(request.frequency_hz)
-        selection = self.core.select(list(request.catalog_ids), self.clock.now())
+        sites, selection = await self._sites_and_selection(
+            request.sites, request.catalog_ids, self.clock.now()
+        )
         points = len(selection.batch) * len(sites)
         if points > self.core.settings.max_watch_points:
             raise InvalidArgument(
@@ -468,6 +514,8 @@ class TrackingServicer(pb_grpc.TrackingServiceServicer):
                 await changed.wait()
 
 
+MAX_WATCH_INTERVAL_S = 86_400.0
+"""The longest ``interval_s`` a WatchLookAngles request may ask for (one simulated day)."""
 MAX_CATALOG_INTERVAL_S = 3600.0
 """The longest ``min_interval_s`` a WatchCatalog request may ask for."""
 EXPIRY_MARGIN_S = 0.001

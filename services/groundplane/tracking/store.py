@@ -116,11 +116,13 @@ _SELECT_RECORDS = (
 
 
 def _instant_text(value: datetime) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """ISO-8601 UTC with a four-digit year and microseconds, ending ``Z``, for every year 1-9999
+    (``strftime("%Y")`` writes year 999 as ``999``, which nothing parses back)."""
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def _instant(text: str) -> datetime:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    return datetime.fromisoformat(text).astimezone(UTC)
 
 
 def _record_row(record: ElementRecord) -> tuple[Any, ...]:
@@ -165,7 +167,10 @@ class TrackingStore:
         self._path = str(path)
         self._lock = threading.RLock()
         try:
-            self._conn = sqlite3.connect(self._path, check_same_thread=False)
+            # A "file:" path is an SQLite URI ("file:tracking.sqlite3?mode=ro": read-only).
+            self._conn = sqlite3.connect(
+                self._path, check_same_thread=False, uri=self._path.startswith("file:")
+            )
         except sqlite3.Error as bad:
             raise InvalidArgument(
                 f"cannot open the tracking database {self._path!r}: {bad}; expected a writable "
@@ -188,6 +193,20 @@ class TrackingStore:
     @property
     def path(self) -> str:
         return self._path
+
+    def writable(self) -> bool:
+        """Whether a write to the database succeeds now (a write made and rolled back); False
+        for a read-only file or mount."""
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    self._conn.execute("UPDATE schema_version SET version = version")
+                finally:
+                    self._conn.execute("ROLLBACK")
+            except sqlite3.DatabaseError:
+                return False
+        return True
 
     def journal_mode(self) -> str:
         """SQLite's journal mode (``wal`` for files, ``memory`` for ``":memory:"``)."""
