@@ -12,6 +12,7 @@ import pytest
 from matplotlib.lines import Line2D
 from numpy.typing import NDArray
 
+from groundplane.orbit.eclipses import find_eclipses
 from groundplane.orbit.elements import parse_elements
 from groundplane.orbit.geometry import (
     SatelliteBatch,
@@ -225,3 +226,46 @@ def test_split_at_antimeridian_interpolates_the_crossing_and_cuts_at_gaps() -> N
     ]
     assert pieces[0][1][-1] == pytest.approx(2.0)
     assert pieces[1][1][0] == pytest.approx(2.0)
+
+
+#: Samples this close (s) to an eclipse edge are not judged: the edge and the sample's own
+#: shadow test may round either way there.
+ECLIPSE_EDGE_S = 1.0
+
+
+def test_track_parts_in_the_earths_shadow_are_drawn_as_eclipse_pieces() -> None:
+    """With lighting, a track's samples inside the eclipses ``find_eclipses`` reports (penumbra
+    entry to exit) are drawn again as ``eclipse:`` pieces and no sample outside them is; the
+    sunlit (GEO, out of eclipse season in August) satellite has no eclipse piece."""
+    batch = _batch(("25544", "41882"))
+    stop = START + timedelta(hours=6)
+    jd, fr = utc_jd_fr_range(START, stop, 30.0)
+    points = subsatellite_points(batch, jd, fr)
+    assert points.sunlit is not None
+    tracks = [
+        GroundTrack(sat, points.lat_deg[i], points.lon_deg[i], sunlit=points.sunlit[i])
+        for i, sat in enumerate(batch.ids)
+    ]
+    figure = groundtrack_figure(tracks)
+    times = utc_datetimes(jd, fr)
+    eclipses = [e for e in find_eclipses(batch, START, stop) if e.catalog_id == "25544"]
+    assert len(eclipses) >= 3  # the ISS is in shadow once an orbit
+    inside = np.zeros(len(times), dtype=bool)
+    near_edge = np.zeros(len(times), dtype=bool)
+    for eclipse in eclipses:
+        for i, at in enumerate(times):
+            entry_s = (at - eclipse.penumbra_entry).total_seconds()
+            exit_s = (eclipse.penumbra_exit - at).total_seconds()
+            inside[i] |= entry_s > 0 and exit_s > 0
+            near_edge[i] |= min(abs(entry_s), abs(exit_s)) < ECLIPSE_EDGE_S
+    drawn = {
+        (round(float(x), 9), round(float(y), 9))
+        for lon, lat in _pieces(figure, "eclipse:25544:")
+        for x, y in zip(lon, lat, strict=True)
+        if abs(x) != 180.0  # the cut points the antimeridian adds
+    }
+    for sample in np.flatnonzero(~near_edge).tolist():
+        lon0, lat0 = points.lon_deg[0, sample], points.lat_deg[0, sample]
+        key = (round(float(lon0), 9), round(float(lat0), 9))
+        assert (key in drawn) == bool(inside[sample]), (times[sample], inside[sample])
+    assert artists(figure, "eclipse:41882:") == {}

@@ -212,7 +212,13 @@ def run_groundtrack(args: argparse.Namespace) -> int:
     jd, fr = utc_jd_fr_range(start, end, args.step)
     points = subsatellite_points(batch, jd, fr)
     tracks = [
-        GroundTrack(e.catalog_id, points.lat_deg[i], points.lon_deg[i], e.name)
+        GroundTrack(
+            e.catalog_id,
+            points.lat_deg[i],
+            points.lon_deg[i],
+            e.name,
+            None if points.sunlit is None else points.sunlit[i],
+        )
         for i, e in enumerate(elements)
     ]
     footprints: list[Footprint] = []
@@ -228,7 +234,7 @@ def run_groundtrack(args: argparse.Namespace) -> int:
         footprints.extend(
             Footprint(site, element_set.catalog_id, float(heights.mean())) for site in sites
         )
-    title = f"Ground tracks {_when(start)} … {_when(end)} (dot: start)" + (
+    title = f"Ground tracks {_when(start)} … {_when(end)} (dot: start; dark: in shadow)" + (
         f"; dashed: footprints at {args.min_elevation:g}° elevation" if footprints else ""
     )
     save(groundtrack_figure(tracks, footprints, title=title), path, args.dpi)

@@ -12,6 +12,10 @@ near the poles, where a circle that contains the pole becomes a band across all 
 Tracks and circles are cut where they cross the antimeridian (±180°): each piece ends on the map's
 edge at the crossing latitude and the next starts on the opposite edge, so no line runs across
 the map. The map shows a 30° graticule (no coastlines: no offline coastline data is shipped).
+
+Where a track's satellite is in the Earth's shadow (umbra or penumbra: a sunlit fraction below 1,
+from :func:`groundplane.orbit.shadow.sunlit_fraction`), the figure draws that part of the track
+again as a wide dark band, so eclipses read at a glance.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from groundplane.orbit.geometry import (
     teme_to_itrf,
     wrap_lon_deg,
 )
+from groundplane.orbit.shadow import sun_position_teme_km, sunlit_fraction
 from groundplane.orbit.sites import Site
 
 MEAN_EARTH_RADIUS_KM = 6371.0088
@@ -53,18 +58,24 @@ class SubsatellitePoints:
     lat_deg: FloatArray
     lon_deg: FloatArray
     alt_km: FloatArray
+    sunlit: FloatArray | None = None
+    """Fraction 0…1 of the solar disc each satellite sees (1 full Sun, 0 umbra; NaN where SGP4
+    failed), ``(S, T)``."""
 
 
 def subsatellite_points(batch: SatelliteBatch, jd: ArrayLike, fr: ArrayLike) -> SubsatellitePoints:
-    """Sub-satellite points of every satellite of ``batch`` at the two-part Julian dates."""
+    """Sub-satellite points (and sunlit fractions) of every satellite of ``batch`` at the
+    two-part Julian dates."""
     states = propagate(batch, jd, fr)
+    sun = sun_position_teme_km(np.atleast_1d(np.asarray(jd)), np.atleast_1d(np.asarray(fr)))
+    sunlit = sunlit_fraction(states.r_teme_km, sun[np.newaxis, :, :])
     r_itrf, _ = teme_to_itrf(
         np.moveaxis(states.r_teme_km, -1, 0),
         np.moveaxis(states.v_teme_km_s, -1, 0),
         earth_rotation(jd, fr),
     )
     lat, lon, alt = ecef_to_geodetic(np.moveaxis(r_itrf, 0, -1))
-    return SubsatellitePoints(batch.ids, lat, lon, alt)
+    return SubsatellitePoints(batch.ids, lat, lon, alt, sunlit)
 
 
 def footprint_central_angle_deg(
@@ -163,6 +174,8 @@ class GroundTrack:
     lat_deg: FloatArray
     lon_deg: FloatArray
     name: str = ""
+    sunlit: FloatArray | None = None
+    """The satellite's sunlit fraction at each point (None: lighting not drawn)."""
 
 
 @dataclass(frozen=True)
@@ -187,12 +200,15 @@ def groundtrack_figure(
 ) -> Figure:
     """Tracks and footprints on an equirectangular map (x = longitude, y = latitude, degrees).
 
-    Artists: ``track:<id>:<k>`` (piece ``k`` of a satellite's track), ``footprint:<site>:<id>:<k>``
-    (piece ``k`` of a footprint circle), ``station:<site>`` (the station's marker).
+    Artists: ``track:<id>:<k>`` (piece ``k`` of a satellite's track), ``eclipse:<id>:<k>``
+    (piece ``k`` of the track in the Earth's shadow, for tracks with ``sunlit``),
+    ``footprint:<site>:<id>:<k>`` (piece ``k`` of a footprint circle), ``station:<site>`` (the
+    station's marker).
     """
     figure = Figure(figsize=(10.0, 5.6), layout="constrained")
     ax = figure.add_subplot()
     colour_of = {t.catalog_id: f"C{i % 10}" for i, t in enumerate(tracks)}
+    eclipse_labelled = False
     for track in tracks:
         colour = colour_of[track.catalog_id]
         label = f"{track.catalog_id} {track.name}".strip()
@@ -205,6 +221,22 @@ def groundtrack_figure(
                 gid=f"track:{track.catalog_id}:{k}",
                 label=label if k == 0 else None,
             )
+        if track.sunlit is not None:
+            shadowed = np.asarray(track.sunlit) < 1.0  # NaN (no position) is not in shadow
+            lon_dark = np.where(shadowed, track.lon_deg, np.nan)
+            lat_dark = np.where(shadowed, track.lat_deg, np.nan)
+            for k, (x, y) in enumerate(split_at_antimeridian(lon_dark, lat_dark)):
+                ax.plot(
+                    x,
+                    y,
+                    color="0.1",
+                    linewidth=4.0,
+                    alpha=0.35,
+                    solid_capstyle="butt",
+                    gid=f"eclipse:{track.catalog_id}:{k}",
+                    label="in Earth's shadow" if k == 0 and not eclipse_labelled else None,
+                )
+                eclipse_labelled = True
         first = np.flatnonzero(np.isfinite(track.lat_deg))
         if first.size:
             ax.plot([track.lon_deg[first[0]]], [track.lat_deg[first[0]]], "o", color=colour, ms=4)
