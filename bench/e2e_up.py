@@ -151,6 +151,61 @@ async def cpu_per_request(
     return result
 
 
+def descendants_cpu_s(root: int | None = None) -> dict[str, float]:
+    """CPU seconds (user + system) so far of every live descendant process of ``root`` (this
+    process), keyed by a short name: ``serve <service>`` for groundplane children, else the
+    program's name (Linux ``/proc``; a process gone in between is skipped)."""
+    tick_s = 1.0 / os.sysconf("SC_CLK_TCK")
+    found: dict[str, float] = {}
+    pending = [os.getpid() if root is None else root]
+    while pending:
+        pid = pending.pop()
+        try:
+            for task in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{task}/children") as children:
+                    pending.extend(int(child) for child in children.read().split())
+            if pid == (os.getpid() if root is None else root):
+                continue
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                argv = [arg.decode(errors="replace") for arg in cmdline.read().split(b"\0") if arg]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        name = os.path.basename(argv[0]) if argv else str(pid)
+        if "serve" in argv:
+            name = " ".join(argv[argv.index("serve") : argv.index("serve") + 2])
+        # utime and stime are the 14th and 15th fields; fields[0] here is the 3rd (state).
+        found[name] = found.get(name, 0.0) + (int(fields[11]) + int(fields[12])) * tick_s
+    return found
+
+
+IDLE_S = 2.0
+"""How long the children's CPU is measured with no requests (their background: link and route
+ticks, heartbeats), to tell it from what requests cost."""
+
+
+def print_children_cpu(
+    idle: dict[str, float], spent_s: dict[str, float], elapsed_s: float, requests: int
+) -> None:
+    """Each child's CPU ms per request over the multi-process system's measurement, and the
+    part of it its idle background rate accounts for."""
+    total_requests = 2 * requests + WARM_UP_REQUESTS
+    parts = []
+    for name, cpu_s in sorted(spent_s.items(), key=lambda item: -item[1]):
+        background_ms = idle.get(name, 0.0) / IDLE_S * elapsed_s * 1e3 / total_requests
+        parts.append(f"{name} {cpu_s * 1e3 / total_requests:.3f} ({background_ms:.3f} idle)")
+    print(
+        "processes: CPU ms per request by child, both phases (of which the idle background "
+        f"rate): {', '.join(parts)}; all children "
+        f"{sum(spent_s.values()) * 1e3 / total_requests:.3f}"
+    )
+
+
+def cpu_delta_s(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {name: after[name] - before.get(name, 0.0) for name in after}
+
+
 async def bench_mode(
     mode: str, spec: str, args: argparse.Namespace, results: Results, cpu_ms: dict[str, float]
 ) -> None:
@@ -158,12 +213,23 @@ async def bench_mode(
         assert running.broker_address is not None
         n, concurrency = args.requests, args.concurrency
         address = running.broker_address
-        for name, measured in (
-            (f"raw ({mode})", bench_raw(address, n, concurrency)),
-            (mode, bench_system(running.gateway_target, n, concurrency)),
-            (f"raw again ({mode})", bench_raw(address, n, concurrency)),
-        ):
-            results[name] = await cpu_per_request(measured, n, cpu_ms, name)
+        results[f"raw ({mode})"] = await cpu_per_request(
+            bench_raw(address, n, concurrency), n, cpu_ms, f"raw ({mode})"
+        )
+        idle_before = descendants_cpu_s()
+        await asyncio.sleep(IDLE_S if mode == "processes" else 0.0)
+        children_before = descendants_cpu_s()
+        idle = cpu_delta_s(idle_before, children_before)
+        started = time.perf_counter()
+        results[mode] = await cpu_per_request(
+            bench_system(running.gateway_target, n, concurrency), n, cpu_ms, mode
+        )
+        if mode == "processes":
+            spent = cpu_delta_s(children_before, descendants_cpu_s())
+            print_children_cpu(idle, spent, time.perf_counter() - started, n)
+        results[f"raw again ({mode})"] = await cpu_per_request(
+            bench_raw(address, n, concurrency), n, cpu_ms, f"raw again ({mode})"
+        )
 
     await run_system(build(mode, spec), body)
 
