@@ -18,6 +18,9 @@ the requester, four MQTT hops through the link emulator, the node agent and engi
 The reference is the raw aiomqtt request/response of ``bench/mqtt_roundtrip.py`` (two clients,
 QoS 1, TCP_NODELAY, 2 broker hops) on each system's broker, before and after its figures. The
 result line is the multi-process hop's cost: processes minus in-process, ms p50 (goal ≤ 1 ms).
+The CPU column is this process's CPU time per request sent (warm-up included): for
+``in-process`` the whole system and its gRPC client, for raw both aiomqtt clients; it is steadier
+than latency on a shared machine and bounds a single-process system's requests/s.
 
 Until issue 10 this benchmark ran only in-process, with every satellite overhead (a fixed link
 geometry of range 0 and a routing visibility override, which child processes cannot take), 8
@@ -35,6 +38,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
@@ -63,6 +67,8 @@ TENANTS = {"demo": {"tokens": [DEFAULT_TOKEN], "max_concurrent": 256, "max_queue
 
 System = GroundplaneSystem | ProcessSystem
 Results = dict[str, tuple[list[float], float]]
+WARM_UP_REQUESTS = 50
+"""``mqtt_roundtrip.measure`` sends these before it measures."""
 
 
 def constellation(satellites: int) -> str:
@@ -132,39 +138,131 @@ async def run_system(system: System, body: Callable[[System], Awaitable[None]]) 
     await system.run(on_ready)
 
 
-async def bench_mode(mode: str, spec: str, args: argparse.Namespace, results: Results) -> None:
+async def cpu_per_request(
+    measured: Awaitable[tuple[list[float], float]],
+    requests: int,
+    cpu_ms: dict[str, float],
+    name: str,
+) -> tuple[list[float], float]:
+    """``measured``'s result; this process's CPU time per request it sent goes to ``cpu_ms``."""
+    started = time.process_time()
+    result = await measured
+    cpu_ms[name] = (time.process_time() - started) * 1e3 / (2 * requests + WARM_UP_REQUESTS)
+    return result
+
+
+def descendants_cpu_s(root: int | None = None) -> dict[str, float]:
+    """CPU seconds (user + system) so far of every live descendant process of ``root`` (this
+    process), keyed by a short name: ``serve <service>`` for groundplane children, else the
+    program's name (Linux ``/proc``; a process gone in between is skipped)."""
+    tick_s = 1.0 / os.sysconf("SC_CLK_TCK")
+    found: dict[str, float] = {}
+    pending = [os.getpid() if root is None else root]
+    while pending:
+        pid = pending.pop()
+        try:
+            for task in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{task}/children") as children:
+                    pending.extend(int(child) for child in children.read().split())
+            if pid == (os.getpid() if root is None else root):
+                continue
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                argv = [arg.decode(errors="replace") for arg in cmdline.read().split(b"\0") if arg]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        name = os.path.basename(argv[0]) if argv else str(pid)
+        if "serve" in argv:
+            name = " ".join(argv[argv.index("serve") : argv.index("serve") + 2])
+        # utime and stime are the 14th and 15th fields; fields[0] here is the 3rd (state).
+        found[name] = found.get(name, 0.0) + (int(fields[11]) + int(fields[12])) * tick_s
+    return found
+
+
+IDLE_S = 2.0
+"""How long the children's CPU is measured with no requests (their background: link and route
+ticks, heartbeats), to tell it from what requests cost."""
+
+
+def print_children_cpu(
+    idle: dict[str, float], spent_s: dict[str, float], elapsed_s: float, requests: int
+) -> None:
+    """Each child's CPU ms per request over the multi-process system's measurement, and the
+    part of it its idle background rate accounts for."""
+    total_requests = 2 * requests + WARM_UP_REQUESTS
+    parts = []
+    for name, cpu_s in sorted(spent_s.items(), key=lambda item: -item[1]):
+        background_ms = idle.get(name, 0.0) / IDLE_S * elapsed_s * 1e3 / total_requests
+        parts.append(f"{name} {cpu_s * 1e3 / total_requests:.3f} ({background_ms:.3f} idle)")
+    print(
+        "processes: CPU ms per request by child, both phases (of which the idle background "
+        f"rate): {', '.join(parts)}; all children "
+        f"{sum(spent_s.values()) * 1e3 / total_requests:.3f}"
+    )
+
+
+def cpu_delta_s(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {name: after[name] - before.get(name, 0.0) for name in after}
+
+
+async def bench_mode(
+    mode: str, spec: str, args: argparse.Namespace, results: Results, cpu_ms: dict[str, float]
+) -> None:
     async def body(running: System) -> None:
         assert running.broker_address is not None
-        results[f"raw ({mode})"] = await bench_raw(
-            running.broker_address, args.requests, args.concurrency
+        n, concurrency = args.requests, args.concurrency
+        address = running.broker_address
+        results[f"raw ({mode})"] = await cpu_per_request(
+            bench_raw(address, n, concurrency), n, cpu_ms, f"raw ({mode})"
         )
-        results[mode] = await bench_system(running.gateway_target, args.requests, args.concurrency)
-        results[f"raw again ({mode})"] = await bench_raw(
-            running.broker_address, args.requests, args.concurrency
+        idle_before = descendants_cpu_s()
+        await asyncio.sleep(IDLE_S if mode == "processes" else 0.0)
+        children_before = descendants_cpu_s()
+        idle = cpu_delta_s(idle_before, children_before)
+        started = time.perf_counter()
+        results[mode] = await cpu_per_request(
+            bench_system(running.gateway_target, n, concurrency), n, cpu_ms, mode
+        )
+        if mode == "processes":
+            spent = cpu_delta_s(children_before, descendants_cpu_s())
+            print_children_cpu(idle, spent, time.perf_counter() - started, n)
+        results[f"raw again ({mode})"] = await cpu_per_request(
+            bench_raw(address, n, concurrency), n, cpu_ms, f"raw again ({mode})"
         )
 
     await run_system(build(mode, spec), body)
 
 
-def print_table(results: Results) -> None:
+def print_table(results: Results, cpu_ms: dict[str, float]) -> None:
     raw_lat = [v for name, (lat, _rps) in results.items() if name.startswith("raw") for v in lat]
     raw_rps = [rps for name, (_lat, rps) in results.items() if name.startswith("raw")]
     raw_p50, raw_p99 = percentile(raw_lat, 0.5), percentile(raw_lat, 0.99)
     raw_mean_rps = sum(raw_rps) / len(raw_rps)
     print(
         f"{'path':<23}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>9}"
-        f"{'p50 ×raw':>10}{'p99 ×raw':>10}{'req/s ×raw':>12}"
+        f"{'p50 ×raw':>10}{'p99 ×raw':>10}{'req/s ×raw':>12}{'CPU ms/req':>12}"
     )
     for name, (latencies, rps) in results.items():
         p50, p99 = percentile(latencies, 0.5), percentile(latencies, 0.99)
         print(
             f"{name:<23}{p50 * 1e3:>9.3f}{p99 * 1e3:>9.3f}{rps:>9.0f}"
             f"{p50 / raw_p50:>10.2f}{p99 / raw_p99:>10.2f}{rps / raw_mean_rps:>12.3f}"
+            # A multi-process system spends its CPU in its children: not measured here.
+            + (f"{cpu_ms[name]:>12.3f}" if name in cpu_ms and name != "processes" else f"{'-':>12}")
         )
     for mode in ("processes", "in-process"):
         if mode in results:
             p50 = percentile(results[mode][0], 0.5)
             print(f"{mode} overhead over raw MQTT round trip: {(p50 - raw_p50) * 1e3:.3f} ms p50")
+    raw_cpu = [ms for name, ms in cpu_ms.items() if name.startswith("raw")]
+    if "in-process" in cpu_ms and raw_cpu:
+        raw_cpu_ms = sum(raw_cpu) / len(raw_cpu)
+        print(
+            f"in-process CPU per request (the whole system and its client in this process): "
+            f"{cpu_ms['in-process']:.3f} ms, ×{cpu_ms['in-process'] / raw_cpu_ms:.2f} raw's "
+            f"{raw_cpu_ms:.3f} ms (both raw clients)"
+        )
     if "processes" in results and "in-process" in results:
         multi, single = results["processes"], results["in-process"]
         delta_ms = (percentile(multi[0], 0.5) - percentile(single[0], 0.5)) * 1e3
@@ -197,9 +295,10 @@ async def main() -> None:
         f"delay; load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}"
     )
     results: Results = {}
+    cpu_ms: dict[str, float] = {}
     for mode in modes:
-        await bench_mode(mode, spec, args, results)
-    print_table(results)
+        await bench_mode(mode, spec, args, results, cpu_ms)
+    print_table(results, cpu_ms)
     print(f"load average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
 

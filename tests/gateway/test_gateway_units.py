@@ -11,7 +11,7 @@ import pytest
 
 from groundplane.gateway.admission import AdmissionControl
 from groundplane.gateway.auth import Tenant, TenantConfig, TenantRegistry
-from groundplane.gateway.execution import InferAnswer, Token
+from groundplane.gateway.execution import Execution, InferAnswer, Token
 from groundplane.gateway.service import GatewayConfig, InferCall, InferenceGateway, hop_budget
 from groundplane.gateway.servicer import InferenceServicer
 from groundplane.gateway.sources import LocalTableSource
@@ -305,3 +305,25 @@ async def test_a_missing_location_or_model_is_invalid_argument_naming_what_is_se
     finally:
         await server.stop()
     assert caller.calls == []
+
+
+async def test_extended_tokens_reach_a_waiting_joiner_in_order_after_pushed_ones() -> None:
+    """Tokens added at once with ``extend`` (a unary answer) follow the pushed ones with the
+    next indexes, and a joiner already waiting on the execution gets every token, then the
+    answer."""
+    execution = Execution("r-1")
+    execution.push("a", "sat-1")
+    follower = execution.follow(timeout_s=5.0)
+    assert await anext(follower) == Token(0, "a", "sat-1")
+    pending = asyncio.ensure_future(anext(follower))
+    await asyncio.sleep(0)
+    assert not pending.done()  # waiting for the next change
+    execution.extend(["b", "c"], "sat-2")
+    execution.extend([], "sat-2")
+    answer = InferAnswer("r-1", "abc", ("a", "b", "c"), "sat-2", "gs-1", 1, "m")
+    execution.finish(answer)
+    events = [await asyncio.wait_for(pending, 5.0)] + [event async for event in follower]
+    assert events[:2] == [Token(1, "b", "sat-2"), Token(2, "c", "sat-2")]
+    assert isinstance(events[2], InferAnswer)
+    assert events[2].text == "abc"
+    assert execution.text == "abc"

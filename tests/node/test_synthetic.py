@@ -150,6 +150,20 @@ async def test_zero_costs_take_no_clock_time() -> None:
     assert clock.monotonic() == 0.0
 
 
+async def test_zero_cost_answer_sleeps_once_not_once_per_piece() -> None:
+    """At zero decode cost the whole answer comes after a single clock sleep (one event-loop
+    turn, not one per piece); a costly model still sleeps once per piece."""
+    free_clock = SteppingClock()
+    pieces = await collect(SyntheticBackend([FREE], free_clock), request_for("hello", HISTORY))
+    assert len(pieces) >= FREE.min_answer_tokens
+    assert free_clock.sleeps_s == [0.0]
+
+    costly_clock = SteppingClock()
+    request = request_for("hello", HISTORY, model=COSTLY.name)
+    costly = await collect(SyntheticBackend([COSTLY], costly_clock), request)
+    assert len(costly_clock.sleeps_s) == len(costly)
+
+
 async def test_timing_follows_the_cost_model_on_a_simulated_clock() -> None:
     """Under a SimulatedClock at 100× speed, time to first piece and to the last piece (in
     simulated seconds) match the cost model within SCHEDULING_SLACK_SIM_S for a short and a long

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -67,6 +67,16 @@ class Execution:
         self.tokens.append(token)
         self._wake()
         return token
+
+    def extend(self, texts: Sequence[str], satellite_id: str) -> None:
+        """:meth:`push` each of ``texts``, waking joiners once."""
+        if not texts:
+            return
+        first = len(self.tokens)
+        self.tokens.extend(
+            Token(first + offset, text, satellite_id) for offset, text in enumerate(texts)
+        )
+        self._wake()
 
     def finish(self, answer: InferAnswer) -> None:
         self.answer = answer

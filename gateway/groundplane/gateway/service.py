@@ -576,7 +576,7 @@ class InferenceGateway:
             f"last: {last}"
         )
 
-    async def _attempt(  # noqa: PLR0915 - one attempt, its span and its failover signals in order
+    async def _attempt(  # noqa: PLR0912, PLR0915 - one attempt, its span, its failover signals
         self,
         candidate: Candidate,
         request: node_pb2.InferRequest,
@@ -635,8 +635,14 @@ class InferenceGateway:
                                 delivered += fresh
                                 yield execution.push(fresh, sat)
                             continue
-                        for rest in _rest_of(delivered, event, sat):
-                            yield execution.push(rest, sat)
+                        rest = _rest_of(delivered, event, sat)
+                        if record.method == UNARY:
+                            # The unary caller takes only the answer: the tokens go to the
+                            # execution (for idempotent joiners) at once, not up the generators.
+                            execution.extend(rest, sat)
+                        else:
+                            for piece in rest:
+                                yield execution.push(piece, sat)
                         answer = InferAnswer(
                             execution.request_id,
                             execution.text,
