@@ -261,6 +261,16 @@ class HttpCall:
     include_usage: bool
 
 
+def parse_body(raw: bytes) -> object:
+    """The JSON document of a request body; InvalidArgument when it is not one (not JSON, not
+    UTF-8, nested deeper than the decoder's recursion limit, or an integer longer than Python's
+    int-string digit limit: all of them a caller's mistake, none a server error)."""
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as error:
+        raise InvalidArgument(f"the request body is not JSON ({error})") from None
+
+
 def call_from_http(
     body: object,
     headers: Mapping[str, str],
@@ -537,10 +547,7 @@ class HttpApi:
     async def _answer(self, request: Request, *, chat: bool) -> Response:
         try:
             tenant = self._authenticate(request)
-            try:
-                body = await request.json()
-            except (json.JSONDecodeError, UnicodeDecodeError) as error:
-                raise InvalidArgument(f"the request body is not JSON ({error})") from None
+            body = parse_body(await request.body())
             http = call_from_http(
                 body,
                 request.headers,

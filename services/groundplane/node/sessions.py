@@ -113,7 +113,9 @@ def decode_session(data: bytes) -> SessionState:
     """
     try:
         document = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (ValueError, RecursionError) as error:
+        # ValueError: not UTF-8, not JSON, or an integer past Python's int-string digit limit;
+        # RecursionError: arrays or objects nested deeper than the decoder's recursion limit.
         raise InvalidArgument(
             f"expected a session snapshot (UTF-8 JSON, format {SNAPSHOT_FORMAT}), "
             f"got undecodable bytes: {error}"

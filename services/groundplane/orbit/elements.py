@@ -177,7 +177,7 @@ class ElementFormat(Enum):
 def alpha5_to_number(field: str) -> int:
     """The catalog number of a 5-character TLE field: ``"25544"`` → 25544, ``"A0001"`` → 100001."""
     text = field.strip()
-    if text.isdigit() and text.isascii():
+    if text.isdigit() and text.isascii() and len(text) <= 5:  # before int(): huge digit strings
         return int(text)
     if _ALPHA5_RE.fullmatch(text):
         letter = text[0]
@@ -1007,10 +1007,22 @@ def parse_omm_json(text: str, source: str = "<text>") -> list[ElementSet]:
 
 def parse_omm_csv(text: str, source: str = "<text>") -> list[ElementSet]:
     """Element sets from OMM CSV with a header row (CelesTrak or Space-Track columns)."""
-    rows = csv.reader(io.StringIO(text.lstrip("\ufeff")))
+    # newline="": the csv module splits records itself (a lone CR is a line break, not an error).
+    rows = csv.reader(io.StringIO(text.lstrip("\ufeff"), newline=""))
     header: list[str] | None = None
     records: list[ElementSet] = []
-    for row in rows:
+    while True:
+        try:
+            row = next(rows)
+        except StopIteration:
+            break
+        except csv.Error as bad:  # e.g. a quoted field longer than csv.field_size_limit()
+            raise ElementError(
+                f"{source} line {rows.line_num}: expected OMM CSV, got text the csv reader "
+                f"rejects ({bad})",
+                source=source,
+                line_number=rows.line_num,
+            ) from None
         line_number = rows.line_num
         if not any(cell.strip() for cell in row):
             continue
