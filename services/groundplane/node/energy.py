@@ -79,6 +79,9 @@ class EnergyParams:
     bus_w: float = 150.0
     joules_per_token: tuple[tuple[str, float], ...] = ((DEFAULT_MODEL_KEY, 3.0),)
     """Compute energy per generated token, per model; ``"*"`` is every other model."""
+    tokens_per_s: float = 30.0
+    """Decode rate of one request (a 70B-class model on one GPU: ~20–40 tokens/s); with
+    ``joules_per_token`` the power of one generating request that routing budgets with."""
     heat_capacity_j_per_k: float = 2.7e5
     radiator_area_m2: float = 4.0
     emissivity: float = 0.85

@@ -469,6 +469,13 @@ class NodeEnergy(_message.Message):
     SUNLIGHT_IN_S_FIELD_NUMBER: _builtins.int
     ECLIPSE_IN_S_FIELD_NUMBER: _builtins.int
     ECLIPSE_DURATION_S_FIELD_NUMBER: _builtins.int
+    BATTERY_DRAWN_WH_FIELD_NUMBER: _builtins.int
+    MIN_SOC_FIELD_NUMBER: _builtins.int
+    BELOW_RESERVE_S_FIELD_NUMBER: _builtins.int
+    THROTTLED_S_FIELD_NUMBER: _builtins.int
+    SERVED_IN_ECLIPSE_FIELD_NUMBER: _builtins.int
+    COMPUTE_BATTERY_WH_FIELD_NUMBER: _builtins.int
+    COMPUTE_WH_FIELD_NUMBER: _builtins.int
     battery_wh: _builtins.float
     """Stored energy and the battery's capacity and reserve floor."""
     capacity_wh: _builtins.float
@@ -496,6 +503,19 @@ class NodeEnergy(_message.Message):
     """
     eclipse_in_s: _builtins.float
     eclipse_duration_s: _builtins.float
+    battery_drawn_wh: _builtins.float
+    """Running totals since the node's energy model started: energy taken out of the battery, the
+    lowest state of charge, seconds below the reserve and at the temperature limit, and
+    requests executed while in eclipse.
+    """
+    min_soc: _builtins.float
+    below_reserve_s: _builtins.float
+    throttled_s: _builtins.float
+    served_in_eclipse: _builtins.int
+    compute_battery_wh: _builtins.float
+    """Of battery_drawn_wh, what the compute drew beyond the bus's own eclipse draw."""
+    compute_wh: _builtins.float
+    """Compute energy used since the start (generated tokens x J/token)."""
     def __init__(
         self,
         *,
@@ -516,10 +536,17 @@ class NodeEnergy(_message.Message):
         sunlight_in_s: _builtins.float = ...,
         eclipse_in_s: _builtins.float = ...,
         eclipse_duration_s: _builtins.float = ...,
+        battery_drawn_wh: _builtins.float = ...,
+        min_soc: _builtins.float = ...,
+        below_reserve_s: _builtins.float = ...,
+        throttled_s: _builtins.float = ...,
+        served_in_eclipse: _builtins.int = ...,
+        compute_battery_wh: _builtins.float = ...,
+        compute_wh: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["battery_wh", b"battery_wh", "bus_w", b"bus_w", "capacity_wh", b"capacity_wh", "discharge_efficiency", b"discharge_efficiency", "eclipse_duration_s", b"eclipse_duration_s", "eclipse_in_s", b"eclipse_in_s", "power_in_w", b"power_in_w", "power_out_w", b"power_out_w", "request_w", b"request_w", "reserve_wh", b"reserve_wh", "soc", b"soc", "solar_array_w", b"solar_array_w", "sunlight_in_s", b"sunlight_in_s", "sunlit_fraction", b"sunlit_fraction", "temperature_k", b"temperature_k", "temperature_limit_k", b"temperature_limit_k", "throttled", b"throttled"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["battery_drawn_wh", b"battery_drawn_wh", "battery_wh", b"battery_wh", "below_reserve_s", b"below_reserve_s", "bus_w", b"bus_w", "capacity_wh", b"capacity_wh", "compute_battery_wh", b"compute_battery_wh", "compute_wh", b"compute_wh", "discharge_efficiency", b"discharge_efficiency", "eclipse_duration_s", b"eclipse_duration_s", "eclipse_in_s", b"eclipse_in_s", "min_soc", b"min_soc", "power_in_w", b"power_in_w", "power_out_w", b"power_out_w", "request_w", b"request_w", "reserve_wh", b"reserve_wh", "served_in_eclipse", b"served_in_eclipse", "soc", b"soc", "solar_array_w", b"solar_array_w", "sunlight_in_s", b"sunlight_in_s", "sunlit_fraction", b"sunlit_fraction", "temperature_k", b"temperature_k", "temperature_limit_k", b"temperature_limit_k", "throttled", b"throttled", "throttled_s", b"throttled_s"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
