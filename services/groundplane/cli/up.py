@@ -331,6 +331,7 @@ def _config(args: argparse.Namespace, clock: Clock) -> tuple[SystemConfig, str, 
         min_dwell_s=args.min_dwell,
         policy=RoutingPolicy(kind=PolicyKind(args.successor_policy), stickiness=None),
         path_preference=PathPreference(args.transfer_path),
+        energy_aware=args.energy and args.policy == PolicyKind.ENERGY_AWARE.value,
     )
     config = SystemConfig(
         elements=elements,

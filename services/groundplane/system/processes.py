@@ -431,6 +431,7 @@ def child_specs(plan: ProcessPlan) -> list[ChildSpec]:
             f"{plan.min_dwell_s:g}",
             "--operation-wall",
             f"{plan.operation_wall_s:g}",
+            *(["--energy-aware"] if plan.routing_policy == "energy-aware" else []),
             *_metrics_flag(ports.handoff_metrics),
         ),
         spec(
