@@ -39,8 +39,11 @@ from groundplane.orbit.elements import ElementSet
 from groundplane.orbit.geometry import SatelliteBatch, offset_jd_fr, propagate, utc_jd_fr
 from groundplane.orbit.shadow import sun_position_teme_km, sunlit_fraction
 
-MAX_STEP_S = 600.0
-"""A longer gap (a paused process) is stepped as this much: the model does not jump hours."""
+MAX_GAP_S = 6 * 3600.0
+"""A longer gap between ticks (a paused process) is stepped as this much."""
+SUBSTEP_S = 60.0
+"""A tick longer than this (a fast simulated clock) is integrated in sub-steps of at most this,
+each with the sunlit fraction at its middle, the tick's compute power spread evenly."""
 
 
 @dataclass(frozen=True)
@@ -103,20 +106,20 @@ class ShardPower:
         self.compute_wh = np.zeros(len(self.ids))
         """Compute energy charged per node since the start (tokens × J/token)."""
 
-    def _sunlit_now(self, at: datetime) -> FloatArray:
-        jd, fr = utc_jd_fr(at)
+    def _sunlit_at(self, at: datetime, offsets_s: FloatArray) -> FloatArray:
+        """Sunlit fraction ``(N, T)`` at ``at`` + ``offsets_s`` (one SGP4 call)."""
+        jd0, fr0 = utc_jd_fr(at)
+        jd, fr = offset_jd_fr(float(jd0[0]), float(fr0[0]), offsets_s)
         states = propagate(self._batch, jd, fr)
-        sun = sun_position_teme_km(jd, fr)
-        lit = np.asarray(sunlit_fraction(states.r_teme_km, sun)[:, 0], dtype=np.float64)
+        lit = np.asarray(
+            sunlit_fraction(states.r_teme_km, sun_position_teme_km(jd, fr)), dtype=np.float64
+        )
         return np.nan_to_num(lit, nan=1.0)
 
     def _refresh_lookahead(self, at: datetime) -> None:
         c = self._config
         offsets = np.arange(0.0, c.lookahead_s + c.lookahead_step_s / 2, c.lookahead_step_s)
-        jd0, fr0 = utc_jd_fr(at)
-        jd, fr = offset_jd_fr(float(jd0[0]), float(fr0[0]), offsets)
-        states = propagate(self._batch, jd, fr)
-        lit = np.nan_to_num(sunlit_fraction(states.r_teme_km, sun_position_teme_km(jd, fr)), nan=1)
+        lit = self._sunlit_at(at, offsets)
         self._sun_back_s, self._dark_at_s, self._dark_for_s = eclipse_timing(offsets, lit)
         self._lookahead_at = at
 
@@ -126,15 +129,14 @@ class ShardPower:
         """Advance to simulated instant ``at`` given each member's counters (in ``ids`` order)."""
         tokens = np.asarray(tokens_total, dtype=np.float64)
         executed = np.asarray(executed_total, dtype=np.float64)
-        sunlit = self._sunlit_now(at)
         if self._last is None:
             # The counters' baseline stays 0 (engines count from their start), so work done
             # before this first tick is charged at the next one.
-            self.fleet.sunlit_fraction = sunlit
+            self.fleet.sunlit_fraction = self._sunlit_at(at, np.zeros(1))[:, 0]
             self._last = at
             self._refresh_lookahead(at)
             return
-        dt_s = min(max((at - self._last).total_seconds(), 0.0), MAX_STEP_S)
+        dt_s = min(max((at - self._last).total_seconds(), 0.0), MAX_GAP_S)
         new_tokens = np.maximum(tokens - self._tokens, 0.0)
         new_executed = np.maximum(executed - self._executed, 0.0)
         self._tokens, self._executed, self._last = tokens, executed, at
@@ -142,17 +144,24 @@ class ShardPower:
             return
         compute_w = new_tokens * self._jpt / dt_s
         self.compute_wh = self.compute_wh + new_tokens * self._jpt / 3600.0
-        bus_deficit_wh = np.maximum(
-            self.fleet.fleet.bus_w - self.fleet.fleet.solar_array_w * sunlit, 0.0
-        ) * (dt_s / 3600.0)
-        ledger = self.fleet.advance(dt_s, sunlit, compute_w)
-        deficit_wh = np.maximum(ledger.demand_wh - ledger.generated_wh, 0.0)
-        share = np.where(
-            deficit_wh > 0,
-            (deficit_wh - bus_deficit_wh) / np.where(deficit_wh > 0, deficit_wh, 1),
-            0,
-        )
-        self.compute_battery_wh = self.compute_battery_wh + ledger.battery_drawn_wh * share
+        steps = max(1, int(np.ceil(dt_s / SUBSTEP_S)))
+        sub_s = dt_s / steps
+        # The sub-steps end at ``at``: their middles lie (steps - k - 0.5) x sub_s before it.
+        middles = -(np.arange(steps, 0, -1, dtype=np.float64) - 0.5) * sub_s
+        sunlit_by_step = self._sunlit_at(at, middles)
+        for k in range(steps):
+            sunlit = sunlit_by_step[:, k]
+            bus_deficit_wh = np.maximum(
+                self.fleet.fleet.bus_w - self.fleet.fleet.solar_array_w * sunlit, 0.0
+            ) * (sub_s / 3600.0)
+            ledger = self.fleet.advance(sub_s, sunlit, compute_w)
+            deficit_wh = np.maximum(ledger.demand_wh - ledger.generated_wh, 0.0)
+            positive = deficit_wh > 0
+            share = np.where(
+                positive, (deficit_wh - bus_deficit_wh) / np.where(positive, deficit_wh, 1.0), 0.0
+            )
+            self.compute_battery_wh = self.compute_battery_wh + ledger.battery_drawn_wh * share
+        self.fleet.sunlit_fraction = self._sunlit_at(at, np.zeros(1))[:, 0]
         self.fleet.served_in_eclipse = self.fleet.served_in_eclipse + np.where(
             self.fleet.in_eclipse(), new_executed, 0.0
         )
