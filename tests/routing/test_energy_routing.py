@@ -7,7 +7,7 @@ model that would then really run. These tests hold one against the other.
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
@@ -225,3 +225,21 @@ def test_energy_travels_in_the_route_table_stream() -> None:
     request = RouteRequest(MODEL, 51.0, 0.0, expected_duration_s=60.0)
     assert energy_budget(low, 60.0).breaches(low)
     assert back.decide(request, T0).require().candidate.satellite_id == "sat-ok"
+
+
+def test_an_old_report_is_aged_to_the_decision_instant() -> None:
+    """A node reported sunlit at 700 Wh with an eclipse due in 60 s: a 60 s request decided at
+    once fits (it ends as the eclipse starts), but decided 300 s after the report the node is
+    taken as 240 s into the eclipse (battery drained by the bus meanwhile) and the rest of the
+    eclipse takes it below the reserve, so it is excluded; the detail says so."""
+    report = replace(
+        telemetry(battery_wh=700.0, sunlit=1.0, eclipse_in_s=60.0),
+        measured_at_s=T0.timestamp(),
+    )
+    request = RouteRequest(MODEL, 51.0, 0.0, expected_duration_s=60.0)
+    paths = [(NEAR, path("sat", report))]
+    assert decide(paths, request, ENERGY, T0).ranked
+    later = decide(paths, request, ENERGY, T0 + timedelta(seconds=300))
+    assert not later.ranked
+    assert later.excluded[0].exclusion is Exclusion.ENERGY_RESERVE
+    assert "in eclipse, sunlight in 1860 s" in later.excluded[0].detail

@@ -28,6 +28,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from groundplane.kernel.errors import InvalidArgument
 from groundplane.node.energy import (
+    SUNLIT_THRESHOLD,
     EnergyFleet,
     EnergyParams,
     FloatArray,
@@ -149,6 +150,8 @@ class ShardPower:
         # The sub-steps end at ``at``: their middles lie (steps - k - 0.5) x sub_s before it.
         middles = -(np.arange(steps, 0, -1, dtype=np.float64) - 0.5) * sub_s
         sunlit_by_step = self._sunlit_at(at, middles)
+        # Executions of the tick count as in eclipse by the tick's dark share.
+        dark_share = np.mean(sunlit_by_step < SUNLIT_THRESHOLD, axis=1)
         for k in range(steps):
             sunlit = sunlit_by_step[:, k]
             bus_deficit_wh = np.maximum(
@@ -162,9 +165,7 @@ class ShardPower:
             )
             self.compute_battery_wh = self.compute_battery_wh + ledger.battery_drawn_wh * share
         self.fleet.sunlit_fraction = self._sunlit_at(at, np.zeros(1))[:, 0]
-        self.fleet.served_in_eclipse = self.fleet.served_in_eclipse + np.where(
-            self.fleet.in_eclipse(), new_executed, 0.0
-        )
+        self.fleet.served_in_eclipse = self.fleet.served_in_eclipse + new_executed * dark_share
         assert self._lookahead_at is not None
         if (at - self._lookahead_at).total_seconds() >= self._config.lookahead_refresh_s:
             self._refresh_lookahead(at)
@@ -207,7 +208,7 @@ class ShardPower:
                     min_soc=float(fleet.min_soc[i]),
                     below_reserve_s=float(fleet.below_reserve_s[i]),
                     throttled_s=float(fleet.throttled_s[i]),
-                    served_in_eclipse=int(fleet.served_in_eclipse[i]),
+                    served_in_eclipse=round(float(fleet.served_in_eclipse[i])),
                     compute_battery_wh=float(self.compute_battery_wh[i]),
                     compute_wh=float(self.compute_wh[i]),
                 )
@@ -222,7 +223,7 @@ class ShardPower:
             compute_battery_wh=float(self.compute_battery_wh.sum()),
             min_soc=float(fleet.min_soc.min()) if len(self.ids) else 1.0,
             nodes_below_reserve=int(np.count_nonzero(fleet.below_reserve_s > 0)),
-            served_in_eclipse=int(fleet.served_in_eclipse.sum()),
+            served_in_eclipse=round(float(fleet.served_in_eclipse.sum())),
             thermal_throttle_s=float(fleet.throttled_s.sum()),
             in_eclipse=int(np.count_nonzero(fleet.in_eclipse())),
         )

@@ -184,9 +184,11 @@ class DirectoryNodes:
             queue_depth=load.queue_depth if load is not None else 0,
             in_flight=load.in_flight if load is not None else 0,
             free_slots=load.free_slots if load is not None else view.slots,
-            energy=path_energy(load.energy)
-            if load is not None and load.HasField("energy")
-            else None,
+            energy=(
+                path_energy(load.energy, load.updated_at.ToMicroseconds() / 1e6)
+                if load is not None and load.HasField("energy")
+                else None
+            ),
         )
 
 

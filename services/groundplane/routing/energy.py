@@ -24,7 +24,7 @@ reserve + 0.1 × thermal headroom`` (headroom 1 at :data:`HEADROOM_REF_K` below 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from groundplane.node.v1 import node_pb2
 
@@ -53,6 +53,8 @@ class PathEnergy:
     eclipse_in_s: float
     eclipse_duration_s: float
     compute_w: float
+    measured_at_s: float = 0.0
+    """Simulated Unix seconds of the measurement (0: unknown, never aged)."""
 
     @property
     def in_eclipse(self) -> bool:
@@ -73,6 +75,41 @@ class Budget:
 
     def breaches(self, energy: PathEnergy) -> bool:
         return self.min_battery_wh < energy.reserve_wh
+
+
+def aged(energy: PathEnergy, now_s: float) -> PathEnergy:
+    """``energy`` as it should be at ``now_s`` (simulated Unix seconds): the reported eclipse
+    timing moved on by the report's age (a node that entered or left the shadow since counts as
+    in it or out of it), and the battery drained by the bus for the dark part of that age.
+    Reports are seconds of wall time old, which at a fast simulated clock is minutes of orbit."""
+    age_s = now_s - energy.measured_at_s
+    if energy.measured_at_s <= 0.0 or age_s <= 0.0:
+        return energy
+    if energy.in_eclipse:
+        dark_s = min(age_s, energy.sunlight_in_s)
+        if age_s >= energy.sunlight_in_s:
+            sun, sunlight_in, eclipse_in = 1.0, 0.0, math.inf
+        else:
+            sun, sunlight_in, eclipse_in = 0.0, energy.sunlight_in_s - age_s, 0.0
+    else:
+        start, end = energy.eclipse_in_s, energy.eclipse_in_s + energy.eclipse_duration_s
+        dark_s = max(0.0, min(age_s, end) - start) if math.isfinite(start) else 0.0
+        if age_s < start:
+            sun, sunlight_in, eclipse_in = energy.sunlit_fraction, 0.0, start - age_s
+        elif age_s < end:
+            sun, sunlight_in, eclipse_in = 0.0, end - age_s, 0.0
+        else:
+            sun, sunlight_in, eclipse_in = 1.0, 0.0, math.inf
+    eta = energy.discharge_efficiency if energy.discharge_efficiency > 0 else 1.0
+    battery = max(energy.battery_wh - energy.bus_w * dark_s / 3600.0 / eta, 0.0)
+    return replace(
+        energy,
+        battery_wh=battery,
+        sunlit_fraction=sun,
+        sunlight_in_s=sunlight_in,
+        eclipse_in_s=eclipse_in,
+        measured_at_s=now_s,
+    )
 
 
 def energy_budget(energy: PathEnergy, expected_s: float, extra_in_flight: int = 0) -> Budget:
@@ -141,8 +178,9 @@ def energy_term(energy: PathEnergy | None) -> float:
     )
 
 
-def path_energy(message: node_pb2.NodeEnergy) -> PathEnergy:
-    """Routing's view of a node's reported ``NodeEnergy``."""
+def path_energy(message: node_pb2.NodeEnergy, measured_at_s: float = 0.0) -> PathEnergy:
+    """Routing's view of a node's reported ``NodeEnergy`` (measured at ``measured_at_s``,
+    simulated Unix seconds: the load report's ``updated_at``)."""
     return PathEnergy(
         battery_wh=message.battery_wh,
         capacity_wh=message.capacity_wh,
@@ -159,4 +197,5 @@ def path_energy(message: node_pb2.NodeEnergy) -> PathEnergy:
         eclipse_in_s=message.eclipse_in_s,
         eclipse_duration_s=message.eclipse_duration_s,
         compute_w=max(message.power_out_w - message.bus_w, 0.0),
+        measured_at_s=measured_at_s,
     )

@@ -42,7 +42,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import Enum
 from typing import NamedTuple, Protocol
@@ -52,6 +52,7 @@ from groundplane.kernel.validation import finite_number
 from groundplane.routing.backhaul import SPEED_OF_LIGHT_KM_S, StationAccess, check_lat_lon
 from groundplane.routing.energy import (
     PathEnergy,
+    aged,
     energy_budget,
     energy_term,
     hot_detail,
@@ -677,7 +678,10 @@ def decide(  # noqa: PLR0913 - pure decision: every input explicit, the context 
     current_excluded: Excluded | None = None
     report_weight = policy.report_weight
     respects_energy = policy.respects_energy
+    now_s = now.timestamp()
     for access, path in paths:
+        if path.energy is not None:  # the report is older than the decision: age it to now
+            path = replace(path, energy=aged(path.energy, now_s))  # noqa: PLW2901
         local = in_flight.get(path.satellite_id, 0)
         load = local + report_weight * path.queue_depth
         reason: Exclusion | None = path.exclusion

@@ -495,6 +495,7 @@ class PathEnergy(_message.Message):
     ECLIPSE_IN_S_FIELD_NUMBER: _builtins.int
     ECLIPSE_DURATION_S_FIELD_NUMBER: _builtins.int
     COMPUTE_W_FIELD_NUMBER: _builtins.int
+    MEASURED_AT_S_FIELD_NUMBER: _builtins.int
     battery_wh: _builtins.float
     capacity_wh: _builtins.float
     reserve_wh: _builtins.float
@@ -511,6 +512,10 @@ class PathEnergy(_message.Message):
     eclipse_duration_s: _builtins.float
     compute_w: _builtins.float
     """Compute power in use when reported (power_out_w - bus_w)."""
+    measured_at_s: _builtins.float
+    """When the node measured it (simulated Unix seconds): routing ages the eclipse timing and the
+    battery to the decision's instant.
+    """
     def __init__(
         self,
         *,
@@ -529,10 +534,11 @@ class PathEnergy(_message.Message):
         eclipse_in_s: _builtins.float = ...,
         eclipse_duration_s: _builtins.float = ...,
         compute_w: _builtins.float = ...,
+        measured_at_s: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["battery_wh", b"battery_wh", "bus_w", b"bus_w", "capacity_wh", b"capacity_wh", "compute_w", b"compute_w", "discharge_efficiency", b"discharge_efficiency", "eclipse_duration_s", b"eclipse_duration_s", "eclipse_in_s", b"eclipse_in_s", "request_w", b"request_w", "reserve_wh", b"reserve_wh", "solar_array_w", b"solar_array_w", "sunlight_in_s", b"sunlight_in_s", "sunlit_fraction", b"sunlit_fraction", "temperature_k", b"temperature_k", "temperature_limit_k", b"temperature_limit_k", "throttled", b"throttled"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["battery_wh", b"battery_wh", "bus_w", b"bus_w", "capacity_wh", b"capacity_wh", "compute_w", b"compute_w", "discharge_efficiency", b"discharge_efficiency", "eclipse_duration_s", b"eclipse_duration_s", "eclipse_in_s", b"eclipse_in_s", "measured_at_s", b"measured_at_s", "request_w", b"request_w", "reserve_wh", b"reserve_wh", "solar_array_w", b"solar_array_w", "sunlight_in_s", b"sunlight_in_s", "sunlit_fraction", b"sunlit_fraction", "temperature_k", b"temperature_k", "temperature_limit_k", b"temperature_limit_k", "throttled", b"throttled"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
