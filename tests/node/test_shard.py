@@ -25,6 +25,7 @@ from groundplane.node.agent import AgentConfig, EpochSource, NodeAgent
 from groundplane.node.backends import SyntheticBackend
 from groundplane.node.directory import DRAINING, OFFLINE, ONLINE, NodeDirectory, NodeView
 from groundplane.node.engine import Engine, EngineConfig
+from groundplane.node.power import ShardPower
 from groundplane.node.requester import Requester
 from groundplane.node.shard import NodeShard, ShardConfig
 from groundplane.node.v1 import node_pb2
@@ -230,7 +231,11 @@ class ShardRun:
 
 @asynccontextmanager
 async def running_shard(
-    broker: PrivateBroker, *, load_interval_s: float = 0.05, keepalive_s: int = 30
+    broker: PrivateBroker,
+    *,
+    load_interval_s: float = 0.05,
+    keepalive_s: int = 30,
+    power: ShardPower | None = None,
 ) -> AsyncIterator[ShardRun]:
     """The link emulator, a ground client with directory and requester, and a shard of
     MEMBERS."""
@@ -272,6 +277,7 @@ async def running_shard(
             config=ShardConfig(
                 keepalive_s=keepalive_s, load_interval_s=load_interval_s, backoff=FAST_BACKOFF
             ),
+            power=power,
         )
         task = tasks.create_task(shard.run(), name="test-node-shard")
         stack.callback(task.cancel)

@@ -92,6 +92,13 @@ def register(services: Any) -> None:
         help="wall seconds one node attempt or state export/import may take (at least "
         f"{MIN_OPERATION_S:g} simulated seconds)",
     )
+    parser.add_argument(
+        "--energy-aware",
+        action="store_true",
+        help="respect the nodes' reported energy: no successor or job node that is throttled or "
+        "would reach its battery reserve before sunlight; job items wait (up to half an hour) "
+        "for a sunlit node",
+    )
     parser.set_defaults(handler=run_handoff)
 
 
@@ -107,7 +114,11 @@ def handoff_settings(args: argparse.Namespace, speed: float) -> HandoffAppSettin
         db_path=args.db,
         grpc_address=listen_address(args),
         manager=ManagerConfig(
-            settings=HandoffSettings(lead_margin_s=args.lead_margin, min_dwell_s=args.min_dwell),
+            settings=HandoffSettings(
+                lead_margin_s=args.lead_margin,
+                min_dwell_s=args.min_dwell,
+                energy_aware=args.energy_aware,
+            ),
             turn_attempt_s=operation_s,
             operation_s=operation_s,
         ),

@@ -65,8 +65,11 @@ from groundplane.node.backends import (
 from groundplane.node.engine import Engine, EngineConfig
 from groundplane.node.executions import ExecutionLogWriter, ExecutionRecorder
 from groundplane.node.host import parse_model
+from groundplane.node.power import ShardPower, energy_metrics, shard_power
 from groundplane.node.shard import NodeShard, ShardConfig, shard_members
+from groundplane.orbit.elements import ElementSet
 from groundplane.scenario import DEFAULT_MODEL as BUILT_IN_MODEL
+from groundplane.tracking.client import element_set_from_proto
 from groundplane.tracking.v1 import tracking_pb2
 from groundplane.tracking.v1.tracking_pb2_grpc import TrackingServiceStub
 
@@ -158,6 +161,12 @@ def register(services: Any) -> None:
         metavar="FILE",
         help="append one JSON line per backend execution (request_id, satellite_id, "
         "wall_time_s); several shards may share the file",
+    )
+    nodes.add_argument(
+        "--energy",
+        action="store_true",
+        help="model each node's power and heat (solar array, battery, radiator; node/energy.py) "
+        "in simulated time and report it with the load (needs --tracking for the orbits)",
     )
     add_process_arguments(nodes, default_port=DEFAULT_PORT)
     nodes.set_defaults(handler=run_nodes)
@@ -334,6 +343,24 @@ async def fetch_catalog_ids(target: str, timeout_s: float = TRACKING_TIMEOUT_S) 
     return [record.element_set.catalog_id for record in response.records]
 
 
+async def fetch_elements(target: str, timeout_s: float = TRACKING_TIMEOUT_S) -> list[ElementSet]:
+    """The tracking service's active elements (one ListElements call), for the energy model."""
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = TrackingServiceStub(channel)
+        try:
+            response = await stub.ListElements(
+                tracking_pb2.ListElementsRequest(active_only=True),
+                timeout=timeout_s,
+                wait_for_ready=True,
+            )
+        except grpc.aio.AioRpcError as error:
+            raise Unavailable(
+                f"could not list the elements of tracking at {target}: "
+                f"{error.code().name} {error.details()}"
+            ) from None
+    return [element_set_from_proto(record.element_set) for record in response.records]
+
+
 @dataclass(frozen=True)
 class NodesSettings:
     """What ``serve nodes`` was asked to run (parsed, checked)."""
@@ -358,6 +385,8 @@ class NodesSettings:
                 f"{broker.username!r} in --broker"
             )
         satellites = tuple(parse_satellites(args.satellites)) if args.satellites else None
+        if args.energy and not args.tracking:
+            raise InvalidArgument("--energy needs the nodes' orbits: give --tracking")
         check_backend_arguments(args)
         return cls(broker, shard_id, satellites, shard, args.tracking)
 
@@ -386,6 +415,8 @@ class _ShardCollector(Collector):
         yield agents
         yield in_flight
         yield executions
+        if self._shard.power is not None:
+            yield from energy_metrics(self._shard.shard_id, self._shard.power)
         if self._backend is not None:
             tokens = CounterMetricFamily(
                 "groundplane_nodes_backend_tokens",
@@ -479,6 +510,7 @@ async def nodes_service(args: argparse.Namespace) -> AsyncIterator[RunningNodes]
                 epoch_dir / f"shard-{settings.shard_id}.epoch" if epoch_dir is not None else None,
             ),
             config=ShardConfig(keepalive_s=args.keepalive, load_interval_s=args.load_interval),
+            power=await _power(args, settings, members, specs),
         )
         metrics_url = await _serve_metrics(args, stack, _ShardCollector(shard, engines, shared))
         async with asyncio.TaskGroup() as tasks:
@@ -500,6 +532,21 @@ async def nodes_service(args: argparse.Namespace) -> AsyncIterator[RunningNodes]
                 await server.set_ready(False)
                 shard.stop()
                 await runner
+
+
+async def _power(
+    args: argparse.Namespace,
+    settings: NodesSettings,
+    members: Sequence[str],
+    specs: Sequence[SyntheticModelSpec],
+) -> ShardPower | None:
+    """With ``--energy``: the members' energy model over their orbits from tracking."""
+    if not args.energy:
+        return None
+    assert settings.tracking is not None
+    elements = {e.catalog_id: e for e in await fetch_elements(settings.tracking)}
+    model = specs[0].name if specs else ""
+    return shard_power(elements, members, dict.fromkeys(members, model))
 
 
 async def _serve_metrics(

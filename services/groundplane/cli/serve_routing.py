@@ -18,6 +18,7 @@ import os
 import socket
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import replace
 from typing import Any
 
 from groundplane.kernel.errors import InvalidArgument
@@ -25,6 +26,7 @@ from groundplane.kernel.metrics_http import MetricsServer
 from groundplane.kernel.validation import finite_float
 from groundplane.mqtt.client import MqttClient
 from groundplane.routing.app import DEFAULT_PASS_HORIZON_S, DEFAULT_TICK_S, RoutingApp
+from groundplane.routing.policy import PolicyKind, RoutingPolicy
 from groundplane.scenario import DEFAULT_POLICY
 from groundplane.tracking.client import CatalogFollower
 
@@ -75,7 +77,26 @@ def register(services: Any) -> None:
         help="simulated seconds of upcoming passes predicted (again every half horizon and at "
         "every catalog change)",
     )
+    routing.add_argument(
+        "--policy",
+        choices=[kind.value for kind in PolicyKind],
+        default=DEFAULT_POLICY.kind.value,
+        help="what routing ranks by (default %(default)s); energy-aware also excludes nodes "
+        "whose battery would fall below its reserve before the request ends or the Sun returns",
+    )
     routing.set_defaults(handler=run_routing)
+
+
+def routing_policy(kind: str) -> RoutingPolicy:
+    """The run's policy for ``--policy KIND``: the scenario default with that kind; a utility
+    kind (weighted, energy-aware) gets its stickiness margin in utility units (0.25)."""
+    chosen = PolicyKind(kind)
+    if chosen is DEFAULT_POLICY.kind:
+        return DEFAULT_POLICY
+    stickiness = DEFAULT_POLICY.stickiness
+    if stickiness is not None and chosen in (PolicyKind.WEIGHTED, PolicyKind.ENERGY_AWARE):
+        stickiness = replace(stickiness, margin=0.25)
+    return replace(DEFAULT_POLICY, kind=chosen, stickiness=stickiness)
 
 
 def run_routing(args: argparse.Namespace) -> int:
@@ -101,7 +122,7 @@ def run_routing(args: argparse.Namespace) -> int:
                     follower,
                     client,
                     clock,
-                    policy=DEFAULT_POLICY,
+                    policy=routing_policy(args.policy),
                     tick_s=args.route_tick,
                     pass_horizon_s=args.pass_horizon,
                     address=listen_address(args),

@@ -51,9 +51,16 @@ from groundplane.scenario import (
     default_stations,
     default_users,
 )
+from groundplane.scenario import DEFAULT_POLICY as DEFAULT_ROUTING_POLICY
 from groundplane.system.load import load_users, random_users
 from groundplane.system.processes import CatalogSource, ProcessSystem
-from groundplane.system.report import Outcome, RunStats, write_summary, write_trace
+from groundplane.system.report import (
+    EnergyCounters,
+    Outcome,
+    RunStats,
+    write_summary,
+    write_trace,
+)
 from groundplane.system.system import (
     DEFAULT_HANDOFF_MARGIN_S,
     DEFAULT_JOB_ITEMS,
@@ -64,6 +71,7 @@ from groundplane.system.system import (
 from groundplane.tracking.servicer import SERVICE_NAME as TRACKING_SERVICE
 
 from . import inputs
+from .serve_routing import routing_policy
 
 NODE_PASSWORD_ENV = "GROUNDPLANE_NODE_PASSWORD"
 MAX_LINK_TICKS_PER_WALL_S = 50.0
@@ -92,6 +100,19 @@ def register(commands: Any) -> None:
         "--in-process. With no files: "
         f"{DEFAULT_CONSTELLATION}, {len(default_stations())} ground stations, "
         f"{len(default_users())} users in cities, {DEFAULT_RATE_RPS:g} requests/s.",
+    )
+    up.add_argument(
+        "--energy",
+        action="store_true",
+        help="model every node's power and heat (solar array, battery, radiator) in simulated "
+        "time; the status counts nodes in eclipse and the summary gains an energy section",
+    )
+    up.add_argument(
+        "--policy",
+        choices=[kind.value for kind in PolicyKind],
+        default=DEFAULT_ROUTING_POLICY.kind.value,
+        help="routing policy (default %(default)s); energy-aware: prefer sunlit, charged, cool "
+        "nodes and never pick one whose battery would fall below its reserve (with --energy)",
     )
     source = up.add_mutually_exclusive_group()
     source.add_argument("--elements", action="append", metavar="FILE")
@@ -322,6 +343,7 @@ def _config(args: argparse.Namespace, clock: Clock) -> tuple[SystemConfig, str, 
         min_dwell_s=args.min_dwell,
         policy=RoutingPolicy(kind=PolicyKind(args.successor_policy), stickiness=None),
         path_preference=PathPreference(args.transfer_path),
+        energy_aware=args.energy and args.policy == PolicyKind.ENERGY_AWARE.value,
     )
     config = SystemConfig(
         elements=elements,
@@ -346,6 +368,8 @@ def _config(args: argparse.Namespace, clock: Clock) -> tuple[SystemConfig, str, 
         gateway_http_port=args.http_port,
         keep_trace=args.trace is not None,
         otlp_endpoint=args.otlp_endpoint,
+        energy=args.energy,
+        policy=routing_policy(args.policy),
     )
     return config, scenario, catalog
 
@@ -645,6 +669,8 @@ def _status_line(system: System) -> str:
     if system.config.jobs:
         jobs = stats.jobs
         parts.append(f"jobs {jobs.completed_items}/{jobs.items} items")
+    if stats.energy is not None:
+        parts.append(_energy_status(stats.energy))
     handoffs = stats.handoffs
     parts.append(
         f"handoffs {handoffs.planned} planned, {handoffs.completed} completed, "
@@ -683,6 +709,8 @@ def _render(system: System) -> str:
             f"  jobs {jobs.completed_items}/{jobs.items} items done, "
             f"{jobs.duplicate_items} executed twice"
         )
+    if stats.energy is not None:
+        lines.append(f"  {_energy_status(stats.energy)}")
     handoffs = stats.handoffs
     lines.append(
         f"  handoffs {handoffs.planned} planned, {handoffs.completed} completed, "
@@ -693,6 +721,14 @@ def _render(system: System) -> str:
         restarted = ", ".join(f"{n} {k}" for n, k in stats.processes.by_service.items() if k)
         lines.append(f"  processes {stats.processes.restarts} restarts ({restarted})")
     return "\n".join(lines) + "\n"
+
+
+def _energy_status(energy: EnergyCounters) -> str:
+    return (
+        f"energy {energy.in_eclipse} of {energy.nodes} nodes in eclipse, "
+        f"{energy.battery_wh_drawn / 1000.0:.1f} kWh from batteries, min SoC "
+        f"{energy.min_soc:.0%}, {energy.nodes_below_reserve} below reserve"
+    )
 
 
 def _final(system: System) -> str:
@@ -717,6 +753,13 @@ def _final(system: System) -> str:
         f"handoffs {handoffs['planned']} planned, {handoffs['completed']} completed, "
         f"{handoffs['failed']} failed"
         f"{_restarts(full['processes']) if isinstance(system, ProcessSystem) else ''}"
+        + (
+            f"\ngroundplane up: {_energy_status(system.stats.energy)}, "
+            f"{system.stats.energy.served_in_eclipse} requests served in eclipse, "
+            f"{system.stats.energy.thermal_throttle_s:.0f} node-seconds throttled"
+            if system.stats.energy is not None
+            else ""
+        )
     )
 
 

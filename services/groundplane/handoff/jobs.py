@@ -131,7 +131,7 @@ class Jobs:
             now = self._clock.now()
             self._release_lost(record.job_id, sent_to)
             among = _pinned_only(pending, sent_to)
-            window = self._coverage.best_now(record.model, estimate[0] + margin_s, among=among)
+            window = self._window(record, estimate[0] + margin_s, among, paused_since, now)
             if window is None:
                 if paused_since is None:
                     paused_since = now
@@ -193,6 +193,26 @@ class Jobs:
                 await self._clock.sleep(self._config.pause_s)  # node trouble, or items elsewhere
         self._store.finish_job(job_id, self._clock.now())
         log.info("handoff_job_done", job_id=job_id, items=record.item_count)
+
+    def _window(
+        self,
+        record: st.JobRecord,
+        min_remaining_s: float,
+        among: set[str] | None,
+        paused_since: datetime | None,
+        now: datetime,
+    ) -> PassWindow | None:
+        """The window to run items on: energy-aware, a sunlit node while the job has waited less
+        than ``job_sunlight_wait_s`` for one, then any fit node."""
+        settings = self._config.settings
+        if settings.energy_aware:
+            sunlit = self._coverage.best_now(
+                record.model, min_remaining_s, among=among, sunlit_only=True
+            )
+            waited_s = (now - paused_since).total_seconds() if paused_since is not None else 0.0
+            if sunlit is not None or waited_s < settings.job_sunlight_wait_s:
+                return sunlit
+        return self._coverage.best_now(record.model, min_remaining_s, among=among)
 
     def _release_lost(self, job_id: str, sent_to: dict[int, str]) -> None:
         """Forget the node of items sent to a node the directory saw die: its execution died

@@ -181,6 +181,13 @@ class HandoffSettings:
     default_bytes_per_token: int = DEFAULT_BYTES_PER_TOKEN
     horizon_s: float = 6 * 3600.0
     """How far ahead to look for the next AOS."""
+    energy_aware: bool = False
+    """Respect the nodes' reported energy (``coverage.py``): no successor or job node that is
+    throttled or whose bus alone would take its battery below the reserve before sunlight; job
+    items wait up to ``job_sunlight_wait_s`` for a sunlit node."""
+    job_sunlight_wait_s: float = 1800.0
+    """How long a batch job may wait for a sunlit node (about one eclipse) before it takes any
+    fit node: jobs carry no deadline of their own, so this bounds the deferral."""
 
     def __post_init__(self) -> None:
         for name in ("lead_margin_s", "min_dwell_s"):

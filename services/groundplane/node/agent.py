@@ -197,6 +197,10 @@ class NodeAgent:
         self._publish_slots: asyncio.Semaphore | None = None
         self._drained = False
         self._load_sent: tuple[object, ...] | None = None
+        self.energy: node_pb2.NodeEnergy | None = None
+        """Power and heat to report with the load (set by the shard's energy model), if any."""
+        self.energy_key: tuple[object, ...] = ()
+        """A coarse digest of ``energy``: a change re-publishes the load report."""
         self._load_sent_at_s = 0.0
         self.load_reports_total = 0
         """Load reports published (births, changes and refreshes)."""
@@ -282,6 +286,7 @@ class NodeAgent:
             deduplicated_total=load.deduplicated_total,
             rejected_total=load.rejected_total,
             updated_at=to_timestamp(self._clock.now()),
+            energy=self.energy,
         )
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -479,7 +484,7 @@ class NodeAgent:
         if client is None or not client.connected or self._ready_epoch_unset():
             return False
         load = self._engine.load()
-        key = (self._epoch, self._state, load)
+        key = (self._epoch, self._state, load, self.energy_key)
         refresh_s = self._config.load_interval_s * self._config.load_refresh_every
         if key == self._load_sent and now_s - self._load_sent_at_s < refresh_s:
             return False

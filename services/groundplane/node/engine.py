@@ -124,6 +124,8 @@ class LoadReport:
     executed_total: int
     deduplicated_total: int
     rejected_total: int
+    tokens_total: int = 0
+    """Output tokens generated since the engine started (what the energy model charges)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,6 +263,7 @@ class Engine:
         self._session_locks: dict[str, asyncio.Lock] = {}
         self._service_estimate_s = self._config.initial_service_estimate_s
         self._executed_total = 0
+        self._tokens_total = 0
         self._deduplicated_total = 0
         self._rejected_total = 0
 
@@ -384,6 +387,7 @@ class Engine:
             executed_total=self._executed_total,
             deduplicated_total=self._deduplicated_total,
             rejected_total=self._rejected_total,
+            tokens_total=self._tokens_total,
         )
 
     # ---- sessions ----------------------------------------------------------------------------
@@ -484,6 +488,7 @@ class Engine:
                 service_s=service_s,
             )
             self._executed_total += 1
+            self._tokens_total += len(execution.pieces)
             self._service_estimate_s += _SERVICE_EWMA_WEIGHT * (
                 service_s - self._service_estimate_s
             )

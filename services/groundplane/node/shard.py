@@ -39,6 +39,7 @@ from groundplane.mqtt import topics
 from groundplane.mqtt.broker import BrokerAddress
 from groundplane.mqtt.client import Backoff, Handler, LastWill, MqttClient
 from groundplane.node.agent import DRAINING, OFFLINE, ONLINE, EpochSource, NodeAgent
+from groundplane.node.power import ShardPower, energy_key
 from groundplane.node.v1 import node_pb2
 
 log = structlog.get_logger("groundplane.node.shard")
@@ -110,8 +111,13 @@ class NodeShard:
         *,
         epochs: EpochSource,
         config: ShardConfig | None = None,
+        power: ShardPower | None = None,
     ) -> None:
         self._id = topics.check_id("shard id", shard_id)
+        if power is not None and list(power.ids) != [agent.satellite_id for agent in agents]:
+            raise InvalidArgument(f"shard {shard_id!r}: the energy model must cover its agents")
+        self.power = power
+        """The members' power and heat (``up --energy``), stepped by the load loop."""
         if not agents:
             raise InvalidArgument(f"shard {shard_id!r} needs at least one node agent, got none")
         ids = [agent.satellite_id for agent in agents]
@@ -331,8 +337,23 @@ class NodeShard:
             if not self._born.is_set():
                 continue
             now_s = loop.time()
+            if self.power is not None:
+                self._step_power()
             for agent in self._agents.values():
                 await agent.publish_load_if_due(now_s)
+
+    def _step_power(self) -> None:
+        power = self.power
+        assert power is not None
+        agents = [self._agents[sat] for sat in power.ids]
+        loads = [agent.engine.load() for agent in agents]
+        at = self._clock.now()
+        power.tick(
+            at, [load.tokens_total for load in loads], [load.executed_total for load in loads]
+        )
+        for agent, message in zip(agents, power.telemetry(at), strict=True):
+            agent.energy = message
+            agent.energy_key = energy_key(message)
 
 
 async def _bounded_all(

@@ -56,6 +56,7 @@ from groundplane.node.client import ONLINE, NodeDirectory, NodeView
 from groundplane.orbit.geometry import SatelliteBatch
 from groundplane.orbit.passes import Pass, find_passes
 from groundplane.orbit.sites import Site
+from groundplane.routing.energy import path_energy
 from groundplane.routing.metrics import RoutingMetrics
 from groundplane.routing.policy import (
     DEFAULT_POLICY,
@@ -183,6 +184,11 @@ class DirectoryNodes:
             queue_depth=load.queue_depth if load is not None else 0,
             in_flight=load.in_flight if load is not None else 0,
             free_slots=load.free_slots if load is not None else view.slots,
+            energy=(
+                path_energy(load.energy, load.updated_at.ToMicroseconds() / 1e6)
+                if load is not None and load.HasField("energy")
+                else None
+            ),
         )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from groundplane.kernel.errors import InvalidArgument
 from groundplane.kernel.timestamps import from_timestamp, to_timestamp
 from groundplane.routing.backhaul import BackhaulModel
+from groundplane.routing.energy import PathEnergy
 from groundplane.routing.policy import (
     DEFAULT_POLICY,
     Candidate,
@@ -36,6 +37,7 @@ _KIND_TO_PROTO = {
     PolicyKind.LEAST_LOADED: pb.POLICY_KIND_LEAST_LOADED,
     PolicyKind.LOWEST_LATENCY: pb.POLICY_KIND_LOWEST_LATENCY,
     PolicyKind.WEIGHTED: pb.POLICY_KIND_WEIGHTED,
+    PolicyKind.ENERGY_AWARE: pb.POLICY_KIND_ENERGY_AWARE,
 }
 _KIND_FROM_PROTO = {v: k for k, v in _KIND_TO_PROTO.items()}
 _EXCLUSION_TO_PROTO = {
@@ -46,6 +48,8 @@ _EXCLUSION_TO_PROTO = {
     Exclusion.MODEL_NOT_SERVED: pb.EXCLUSION_REASON_MODEL_NOT_SERVED,
     Exclusion.PASS_TOO_SHORT: pb.EXCLUSION_REASON_PASS_TOO_SHORT,
     Exclusion.LOSS_TOO_HIGH: pb.EXCLUSION_REASON_LOSS_TOO_HIGH,
+    Exclusion.ENERGY_RESERVE: pb.EXCLUSION_REASON_ENERGY_RESERVE,
+    Exclusion.TOO_HOT: pb.EXCLUSION_REASON_TOO_HOT,
 }
 _EXCLUSION_FROM_PROTO = {v: k for k, v in _EXCLUSION_TO_PROTO.items()}
 _LIVENESS_TO_PROTO = {
@@ -66,6 +70,7 @@ def policy_to_proto(policy: RoutingPolicy) -> pb.RoutingPolicy:
             load=w.load,
             link_quality=w.link_quality,
             latency=w.latency,
+            energy=w.energy,
         ),
         min_elevation_deg=policy.min_elevation_deg,
         max_loss_rate=policy.max_loss_rate,
@@ -99,6 +104,7 @@ def policy_from_proto(message: pb.RoutingPolicy) -> RoutingPolicy:
             load=w.load,
             link_quality=w.link_quality,
             latency=w.latency,
+            energy=w.energy,
         )
     stickiness = None
     if message.HasField("stickiness") and message.stickiness.enabled:
@@ -191,7 +197,19 @@ def _entry_to_proto(path: PathState) -> pb.TableEntry:
             else pb.EXCLUSION_REASON_UNSPECIFIED
         ),
         exclusion_detail=path.exclusion_detail,
+        energy=energy_to_proto(path.energy) if path.energy is not None else None,
     )
+
+
+_ENERGY_FIELDS = tuple(f.name for f in pb.PathEnergy.DESCRIPTOR.fields)
+
+
+def energy_to_proto(energy: PathEnergy) -> pb.PathEnergy:
+    return pb.PathEnergy(**{name: getattr(energy, name) for name in _ENERGY_FIELDS})
+
+
+def energy_from_proto(message: pb.PathEnergy) -> PathEnergy:
+    return PathEnergy(**{name: getattr(message, name) for name in _ENERGY_FIELDS})
 
 
 def _entry_from_proto(station_id: str, entry: pb.TableEntry) -> PathState:
@@ -213,6 +231,7 @@ def _entry_from_proto(station_id: str, entry: pb.TableEntry) -> PathState:
         free_slots=entry.free_slots,
         exclusion=_EXCLUSION_FROM_PROTO.get(entry.exclusion),
         exclusion_detail=entry.exclusion_detail,
+        energy=energy_from_proto(entry.energy) if entry.HasField("energy") else None,
     )
 
 

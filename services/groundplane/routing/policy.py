@@ -17,7 +17,14 @@ router knows about its space link (``LinkQuality``) and its node (``NodeState``)
    LEAST_LOADED           −(router's in-flight + report_weight × queue depth)  requests
    LOWEST_LATENCY         −(backhaul delay + link delay)                      seconds
    WEIGHTED               Σ weight × term, each term normalised to [0, 1]     utility
+   ENERGY_AWARE           WEIGHTED + ENERGY_AWARE_WEIGHT × energy term        utility
    =====================  ==================================================  ===============
+
+   The energy term (``routing/energy.py``: sunlit, charged, cool) is also a weight of the
+   weighted utility (``weights.energy``, 0 by default). With ENERGY_AWARE or an energy weight
+   above 0 the **energy filter** applies too: a node whose battery would fall below its reserve
+   before the request ends or before its next sunlight, or which is at its temperature limit,
+   is excluded (nodes that report no energy are never excluded for it);
 
    The load estimate counts the router's own in-flight counter (exact and current) in full and
    the node's reported queue depth (seconds old) weighted by ``report_weight``;
@@ -35,7 +42,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import Enum
 from typing import NamedTuple, Protocol
@@ -43,11 +50,22 @@ from typing import NamedTuple, Protocol
 from groundplane.kernel.errors import InvalidArgument, Unavailable
 from groundplane.kernel.validation import finite_number
 from groundplane.routing.backhaul import SPEED_OF_LIGHT_KM_S, StationAccess, check_lat_lon
+from groundplane.routing.energy import (
+    PathEnergy,
+    aged,
+    energy_budget,
+    energy_term,
+    hot_detail,
+    reserve_detail,
+    too_hot,
+)
 
 # Normalisation references of the weighted utility (a term reaches 1 at the reference).
 VISIBILITY_REF_S = 600.0
 RATE_REF_BPS = 100e6
 LATENCY_REF_S = 0.1
+ENERGY_AWARE_WEIGHT = 5.0
+"""Weight of the energy term under ENERGY_AWARE: larger than any spread of the other terms."""
 
 
 class PolicyKind(Enum):
@@ -58,6 +76,7 @@ class PolicyKind(Enum):
     LEAST_LOADED = "least-loaded"
     LOWEST_LATENCY = "lowest-latency"
     WEIGHTED = "weighted"
+    ENERGY_AWARE = "energy-aware"
 
 
 class Liveness(Enum):
@@ -76,6 +95,8 @@ class Exclusion(Enum):
     MODEL_NOT_SERVED = "model-not-served"
     PASS_TOO_SHORT = "pass-too-short"
     LOSS_TOO_HIGH = "loss-too-high"
+    ENERGY_RESERVE = "energy-reserve"
+    TOO_HOT = "too-hot"
 
 
 def _non_negative(name: str, value: float) -> float:
@@ -94,10 +115,18 @@ class Weights:
     load: float = 1.0
     link_quality: float = 1.0
     latency: float = 1.0
+    energy: float = 0.0
 
     def __post_init__(self) -> None:
         total = 0.0
-        for name in ("elevation", "remaining_visibility", "load", "link_quality", "latency"):
+        for name in (
+            "elevation",
+            "remaining_visibility",
+            "load",
+            "link_quality",
+            "latency",
+            "energy",
+        ):
             total += _non_negative(f"weights.{name}", getattr(self, name))
         if total <= 0.0:
             raise InvalidArgument(
@@ -154,6 +183,11 @@ class RoutingPolicy:
         if not 0.0 <= weight <= 1.0:
             raise InvalidArgument(f"report_weight must be in [0, 1], got {weight}")
 
+    @property
+    def respects_energy(self) -> bool:
+        """Whether the energy filter applies (ENERGY_AWARE, or an energy weight above 0)."""
+        return self.kind is PolicyKind.ENERGY_AWARE or self.weights.energy > 0.0
+
 
 DEFAULT_POLICY = RoutingPolicy()
 
@@ -199,6 +233,8 @@ class NodeState:
     in_flight: int = 0
     free_slots: int = 0
     reported_at: datetime | None = None
+    energy: PathEnergy | None = None
+    """Power and heat, when the node models them."""
 
 
 class NodeSnapshotSource(Protocol):
@@ -244,6 +280,7 @@ class PathState:
     free_slots: int
     exclusion: Exclusion | None = None
     exclusion_detail: str = ""
+    energy: PathEnergy | None = None
 
 
 def build_path(
@@ -263,7 +300,9 @@ def build_path(
         up, delay_s, rate_bps, loss = link.up, link.delay_s, link.rate_bps, link.loss_rate
     if node is None:
         liveness, models, queue, in_flight, free = Liveness.UNKNOWN, frozenset[str](), 0, 0, 0
+        energy = None
     else:
+        energy = node.energy
         liveness = Liveness.ONLINE if node.online else Liveness.OFFLINE
         models, queue = node.models, node.queue_depth
         in_flight, free = node.in_flight, node.free_slots
@@ -303,6 +342,7 @@ def build_path(
         free_slots=free,
         exclusion=exclusion,
         exclusion_detail=detail,
+        energy=energy,
     )
 
 
@@ -359,6 +399,7 @@ class Candidate(NamedTuple):
     rate_bps: float
     loss_rate: float
     load_estimate: float
+    energy_term: float = 1.0
 
     @property
     def total_delay_s(self) -> float:
@@ -379,6 +420,7 @@ def _candidate(access: StationAccess, path: PathState, elapsed_s: float, load: f
         path.rate_bps,
         path.loss_rate,
         load,
+        energy_term(path.energy),
     )
 
 
@@ -414,6 +456,7 @@ class Excluded(NamedTuple):
     load_estimate: float
     model: str
     expected_s: float
+    local_in_flight: int = 0
 
     @property
     def candidate(self) -> Candidate:
@@ -431,6 +474,11 @@ class Excluded(NamedTuple):
             if remaining_s <= 0.0:
                 return f"pass ended {-remaining_s:.0f} s ago"
             return f"pass ends in {remaining_s:.0f} s < expected {self.expected_s:.0f} s"
+        if self.exclusion is Exclusion.ENERGY_RESERVE and path.energy is not None:
+            budget = energy_budget(path.energy, self.expected_s, self.local_in_flight)
+            return reserve_detail(path.satellite_id, path.energy, budget)
+        if self.exclusion is Exclusion.TOO_HOT and path.energy is not None:
+            return hot_detail(path.satellite_id, path.energy)
         return path.exclusion_detail
 
     @property
@@ -511,13 +559,16 @@ def score(candidate: Candidate, policy: RoutingPolicy) -> float:
         return -candidate.total_delay_s
     w = policy.weights
     el, vis, load, link, lat = weighted_terms(candidate)
-    return (
+    utility = (
         w.elevation * el
         + w.remaining_visibility * vis
         + w.load * load
         + w.link_quality * link
         + w.latency * lat
     )
+    if kind is PolicyKind.ENERGY_AWARE:
+        return utility + (ENERGY_AWARE_WEIGHT + w.energy) * candidate.energy_term
+    return utility + w.energy * candidate.energy_term if w.energy else utility
 
 
 def explain(candidate: Candidate, policy: RoutingPolicy, value: float) -> str:
@@ -535,9 +586,14 @@ def explain(candidate: Candidate, policy: RoutingPolicy, value: float) -> str:
             f"{candidate.backhaul_delay_s * 1e3:.1f} + link {candidate.link_delay_s * 1e3:.1f})"
         )
     el, vis, load, link, lat = weighted_terms(candidate)
+    energy = (
+        f", energy {candidate.energy_term:.2f}"
+        if kind is PolicyKind.ENERGY_AWARE or policy.weights.energy
+        else ""
+    )
     return (
         f"utility {value:.3f} (elevation {el:.2f}, visibility {vis:.2f}, load {load:.2f}, "
-        f"link {link:.2f}, latency {lat:.2f})"
+        f"link {link:.2f}, latency {lat:.2f}{energy})"
     )
 
 
@@ -548,6 +604,7 @@ def _describe_score(policy: RoutingPolicy) -> str:
         PolicyKind.LEAST_LOADED: "least loaded",
         PolicyKind.LOWEST_LATENCY: "lowest delay",
         PolicyKind.WEIGHTED: "highest weighted utility",
+        PolicyKind.ENERGY_AWARE: "highest energy-aware utility",
     }[policy.kind]
 
 
@@ -623,8 +680,13 @@ def decide(  # noqa: PLR0913 - pure decision: every input explicit, the context 
     excluded: list[Excluded] = []
     current_excluded: Excluded | None = None
     report_weight = policy.report_weight
+    respects_energy = policy.respects_energy
+    now_s = now.timestamp()
     for access, path in paths:
-        load = in_flight.get(path.satellite_id, 0) + report_weight * path.queue_depth
+        if path.energy is not None:  # the report is older than the decision: age it to now
+            path = replace(path, energy=aged(path.energy, now_s))  # noqa: PLW2901
+        local = in_flight.get(path.satellite_id, 0)
+        load = local + report_weight * path.queue_depth
         reason: Exclusion | None = path.exclusion
         if reason is None:
             if model not in path.models:
@@ -633,8 +695,10 @@ def decide(  # noqa: PLR0913 - pure decision: every input explicit, the context 
                 remaining_s = path.los_in_s - elapsed_s
                 if remaining_s < expected_s or remaining_s <= 0.0:
                     reason = Exclusion.PASS_TOO_SHORT
+                elif respects_energy and path.energy is not None:
+                    reason = _energy_exclusion(path.energy, expected_s, local)
         if reason is not None:
-            dropped = Excluded(access, path, reason, elapsed_s, load, model, expected_s)
+            dropped = Excluded(access, path, reason, elapsed_s, load, model, expected_s, local)
             excluded.append(dropped)
             if current is not None and path.satellite_id == current.satellite_id:
                 current_excluded = dropped
@@ -669,6 +733,14 @@ def decide(  # noqa: PLR0913 - pure decision: every input explicit, the context 
         table_version=table_version,
         next_opportunity=next_opportunity,
     )
+
+
+def _energy_exclusion(energy: PathEnergy, expected_s: float, local: int) -> Exclusion | None:
+    if too_hot(energy):
+        return Exclusion.TOO_HOT
+    if energy_budget(energy, expected_s, local).breaches(energy):
+        return Exclusion.ENERGY_RESERVE
+    return None
 
 
 def _nothing_summary(

@@ -70,10 +70,10 @@ from groundplane.node.client import ONLINE, NodeDirectory
 from groundplane.node.shard import shard_members
 from groundplane.orbit.sites import Site
 from groundplane.routing.client import WatchedTableSource
-from groundplane.scenario import DEFAULT_MODEL
+from groundplane.scenario import DEFAULT_MODEL, DEFAULT_POLICY
 from groundplane.system.handoff import ExecutionFiles, GrpcJobs, JobLoad
 from groundplane.system.load import GroundLoad
-from groundplane.system.report import RunStats
+from groundplane.system.report import RunStats, energy_counters
 from groundplane.system.run import (
     STARTUP_TIMEOUT_S,
     STOP_TIMEOUT_S,
@@ -275,6 +275,10 @@ class ProcessPlan:
     tls: Mapping[str, TlsFiles] | None = None
     """Each service's certificate by identity (``up --tls``: mutual TLS between every child);
     None: plaintext on loopback."""
+    energy: bool = False
+    """``--energy`` of the nodes shards (``up --energy``)."""
+    routing_policy: str | None = None
+    """``--policy`` of routing; None: its default."""
 
     @property
     def shards(self) -> int:
@@ -395,6 +399,7 @@ def child_specs(plan: ProcessPlan) -> list[ChildSpec]:
                 *([] if plan.model is None else ["--model", plan.model]),
                 "--load-interval",
                 f"{plan.load_interval_s:g}",
+                *(["--energy"] if plan.energy else []),
                 "--epoch-dir",
                 str(plan.workdir / "epochs"),
                 "--execution-log",
@@ -417,6 +422,7 @@ def child_specs(plan: ProcessPlan) -> list[ChildSpec]:
             f"{plan.route_tick_s:g}",
             "--pass-horizon",
             f"{plan.pass_horizon_s:g}",
+            *([] if plan.routing_policy is None else ["--policy", plan.routing_policy]),
         ),
         spec(
             "handoff",
@@ -432,6 +438,7 @@ def child_specs(plan: ProcessPlan) -> list[ChildSpec]:
             f"{plan.min_dwell_s:g}",
             "--operation-wall",
             f"{plan.operation_wall_s:g}",
+            *(["--energy-aware"] if plan.routing_policy == "energy-aware" else []),
             *_metrics_flag(ports.handoff_metrics),
         ),
         spec(
@@ -649,6 +656,8 @@ class ProcessSystem:
             await self._count_handoffs(self._handoff)
         if self.jobs is not None:
             await self.jobs.update()
+        if self.config.energy:
+            self.stats.energy = energy_counters(self.directory)
 
     async def wait_ready(self, timeout_s: float = STARTUP_TIMEOUT_S) -> None:
         async with asyncio.timeout(timeout_s):
@@ -833,6 +842,8 @@ class ProcessSystem:
             env=env,
             otlp_endpoint=config.otlp_endpoint,
             tls=self.tls_files,
+            energy=config.energy,
+            routing_policy=(None if config.policy == DEFAULT_POLICY else config.policy.kind.value),
             **({} if self._program is None else {"program": self._program}),
         )
 

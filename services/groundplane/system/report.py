@@ -40,6 +40,8 @@ from typing import Any
 
 from groundplane.kernel.clock import format_utc, parse_utc
 from groundplane.kernel.errors import InvalidArgument
+from groundplane.node.directory import NodeDirectory
+from groundplane.node.v1 import node_pb2
 
 
 class Outcome(Enum):
@@ -227,6 +229,54 @@ class ProcessCounters:
 
 
 @dataclass
+class EnergyCounters:
+    """The nodes' energy (``up --energy``), totalled from their latest reports."""
+
+    battery_wh_drawn: float = 0.0
+    compute_battery_wh: float = 0.0
+    min_soc: float = 1.0
+    nodes_below_reserve: int = 0
+    served_in_eclipse: int = 0
+    thermal_throttle_s: float = 0.0
+    in_eclipse: int = 0
+    nodes: int = 0
+
+    @classmethod
+    def of(cls, reports: Iterable[node_pb2.NodeEnergy]) -> EnergyCounters:
+        out = cls()
+        for energy in reports:
+            out.nodes += 1
+            out.battery_wh_drawn += energy.battery_drawn_wh
+            out.compute_battery_wh += energy.compute_battery_wh
+            out.min_soc = min(out.min_soc, energy.min_soc)
+            out.nodes_below_reserve += 1 if energy.below_reserve_s > 0 else 0
+            out.served_in_eclipse += energy.served_in_eclipse
+            out.thermal_throttle_s += energy.throttled_s
+            out.in_eclipse += 1 if energy.sunlit_fraction < 0.5 else 0
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "battery_wh_drawn": round(self.battery_wh_drawn, 3),
+            "compute_battery_wh": round(self.compute_battery_wh, 3),
+            "min_soc": round(self.min_soc, 4),
+            "nodes_below_reserve": self.nodes_below_reserve,
+            "served_in_eclipse": self.served_in_eclipse,
+            "thermal_throttle_s": round(self.thermal_throttle_s, 1),
+            "nodes_reporting": self.nodes,
+        }
+
+
+def energy_counters(directory: NodeDirectory) -> EnergyCounters:
+    """The energy totals of every node whose latest load report carries its energy."""
+    return EnergyCounters.of(
+        view.load.energy
+        for view in directory.nodes()
+        if view.load is not None and view.load.HasField("energy")
+    )
+
+
+@dataclass
 class RunStats:
     """Counters of a run, updated by the load as requests finish."""
 
@@ -238,6 +288,8 @@ class RunStats:
     jobs: JobCounters = field(default_factory=JobCounters)
     processes: ProcessCounters = field(default_factory=ProcessCounters)
     trace: list[TraceRecord] = field(default_factory=list)
+    energy: EnergyCounters | None = None
+    """With ``up --energy``: the nodes' energy, refreshed with the other counters."""
     keep_trace: bool = True
     unavailable_reasons: Counter[str] = field(default_factory=Counter)
     """UNAVAILABLE requests by :func:`unavailable_reason` of their details."""
@@ -300,6 +352,7 @@ class RunStats:
                 "restarts": self.processes.restarts,
                 "by_service": dict(self.processes.by_service),
             },
+            **({} if self.energy is None else {"energy": self.energy.summary()}),
         }
 
 

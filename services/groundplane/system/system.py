@@ -69,6 +69,7 @@ from groundplane.node.backends import SyntheticModelSpec
 from groundplane.node.directory import ONLINE, NodeDirectory, NodeView
 from groundplane.node.engine import Engine, EngineConfig
 from groundplane.node.host import HostedNode, NodeHost
+from groundplane.node.power import shard_power
 from groundplane.node.shard import NodeShard, ShardConfig
 from groundplane.orbit.elements import ElementSet
 from groundplane.orbit.geometry import SatelliteBatch
@@ -86,7 +87,7 @@ from groundplane.scenario import (
 )
 from groundplane.system.handoff import CountingBackend, ExecutionLog, JobLoad, ManagerJobs
 from groundplane.system.load import GroundLoad
-from groundplane.system.report import RunStats
+from groundplane.system.report import RunStats, energy_counters
 from groundplane.system.run import (
     STARTUP_TIMEOUT_S,
     STOP_TIMEOUT_S,
@@ -159,6 +160,8 @@ class SystemConfig:
     gateway_deadline_wall_s: float = 10.0
     keep_trace: bool = True
     workdir: Path | None = None
+    energy: bool = False
+    """Model the nodes' power and heat (``up --energy``; node/energy.py) and report it."""
     otlp_endpoint: str | None = None
     """OTLP collector every service process exports its spans to (``serve --otlp-endpoint``);
     None: the children read the standard ``OTEL_EXPORTER_OTLP_ENDPOINT`` of their environment."""
@@ -282,6 +285,8 @@ class GroundplaneSystem:
                 self._handoff_after_id = page[-1].event_id
         if self.jobs is not None:
             await self.jobs.update()
+        if self.config.energy:
+            self.stats.energy = energy_counters(self.directory)
 
     @property
     def tracking_target(self) -> str:
@@ -542,6 +547,15 @@ class GroundplaneSystem:
             self.clock,
             epochs=EpochSource(time.time_ns),
             config=ShardConfig(load_interval_s=config.load_interval_wall_s),
+            power=(
+                shard_power(
+                    {e.catalog_id: e for e in config.elements},
+                    list(self.batch.ids),
+                    dict.fromkeys(self.batch.ids, config.model.name),
+                )
+                if config.energy
+                else None
+            ),
         )
         shard_task = tasks.create_task(shard.run(), name=f"nodes-shard:{UP_SHARD_ID}")
         stack.push_async_callback(self._stop_host, shard, shard_task)

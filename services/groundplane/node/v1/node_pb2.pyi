@@ -392,6 +392,7 @@ class LoadReport(_message.Message):
     DEDUPLICATED_TOTAL_FIELD_NUMBER: _builtins.int
     REJECTED_TOTAL_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    ENERGY_FIELD_NUMBER: _builtins.int
     satellite_id: _builtins.str
     """The satellite (node) id."""
     epoch: _builtins.int
@@ -426,6 +427,10 @@ class LoadReport(_message.Message):
     def updated_at(self) -> _timestamp_pb2.Timestamp:
         """When measured (system clock)."""
 
+    @_builtins.property
+    def energy(self) -> Global___NodeEnergy:
+        """Power and heat, when the node models them (`groundplane up --energy`); absent otherwise."""
+
     def __init__(
         self,
         *,
@@ -444,14 +449,123 @@ class LoadReport(_message.Message):
         deduplicated_total: _builtins.int = ...,
         rejected_total: _builtins.int = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        energy: Global___NodeEnergy | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_energy", b"_energy", "energy", b"energy", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepting", b"accepting", "deduplicated_total", b"deduplicated_total", "epoch", b"epoch", "executed_total", b"executed_total", "free_slots", b"free_slots", "in_flight", b"in_flight", "queue_depth", b"queue_depth", "queue_limit", b"queue_limit", "rejected_total", b"rejected_total", "satellite_id", b"satellite_id", "served_models", b"served_models", "session_bytes", b"session_bytes", "sessions", b"sessions", "slots", b"slots", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_energy", b"_energy", "accepting", b"accepting", "deduplicated_total", b"deduplicated_total", "energy", b"energy", "epoch", b"epoch", "executed_total", b"executed_total", "free_slots", b"free_slots", "in_flight", b"in_flight", "queue_depth", b"queue_depth", "queue_limit", b"queue_limit", "rejected_total", b"rejected_total", "satellite_id", b"satellite_id", "served_models", b"served_models", "session_bytes", b"session_bytes", "sessions", b"sessions", "slots", b"slots", "updated_at", b"updated_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__energy: _TypeAlias = _typing.Literal["energy"]  # noqa: Y015
+    _WhichOneofArgType__energy: _TypeAlias = _typing.Literal["_energy", b"_energy"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__energy) -> _WhichOneofReturnType__energy | None: ...
+
+Global___LoadReport: _TypeAlias = LoadReport  # noqa: Y015
+
+@_typing.final
+class NodeEnergy(_message.Message):
+    """A node's power and heat (node/energy.py): battery, array, load and the lumped temperature."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BATTERY_WH_FIELD_NUMBER: _builtins.int
+    CAPACITY_WH_FIELD_NUMBER: _builtins.int
+    RESERVE_WH_FIELD_NUMBER: _builtins.int
+    SOC_FIELD_NUMBER: _builtins.int
+    POWER_IN_W_FIELD_NUMBER: _builtins.int
+    POWER_OUT_W_FIELD_NUMBER: _builtins.int
+    BUS_W_FIELD_NUMBER: _builtins.int
+    REQUEST_W_FIELD_NUMBER: _builtins.int
+    SOLAR_ARRAY_W_FIELD_NUMBER: _builtins.int
+    DISCHARGE_EFFICIENCY_FIELD_NUMBER: _builtins.int
+    TEMPERATURE_K_FIELD_NUMBER: _builtins.int
+    TEMPERATURE_LIMIT_K_FIELD_NUMBER: _builtins.int
+    THROTTLED_FIELD_NUMBER: _builtins.int
+    SUNLIT_FRACTION_FIELD_NUMBER: _builtins.int
+    SUNLIGHT_IN_S_FIELD_NUMBER: _builtins.int
+    ECLIPSE_IN_S_FIELD_NUMBER: _builtins.int
+    ECLIPSE_DURATION_S_FIELD_NUMBER: _builtins.int
+    BATTERY_DRAWN_WH_FIELD_NUMBER: _builtins.int
+    MIN_SOC_FIELD_NUMBER: _builtins.int
+    BELOW_RESERVE_S_FIELD_NUMBER: _builtins.int
+    THROTTLED_S_FIELD_NUMBER: _builtins.int
+    SERVED_IN_ECLIPSE_FIELD_NUMBER: _builtins.int
+    COMPUTE_BATTERY_WH_FIELD_NUMBER: _builtins.int
+    COMPUTE_WH_FIELD_NUMBER: _builtins.int
+    battery_wh: _builtins.float
+    """Stored energy and the battery's capacity and reserve floor."""
+    capacity_wh: _builtins.float
+    reserve_wh: _builtins.float
+    soc: _builtins.float
+    """State of charge, battery_wh / capacity_wh (0 to 1)."""
+    power_in_w: _builtins.float
+    """Array output and electrical demand (bus + compute) over the last step."""
+    power_out_w: _builtins.float
+    bus_w: _builtins.float
+    """The bus alone, and the compute power of one generating request (J/token x tokens/s)."""
+    request_w: _builtins.float
+    solar_array_w: _builtins.float
+    """Array output at full Sun, and the discharge efficiency."""
+    discharge_efficiency: _builtins.float
+    temperature_k: _builtins.float
+    """Lumped temperature and the throttling limit."""
+    temperature_limit_k: _builtins.float
+    throttled: _builtins.bool
+    sunlit_fraction: _builtins.float
+    """0 umbra ... 1 full Sun."""
+    sunlight_in_s: _builtins.float
+    """Seconds to the next sunlight (0 when sunlit), to the next eclipse entry (0 in eclipse, +Inf
+    when none within the look-ahead), and the length of the current or next eclipse.
+    """
+    eclipse_in_s: _builtins.float
+    eclipse_duration_s: _builtins.float
+    battery_drawn_wh: _builtins.float
+    """Running totals since the node's energy model started: energy taken out of the battery, the
+    lowest state of charge, seconds below the reserve and at the temperature limit, and
+    requests executed while in eclipse.
+    """
+    min_soc: _builtins.float
+    below_reserve_s: _builtins.float
+    throttled_s: _builtins.float
+    served_in_eclipse: _builtins.int
+    compute_battery_wh: _builtins.float
+    """Of battery_drawn_wh, what the compute drew beyond the bus's own eclipse draw."""
+    compute_wh: _builtins.float
+    """Compute energy used since the start (generated tokens x J/token)."""
+    def __init__(
+        self,
+        *,
+        battery_wh: _builtins.float = ...,
+        capacity_wh: _builtins.float = ...,
+        reserve_wh: _builtins.float = ...,
+        soc: _builtins.float = ...,
+        power_in_w: _builtins.float = ...,
+        power_out_w: _builtins.float = ...,
+        bus_w: _builtins.float = ...,
+        request_w: _builtins.float = ...,
+        solar_array_w: _builtins.float = ...,
+        discharge_efficiency: _builtins.float = ...,
+        temperature_k: _builtins.float = ...,
+        temperature_limit_k: _builtins.float = ...,
+        throttled: _builtins.bool = ...,
+        sunlit_fraction: _builtins.float = ...,
+        sunlight_in_s: _builtins.float = ...,
+        eclipse_in_s: _builtins.float = ...,
+        eclipse_duration_s: _builtins.float = ...,
+        battery_drawn_wh: _builtins.float = ...,
+        min_soc: _builtins.float = ...,
+        below_reserve_s: _builtins.float = ...,
+        throttled_s: _builtins.float = ...,
+        served_in_eclipse: _builtins.int = ...,
+        compute_battery_wh: _builtins.float = ...,
+        compute_wh: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["battery_drawn_wh", b"battery_drawn_wh", "battery_wh", b"battery_wh", "below_reserve_s", b"below_reserve_s", "bus_w", b"bus_w", "capacity_wh", b"capacity_wh", "compute_battery_wh", b"compute_battery_wh", "compute_wh", b"compute_wh", "discharge_efficiency", b"discharge_efficiency", "eclipse_duration_s", b"eclipse_duration_s", "eclipse_in_s", b"eclipse_in_s", "min_soc", b"min_soc", "power_in_w", b"power_in_w", "power_out_w", b"power_out_w", "request_w", b"request_w", "reserve_wh", b"reserve_wh", "served_in_eclipse", b"served_in_eclipse", "soc", b"soc", "solar_array_w", b"solar_array_w", "sunlight_in_s", b"sunlight_in_s", "sunlit_fraction", b"sunlit_fraction", "temperature_k", b"temperature_k", "temperature_limit_k", b"temperature_limit_k", "throttled", b"throttled", "throttled_s", b"throttled_s"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___LoadReport: _TypeAlias = LoadReport  # noqa: Y015
+Global___NodeEnergy: _TypeAlias = NodeEnergy  # noqa: Y015
 
 @_typing.final
 class SessionExportRequest(_message.Message):

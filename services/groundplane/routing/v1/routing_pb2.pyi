@@ -37,6 +37,8 @@ class _PolicyKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PolicyKind
     """Lowest ground-to-satellite delay first, backhaul plus space link (score: minus seconds)."""
     POLICY_KIND_WEIGHTED: _PolicyKind.ValueType  # 5
     """Weighted sum of normalised terms, each in [0, 1] (score: utility)."""
+    POLICY_KIND_ENERGY_AWARE: _PolicyKind.ValueType  # 6
+    """The weighted utility plus a heavy energy term (sunlit, charged, cool), with the energy filter."""
 
 class PolicyKind(_PolicyKind, metaclass=_PolicyKindEnumTypeWrapper):
     """What the scorer ranks by."""
@@ -52,6 +54,8 @@ POLICY_KIND_LOWEST_LATENCY: PolicyKind.ValueType  # 4
 """Lowest ground-to-satellite delay first, backhaul plus space link (score: minus seconds)."""
 POLICY_KIND_WEIGHTED: PolicyKind.ValueType  # 5
 """Weighted sum of normalised terms, each in [0, 1] (score: utility)."""
+POLICY_KIND_ENERGY_AWARE: PolicyKind.ValueType  # 6
+"""The weighted utility plus a heavy energy term (sunlit, charged, cool), with the energy filter."""
 Global___PolicyKind: _TypeAlias = PolicyKind  # noqa: Y015
 
 class _ExclusionReason:
@@ -68,6 +72,10 @@ class _ExclusionReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Exclu
     EXCLUSION_REASON_MODEL_NOT_SERVED: _ExclusionReason.ValueType  # 5
     EXCLUSION_REASON_PASS_TOO_SHORT: _ExclusionReason.ValueType  # 6
     EXCLUSION_REASON_LOSS_TOO_HIGH: _ExclusionReason.ValueType  # 7
+    EXCLUSION_REASON_ENERGY_RESERVE: _ExclusionReason.ValueType  # 8
+    """The node's battery would fall below its reserve before the request ends or sunlight returns."""
+    EXCLUSION_REASON_TOO_HOT: _ExclusionReason.ValueType  # 9
+    """The node is at or above its temperature limit (throttled)."""
 
 class ExclusionReason(_ExclusionReason, metaclass=_ExclusionReasonEnumTypeWrapper):
     """Why a candidate was excluded."""
@@ -80,6 +88,10 @@ EXCLUSION_REASON_NODE_UNKNOWN: ExclusionReason.ValueType  # 4
 EXCLUSION_REASON_MODEL_NOT_SERVED: ExclusionReason.ValueType  # 5
 EXCLUSION_REASON_PASS_TOO_SHORT: ExclusionReason.ValueType  # 6
 EXCLUSION_REASON_LOSS_TOO_HIGH: ExclusionReason.ValueType  # 7
+EXCLUSION_REASON_ENERGY_RESERVE: ExclusionReason.ValueType  # 8
+"""The node's battery would fall below its reserve before the request ends or sunlight returns."""
+EXCLUSION_REASON_TOO_HOT: ExclusionReason.ValueType  # 9
+"""The node is at or above its temperature limit (throttled)."""
 Global___ExclusionReason: _TypeAlias = ExclusionReason  # noqa: Y015
 
 class _NodeLiveness:
@@ -115,11 +127,14 @@ class Weights(_message.Message):
     LOAD_FIELD_NUMBER: _builtins.int
     LINK_QUALITY_FIELD_NUMBER: _builtins.int
     LATENCY_FIELD_NUMBER: _builtins.int
+    ENERGY_FIELD_NUMBER: _builtins.int
     elevation: _builtins.float
     remaining_visibility: _builtins.float
     load: _builtins.float
     link_quality: _builtins.float
     latency: _builtins.float
+    energy: _builtins.float
+    """Sunlit, charged, cool (0 unless set); > 0 also turns the energy filter on."""
     def __init__(
         self,
         *,
@@ -128,10 +143,11 @@ class Weights(_message.Message):
         load: _builtins.float = ...,
         link_quality: _builtins.float = ...,
         latency: _builtins.float = ...,
+        energy: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["elevation", b"elevation", "latency", b"latency", "link_quality", b"link_quality", "load", b"load", "remaining_visibility", b"remaining_visibility"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["elevation", b"elevation", "energy", b"energy", "latency", b"latency", "link_quality", b"link_quality", "load", b"load", "remaining_visibility", b"remaining_visibility"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -403,6 +419,7 @@ class TableEntry(_message.Message):
     FREE_SLOTS_FIELD_NUMBER: _builtins.int
     EXCLUSION_FIELD_NUMBER: _builtins.int
     EXCLUSION_DETAIL_FIELD_NUMBER: _builtins.int
+    ENERGY_FIELD_NUMBER: _builtins.int
     satellite_id: _builtins.str
     elevation_deg: _builtins.float
     azimuth_deg: _builtins.float
@@ -422,6 +439,10 @@ class TableEntry(_message.Message):
     exclusion_detail: _builtins.str
     @_builtins.property
     def models(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def energy(self) -> Global___PathEnergy:
+        """The node's power and heat, when it models them."""
+
     def __init__(
         self,
         *,
@@ -441,14 +462,87 @@ class TableEntry(_message.Message):
         free_slots: _builtins.int = ...,
         exclusion: Global___ExclusionReason.ValueType = ...,
         exclusion_detail: _builtins.str = ...,
+        energy: Global___PathEnergy | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_energy", b"_energy", "energy", b"energy"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_energy", b"_energy", "azimuth_deg", b"azimuth_deg", "elevation_deg", b"elevation_deg", "energy", b"energy", "exclusion", b"exclusion", "exclusion_detail", b"exclusion_detail", "free_slots", b"free_slots", "in_flight", b"in_flight", "link_delay_s", b"link_delay_s", "link_up", b"link_up", "liveness", b"liveness", "los_in_s", b"los_in_s", "loss_rate", b"loss_rate", "models", b"models", "queue_depth", b"queue_depth", "range_km", b"range_km", "rate_bps", b"rate_bps", "satellite_id", b"satellite_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__energy: _TypeAlias = _typing.Literal["energy"]  # noqa: Y015
+    _WhichOneofArgType__energy: _TypeAlias = _typing.Literal["_energy", b"_energy"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__energy) -> _WhichOneofReturnType__energy | None: ...
+
+Global___TableEntry: _TypeAlias = TableEntry  # noqa: Y015
+
+@_typing.final
+class PathEnergy(_message.Message):
+    """A node's energy as routing uses it (from the node's load report, see groundplane.node.v1)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BATTERY_WH_FIELD_NUMBER: _builtins.int
+    CAPACITY_WH_FIELD_NUMBER: _builtins.int
+    RESERVE_WH_FIELD_NUMBER: _builtins.int
+    BUS_W_FIELD_NUMBER: _builtins.int
+    REQUEST_W_FIELD_NUMBER: _builtins.int
+    SOLAR_ARRAY_W_FIELD_NUMBER: _builtins.int
+    DISCHARGE_EFFICIENCY_FIELD_NUMBER: _builtins.int
+    TEMPERATURE_K_FIELD_NUMBER: _builtins.int
+    TEMPERATURE_LIMIT_K_FIELD_NUMBER: _builtins.int
+    THROTTLED_FIELD_NUMBER: _builtins.int
+    SUNLIT_FRACTION_FIELD_NUMBER: _builtins.int
+    SUNLIGHT_IN_S_FIELD_NUMBER: _builtins.int
+    ECLIPSE_IN_S_FIELD_NUMBER: _builtins.int
+    ECLIPSE_DURATION_S_FIELD_NUMBER: _builtins.int
+    COMPUTE_W_FIELD_NUMBER: _builtins.int
+    MEASURED_AT_S_FIELD_NUMBER: _builtins.int
+    battery_wh: _builtins.float
+    capacity_wh: _builtins.float
+    reserve_wh: _builtins.float
+    bus_w: _builtins.float
+    request_w: _builtins.float
+    solar_array_w: _builtins.float
+    discharge_efficiency: _builtins.float
+    temperature_k: _builtins.float
+    temperature_limit_k: _builtins.float
+    throttled: _builtins.bool
+    sunlit_fraction: _builtins.float
+    sunlight_in_s: _builtins.float
+    eclipse_in_s: _builtins.float
+    eclipse_duration_s: _builtins.float
+    compute_w: _builtins.float
+    """Compute power in use when reported (power_out_w - bus_w)."""
+    measured_at_s: _builtins.float
+    """When the node measured it (simulated Unix seconds): routing ages the eclipse timing and the
+    battery to the decision's instant.
+    """
+    def __init__(
+        self,
+        *,
+        battery_wh: _builtins.float = ...,
+        capacity_wh: _builtins.float = ...,
+        reserve_wh: _builtins.float = ...,
+        bus_w: _builtins.float = ...,
+        request_w: _builtins.float = ...,
+        solar_array_w: _builtins.float = ...,
+        discharge_efficiency: _builtins.float = ...,
+        temperature_k: _builtins.float = ...,
+        temperature_limit_k: _builtins.float = ...,
+        throttled: _builtins.bool = ...,
+        sunlit_fraction: _builtins.float = ...,
+        sunlight_in_s: _builtins.float = ...,
+        eclipse_in_s: _builtins.float = ...,
+        eclipse_duration_s: _builtins.float = ...,
+        compute_w: _builtins.float = ...,
+        measured_at_s: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["azimuth_deg", b"azimuth_deg", "elevation_deg", b"elevation_deg", "exclusion", b"exclusion", "exclusion_detail", b"exclusion_detail", "free_slots", b"free_slots", "in_flight", b"in_flight", "link_delay_s", b"link_delay_s", "link_up", b"link_up", "liveness", b"liveness", "los_in_s", b"los_in_s", "loss_rate", b"loss_rate", "models", b"models", "queue_depth", b"queue_depth", "range_km", b"range_km", "rate_bps", b"rate_bps", "satellite_id", b"satellite_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["battery_wh", b"battery_wh", "bus_w", b"bus_w", "capacity_wh", b"capacity_wh", "compute_w", b"compute_w", "discharge_efficiency", b"discharge_efficiency", "eclipse_duration_s", b"eclipse_duration_s", "eclipse_in_s", b"eclipse_in_s", "measured_at_s", b"measured_at_s", "request_w", b"request_w", "reserve_wh", b"reserve_wh", "solar_array_w", b"solar_array_w", "sunlight_in_s", b"sunlight_in_s", "sunlit_fraction", b"sunlit_fraction", "temperature_k", b"temperature_k", "temperature_limit_k", b"temperature_limit_k", "throttled", b"throttled"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___TableEntry: _TypeAlias = TableEntry  # noqa: Y015
+Global___PathEnergy: _TypeAlias = PathEnergy  # noqa: Y015
 
 @_typing.final
 class UpcomingPass(_message.Message):
