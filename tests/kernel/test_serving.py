@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -316,6 +317,15 @@ async def test_a_port_in_use_is_a_clear_error_and_leaves_the_server_restartable(
     await second.stop(0)
 
 
+@pytest.fixture
+def structlog_config() -> Iterator[None]:
+    """structlog's global configuration restored after the test."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
+
+
+@pytest.mark.usefixtures("structlog_config")
 async def test_a_long_echoing_message_is_cut_and_an_abort_past_the_deadline_is_quiet() -> None:
     """An error message echoing 30 KB of input reaches the caller cut to ~2 KB (not "Stream
     removed": the trailer holds 8 KB), head and tail kept; a servicer's abort after the caller's
@@ -332,6 +342,9 @@ async def test_a_long_echoing_message_is_cut_and_an_abort_past_the_deadline_is_q
             assert details.startswith("expected a short source")
             assert "bytes cut" in details
             assert len(details.encode()) <= 2_100
+            # Every level reaches the capture, whatever level an earlier test configured (the
+            # configuration is put back after the test).
+            structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
             with structlog.testing.capture_logs() as logs:
                 with pytest.raises(grpc.aio.AioRpcError) as late:
                     # A deadline the servicer is sure to start within, even on a loaded machine.
