@@ -55,6 +55,7 @@ import grpc
 import structlog
 from google.protobuf.message import DecodeError
 
+from groundplane.gateway.auth import token_sha256
 from groundplane.handoff.v1 import handoff_pb2, handoff_pb2_grpc
 from groundplane.kernel.clock import Clock, SimulatedClock
 from groundplane.kernel.errors import GroundplaneError, InvalidArgument
@@ -502,11 +503,23 @@ def write_sites_csv(path: Path, stations: Sequence[Site]) -> None:
 
 
 def write_tenants_json(path: Path, tenants: Mapping[str, Mapping[str, object]]) -> None:
-    """The gateway's tenants (``serve gateway --tenants``), readable by this user only: it
-    holds their tokens."""
-    path.touch(mode=0o600)
-    path.chmod(0o600)
-    path.write_text(json.dumps(tenants, indent=2) + "\n", encoding="utf-8")
+    """The gateway's tenants (``serve gateway --tenants``), created readable by this user only,
+    with each clear token replaced by its SHA-256 (``token_sha256``): the gateway needs only the
+    digests, so no clear token is written to disk."""
+    hashed: dict[str, dict[str, object]] = {}
+    for tenant_id, entry in tenants.items():
+        tokens = entry.get("tokens", [])
+        digests = list(entry.get("token_sha256", []))  # type: ignore[call-overload]  # checked by the gateway
+        if isinstance(tokens, list):
+            digests += [token_sha256(str(token)) for token in tokens]
+        hashed[tenant_id] = {
+            **{k: v for k, v in entry.items() if k != "tokens"},
+            "token_sha256": digests,
+        }
+    path.unlink(missing_ok=True)  # a new file: O_CREAT's mode applies only to a new one
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(json.dumps(hashed, indent=2) + "\n")
 
 
 class ProcessSystem:
