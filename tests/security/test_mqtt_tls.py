@@ -9,6 +9,7 @@ counts the refused publishes and subscriptions there).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import shutil
 import ssl
 from collections.abc import AsyncIterator
@@ -213,3 +214,51 @@ async def test_clients_without_a_certificate_of_the_ca_are_refused_at_the_handsh
     assert "certificate verify failed" in log, log
     assert "wrong version number" in log, log
     assert broker.refused_handshakes_total() == 3, log
+
+
+def test_up_hands_each_child_its_own_broker_certificate_in_its_environment(
+    tmp_path: Path,
+) -> None:
+    """With ``ProcessPlan.broker_tls``, each child that uses the broker gets its own
+    certificate files in ``GROUNDPLANE_BROKER_TLS_CA/_CERT/_KEY`` (never on its command line);
+    a child without files (tracking) gets none; a plaintext plan adds no such variable."""
+    from groundplane.system.processes import (
+        CatalogSource,
+        ChildPorts,
+        ProcessPlan,
+        child_specs,
+    )
+
+    ca = tmp_path / "ca.pem"
+    names = ("links", "nodes-0", "routing", "handoff", "gateway")
+    for path in (ca, *(tmp_path / f"{n}.{ext}" for n in names for ext in ("crt", "key"))):
+        path.write_text("test")
+    files = {n: BrokerTls(ca, tmp_path / f"{n}.crt", tmp_path / f"{n}.key") for n in names}
+    plan = ProcessPlan(
+        workdir=tmp_path,
+        broker_url="mqtts://127.0.0.1:8883",
+        catalog=CatalogSource(constellation="walker:24/6/1@550km:53"),
+        sites_csv=tmp_path / "sites.csv",
+        min_elevation_deg=10.0,
+        satellites=24,
+        ports=ChildPorts(
+            tracking=50051, links=50054, nodes=(50100,), routing=50052, handoff=50053, gateway=50056
+        ),
+        clock_spec=None,
+        handoff_db=tmp_path / "handoff.sqlite",
+        env={},
+        broker_tls=files,
+    )
+    specs = {spec.name: spec for spec in child_specs(plan)}
+    for name, tls in files.items():
+        env = specs[name].env
+        assert env is not None
+        assert env["GROUNDPLANE_BROKER_TLS_CA"] == str(ca)
+        assert env["GROUNDPLANE_BROKER_TLS_CERT"] == str(tls.cert_file)
+        assert env["GROUNDPLANE_BROKER_TLS_KEY"] == str(tls.key_file)
+        assert not any(".crt" in arg or ".key" in arg for arg in specs[name].argv)
+    tracking_env = specs["tracking"].env
+    assert tracking_env is not None
+    assert "GROUNDPLANE_BROKER_TLS_CERT" not in tracking_env
+    plain = child_specs(dataclasses.replace(plan, broker_tls=None))
+    assert not any("GROUNDPLANE_BROKER_TLS_CA" in (spec.env or {}) for spec in plain)

@@ -61,7 +61,7 @@ from groundplane.kernel.clock import Clock, SimulatedClock
 from groundplane.kernel.errors import GroundplaneError, InvalidArgument
 from groundplane.link.v1 import link_pb2
 from groundplane.mqtt import topics
-from groundplane.mqtt.broker import BrokerAddress, PrivateBroker, free_loopback_port
+from groundplane.mqtt.broker import BrokerAddress, BrokerTls, PrivateBroker, free_loopback_port
 from groundplane.mqtt.client import MqttClient, ReceivedMessage
 from groundplane.node.client import ONLINE, NodeDirectory
 from groundplane.node.shard import shard_members
@@ -269,6 +269,11 @@ class ProcessPlan:
     program: tuple[str, ...] = (sys.executable, "-m", "groundplane.cli.main")
     otlp_endpoint: str | None = None
     """``--otlp-endpoint`` of every child; None: none (they may still read OTEL_* variables)."""
+    broker_tls: Mapping[str, BrokerTls] | None = None
+    """Over a TLS broker (``mqtts://`` URLs): each child's client certificate files by child
+    name (``links``, ``nodes-0``, ``routing``, …; the certificate's common name is the child's
+    account, e.g. ``gp-links``, ``gp-shard-nodes-0``), passed in the child's
+    ``GROUNDPLANE_BROKER_TLS_CA``/``_CERT``/``_KEY``. None: a plaintext broker."""
 
     @property
     def shards(self) -> int:
@@ -341,7 +346,7 @@ def child_specs(plan: ProcessPlan) -> list[ChildSpec]:
             name=name,
             argv=[*plan.program, "serve", service, *common, *flags],
             health_target=_target(port),
-            env={**env, BROKER_ENV: broker_url},
+            env={**env, BROKER_ENV: broker_url, **broker_tls_environment(plan, name)},
             ready_timeout_s=CHILD_READY_TIMEOUT_S,
             stop_grace_s=CHILD_STOP_GRACE_S,
         )
@@ -466,6 +471,24 @@ def child_specs(plan: ProcessPlan) -> list[ChildSpec]:
             )
         )
     return specs
+
+
+BROKER_TLS_ENV = (
+    "GROUNDPLANE_BROKER_TLS_CA",
+    "GROUNDPLANE_BROKER_TLS_CERT",
+    "GROUNDPLANE_BROKER_TLS_KEY",
+)
+
+
+def broker_tls_environment(plan: ProcessPlan, child: str) -> dict[str, str]:
+    """``GROUNDPLANE_BROKER_TLS_*`` of ``child`` (empty for a plaintext broker and for a child
+    without files, e.g. tracking, which has no broker: one that needs them and got none stops at
+    start with ``mqtts://`` URL's error naming the options)."""
+    tls = None if plan.broker_tls is None else plan.broker_tls.get(child)
+    if tls is None:
+        return {}
+    files = (tls.ca_file, tls.cert_file, tls.key_file)
+    return {name: str(path) for name, path in zip(BROKER_TLS_ENV, files, strict=True) if path}
 
 
 def child_environment(environ: Mapping[str, str]) -> dict[str, str]:
@@ -782,6 +805,7 @@ class ProcessSystem:
         env = child_environment(os.environ)
         if node_password is not None:
             env[NODE_PASSWORD_ENV] = node_password
+        program: dict[str, Any] = {} if self._program is None else {"program": self._program}
         return ProcessPlan(
             workdir=workdir,
             broker_url=broker.url,
@@ -810,7 +834,7 @@ class ProcessSystem:
             shard_broker_urls=self._shard_urls,
             env=env,
             otlp_endpoint=config.otlp_endpoint,
-            **({} if self._program is None else {"program": self._program}),
+            **program,
         )
 
     # -- counters -----------------------------------------------------------------------------
