@@ -280,8 +280,8 @@ ROLES: dict[str, tuple[tuple[str, str], ...]] = {
         ("read", f"{topics.PREFIX}/node/+/tx/#"),
         ("write", f"{topics.PREFIX}/node/+/rx/#"),
         ("write", f"{topics.PREFIX}/ground/+/rx/#"),
-        ("readwrite", f"{topics.PREFIX}/link/#"),
-        ("readwrite", f"{topics.PREFIX}/isl/#"),
+        ("write", f"{topics.PREFIX}/link/#"),
+        ("write", f"{topics.PREFIX}/isl/#"),
     ),
     # Routing: who is alive, how loaded, which links are up; it publishes nothing.
     ROLE_ROUTING: (
@@ -290,15 +290,17 @@ ROLES: dict[str, tuple[tuple[str, str], ...]] = {
         ("read", topics.SHARD_STATUS_FILTER),
         ("read", topics.LINK_STATE_FILTER),
     ),
-    # Handoff: liveness, and requests to the nodes through the stations with their replies.
+    # Handoff: liveness (its NodeDirectory), and requests to the nodes through the stations
+    # with their replies.
     ROLE_HANDOFF: (
         ("read", topics.NODE_STATUS_FILTER),
+        ("read", topics.NODE_LOAD_FILTER),
         ("read", topics.SHARD_STATUS_FILTER),
-        ("read", topics.LINK_STATE_FILTER),
         ("write", f"{topics.PREFIX}/ground/+/tx/#"),
         ("read", f"{topics.PREFIX}/ground/+/rx/#"),
     ),
-    # The gateway: as handoff, and the link states it watches.
+    # The gateway: as handoff, and the link states it watches. Replies are read under every
+    # ground/+/rx/#: a requester's instance id is its own choice, not known to the ACL.
     ROLE_GATEWAY: (
         ("read", topics.NODE_STATUS_FILTER),
         ("read", topics.NODE_LOAD_FILTER),
