@@ -14,7 +14,7 @@ import shutil
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -32,6 +32,7 @@ from groundplane.mqtt.broker import (
     shard_username,
 )
 from groundplane.mqtt.client import BrokerRefusedError, MqttClient, ReceivedMessage, tls_context
+from groundplane.node.v1 import node_pb2
 
 WAIT_S = 5.0
 NODE_A, NODE_B = "25544", "48274"
@@ -262,3 +263,52 @@ def test_up_hands_each_child_its_own_broker_certificate_in_its_environment(
     assert "GROUNDPLANE_BROKER_TLS_CERT" not in tracking_env
     plain = child_specs(dataclasses.replace(plan, broker_tls=None))
     assert not any("GROUNDPLANE_BROKER_TLS_CA" in (spec.env or {}) for spec in plain)
+
+
+async def test_real_components_work_over_tls_with_only_their_roles(tmp_path: Path) -> None:
+    """A nodes shard (its certificate: ``gp-shard-s0``), the link emulator (``gp-links``) and a
+    ground client with the node directory and a requester (``gp-gateway``) over the TLS broker:
+    every member is born ONLINE in the directory and a request to each crosses the emulated link
+    and is answered by it. The least-privilege ACL is enough for what they really do."""
+    from ..node.conftest import FAST_MODEL, STATION
+    from ..node.test_shard import MEMBERS, SHARD, running_shard
+
+    if shutil.which("mosquitto") is None and not Path("/usr/sbin/mosquitto").exists():
+        pytest.skip("mosquitto is not installed")
+    ca = trustme.CA()
+    pki = Pki(ca, tmp_path / "pki")
+    pki.directory.mkdir()
+    ca.cert_pem.write_to_path(str(pki.directory / "ca.pem"))
+    server = ca.issue_cert("127.0.0.1", common_name="groundplane-broker")
+    server.cert_chain_pems[0].write_to_path(str(pki.directory / "broker.crt"))
+    server.private_key_pem.write_to_path(str(pki.directory / "broker.key"))
+    tls = BrokerServerTls(
+        pki.directory / "ca.pem", pki.directory / "broker.crt", pki.directory / "broker.key"
+    )
+    shard_account = shard_username(SHARD)
+    async with (
+        PrivateBroker(
+            workdir=tmp_path / "broker",
+            tls=tls,
+            shards={SHARD: MEMBERS},
+            identities={shard_account: pki.client(shard_account)},
+        ) as broker,
+        running_shard(
+            broker,
+            links_address=broker.tls_address(pki.client(ROLE_LINKS)),
+            ground_address=broker.tls_address(pki.client(ROLE_GATEWAY)),
+        ) as run,
+    ):
+        for sat in MEMBERS:
+            view = run.directory.get(sat)
+            assert view is not None
+            assert view.shard_id == SHARD
+            outcome = await run.requester.infer(
+                sat,
+                STATION,
+                node_pb2.InferRequest(model=FAST_MODEL.name, prompt="hello", max_tokens=4),
+                request_id=f"tls-{sat}",
+                deadline=run.clock.now() + timedelta(seconds=30),
+            )
+            assert outcome.satellite_id == sat
+            assert outcome.result.output_tokens > 0

@@ -413,6 +413,7 @@ class PrivateBroker:
         readers: Iterable[str] = (),
         shards: Mapping[str, Iterable[str]] | None = None,
         tls: BrokerServerTls | None = None,
+        identities: Mapping[str, BrokerTls] | None = None,
     ) -> None:
         if autosave_interval_s < 1:
             raise InvalidArgument(
@@ -438,6 +439,9 @@ class PrivateBroker:
         for shard_id in self._shards:
             self._passwords[shard_username(shard_id)] = secrets.token_urlsafe(18)
         self._tls = tls
+        self._identities = dict(identities or {})
+        if self._identities and tls is None:
+            raise InvalidArgument("client identities (certificates) need tls=BrokerServerTls(...)")
         self._process: asyncio.subprocess.Process | None = None
 
     # -- addresses -------------------------------------------------------------------------------
@@ -457,7 +461,7 @@ class PrivateBroker:
     @property
     def address(self) -> BrokerAddress:
         """The service account (read and write under ``gp/v1/#``)."""
-        return BrokerAddress(self.host, self._port, SERVICE_USER, self._passwords[SERVICE_USER])
+        return self._account(SERVICE_USER, self._passwords[SERVICE_USER])
 
     @property
     def url(self) -> str:
@@ -467,6 +471,20 @@ class PrivateBroker:
     def tls(self) -> BrokerServerTls | None:
         """The TLS files when the broker speaks TLS (None: plaintext with passwords)."""
         return self._tls
+
+    def _account(self, username: str, password: str) -> BrokerAddress:
+        """The address of an account: its password, or over TLS its certificate files (given
+        as ``identities``, keyed by account; the certificate's common name must be it)."""
+        if self._tls is None:
+            return BrokerAddress(self.host, self._port, username, password)
+        client = self._identities.get(username)
+        if client is None:
+            raise FailedPrecondition(
+                f"the broker speaks TLS and has no client certificate for account {username!r}; "
+                f"pass identities={{{username!r}: BrokerTls(...)}} (accounts with certificates: "
+                f"{sorted(self._identities)}), or use tls_address(BrokerTls(...))"
+            )
+        return self.tls_address(client)
 
     def tls_address(self, client: BrokerTls) -> BrokerAddress:
         """A client of the TLS broker: the account is ``client``'s certificate common name."""
@@ -506,7 +524,7 @@ class PrivateBroker:
                 f"no broker account for node {node_id!r}; nodes with accounts: {known} "
                 "(a node gets an account when its id is in PrivateBroker(nodes=...))"
             )
-        return BrokerAddress(self.host, self._port, node_id, password)
+        return self._account(node_id, password)
 
     def shard_address(self, shard_id: str) -> BrokerAddress:
         """The account of nodes shard ``shard_id`` (its members' node topics and its own)."""
@@ -516,7 +534,7 @@ class PrivateBroker:
                 f"{sorted(self._shards)} (pass shards={{shard_id: [sats]}} to PrivateBroker)"
             )
         username = shard_username(shard_id)
-        return BrokerAddress(self.host, self._port, username, self._passwords[username])
+        return self._account(username, self._passwords[username])
 
     def shard_members(self, shard_id: str) -> tuple[str, ...]:
         """The satellites shard ``shard_id`` may speak for (sorted)."""
@@ -530,7 +548,7 @@ class PrivateBroker:
                 f"no read-only broker account {username!r}; read-only accounts: "
                 f"{sorted(self._readers)} (pass readers=[...] to PrivateBroker)"
             )
-        return BrokerAddress(self.host, self._port, username, self._passwords[username])
+        return self._account(username, self._passwords[username])
 
     # -- configuration ---------------------------------------------------------------------------
 
