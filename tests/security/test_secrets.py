@@ -69,6 +69,10 @@ def test_a_secret_on_the_command_line_is_refused_with_where_it_goes(
     for name in names:
         assert name in err, err
     assert PASSWORD not in err
+    command = " ".join(argv[:2] if argv[0] == "serve" else argv[:1])
+    assert f"groundplane {command}: error:" in err, "the error names the command given"
+    if argv[0] == "up":
+        assert "--broker-file" not in err, "up has no --broker-file"
 
 
 def test_the_same_secrets_from_the_environment_or_a_file_are_accepted(tmp_path: Path) -> None:

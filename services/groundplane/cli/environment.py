@@ -183,13 +183,29 @@ def refuse_on_command_line(
     return action
 
 
+def _chosen(
+    parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> Iterator[argparse.ArgumentParser]:
+    """The parser and the subcommand parsers ``args`` went through (by each subparsers action's
+    ``dest``; every parser under one whose choice is not recorded)."""
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            chosen = action.choices.get(str(getattr(args, action.dest, None)))
+            if chosen is not None:
+                yield from _chosen(chosen, args)
+            else:
+                for sub in action.choices.values():
+                    yield from _parsers(sub)
+
+
 def _refuse_secrets(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """A usage error for a marked option whose value came from the command line and is refused.
 
-    Only the chosen subcommands' parsers are looked at: an option given on the command line is
-    in ``args`` and is neither its default nor a placeholder of its variable.
+    Only the chosen subcommands' parsers are looked at (:func:`_chosen`): an option given on the
+    command line is in ``args`` and is neither its default nor a placeholder of its variable.
     """
-    for sub in _parsers(parser):
+    for sub in _chosen(parser, args):
         for action in sub._actions:
             refusal = getattr(action, _REFUSE, None)
             if refusal is None or not hasattr(args, action.dest):

@@ -179,15 +179,24 @@ def add_broker_tls_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(f"--broker-tls-{flag}", metavar="FILE", help=what)
 
 
-def broker_url_refusal(url: object) -> str | None:
-    """Why ``--broker URL`` may not be given on the command line (it holds a password), or None."""
+def broker_url_refusal(url: object, *, file_option: bool = True) -> str | None:
+    """Why ``--broker URL`` may not be given on the command line (it holds a password), or None;
+    ``file_option``: the command also has ``--broker-file``."""
     if isinstance(url, str) and urlsplit(url).password is not None:
+        instead = (
+            " or in a file (--broker-file FILE, GROUNDPLANE_BROKER_FILE)" if file_option else ""
+        )
         return (
             f"--broker {redacted_url(url)}: a password on the command line is visible to every "
-            "user of the machine (ps); put the URL in the environment (GROUNDPLANE_BROKER=URL) "
-            "or in a file (--broker-file FILE, GROUNDPLANE_BROKER_FILE)"
+            f"user of the machine (ps); put the URL in the environment (GROUNDPLANE_BROKER=URL)"
+            f"{instead}"
         )
     return None
+
+
+def broker_url_refusal_without_file(url: object) -> str | None:
+    """:func:`broker_url_refusal` for a command without ``--broker-file`` (up, dashboard)."""
+    return broker_url_refusal(url, file_option=False)
 
 
 def broker_tls(args: argparse.Namespace) -> BrokerTls | None:

@@ -26,7 +26,7 @@ from . import environment, inputs
 from .process import (
     add_process_arguments,
     add_tracking_argument,
-    broker_url_refusal,
+    broker_url_refusal_without_file,
     listen_address,
     process_clock,
     run_service,
@@ -63,7 +63,7 @@ def register(services: Any) -> None:
             "password only from GROUNDPLANE_BROKER): node health and link states (default: not "
             "shown)",
         ),
-        broker_url_refusal,
+        broker_url_refusal_without_file,
     )
     dashboard.add_argument(
         "--web-host",

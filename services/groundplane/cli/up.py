@@ -63,7 +63,7 @@ from groundplane.system.system import (
 from groundplane.tracking.servicer import SERVICE_NAME as TRACKING_SERVICE
 
 from . import environment, inputs
-from .process import broker_url_refusal
+from .process import broker_url_refusal_without_file
 
 NODE_PASSWORD_ENV = "GROUNDPLANE_NODE_PASSWORD"
 DEMO_TOKEN_ENV = "GROUNDPLANE_DEMO_TOKEN"
@@ -107,7 +107,7 @@ def register(commands: Any) -> None:
             "GROUNDPLANE_BROKER) instead of a private Mosquitto; node accounts "
             f"<sat>/${NODE_PASSWORD_ENV} must exist there",
         ),
-        broker_url_refusal,
+        broker_url_refusal_without_file,
     )
     token = up.add_mutually_exclusive_group()
     environment.refuse_on_command_line(
