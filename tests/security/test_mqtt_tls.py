@@ -312,3 +312,69 @@ async def test_real_components_work_over_tls_with_only_their_roles(tmp_path: Pat
             )
             assert outcome.satellite_id == sat
             assert outcome.result.output_tokens > 0
+
+
+@pytest.mark.slow
+async def test_a_multi_process_system_serves_requests_over_the_tls_broker(tmp_path: Path) -> None:
+    """``ProcessSystem(broker_tls=...)``: the private broker speaks TLS only and every child
+    (links, the nodes shard, routing, handoff, gateway) logs in with its own certificate and
+    role; the load's requests are answered through the gateway (the first within 60 s), and no
+    password file exists."""
+    from groundplane.orbit.constellations import generate
+    from groundplane.scenario import default_stations, default_users
+    from groundplane.system.processes import (
+        CHILD_ACCOUNTS,
+        BrokerTlsFiles,
+        CatalogSource,
+        ProcessSystem,
+        shard_id,
+    )
+    from groundplane.system.system import SystemConfig
+
+    if shutil.which("mosquitto") is None and not Path("/usr/sbin/mosquitto").exists():
+        pytest.skip("mosquitto is not installed")
+    ca = trustme.CA()
+    pki = Pki(ca, tmp_path / "pki")
+    pki.directory.mkdir()
+    ca.cert_pem.write_to_path(str(pki.directory / "ca.pem"))
+    server = ca.issue_cert("127.0.0.1", common_name="groundplane-broker")
+    server.cert_chain_pems[0].write_to_path(str(pki.directory / "broker.crt"))
+    server.private_key_pem.write_to_path(str(pki.directory / "broker.key"))
+    accounts = {"gp-service", *CHILD_ACCOUNTS.values(), shard_username(shard_id(0))}
+    files = BrokerTlsFiles(
+        BrokerServerTls(
+            pki.directory / "ca.pem", pki.directory / "broker.crt", pki.directory / "broker.key"
+        ),
+        {account: pki.client(account) for account in accounts},
+    )
+    clock = SimulatedClock(datetime(2026, 8, 15, 12, tzinfo=UTC), speed=10.0)
+    spec = "walker:24/6/1@550km:53"
+    config = SystemConfig(
+        elements=generate(spec, clock.now()),
+        stations=default_stations(),
+        users=default_users(),
+        rate_rps=4.0,
+        workdir=tmp_path / "run",
+        route_tick_s=2.0,
+    )
+    system = ProcessSystem(config, clock, CatalogSource(constellation=spec), broker_tls=files)
+
+    async def scenario(running: ProcessSystem) -> None:
+        async with asyncio.timeout(60):
+            # RunStats has no event per answer: poll the counter the load updates.
+            while running.stats.succeeded < 1:  # noqa: ASYNC110
+                await asyncio.sleep(0.2)
+        running.stop()
+
+    async with asyncio.timeout(150):
+        await system.run(scenario)
+    plan = system.plan
+    assert plan is not None
+    assert plan.broker_url.startswith("mqtts://127.0.0.1:")
+    assert "@" not in plan.broker_url
+    assert not (tmp_path / "run" / "passwords").exists()
+    config_text = (tmp_path / "run" / "mosquitto.conf").read_text()
+    assert "require_certificate true" in config_text
+    log = (tmp_path / "run" / "mosquitto.log").read_text()
+    for account in ("gp-links", "gp-routing", "gp-handoff", "gp-gateway", "gp-shard-nodes-0"):
+        assert f"u'{account}'" in log, f"{account} never connected"

@@ -61,7 +61,19 @@ from groundplane.kernel.clock import Clock, SimulatedClock
 from groundplane.kernel.errors import GroundplaneError, InvalidArgument
 from groundplane.link.v1 import link_pb2
 from groundplane.mqtt import topics
-from groundplane.mqtt.broker import BrokerAddress, BrokerTls, PrivateBroker, free_loopback_port
+from groundplane.mqtt.broker import (
+    ROLE_GATEWAY,
+    ROLE_HANDOFF,
+    ROLE_LINKS,
+    ROLE_ROUTING,
+    SERVICE_USER,
+    BrokerAddress,
+    BrokerServerTls,
+    BrokerTls,
+    PrivateBroker,
+    free_loopback_port,
+    shard_username,
+)
 from groundplane.mqtt.client import MqttClient, ReceivedMessage
 from groundplane.node.client import ONLINE, NodeDirectory
 from groundplane.node.shard import shard_members
@@ -111,6 +123,38 @@ before is ready: links and the nodes shards need tracking; routing and handoff n
 (and links); the gateway needs routing and handoff; the dashboard (``up --dashboard``) watches
 all of them. ``nodes`` stands for every shard. The stop
 goes one child at a time, in the reverse order of the starts."""
+
+
+CHILD_ACCOUNTS = {
+    "links": ROLE_LINKS,
+    "routing": ROLE_ROUTING,
+    "handoff": ROLE_HANDOFF,
+    "gateway": ROLE_GATEWAY,
+    "dashboard": SERVICE_USER,
+}
+"""The broker account (certificate common name) of each child over a TLS broker; nodes shard
+``i`` is ``gp-shard-nodes-<i>``."""
+
+
+@dataclass(frozen=True)
+class BrokerTlsFiles:
+    """The private broker over TLS: its own files, and each account's client certificate
+    (``gp-service`` for ``up`` itself, every :data:`CHILD_ACCOUNTS` role, each shard's
+    ``gp-shard-nodes-<i>``), e.g. minted by ``up --tls``."""
+
+    server: BrokerServerTls
+    clients: Mapping[str, BrokerTls]
+
+    def for_children(self, shards: int) -> dict[str, BrokerTls]:
+        """Each child's files by child name; InvalidArgument naming an account without any."""
+        accounts = {**CHILD_ACCOUNTS}
+        accounts.update({shard_id(i): shard_username(shard_id(i)) for i in range(shards)})
+        missing = sorted({SERVICE_USER, *accounts.values()} - set(self.clients))
+        if missing:
+            raise InvalidArgument(
+                f"the TLS broker needs a client certificate for each account; none for {missing}"
+            )
+        return {child: self.clients[account] for child, account in accounts.items()}
 
 
 @dataclass(frozen=True)
@@ -558,9 +602,17 @@ class ProcessSystem:
         restart_policy: RestartPolicy | None = None,
         program: Sequence[str] | None = None,
         dashboard: tuple[str, int] | None = None,
+        broker_tls: BrokerTlsFiles | None = None,
     ) -> None:
         """``program`` is what runs ``serve SERVICE …`` (default: this Python's groundplane);
-        ``dashboard`` (host, port; 0 picks a free one) adds a ``serve dashboard`` child."""
+        ``dashboard`` (host, port; 0 picks a free one) adds a ``serve dashboard`` child;
+        ``broker_tls`` runs the private broker over TLS, each child logging in with its own
+        certificate (:data:`CHILD_ACCOUNTS`)."""
+        if broker_tls is not None and config.broker_url is not None:
+            raise InvalidArgument(
+                "broker TLS files are for the private broker; an existing broker (--broker) "
+                "takes mqtts:// with GROUNDPLANE_BROKER_TLS_* instead"
+            )
         self.config = config
         self.clock = clock
         self.catalog = catalog
@@ -581,6 +633,8 @@ class ProcessSystem:
         self._restart_policy = restart_policy
         self._program = tuple(program) if program is not None else None
         self._dashboard = dashboard
+        self._broker_tls = broker_tls
+        self._child_tls: dict[str, BrokerTls] | None = None
         self._shard_urls: tuple[str, ...] | None = None
         self._handoff: handoff_pb2_grpc.HandoffServiceAsyncStub | None = None
         self._handoff_after_id = 0
@@ -781,11 +835,19 @@ class ProcessSystem:
             shard_id(index): shard_members(self.satellite_ids, index, count)
             for index in range(count)
         }
+        tls = self._broker_tls
         broker = await stack.enter_async_context(
             PrivateBroker(
-                nodes=self.satellite_ids, workdir=config.workdir, readers=readers, shards=shards
+                nodes=self.satellite_ids,
+                workdir=config.workdir,
+                readers=readers,
+                shards=shards,
+                tls=None if tls is None else tls.server,
+                identities=None if tls is None else tls.clients,
             )
         )
+        if tls is not None:
+            self._child_tls = tls.for_children(count)
         if config.broker_reader is not None:
             self.reader_address = broker.reader_address(config.broker_reader)
         self._shard_urls = tuple(broker.shard_address(shard_id(i)).url for i in range(count))
@@ -832,6 +894,7 @@ class ProcessSystem:
             default_deadline_s=config.gateway_deadline_wall_s,
             tenants_file=tenants_file,
             shard_broker_urls=self._shard_urls,
+            broker_tls=self._child_tls,
             env=env,
             otlp_endpoint=config.otlp_endpoint,
             **program,
