@@ -69,15 +69,21 @@ async def serve(
 ) -> AsyncIterator[Served]:
     """``groundplane serve SERVICE ARGS`` until it prints ``SERVICE serving on HOST:PORT``
     (within ``start_timeout_s``; an earlier exit fails the test). The child's stderr goes to
-    ``stderr_path``; ``env`` defaults to this process's environment. Killed if the block leaves
-    it running."""
+    ``stderr_path``; ``env`` defaults to this process's environment. A ``--broker URL`` among
+    ``args`` goes in the child's ``GROUNDPLANE_BROKER`` instead (as ``up`` passes it: a URL
+    with a password is refused on a command line). Killed if the block leaves it running."""
+    argv, child_env = list(args), dict(os.environ if env is None else env)
+    if "--broker" in argv:
+        at = argv.index("--broker")
+        child_env["GROUNDPLANE_BROKER"] = argv[at + 1]
+        del argv[at : at + 2]
     with stderr_path.open("wb") as stderr:
         process = await asyncio.create_subprocess_exec(
             GROUNDPLANE,
             "serve",
             service,
-            *args,
-            env=dict(os.environ if env is None else env),
+            *argv,
+            env=child_env,
             cwd=cwd,
             stdout=asyncio.subprocess.PIPE,
             stderr=stderr,

@@ -110,7 +110,10 @@ def test_up_runs_the_default_scenario_and_writes_summary_and_trace(
     assert process.returncode == 0, err
     assert "walker:" in out
     assert "gateway" in out
-    assert DEFAULT_TOKEN in out
+    token = re.search(r"token (\S+)", out)
+    assert token is not None, out
+    assert token.group(1) != DEFAULT_TOKEN, "a fresh random demo token per run"
+    assert len(token.group(1)) >= 32
     assert "requests" in out
     assert "links" in out
     assert out.rstrip().endswith("stopped cleanly")
@@ -142,20 +145,21 @@ def test_up_runs_the_default_scenario_and_writes_summary_and_trace(
 
 
 def test_infer_streams_an_answer_from_a_running_up_which_stops_on_sigint() -> None:
-    """`groundplane infer` against the gateway address `up` printed, with the documented demo
-    token, prints an answer and names the satellite; then Ctrl-C (SIGINT) stops `up` cleanly
+    """`groundplane infer` against the gateway address `up` printed, with the demo token it
+    printed, prints an answer and names the satellite; then Ctrl-C (SIGINT) stops `up` cleanly
     with exit 0."""
     _need_mosquitto()
     process = _run_up("--rate", "1")
     try:
         assert process.stdout is not None
-        target = None
+        target = token = None
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and target is None:
             line = process.stdout.readline()
-            found = re.search(r"gateway\s+(\S+:\d+)", line)
-            target = found.group(1) if found else None
+            found = re.search(r"gateway\s+(\S+:\d+) .* token (\S+)", line)
+            target, token = (found.group(1), found.group(2)) if found else (None, None)
         assert target is not None, "up did not print its gateway address"
+        assert token is not None, "up did not print its demo token"
 
         def infer(*extra: str) -> subprocess.CompletedProcess[str]:
             return subprocess.run(
@@ -171,7 +175,7 @@ def test_infer_streams_an_answer_from_a_running_up_which_stops_on_sigint() -> No
                     *extra,
                     "hello from New York",
                 ),
-                env={**os.environ, "GROUNDPLANE_TOKEN": DEFAULT_TOKEN},
+                env={**os.environ, "GROUNDPLANE_TOKEN": str(token)},
                 check=False,
                 capture_output=True,
                 text=True,
@@ -398,13 +402,15 @@ def test_up_broker_dev_credentials_print_a_read_only_mosquitto_sub(tmp_path: Pat
         _groundplane(
             "up",
             IN_PROCESS,
-            "--broker",
-            "mqtt://u:p@127.0.0.1:1",
             "--broker-dev-credentials",
             "--duration",
             "1",
         ),
-        env={**os.environ, "GROUNDPLANE_NODE_PASSWORD": "x"},
+        env={
+            **os.environ,
+            "GROUNDPLANE_NODE_PASSWORD": "x",
+            "GROUNDPLANE_BROKER": "mqtt://u:p@127.0.0.1:1",
+        },
         check=False,
         capture_output=True,
         text=True,

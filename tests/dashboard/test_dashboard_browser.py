@@ -75,6 +75,8 @@ async def _up(tmp_path: Path) -> AsyncIterator[Up]:
         "2",
         "--status-interval",
         "60",
+        # The documented dev token, so the infer call below knows it (default: a random one).
+        env={**os.environ, "GROUNDPLANE_DEMO_TOKEN": DEFAULT_TOKEN},
         cwd=tmp_path,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,

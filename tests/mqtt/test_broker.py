@@ -29,14 +29,21 @@ SETTLE_S = 3.0
 
 
 def test_broker_url_round_trip_and_errors() -> None:
-    """mqtt:// URLs parse into host, port and credentials and back; other schemes teach."""
+    """mqtt:// URLs parse into host, port and credentials and back; other schemes teach; an
+    mqtts:// URL needs the TLS files; no error repeats the password."""
     address = BrokerAddress.from_url("mqtt://gp-service:p%40ss@broker.local:2883")
     assert address == BrokerAddress("broker.local", 2883, "gp-service", "p@ss")
     assert BrokerAddress.from_url(address.url) == address
     assert BrokerAddress.from_url("mqtt://10.0.0.5").port == 1883
     assert "p@ss" not in repr(address)
-    with pytest.raises(InvalidArgument, match="scheme 'mqtts'"):
+    with pytest.raises(InvalidArgument, match="GROUNDPLANE_BROKER_TLS_CA") as no_files:
         BrokerAddress.from_url("mqtts://host:8883")
+    assert "--broker-tls-ca" in str(no_files.value)
+    for bad in ("http://u:s3cret-pw@host", "mqtt://u:s3cret-pw@host:99999", "mqtt://u:s3cret-pw@"):
+        with pytest.raises(InvalidArgument) as refused:
+            BrokerAddress.from_url(bad)
+        assert "s3cret-pw" not in str(refused.value)
+        assert "u:***@" in str(refused.value)
 
 
 async def test_config_is_loopback_nodelay_authenticated(broker: PrivateBroker) -> None:

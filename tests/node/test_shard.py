@@ -19,7 +19,7 @@ from groundplane.kernel.errors import Unavailable
 from groundplane.links.emulator import LinkEmulator
 from groundplane.links.model import LinkConfig
 from groundplane.mqtt import topics
-from groundplane.mqtt.broker import PrivateBroker, shard_username
+from groundplane.mqtt.broker import BrokerAddress, PrivateBroker, shard_username
 from groundplane.mqtt.client import NOT_AUTHORIZED, BrokerRefusedError, MqttClient, ReceivedMessage
 from groundplane.node.agent import AgentConfig, EpochSource, NodeAgent
 from groundplane.node.backends import SyntheticBackend
@@ -236,18 +236,26 @@ async def running_shard(
     load_interval_s: float = 0.05,
     keepalive_s: int = 30,
     power: ShardPower | None = None,
+    links_address: BrokerAddress | None = None,
+    ground_address: BrokerAddress | None = None,
 ) -> AsyncIterator[ShardRun]:
     """The link emulator, a ground client with directory and requester, and a shard of
-    MEMBERS."""
+    MEMBERS (the emulator and the ground client as the service account unless given)."""
     clock = SimulatedClock(EPOCH)
     directory = NodeDirectory()
     async with AsyncExitStack() as stack:
         links = await stack.enter_async_context(
-            MqttClient(broker.address, client_id="links", clock=clock, backoff=FAST_BACKOFF)
-        )
+            MqttClient(
+                links_address or broker.address, client_id="links", clock=clock,
+                backoff=FAST_BACKOFF,
+            )
+        )  # fmt: skip
         ground = await stack.enter_async_context(
-            MqttClient(broker.address, client_id="ground", clock=clock, backoff=FAST_BACKOFF)
-        )
+            MqttClient(
+                ground_address or broker.address, client_id="ground", clock=clock,
+                backoff=FAST_BACKOFF,
+            )
+        )  # fmt: skip
         tasks = await stack.enter_async_context(asyncio.TaskGroup())
         emulator = LinkEmulator(links, clock, geometry(MEMBERS), config=LinkConfig(), tick_s=0.05)
         emulator_task = tasks.create_task(emulator.run(), name="test-link-emulator")

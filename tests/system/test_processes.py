@@ -24,6 +24,7 @@ import pytest
 
 from groundplane.cli.inputs import load_mask, load_sites_csv
 from groundplane.cli.serve_nodes import model_specs
+from groundplane.gateway.auth import token_sha256
 from groundplane.gateway.v1 import gateway_pb2 as gateway_pb
 from groundplane.gateway.v1 import gateway_pb2_grpc as gateway_pb_grpc
 from groundplane.handoff.servicer import SERVICE_NAME as HANDOFF_SERVICE
@@ -178,12 +179,14 @@ def test_each_nodes_shard_can_log_in_with_its_own_account(tmp_path: Path) -> Non
 
 
 def test_the_gateway_gets_ups_tenants_in_a_private_file(tmp_path: Path) -> None:
-    """The tenants (with their tokens) go to `serve gateway --tenants` as a JSON file only this
-    user may read, in the gateway's own format."""
+    """The tenants go to `serve gateway --tenants` as a JSON file only this user may read, in
+    the gateway's own format, each token as its SHA-256 (`token_sha256`), never in clear."""
     path = tmp_path / "tenants.json"
     tenants = {"acme": {"tokens": ["t-1"], "max_concurrent": 4, "max_queued": 8}}
     write_tenants_json(path, tenants)
-    assert json.loads(path.read_text()) == tenants
+    assert json.loads(path.read_text()) == {
+        "acme": {"max_concurrent": 4, "max_queued": 8, "token_sha256": [token_sha256("t-1")]}
+    }
     assert path.stat().st_mode & 0o077 == 0
     plan = dataclasses.replace(_plan(tmp_path, 10), tenants_file=path)
     gateway = _flags(list(child_specs(plan)[-1].argv))

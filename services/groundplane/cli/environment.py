@@ -16,7 +16,10 @@ option's default:
 - a required option (or a required choice between options) is satisfied by its variable; of
   options that exclude each other, one given on the command line silences the others'
   variables, and two set only in the environment are a usage error naming both;
-- an empty variable counts as unset; positional arguments never come from the environment.
+- an empty variable counts as unset; positional arguments never come from the environment;
+- an option marked with :func:`refuse_on_command_line` (a secret: ``ps`` shows every process's
+  command line to every user) takes its value from its variable only; given on the command line
+  it is a usage error whose message says where the value goes instead.
 
 Why not ConfigArgParse (``env_var=``, ``auto_env_var_prefix``): with 1.9 the variables of a
 nested subcommand's options (``groundplane serve tracking``) were silently ignored, a list
@@ -30,11 +33,12 @@ command line left in place into values, through the option's own conversion, aft
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 PREFIX = "GROUNDPLANE_"
+_REFUSE = "_groundplane_refuse_on_command_line"
 _TRUE = frozenset({"1", "true", "yes"})
 _FALSE = frozenset({"0", "false", "no"})
 
@@ -169,6 +173,51 @@ def _value(placeholder: _FromEnvironment) -> Any:
     return values if kind == "list" else values[0]
 
 
+def refuse_on_command_line(
+    action: argparse.Action, refusal: Callable[[Any], str | None]
+) -> argparse.Action:
+    """Mark ``action``: a value given on the command line is passed to ``refusal``, which returns
+    the usage error's message (None: accepted). A value from the option's variable is never
+    refused. Returns ``action``."""
+    setattr(action, _REFUSE, refusal)
+    return action
+
+
+def _chosen(
+    parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> Iterator[argparse.ArgumentParser]:
+    """The parser and the subcommand parsers ``args`` went through (by each subparsers action's
+    ``dest``; every parser under one whose choice is not recorded)."""
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            chosen = action.choices.get(str(getattr(args, action.dest, None)))
+            if chosen is not None:
+                yield from _chosen(chosen, args)
+            else:
+                for sub in action.choices.values():
+                    yield from _parsers(sub)
+
+
+def _refuse_secrets(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """A usage error for a marked option whose value came from the command line and is refused.
+
+    Only the chosen subcommands' parsers are looked at (:func:`_chosen`): an option given on the
+    command line is in ``args`` and is neither its default nor a placeholder of its variable.
+    """
+    for sub in _chosen(parser, args):
+        for action in sub._actions:
+            refusal = getattr(action, _REFUSE, None)
+            if refusal is None or not hasattr(args, action.dest):
+                continue
+            value = getattr(args, action.dest)
+            if value is action.default or isinstance(value, _FromEnvironment):
+                continue
+            message = refusal(value)
+            if message is not None:
+                sub.error(message)
+
+
 def parse_args(
     parser: argparse.ArgumentParser, argv: Sequence[str], environ: Mapping[str, str]
 ) -> argparse.Namespace:
@@ -179,6 +228,7 @@ def parse_args(
     """
     _apply(parser, environ)
     args = parser.parse_args(argv)
+    _refuse_secrets(parser, args)
     placeholders = {
         dest: value for dest, value in vars(args).items() if isinstance(value, _FromEnvironment)
     }

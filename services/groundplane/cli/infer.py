@@ -1,9 +1,10 @@
 """``groundplane infer``: one inference call through the gateway, printed as it streams.
 
-The token comes from ``--token`` or ``$GROUNDPLANE_TOKEN`` (``groundplane up`` prints its
-built-in tenant's token and the gateway address at start). The answer goes to stdout as it
-arrives; the summary (tokens, satellite, station, attempts) goes to stderr. UNAVAILABLE prints the
-next opportunity the gateway announced.
+The token comes from ``$GROUNDPLANE_TOKEN`` or ``--token-file FILE`` (``groundplane up`` prints
+its demo tenant's token and the gateway address at start); ``--token`` on the command line is
+refused, as every user of the machine can read a command line (``ps``). The answer goes to
+stdout as it arrives; the summary (tokens, satellite, station, attempts) goes to stderr.
+UNAVAILABLE prints the next opportunity the gateway announced.
 
 The stream's events are chunks, not model tokens: a node coalesces the pieces it produced while
 the previous chunk crossed the link, and a session turn arrives as one chunk; the gateway's
@@ -31,7 +32,7 @@ from groundplane.kernel.validation import finite_float
 from groundplane.node.sessions import count_tokens
 from groundplane.scenario import DEFAULT_MODEL
 
-from . import inputs
+from . import environment, inputs
 from .process import add_tls_arguments, tls_files
 
 TOKEN_ENV = "GROUNDPLANE_TOKEN"
@@ -42,14 +43,22 @@ def register(commands: Any) -> None:
         "infer",
         help="send one prompt through a gateway and stream the answer",
         description="Send PROMPT to the gateway as a user at LAT,LON and print the answer as it "
-        f"streams. The bearer token comes from --token or ${TOKEN_ENV}.",
+        f"streams. The bearer token comes from ${TOKEN_ENV} or --token-file.",
     )
     infer.add_argument("--gateway", required=True, type=inputs.address, metavar="HOST:PORT")
     infer.add_argument("--lat", type=finite_float, required=True, metavar="LAT")
     infer.add_argument("--lon", type=finite_float, required=True, metavar="LON")
     infer.add_argument("--model", default=DEFAULT_MODEL.name, help=f"({DEFAULT_MODEL.name})")
     infer.add_argument("--session", metavar="ID", help="make the call a turn of this session")
-    infer.add_argument("--token", help=f"bearer token (default: ${TOKEN_ENV})")
+    token = infer.add_mutually_exclusive_group()
+    environment.refuse_on_command_line(
+        token.add_argument("--token", help=f"bearer token: from ${TOKEN_ENV} only"),
+        lambda _token: (
+            "--token: a token on the command line is visible to every user of the machine (ps); "
+            f"set {TOKEN_ENV}=TOKEN or pass --token-file FILE"
+        ),
+    )
+    token.add_argument("--token-file", metavar="FILE", help="a file holding the bearer token")
     infer.add_argument("--max-tokens", type=int, default=0, help="answer budget (0 = default)")
     infer.add_argument(
         "--timeout", type=finite_float, default=30.0, metavar="SECONDS", help="call deadline (30)"
@@ -66,8 +75,13 @@ def register(commands: Any) -> None:
 
 def run_infer(args: argparse.Namespace) -> int:
     token = args.token or os.environ.get(TOKEN_ENV)
+    if args.token_file is not None:
+        token = inputs.read_text(args.token_file).strip()
     if not token:
-        raise InvalidArgument(f"expected a bearer token in --token or ${TOKEN_ENV}, got none")
+        raise InvalidArgument(
+            f"expected a bearer token in ${TOKEN_ENV} or --token-file FILE (--token, from "
+            f"{TOKEN_ENV} only), got none"
+        )
     if not (-90.0 <= args.lat <= 90.0 and -180.0 <= args.lon <= 180.0):
         raise InvalidArgument(
             f"expected --lat in [-90, 90] and --lon in [-180, 180], got {args.lat}, {args.lon}"

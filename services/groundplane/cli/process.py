@@ -16,7 +16,8 @@ inputs are live) and drains it on exit; the process then exits 0. A second signa
 cancels the drain.
 
 The inputs most services share have one spelling too: :func:`add_tracking_argument`
-(``--tracking HOST:PORT``), :func:`add_broker_argument` (``--broker URL``) and
+(``--tracking HOST:PORT``), :func:`add_broker_argument` (``--broker URL`` without a password,
+``GROUNDPLANE_BROKER`` or ``--broker-file``, and the ``--broker-tls-*`` files) and
 :func:`broker_address` (the parsed URL).
 """
 
@@ -28,18 +29,21 @@ import contextlib
 import signal
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
+from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import structlog
 
 from groundplane.kernel import tracing
 from groundplane.kernel.clock import Clock
+from groundplane.kernel.errors import InvalidArgument
 from groundplane.kernel.logs import configure_logging
 from groundplane.kernel.tls import TlsFiles, configure_process_tls
 from groundplane.kernel.validation import finite_float
-from groundplane.mqtt.broker import BrokerAddress
+from groundplane.mqtt.broker import BrokerAddress, BrokerTls, redacted_url
 
-from . import inputs
+from . import environment, inputs
 
 log = structlog.get_logger("groundplane.cli.process")
 
@@ -166,7 +170,15 @@ def configure_tls(args: argparse.Namespace) -> TlsFiles | None:
 # -- end of mutual TLS --------------------------------------------------------------------------
 
 
-BROKER_HELP = "the MQTT broker, mqtt://user:password@host:port (a service account)"
+BROKER_HELP = (
+    "the MQTT broker, mqtt://user:password@host:port (a service account; with a password only "
+    "from GROUNDPLANE_BROKER or --broker-file) or mqtts://host:port with --broker-tls-*"
+)
+BROKER_TLS_FILES = (
+    ("ca", "the CA that signed the broker's TLS certificate (an mqtts:// broker)"),
+    ("cert", "this process's client certificate for the broker (its common name is the account)"),
+    ("key", "the key of --broker-tls-cert"),
+)
 
 
 def add_tracking_argument(
@@ -179,13 +191,78 @@ def add_tracking_argument(
 
 
 def add_broker_argument(parser: argparse.ArgumentParser, help_text: str = BROKER_HELP) -> None:
-    """``--broker URL`` (required): the MQTT broker and the account the process logs in as."""
-    parser.add_argument("--broker", required=True, metavar="URL", help=help_text)
+    """The MQTT broker and the account the process logs in as (one of the two is required):
+
+    * ``--broker URL`` — from the command line only without a password (``ps`` shows every
+      command line to every user of the machine): ``mqtt://user:password@…`` goes in
+      ``GROUNDPLANE_BROKER`` (how ``up`` passes it to its children) or in a file;
+    * ``--broker-file FILE`` — the URL in a file (a Kubernetes Secret mounted as a file);
+    * ``--broker-tls-ca/--broker-tls-cert/--broker-tls-key FILE`` — for an ``mqtts://`` broker:
+      the CA of the broker's certificate and this process's certificate and key (its common
+      name is the account).
+    """
+    where = parser.add_mutually_exclusive_group(required=True)
+    environment.refuse_on_command_line(
+        where.add_argument("--broker", metavar="URL", help=help_text), broker_url_refusal
+    )
+    where.add_argument(
+        "--broker-file",
+        metavar="FILE",
+        help="a file holding the broker URL (with its password), e.g. a mounted Secret",
+    )
+    add_broker_tls_arguments(parser)
+
+
+def add_broker_tls_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--broker-tls-ca/--broker-tls-cert/--broker-tls-key FILE`` (an ``mqtts://`` broker)."""
+    for flag, what in BROKER_TLS_FILES:
+        parser.add_argument(f"--broker-tls-{flag}", metavar="FILE", help=what)
+
+
+def broker_url_refusal(url: object, *, file_option: bool = True) -> str | None:
+    """Why ``--broker URL`` may not be given on the command line (it holds a password), or None;
+    ``file_option``: the command also has ``--broker-file``."""
+    if isinstance(url, str) and urlsplit(url).password is not None:
+        instead = (
+            " or in a file (--broker-file FILE, GROUNDPLANE_BROKER_FILE)" if file_option else ""
+        )
+        return (
+            f"--broker {redacted_url(url)}: a password on the command line is visible to every "
+            f"user of the machine (ps); put the URL in the environment (GROUNDPLANE_BROKER=URL)"
+            f"{instead}"
+        )
+    return None
+
+
+def broker_url_refusal_without_file(url: object) -> str | None:
+    """:func:`broker_url_refusal` for a command without ``--broker-file`` (up, dashboard)."""
+    return broker_url_refusal(url, file_option=False)
+
+
+def broker_tls(args: argparse.Namespace) -> BrokerTls | None:
+    """The TLS files of ``--broker-tls-*`` (None when none is given)."""
+    ca, cert, key = (getattr(args, f"broker_tls_{flag}", None) for flag, _ in BROKER_TLS_FILES)
+    if ca is None and cert is None and key is None:
+        return None
+    if ca is None:
+        raise InvalidArgument(
+            "--broker-tls-cert/--broker-tls-key need --broker-tls-ca (the CA that signed the "
+            "broker's certificate)"
+        )
+    return BrokerTls(
+        Path(ca), None if cert is None else Path(cert), None if key is None else Path(key)
+    )
 
 
 def broker_address(args: argparse.Namespace) -> BrokerAddress:
-    """The broker of ``--broker`` (InvalidArgument when the URL is not an MQTT URL)."""
-    return BrokerAddress.from_url(args.broker)
+    """The broker of ``--broker`` or ``--broker-file`` with the ``--broker-tls-*`` files
+    (InvalidArgument when the URL is not an MQTT URL; never repeating its password)."""
+    url = args.broker
+    if url is None and getattr(args, "broker_file", None) is not None:
+        url = inputs.read_text(args.broker_file).strip()
+    if url is None:
+        raise InvalidArgument("expected --broker URL, GROUNDPLANE_BROKER or --broker-file FILE")
+    return BrokerAddress.from_url(url, broker_tls(args))
 
 
 def process_clock(args: argparse.Namespace) -> Clock:

@@ -22,10 +22,11 @@ from groundplane.kernel.metrics_http import MetricsServer
 from groundplane.mqtt.broker import BrokerAddress
 from groundplane.scenario import DEFAULT_MODEL
 
-from . import inputs
+from . import environment, inputs
 from .process import (
     add_process_arguments,
     add_tracking_argument,
+    broker_url_refusal_without_file,
     listen_address,
     process_clock,
     run_service,
@@ -54,11 +55,15 @@ def register(services: Any) -> None:
         ("--gateway", "the gateway: the request feed, rate and latency (default: not shown)"),
     ):
         dashboard.add_argument(flag, type=inputs.address, metavar="HOST:PORT", help=what)
-    dashboard.add_argument(
-        "--broker",
-        metavar="URL",
-        help="the MQTT broker, mqtt://user:password@host:port (a service account): node health "
-        "and link states (default: not shown)",
+    environment.refuse_on_command_line(
+        dashboard.add_argument(
+            "--broker",
+            metavar="URL",
+            help="the MQTT broker, mqtt://user:password@host:port (a service account; with a "
+            "password only from GROUNDPLANE_BROKER): node health and link states (default: not "
+            "shown)",
+        ),
+        broker_url_refusal_without_file,
     )
     dashboard.add_argument(
         "--web-host",

@@ -379,7 +379,8 @@ class NodesSettings:
             raise InvalidArgument("--shard I/N divides the tracking catalog: give --tracking")
         shard_id = topics.check_id("shard id", args.shard_id or default_shard_id(broker, shard))
         expected = SHARD_USER_PREFIX + shard_id
-        if broker.username not in (expected, SERVICE_USER):
+        # Over TLS the account is the client certificate's common name: the broker decides.
+        if broker.tls is None and broker.username not in (expected, SERVICE_USER):
             raise InvalidArgument(
                 f"shard {shard_id!r} connects as broker account {expected!r}, got username "
                 f"{broker.username!r} in --broker"

@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import math
 import os
+import secrets
 import shlex
 import signal
 import socket
@@ -46,9 +47,9 @@ from groundplane.scenario import (
     DEFAULT_RATE_RPS,
     DEFAULT_SPEED,
     DEFAULT_TENANT,
-    DEFAULT_TOKEN,
     GroundUser,
     default_stations,
+    default_tenants,
     default_users,
 )
 from groundplane.scenario import DEFAULT_POLICY as DEFAULT_ROUTING_POLICY
@@ -70,10 +71,12 @@ from groundplane.system.system import (
 )
 from groundplane.tracking.servicer import SERVICE_NAME as TRACKING_SERVICE
 
-from . import inputs
+from . import environment, inputs
+from .process import broker_url_refusal_without_file
 from .serve_routing import routing_policy
 
 NODE_PASSWORD_ENV = "GROUNDPLANE_NODE_PASSWORD"
+DEMO_TOKEN_ENV = "GROUNDPLANE_DEMO_TOKEN"
 MAX_LINK_TICKS_PER_WALL_S = 50.0
 """Link ticks are 1 simulated second, or longer so that at most this many run per wall second."""
 MAX_ROUTE_TICKS_PER_WALL_S = 10.0
@@ -121,11 +124,33 @@ def register(commands: Any) -> None:
     up.add_argument(
         "--min-elevation", type=finite_float, default=DEFAULT_MIN_ELEVATION_DEG, metavar="DEG"
     )
-    up.add_argument(
-        "--broker",
-        metavar="URL",
-        help="use this broker (mqtt://user:pass@host:port) instead of a private Mosquitto; node "
-        f"accounts <sat>/${NODE_PASSWORD_ENV} must exist there",
+    environment.refuse_on_command_line(
+        up.add_argument(
+            "--broker",
+            metavar="URL",
+            help="use this broker (mqtt://user:pass@host:port; with a password only from "
+            "GROUNDPLANE_BROKER) instead of a private Mosquitto; node accounts "
+            f"<sat>/${NODE_PASSWORD_ENV} must exist there",
+        ),
+        broker_url_refusal_without_file,
+    )
+    token = up.add_mutually_exclusive_group()
+    environment.refuse_on_command_line(
+        token.add_argument(
+            "--demo-token",
+            metavar="TOKEN",
+            help=f"the demo tenant's token, from {DEMO_TOKEN_ENV} only (never the command line); "
+            "default: a new random token each run, printed in the banner",
+        ),
+        lambda _token: (
+            "--demo-token: a token on the command line is visible to every user of the machine "
+            f"(ps); set {DEMO_TOKEN_ENV}=TOKEN or pass --demo-token-file FILE"
+        ),
+    )
+    token.add_argument(
+        "--demo-token-file",
+        metavar="FILE",
+        help="a file holding the demo tenant's token (e.g. for reproducible docs)",
     )
     up.add_argument(
         "--broker-dev-credentials",
@@ -337,6 +362,9 @@ def _config(args: argparse.Namespace, clock: Clock) -> tuple[SystemConfig, str, 
                 f"--broker needs the node accounts' password in ${NODE_PASSWORD_ENV} (every "
                 "satellite logs in as user <satellite id> with it), got none"
             )
+    token = demo_token(args)
+    tenants = default_tenants()
+    tenants[DEFAULT_TENANT] = {**tenants[DEFAULT_TENANT], "tokens": [token]}
     speed = getattr(clock, "speed", 1.0)
     handoff = HandoffSettings(
         lead_margin_s=args.handoff_margin,
@@ -361,6 +389,8 @@ def _config(args: argparse.Namespace, clock: Clock) -> tuple[SystemConfig, str, 
         broker_url=args.broker,
         node_password=node_password,
         broker_reader=READER_USER if args.broker_dev_credentials else None,
+        tenants=tenants,
+        token=token,
         link_tick_s=max(1.0, speed / MAX_LINK_TICKS_PER_WALL_S),
         route_tick_s=max(1.0, speed / MAX_ROUTE_TICKS_PER_WALL_S),
         tracking_address=f"127.0.0.1:{args.port}",
@@ -389,6 +419,19 @@ def _check_broker_reachable(address: BrokerAddress) -> None:
             f"cannot reach the broker at {address.host}:{address.port} within "
             f"{BROKER_CONNECT_TIMEOUT_S:g} s ({error}); start it or fix --broker"
         ) from None
+
+
+def demo_token(args: argparse.Namespace) -> str:
+    """The demo tenant's token: ``--demo-token-file``, ``$GROUNDPLANE_DEMO_TOKEN``, or 32 random
+    bytes (URL-safe base64) drawn for this run."""
+    if args.demo_token_file is not None:
+        token = inputs.read_text(args.demo_token_file).strip()
+        if not token:
+            raise InvalidArgument(f"--demo-token-file {args.demo_token_file}: the file is empty")
+        return token
+    if args.demo_token:
+        return str(args.demo_token)
+    return secrets.token_urlsafe(32)
 
 
 IN_PROCESS_ONLY = (
@@ -548,6 +591,7 @@ async def _show_status(system: System, args: argparse.Namespace) -> None:
 def _banner(system: System, *, existing_broker: bool) -> str:
     """Every service's address, how to call the gateway, and how to watch the broker."""
     user = system.config.users[0]
+    token = system.config.token
     broker = system.broker_address
     assert broker is not None
     where = "existing broker" if existing_broker else "private Mosquitto"
@@ -557,15 +601,15 @@ def _banner(system: System, *, existing_broker: bool) -> str:
         f"  routing   {system.routing_target}  gRPC {ROUTING_SERVICE}",
         f"  handoff   {system.handoff_target}  gRPC {HANDOFF_SERVICE}",
         f"  gateway   {system.gateway_target}  gRPC {GATEWAY_SERVICE}, tenant "
-        f"{DEFAULT_TENANT!r}, token {DEFAULT_TOKEN}",
-        f"  try       GROUNDPLANE_TOKEN={DEFAULT_TOKEN} groundplane infer --gateway "
+        f"{DEFAULT_TENANT!r}, token {token}",
+        f"  try       GROUNDPLANE_TOKEN={token} groundplane infer --gateway "
         f"{system.gateway_target} --lat {user.lat_deg:g} --lon {user.lon_deg:g} "
         f'--model {DEFAULT_MODEL.name} "hello"',
     ]
     if system.gateway_http_url is not None:
         lines.append(
             f"  openai    {system.gateway_http_url}  OpenAI-compatible HTTP API: "
-            f'OpenAI(base_url="{system.gateway_http_url}", api_key="{DEFAULT_TOKEN}")'
+            f'OpenAI(base_url="{system.gateway_http_url}", api_key="{token}")'
         )
     tls = system.tls_files if isinstance(system, ProcessSystem) else None
     plaintext = "-plaintext" if tls is None else "-cacert CA -cert CERT -key KEY"

@@ -32,7 +32,6 @@ import asyncio
 import contextlib
 import os
 import pwd
-import re
 import secrets
 import shutil
 import socket
@@ -57,57 +56,116 @@ SERVICE_USER = "gp-service"
 SHARD_USER_PREFIX = "gp-shard-"
 """Usernames of shard accounts: ``gp-shard-<shard_id>`` (a ``gp-`` name: never a satellite id)."""
 DEFAULT_PORT = 1883
+DEFAULT_TLS_PORT = 8883
 START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)
+class BrokerTls:
+    """A client's TLS files: the CA that signed the broker's certificate and, for a broker that
+    requires one (``require_certificate``), this client's certificate and key. The certificate's
+    common name is the account the broker knows the client as (``use_identity_as_username``)."""
+
+    ca_file: Path
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    def __post_init__(self) -> None:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise InvalidArgument(
+                "a broker TLS client certificate needs its key and the other way round, got "
+                f"certificate {self.cert_file} and key {self.key_file}"
+            )
+        for name, path in (
+            ("CA", self.ca_file),
+            ("certificate", self.cert_file),
+            ("key", self.key_file),
+        ):
+            if path is not None and not Path(path).is_file():
+                raise InvalidArgument(f"broker TLS {name} file {str(path)!r} does not exist")
+
+
+def redacted_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (for error messages and logs)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url if "@" not in url else "***@" + url.rsplit("@", 1)[1]
+    authority, slash, tail = rest.partition("/")
+    if "@" not in authority:
+        return url
+    userinfo, _, hostport = authority.rpartition("@")
+    user = userinfo.split(":", 1)[0]
+    hidden = f"{user}:***" if ":" in userinfo else user
+    return f"{scheme}://{hidden}@{hostport}{slash}{tail}"
+
+
+@dataclass(frozen=True)
 class BrokerAddress:
-    """Where and as whom to connect."""
+    """Where and as whom to connect (``tls``: over TLS, ``mqtts://``)."""
 
     host: str
     port: int
     username: str | None = None
     password: str | None = None
+    tls: BrokerTls | None = None
 
     @property
     def url(self) -> str:
-        """``mqtt://user:password@host:port`` (credentials URL-quoted when present)."""
+        """``mqtt[s]://user:password@host:port`` (credentials URL-quoted when present; the TLS
+        files are not part of the URL)."""
         auth = ""
         if self.username is not None:
             auth = quote(self.username, safe="")
             if self.password is not None:
                 auth += ":" + quote(self.password, safe="")
             auth += "@"
-        return f"mqtt://{auth}{self.host}:{self.port}"
+        scheme = "mqtt" if self.tls is None else "mqtts"
+        return f"{scheme}://{auth}{self.host}:{self.port}"
 
     def with_credentials(self, username: str, password: str) -> BrokerAddress:
-        return BrokerAddress(self.host, self.port, username, password)
+        return BrokerAddress(self.host, self.port, username, password, self.tls)
+
+    def with_tls(self, tls: BrokerTls | None) -> BrokerAddress:
+        return BrokerAddress(self.host, self.port, self.username, self.password, tls)
 
     def __repr__(self) -> str:  # never print a password into a log
         user = self.username or "-"
-        return f"BrokerAddress(mqtt://{user}:***@{self.host}:{self.port})"
+        scheme = "mqtt" if self.tls is None else "mqtts"
+        return f"BrokerAddress({scheme}://{user}:***@{self.host}:{self.port})"
 
     @classmethod
-    def from_url(cls, url: str) -> BrokerAddress:
-        """Parse ``mqtt://[user[:password]@]host[:port]``; teach what is wrong otherwise (the
-        messages show the URL with its password replaced by ``***``)."""
+    def from_url(cls, url: str, tls: BrokerTls | None = None) -> BrokerAddress:
+        """Parse ``mqtt[s]://[user[:password]@]host[:port]``; teach what is wrong otherwise.
+
+        ``mqtts`` needs ``tls`` (at least the CA file); errors never repeat a password.
+        """
         shown = redacted_url(url)
         try:
             parts = urlsplit(url)
         except ValueError as bad:
             raise InvalidArgument(f"cannot read the broker URL {shown!r}: {bad}") from None
-        if parts.scheme != "mqtt":
+        if parts.scheme not in {"mqtt", "mqtts"}:
             raise InvalidArgument(
-                f"expected a broker URL like mqtt://user:password@host:1883 (scheme 'mqtt'; TLS "
-                f"is not supported yet), got scheme {parts.scheme!r} in {shown!r}"
+                f"expected a broker URL like mqtt://user:password@host:1883 or "
+                f"mqtts://host:8883 (TLS), got scheme {parts.scheme!r} in {shown!r}"
+            )
+        if parts.scheme == "mqtts" and tls is None:
+            raise InvalidArgument(
+                f"{shown!r} is a TLS broker URL: give the CA (and the client certificate and "
+                "key) with --broker-tls-ca/--broker-tls-cert/--broker-tls-key or "
+                "GROUNDPLANE_BROKER_TLS_CA/_CERT/_KEY"
+            )
+        if parts.scheme == "mqtt" and tls is not None:
+            raise InvalidArgument(
+                f"broker TLS files were given but {shown!r} is a plaintext URL: write mqtts://"
             )
         if not parts.hostname:
             raise InvalidArgument(
                 f"broker URL has no host: expected mqtt://host:port, got {shown!r}"
             )
         try:
-            port = parts.port or DEFAULT_PORT
+            port = parts.port or (DEFAULT_PORT if tls is None else DEFAULT_TLS_PORT)
         except ValueError:
             raise InvalidArgument(
                 f"broker URL port must be an integer 1-65535, got {shown!r}"
@@ -119,15 +177,7 @@ class BrokerAddress:
             )
         username = unquote(parts.username) if parts.username is not None else None
         password = unquote(parts.password) if parts.password is not None else None
-        return cls(parts.hostname, port, username, password)
-
-
-_PASSWORD_IN_URL = re.compile(r"(//[^/@:]*:)[^/]*@")
-
-
-def redacted_url(url: str) -> str:
-    """``url`` with the password of its ``user:password@`` part replaced by ``***``."""
-    return _PASSWORD_IN_URL.sub(r"\1***@", url)
+        return cls(parts.hostname, port, username, password, tls)
 
 
 def _reader_names(usernames: Iterable[str]) -> frozenset[str]:
@@ -210,6 +260,101 @@ def _shard_acl_text(shards: Mapping[str, tuple[str, ...]]) -> str:
     return "".join(sections)
 
 
+@dataclass(frozen=True)
+class BrokerServerTls:
+    """The private broker's TLS files: the CA whose certificates it accepts from clients, and its
+    own certificate (for ``127.0.0.1``) and key. With them its one listener speaks TLS only,
+    requires a client certificate signed by that CA and takes the certificate's common name as
+    the client's account (Mosquitto ``require_certificate``, ``use_identity_as_username``)."""
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+
+
+ROLE_LINKS = "gp-links"
+ROLE_ROUTING = "gp-routing"
+ROLE_HANDOFF = "gp-handoff"
+ROLE_GATEWAY = "gp-gateway"
+ROLES: dict[str, tuple[tuple[str, str], ...]] = {
+    # The link emulator: hears every transmission, delivers on the far side, owns link state.
+    ROLE_LINKS: (
+        ("read", f"{topics.PREFIX}/ground/+/tx/#"),
+        ("read", f"{topics.PREFIX}/node/+/tx/#"),
+        ("write", f"{topics.PREFIX}/node/+/rx/#"),
+        ("write", f"{topics.PREFIX}/ground/+/rx/#"),
+        ("write", f"{topics.PREFIX}/link/#"),
+        ("write", f"{topics.PREFIX}/isl/#"),
+    ),
+    # Routing: who is alive, how loaded, which links are up; it publishes nothing.
+    ROLE_ROUTING: (
+        ("read", topics.NODE_STATUS_FILTER),
+        ("read", topics.NODE_LOAD_FILTER),
+        ("read", topics.SHARD_STATUS_FILTER),
+        ("read", topics.LINK_STATE_FILTER),
+    ),
+    # Handoff: liveness (its NodeDirectory), and requests to the nodes through the stations
+    # with their replies.
+    ROLE_HANDOFF: (
+        ("read", topics.NODE_STATUS_FILTER),
+        ("read", topics.NODE_LOAD_FILTER),
+        ("read", topics.SHARD_STATUS_FILTER),
+        ("write", f"{topics.PREFIX}/ground/+/tx/#"),
+        ("read", f"{topics.PREFIX}/ground/+/rx/#"),
+    ),
+    # The gateway: as handoff, and the link states it watches. Replies are read under every
+    # ground/+/rx/#: a requester's instance id is its own choice, not known to the ACL.
+    ROLE_GATEWAY: (
+        ("read", topics.NODE_STATUS_FILTER),
+        ("read", topics.NODE_LOAD_FILTER),
+        ("read", topics.SHARD_STATUS_FILTER),
+        ("read", topics.LINK_STATE_FILTER),
+        ("write", f"{topics.PREFIX}/ground/+/tx/#"),
+        ("read", f"{topics.PREFIX}/ground/+/rx/#"),
+    ),
+}
+"""The least-privilege service accounts of a TLS broker (a client certificate's common name
+selects one); ``gp-service`` keeps read and write under ``gp/v1/#`` for tools and ``up``."""
+
+_NODE_GRANTS = (
+    ("write", "tx/#"),
+    ("readwrite", "status"),
+    ("write", "load"),
+    ("read", "rx/#"),
+)
+"""What a node may do under its own ``gp/v1/node/<sat>/`` on a TLS broker: transmit, announce its
+status (and read it back, to notice a late Will), report its load, hear what the links deliver
+to it. It cannot read its own transmissions or forge a delivery to itself."""
+
+
+def _tls_acl_text(shards: Mapping[str, tuple[str, ...]], readers: Iterable[str]) -> str:
+    """The ACL of a TLS broker: per-role service accounts, nodes, shards, readers."""
+    lines = [
+        "# generated by groundplane.mqtt.broker (TLS: the account is the certificate's CN)",
+        f"user {SERVICE_USER}",
+        f"topic readwrite {topics.PREFIX}/#",
+    ]
+    for role, grants in ROLES.items():
+        lines += ["", f"user {role}", f"topic deny {topics.PREFIX}/node/{role}/#"]
+        lines += [f"topic {access} {topic}" for access, topic in grants]
+    lines += ["", "# every other account is a node whose CN is its satellite id"]
+    lines += [f"pattern {access} {topics.PREFIX}/node/%u/{rest}" for access, rest in _NODE_GRANTS]
+    for shard_id in sorted(shards):
+        username = shard_username(shard_id)
+        lines += [
+            "",
+            f"# nodes shard {shard_id}: its status and its {len(shards[shard_id])} members",
+            f"user {username}",
+            f"topic deny {topics.PREFIX}/node/{username}/#",
+            f"topic readwrite {topics.PREFIX}/shard/{shard_id}/#",
+        ]
+        for sat in shards[shard_id]:
+            lines += [
+                f"topic {access} {topics.PREFIX}/node/{sat}/{rest}" for access, rest in _NODE_GRANTS
+            ]
+    return "\n".join(lines) + "\n" + _reader_acl_text(readers)
+
+
 def free_loopback_port() -> int:
     """A TCP port on 127.0.0.1 that nobody listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
@@ -270,6 +415,8 @@ class PrivateBroker:
         max_queued_messages: int = 10_000,
         readers: Iterable[str] = (),
         shards: Mapping[str, Iterable[str]] | None = None,
+        tls: BrokerServerTls | None = None,
+        identities: Mapping[str, BrokerTls] | None = None,
     ) -> None:
         if autosave_interval_s < 1:
             raise InvalidArgument(
@@ -294,6 +441,10 @@ class PrivateBroker:
         self._shards = _shard_members(shards or {})
         for shard_id in self._shards:
             self._passwords[shard_username(shard_id)] = secrets.token_urlsafe(18)
+        self._tls = tls
+        self._identities = dict(identities or {})
+        if self._identities and tls is None:
+            raise InvalidArgument("client identities (certificates) need tls=BrokerServerTls(...)")
         self._process: asyncio.subprocess.Process | None = None
 
     # -- addresses -------------------------------------------------------------------------------
@@ -313,11 +464,57 @@ class PrivateBroker:
     @property
     def address(self) -> BrokerAddress:
         """The service account (read and write under ``gp/v1/#``)."""
-        return BrokerAddress(self.host, self._port, SERVICE_USER, self._passwords[SERVICE_USER])
+        return self._account(SERVICE_USER, self._passwords[SERVICE_USER])
 
     @property
     def url(self) -> str:
         return self.address.url
+
+    @property
+    def tls(self) -> BrokerServerTls | None:
+        """The TLS files when the broker speaks TLS (None: plaintext with passwords)."""
+        return self._tls
+
+    def _account(self, username: str, password: str) -> BrokerAddress:
+        """The address of an account: its password, or over TLS its certificate files (given
+        as ``identities``, keyed by account; the certificate's common name must be it)."""
+        if self._tls is None:
+            return BrokerAddress(self.host, self._port, username, password)
+        client = self._identities.get(username)
+        if client is None:
+            raise FailedPrecondition(
+                f"the broker speaks TLS and has no client certificate for account {username!r}; "
+                f"pass identities={{{username!r}: BrokerTls(...)}} (accounts with certificates: "
+                f"{sorted(self._identities)}), or use tls_address(BrokerTls(...))"
+            )
+        return self.tls_address(client)
+
+    def tls_address(self, client: BrokerTls) -> BrokerAddress:
+        """A client of the TLS broker: the account is ``client``'s certificate common name."""
+        if self._tls is None:
+            raise FailedPrecondition(
+                "this broker speaks plaintext with passwords; pass tls=BrokerServerTls(...) "
+                "to PrivateBroker for certificate logins"
+            )
+        return BrokerAddress(self.host, self._port, tls=client)
+
+    def refused_handshakes_total(self) -> int:
+        """TLS connections the broker refused so far, counted from its log: an ``OpenSSL
+        Error`` line or a ``Client connection from … failed: …`` line each (no certificate, a
+        certificate of another CA, a plaintext client on the TLS port: ``wrong version
+        number``). A TCP connection closed before any TLS byte (``unexpected eof``, as the start
+        probe does) is not counted. A refused publish is logged by Mosquitto only at ``debug``
+        level (not enabled: one line per packet); the client counts it
+        (:attr:`~groundplane.mqtt.client.MqttClient.refused_publishes_total`)."""
+        path = self._workdir / "mosquitto.log"
+        if not path.exists():
+            return 0
+        return sum(
+            1
+            for line in path.read_text(errors="replace").splitlines()
+            if "OpenSSL Error" in line
+            or ("Client connection from" in line and "unexpected eof" not in line)
+        )
 
     def node_address(self, node_id: str) -> BrokerAddress:
         """The account of node ``node_id`` (only ``gp/v1/node/<node_id>/#``)."""
@@ -330,7 +527,7 @@ class PrivateBroker:
                 f"no broker account for node {node_id!r}; nodes with accounts: {known} "
                 "(a node gets an account when its id is in PrivateBroker(nodes=...))"
             )
-        return BrokerAddress(self.host, self._port, node_id, password)
+        return self._account(node_id, password)
 
     def shard_address(self, shard_id: str) -> BrokerAddress:
         """The account of nodes shard ``shard_id`` (its members' node topics and its own)."""
@@ -340,7 +537,7 @@ class PrivateBroker:
                 f"{sorted(self._shards)} (pass shards={{shard_id: [sats]}} to PrivateBroker)"
             )
         username = shard_username(shard_id)
-        return BrokerAddress(self.host, self._port, username, self._passwords[username])
+        return self._account(username, self._passwords[username])
 
     def shard_members(self, shard_id: str) -> tuple[str, ...]:
         """The satellites shard ``shard_id`` may speak for (sorted)."""
@@ -354,7 +551,7 @@ class PrivateBroker:
                 f"no read-only broker account {username!r}; read-only accounts: "
                 f"{sorted(self._readers)} (pass readers=[...] to PrivateBroker)"
             )
-        return BrokerAddress(self.host, self._port, username, self._passwords[username])
+        return self._account(username, self._passwords[username])
 
     # -- configuration ---------------------------------------------------------------------------
 
@@ -369,7 +566,7 @@ class PrivateBroker:
             "protocol mqtt",
             "set_tcp_nodelay true",
             "allow_anonymous false",
-            f"password_file {self._workdir / 'passwords'}",
+            *self._tls_lines(),
             f"acl_file {self._workdir / 'acl'}",
             "persistence true",
             f"persistence_location {persistence}/",
@@ -387,7 +584,21 @@ class PrivateBroker:
         ]
         return "\n".join(lines) + "\n"
 
+    def _tls_lines(self) -> list[str]:
+        if self._tls is None:
+            return [f"password_file {self._workdir / 'passwords'}"]
+        return [
+            f"cafile {self._tls.ca_file}",
+            f"certfile {self._tls.cert_file}",
+            f"keyfile {self._tls.key_file}",
+            "tls_version tlsv1.2",
+            "require_certificate true",
+            "use_identity_as_username true",
+        ]
+
     def _acl_text(self) -> str:
+        if self._tls is not None:
+            return _tls_acl_text(self._shards, self._readers)
         return (
             (
                 "# generated by groundplane.mqtt.broker\n"
@@ -454,7 +665,8 @@ class PrivateBroker:
         (self._workdir / "data").mkdir(exist_ok=True)
         (self._workdir / "mosquitto.conf").write_text(self._config_text())
         (self._workdir / "acl").write_text(self._acl_text())
-        await self._write_password_file()
+        if self._tls is None:
+            await self._write_password_file()
         self._process = await asyncio.create_subprocess_exec(
             # Ends with this process even when it is killed -9 (no orphan broker).
             *dying_with_parent([_mosquitto_binary(), "-c", str(self._workdir / "mosquitto.conf")]),

@@ -5,6 +5,9 @@ component needs:
 
 * **MQTT v5 only**, so a refused publish comes back as a PUBACK reason code; :meth:`publish`
   raises :class:`BrokerRefusedError` (e.g. 0x87 *Not authorized*) instead of returning silently.
+* **TLS** when the address has :class:`~groundplane.mqtt.broker.BrokerTls` files (``mqtts://``):
+  the broker is verified against the CA, the client presents its certificate (whose common name
+  is its account on a ``use_identity_as_username`` broker); the files are read at every connect.
 * **TCP_NODELAY** on the client socket (Nagle's algorithm costs ~88 ms per QoS 1 round trip on
   loopback against ~0.5 ms without).
 * **Reconnect** with jittered exponential backoff: 1 s × 1.6ⁿ, capped at 120 s, ±20 % (see
@@ -31,6 +34,7 @@ import contextlib
 import math
 import random
 import socket
+import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -54,7 +58,7 @@ from groundplane.kernel.errors import (
     Unavailable,
 )
 from groundplane.mqtt import topics
-from groundplane.mqtt.broker import BrokerAddress
+from groundplane.mqtt.broker import BrokerAddress, BrokerTls
 
 log = structlog.get_logger("groundplane.mqtt.client")
 
@@ -111,6 +115,23 @@ class Backoff:
     def bound_s(self, attempt: int) -> float:
         """The longest delay retry number ``attempt`` can wait."""
         return self.nominal_s(attempt) * (1.0 + self.jitter)
+
+
+def tls_context(tls: BrokerTls) -> ssl.SSLContext:
+    """A client TLS context: verify the broker against ``tls.ca_file`` (and its host name), and
+    present ``tls``'s certificate when it has one. Built for every connect, so certificates
+    rotated on disk (cert-manager) are used from the next connection on."""
+    try:
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(tls.ca_file))
+        if tls.cert_file is not None and tls.key_file is not None:
+            context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+    except (OSError, ssl.SSLError) as error:
+        raise InvalidArgument(
+            f"broker TLS files (CA {tls.ca_file}, certificate {tls.cert_file}, key "
+            f"{tls.key_file}) could not be loaded: {error}"
+        ) from None
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
 
 
 @dataclass(frozen=True)
@@ -364,6 +385,9 @@ class MqttClient:
         self._handler_tasks: set[asyncio.Task[None]] = set()
         self._log = log.bind(client_id=client_id)
         self.subscribe_requests_total = 0
+        self.refused_publishes_total = 0
+        """Publishes the broker refused (a failure PUBACK, e.g. 0x87 *Not authorized*), each also
+        logged as ``mqtt_publish_refused``."""
         """SUBSCRIBE packets sent (each of at most :data:`SUBSCRIBE_BATCH` filters). Filters
         registered before the client connects go out together in the first connect's request."""
 
@@ -575,6 +599,8 @@ class MqttClient:
         finally:
             session.pending_pubacks.pop(info.mid, None)
         if reason.is_failure:
+            self.refused_publishes_total += 1
+            self._log.warning("mqtt_publish_refused", topic=topic, reason_code=int(reason.value))
             raise BrokerRefusedError(topic, int(reason.value), str(reason))
 
     # -- connection loop -------------------------------------------------------------------------
@@ -614,6 +640,7 @@ class MqttClient:
             will=will,
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
             max_inflight_messages=self._max_inflight,
+            tls_context=None if self._address.tls is None else tls_context(self._address.tls),
         )
         aio._client.manual_ack_set(True)
         return aio

@@ -56,6 +56,7 @@ import grpc
 import structlog
 from google.protobuf.message import DecodeError
 
+from groundplane.gateway.auth import token_sha256
 from groundplane.handoff.v1 import handoff_pb2, handoff_pb2_grpc
 from groundplane.kernel.authz import ADMIN
 from groundplane.kernel.clock import Clock, SimulatedClock
@@ -64,7 +65,19 @@ from groundplane.kernel.pki import mint_local_pki
 from groundplane.kernel.tls import TlsFiles, configure_process_tls, open_channel, process_tls
 from groundplane.link.v1 import link_pb2
 from groundplane.mqtt import topics
-from groundplane.mqtt.broker import BrokerAddress, PrivateBroker, free_loopback_port
+from groundplane.mqtt.broker import (
+    ROLE_GATEWAY,
+    ROLE_HANDOFF,
+    ROLE_LINKS,
+    ROLE_ROUTING,
+    SERVICE_USER,
+    BrokerAddress,
+    BrokerServerTls,
+    BrokerTls,
+    PrivateBroker,
+    free_loopback_port,
+    shard_username,
+)
 from groundplane.mqtt.client import MqttClient, ReceivedMessage
 from groundplane.node.client import ONLINE, NodeDirectory
 from groundplane.node.shard import shard_members
@@ -114,6 +127,38 @@ before is ready: links and the nodes shards need tracking; routing and handoff n
 (and links); the gateway needs routing and handoff; the dashboard (``up --dashboard``) watches
 all of them. ``nodes`` stands for every shard. The stop
 goes one child at a time, in the reverse order of the starts."""
+
+
+CHILD_ACCOUNTS = {
+    "links": ROLE_LINKS,
+    "routing": ROLE_ROUTING,
+    "handoff": ROLE_HANDOFF,
+    "gateway": ROLE_GATEWAY,
+    "dashboard": SERVICE_USER,
+}
+"""The broker account (certificate common name) of each child over a TLS broker; nodes shard
+``i`` is ``gp-shard-nodes-<i>``."""
+
+
+@dataclass(frozen=True)
+class BrokerTlsFiles:
+    """The private broker over TLS: its own files, and each account's client certificate
+    (``gp-service`` for ``up`` itself, every :data:`CHILD_ACCOUNTS` role, each shard's
+    ``gp-shard-nodes-<i>``), e.g. minted by ``up --tls``."""
+
+    server: BrokerServerTls
+    clients: Mapping[str, BrokerTls]
+
+    def for_children(self, shards: int) -> dict[str, BrokerTls]:
+        """Each child's files by child name; InvalidArgument naming an account without any."""
+        accounts = {**CHILD_ACCOUNTS}
+        accounts.update({shard_id(i): shard_username(shard_id(i)) for i in range(shards)})
+        missing = sorted({SERVICE_USER, *accounts.values()} - set(self.clients))
+        if missing:
+            raise InvalidArgument(
+                f"the TLS broker needs a client certificate for each account; none for {missing}"
+            )
+        return {child: self.clients[account] for child, account in accounts.items()}
 
 
 @dataclass(frozen=True)
@@ -279,6 +324,11 @@ class ProcessPlan:
     """``--energy`` of the nodes shards (``up --energy``)."""
     routing_policy: str | None = None
     """``--policy`` of routing; None: its default."""
+    broker_tls: Mapping[str, BrokerTls] | None = None
+    """Over a TLS broker (``mqtts://`` URLs): each child's client certificate files by child
+    name (``links``, ``nodes-0``, ``routing``, …; the certificate's common name is the child's
+    account, e.g. ``gp-links``, ``gp-shard-nodes-0``), passed in the child's
+    ``GROUNDPLANE_BROKER_TLS_CA``/``_CERT``/``_KEY``. None: a plaintext broker."""
 
     @property
     def shards(self) -> int:
@@ -351,7 +401,12 @@ def child_specs(plan: ProcessPlan) -> list[ChildSpec]:
             name=name,
             argv=[*plan.program, "serve", service, *common, *flags],
             health_target=_target(port),
-            env={**env, BROKER_ENV: broker_url, **tls_environment(plan.tls, service)},
+            env={
+                **env,
+                BROKER_ENV: broker_url,
+                **tls_environment(plan.tls, service),
+                **broker_tls_environment(plan, name),
+            },
             ready_timeout_s=CHILD_READY_TIMEOUT_S,
             stop_grace_s=CHILD_STOP_GRACE_S,
         )
@@ -497,6 +552,24 @@ TLS_IDENTITIES = ("tracking", "links", "nodes", "routing", "handoff", "gateway",
 """The identities ``up --tls`` mints a certificate for (one per service; ``admin`` besides)."""
 
 
+BROKER_TLS_ENV = (
+    "GROUNDPLANE_BROKER_TLS_CA",
+    "GROUNDPLANE_BROKER_TLS_CERT",
+    "GROUNDPLANE_BROKER_TLS_KEY",
+)
+
+
+def broker_tls_environment(plan: ProcessPlan, child: str) -> dict[str, str]:
+    """``GROUNDPLANE_BROKER_TLS_*`` of ``child`` (empty for a plaintext broker and for a child
+    without files, e.g. tracking, which has no broker: one that needs them and got none stops at
+    start with ``mqtts://`` URL's error naming the options)."""
+    tls = None if plan.broker_tls is None else plan.broker_tls.get(child)
+    if tls is None:
+        return {}
+    files = (tls.ca_file, tls.cert_file, tls.key_file)
+    return {name: str(path) for name, path in zip(BROKER_TLS_ENV, files, strict=True) if path}
+
+
 def child_environment(environ: Mapping[str, str]) -> dict[str, str]:
     """``up``'s environment without its ``GROUNDPLANE_*`` variables: those are ``up``'s own
     options, and every child would read them as its own (``GROUNDPLANE_PORT``, …)."""
@@ -532,11 +605,23 @@ def write_sites_csv(path: Path, stations: Sequence[Site]) -> None:
 
 
 def write_tenants_json(path: Path, tenants: Mapping[str, Mapping[str, object]]) -> None:
-    """The gateway's tenants (``serve gateway --tenants``), readable by this user only: it
-    holds their tokens."""
-    path.touch(mode=0o600)
-    path.chmod(0o600)
-    path.write_text(json.dumps(tenants, indent=2) + "\n", encoding="utf-8")
+    """The gateway's tenants (``serve gateway --tenants``), created readable by this user only,
+    with each clear token replaced by its SHA-256 (``token_sha256``): the gateway needs only the
+    digests, so no clear token is written to disk."""
+    hashed: dict[str, dict[str, object]] = {}
+    for tenant_id, entry in tenants.items():
+        tokens = entry.get("tokens", [])
+        digests = list(entry.get("token_sha256", []))  # type: ignore[call-overload]  # checked by the gateway
+        if isinstance(tokens, list):
+            digests += [token_sha256(str(token)) for token in tokens]
+        hashed[tenant_id] = {
+            **{k: v for k, v in entry.items() if k != "tokens"},
+            "token_sha256": digests,
+        }
+    path.unlink(missing_ok=True)  # a new file: O_CREAT's mode applies only to a new one
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(json.dumps(hashed, indent=2) + "\n")
 
 
 class ProcessSystem:
@@ -553,12 +638,19 @@ class ProcessSystem:
         program: Sequence[str] | None = None,
         dashboard: tuple[str, int] | None = None,
         tls: bool = False,
+        broker_tls: BrokerTlsFiles | None = None,
     ) -> None:
         """``program`` is what runs ``serve SERVICE …`` (default: this Python's groundplane);
         ``dashboard`` (host, port; 0 picks a free one) adds a ``serve dashboard`` child;
         ``tls`` mints a throw-away CA and a certificate per child in the run's folder, runs
         every child with mutual TLS, and this process's own calls with the ``admin`` identity
-        (:attr:`tls_files`)."""
+        (:attr:`tls_files`); ``broker_tls`` runs the private broker over TLS, each child
+        logging in with its own certificate (:data:`CHILD_ACCOUNTS`)."""
+        if broker_tls is not None and config.broker_url is not None:
+            raise InvalidArgument(
+                "broker TLS files are for the private broker; an existing broker (--broker) "
+                "takes mqtts:// with GROUNDPLANE_BROKER_TLS_* instead"
+            )
         self.config = config
         self.clock = clock
         self.catalog = catalog
@@ -579,6 +671,8 @@ class ProcessSystem:
         self._restart_policy = restart_policy
         self._program = tuple(program) if program is not None else None
         self._dashboard = dashboard
+        self._broker_tls = broker_tls
+        self._child_tls: dict[str, BrokerTls] | None = None
         self._shard_urls: tuple[str, ...] | None = None
         self._handoff: handoff_pb2_grpc.HandoffServiceAsyncStub | None = None
         self._handoff_after_id = 0
@@ -789,11 +883,19 @@ class ProcessSystem:
             shard_id(index): shard_members(self.satellite_ids, index, count)
             for index in range(count)
         }
+        tls = self._broker_tls
         broker = await stack.enter_async_context(
             PrivateBroker(
-                nodes=self.satellite_ids, workdir=config.workdir, readers=readers, shards=shards
+                nodes=self.satellite_ids,
+                workdir=config.workdir,
+                readers=readers,
+                shards=shards,
+                tls=None if tls is None else tls.server,
+                identities=None if tls is None else tls.clients,
             )
         )
+        if tls is not None:
+            self._child_tls = tls.for_children(count)
         if config.broker_reader is not None:
             self.reader_address = broker.reader_address(config.broker_reader)
         self._shard_urls = tuple(broker.shard_address(shard_id(i)).url for i in range(count))
@@ -813,6 +915,7 @@ class ProcessSystem:
         env = child_environment(os.environ)
         if node_password is not None:
             env[NODE_PASSWORD_ENV] = node_password
+        program: dict[str, Any] = {} if self._program is None else {"program": self._program}
         return ProcessPlan(
             workdir=workdir,
             broker_url=broker.url,
@@ -839,12 +942,13 @@ class ProcessSystem:
             default_deadline_s=config.gateway_deadline_wall_s,
             tenants_file=tenants_file,
             shard_broker_urls=self._shard_urls,
+            broker_tls=self._child_tls,
             env=env,
             otlp_endpoint=config.otlp_endpoint,
             tls=self.tls_files,
             energy=config.energy,
             routing_policy=(None if config.policy == DEFAULT_POLICY else config.policy.kind.value),
-            **({} if self._program is None else {"program": self._program}),
+            **program,
         )
 
     # -- counters -----------------------------------------------------------------------------
