@@ -512,8 +512,8 @@ class PrivateBroker:
         return sum(
             1
             for line in path.read_text(errors="replace").splitlines()
-            if "OpenSSL Error" in line
-            or ("Client connection from" in line and "unexpected eof" not in line)
+            if ("OpenSSL Error" in line or "Client connection from" in line)
+            and "unexpected eof" not in line
         )
 
     def node_address(self, node_id: str) -> BrokerAddress:
