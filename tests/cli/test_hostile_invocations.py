@@ -112,8 +112,10 @@ def test_up_with_an_unreachable_broker_fails_fast_without_the_password(
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     monkeypatch.setenv("GROUNDPLANE_NODE_PASSWORD", "node-secret")
+    # A URL with a password comes from the environment only (the command line refuses it).
+    monkeypatch.setenv("GROUNDPLANE_BROKER", f"mqtt://gp-svc:hunter2@127.0.0.1:{port}")
     began = time.monotonic()
-    code = main(["up", "--broker", f"mqtt://gp-svc:hunter2@127.0.0.1:{port}", "--duration", "3"])
+    code = main(["up", "--duration", "3"])
     assert code == 2
     assert time.monotonic() - began < 10.0
     line = _one_error_line(capsys)
