@@ -901,22 +901,26 @@ def _scan_flat_sites(  # noqa: PLR0913, PLR0915, PLR0917 - one vectorised grid s
         interesting = change | (rising0 & ~rising1)
         interesting |= ~rising0 & rising1 & up0 & up1
         interesting &= both_ok
-        member, interval, kk = np.nonzero(interesting)
-        if member.size == 0:
+        where = np.flatnonzero(interesting)
+        if where.size == 0:
             continue
+        row, kk = np.divmod(where, n_site)
+        member, interval = np.divmod(row, last)
         m_g, site = member + g0, flat[kk]
+        at_a = member * n_grid + interval  # (satellite, time) rows of the chunk
+        at_b = at_a + 1
         end_a = _topo(
             frames,
             site,
-            _at3(positions, m_g, interval),
-            _at3(velocities, m_g, interval),
+            tuple(c.reshape(-1)[at_a] for c in pc),
+            tuple(c.reshape(-1)[at_a] for c in vc),
             need_az=False,
         )
         end_b = _topo(
             frames,
             site,
-            _at3(positions, m_g, interval + 1),
-            _at3(velocities, m_g, interval + 1),
+            tuple(c.reshape(-1)[at_b] for c in pc),
+            tuple(c.reshape(-1)[at_b] for c in vc),
             need_az=False,
         )
         pieces.add(
