@@ -287,10 +287,12 @@ def compile_package() -> None:
     """
     import groundplane  # noqa: PLC0415 - only to find the package's folder
 
-    folder = Path(groundplane.__file__).parent
-    compileall.compile_dir(folder, quiet=1)
+    folders = list(groundplane.__path__)  # a namespace package: no __file__
+    for folder in folders:
+        compileall.compile_dir(folder, quiet=1)
     print(
-        f"bytecode: {folder} compiled first (as pip does for a wheel; --no-compile skips; "
+        f"bytecode: {', '.join(folders)} compiled first (as pip does for a wheel; "
+        "--no-compile skips; "
         f"PYTHONDONTWRITEBYTECODE={os.environ.get('PYTHONDONTWRITEBYTECODE', '')!r})"
     )
 
