@@ -1,6 +1,11 @@
 """Benchmark: `groundplane passes` as a whole process vs Skyfield ``find_events``, same run.
 
 Run: .venv/bin/python bench/passes.py [--runs 5] [--subset 60] [--scale 1000,3000,10000]
+     [--no-compile]
+
+0. groundplane's bytecode is written first (as pip does when installing a wheel), unless
+   ``--no-compile``: an editable install under ``PYTHONDONTWRITEBYTECODE=1`` would recompile
+   its sources in every CLI process.
 
 1. The CLI as a user runs it, a fresh process each time (median of ``--runs``)::
 
@@ -31,6 +36,7 @@ Run: .venv/bin/python bench/passes.py [--runs 5] [--subset 60] [--scale 1000,300
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import math
 import os
@@ -272,16 +278,40 @@ def planned(elements: list[ElementSet]) -> list[ElementSet]:
     ]
 
 
+def compile_package() -> None:
+    """Write the bytecode of groundplane's modules, as ``pip install`` of a wheel does.
+
+    An editable install under ``PYTHONDONTWRITEBYTECODE=1`` (set on the shared build machine)
+    never writes it, so every CLI process would compile groundplane's sources again (~70 ms of
+    CPU at start-up) while numpy and the other installed packages load their bytecode.
+    """
+    import groundplane  # noqa: PLC0415 - only to find the package's folder
+
+    folders = list(groundplane.__path__)  # a namespace package: no __file__
+    for folder in folders:
+        compileall.compile_dir(folder, quiet=1)
+    print(
+        f"bytecode: {', '.join(folders)} compiled first (as pip does for a wheel; "
+        "--no-compile skips; "
+        f"PYTHONDONTWRITEBYTECODE={os.environ.get('PYTHONDONTWRITEBYTECODE', '')!r})"
+    )
+
+
 def main() -> None:  # noqa: PLR0915 - one report, top to bottom
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--subset", type=int, default=60, help="satellites Skyfield runs")
     parser.add_argument("--scale", default="1000,3000,10000", help="sizes; '' skips")
     parser.add_argument("--scale-child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--no-compile", action="store_true", help="do not write groundplane's bytecode first"
+    )
     args = parser.parse_args()
     if args.scale_child:
         scale_child(args.scale_child)
         return
+    if not args.no_compile:
+        compile_package()
 
     print("load average at start: {:.1f} {:.1f} {:.1f}".format(*os.getloadavg()))
     elements = planned(parse_elements(ELEMENTS.read_text(), source=str(ELEMENTS)))

@@ -28,7 +28,6 @@ import io
 import json
 import math
 import re
-import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -418,8 +417,15 @@ class ElementSet:
 # TLE parsing
 
 
+#: Byte → checksum value ('0'…'9' their digit, '-' one, every other byte zero).
+_CHECKSUM_TABLE = bytes((b - 48) if 48 <= b <= 57 else 1 if b == 45 else 0 for b in range(256))
+
+
 def _checksum(line: str) -> int:
     """Sum of the digits of the first 68 columns, with '-' counting 1, modulo 10."""
+    head = line[:68]
+    if head.isascii():  # the usual case, in C: one table lookup per byte
+        return sum(head.encode("ascii").translate(_CHECKSUM_TABLE)) % 10
     total = 0
     for char in line[:68]:
         if "0" <= char <= "9":
@@ -461,7 +467,8 @@ class _TleContext:
 
 
 def _check_common(line: str, which: int, line_number: int, ctx: _TleContext) -> None:
-    for column, char in enumerate(line, start=1):
+    # Printable ASCII is exactly ' '…'~' (str.isprintable, in C); the loop finds the culprit.
+    for column, char in enumerate(() if line.isascii() and line.isprintable() else line, start=1):
         if not " " <= char <= "~":
             raise ctx.error(
                 line_number,
@@ -1067,6 +1074,8 @@ def parse_omm_xml(text: str, source: str = "<text>") -> list[ElementSet]:
         raise ElementError(
             f"{source}: OMM XML must not contain a DOCTYPE or ENTITY declaration", source=source
         )
+    import xml.etree.ElementTree as ET  # noqa: PLC0415 - deferred: xml costs ~20 ms of every CLI start
+
     try:
         root = ET.fromstring(text.lstrip("\ufeff"))
     except ET.ParseError as bad:
@@ -1331,6 +1340,8 @@ def format_omm_csv(element_sets: Iterable[ElementSet]) -> str:
 
 def format_omm_xml(element_sets: Iterable[ElementSet]) -> str:
     """CCSDS OMM XML (NDM 2.0 layout as CelesTrak serves it)."""
+    import xml.etree.ElementTree as ET  # noqa: PLC0415 - deferred: xml costs ~20 ms of every CLI start
+
     root = ET.Element("ndm")
     for elements in element_sets:
         fields = to_omm_fields(elements)

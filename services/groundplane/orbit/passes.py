@@ -822,9 +822,12 @@ def _scan_flat_sites(  # noqa: PLR0913, PLR0915, PLR0917 - one vectorised grid s
         point = np.zeros(u.shape, dtype=bool)
         point[:, :-1] = near_b
         point[:, 1:] |= near_b
-        member, col, kk = np.nonzero(point)
-        pk = (pc[0][member, col], pc[1][member, col], pc[2][member, col])
-        vk = (vc[0][member, col], vc[1][member, col], vc[2][member, col])
+        # Flat indices into the (satellite, time, site) chunk and the (satellite, time) rows:
+        # one index array per gather instead of three.
+        where = np.flatnonzero(point)
+        row, kk = np.divmod(where, n_site)
+        pk = tuple(c.reshape(-1)[row] for c in pc)
+        vk = tuple(c.reshape(-1)[row] for c in vc)
         ek, nk = east[kk], north[kk]
         e = pk[0] * ek[:, 0] + pk[1] * ek[:, 1] - off_e[kk]
         n = pk[0] * nk[:, 0] + pk[1] * nk[:, 1] + pk[2] * nk[:, 2] - off_n[kk]
@@ -832,12 +835,12 @@ def _scan_flat_sites(  # noqa: PLR0913, PLR0915, PLR0917 - one vectorised grid s
         nd = vk[0] * nk[:, 0] + vk[1] * nk[:, 1] + vk[2] * nk[:, 2]
         zk = zen[kk]
         ud = vk[0] * zk[:, 0] + vk[1] * zk[:, 1] + vk[2] * zk[:, 2]
-        uk = u[member, col, kk]
+        uk = u.reshape(-1)[where]
         h2 = e * e + n * n
         up = np.zeros(u.shape, dtype=bool)
-        up[member, col, kk] = uk > np.sqrt(h2) * tan_thr[kk]
+        up.reshape(-1)[where] = uk > np.sqrt(h2) * tan_thr[kk]
         rising = np.zeros(u.shape, dtype=bool)
-        rising[member, col, kk] = ud * h2 > uk * (e * ed + n * nd)
+        rising.reshape(-1)[where] = ud * h2 > uk * (e * ed + n * nd)
         ok = group.ok[g0:g1, :, None]
         up &= ok
         rising &= ok
@@ -898,22 +901,26 @@ def _scan_flat_sites(  # noqa: PLR0913, PLR0915, PLR0917 - one vectorised grid s
         interesting = change | (rising0 & ~rising1)
         interesting |= ~rising0 & rising1 & up0 & up1
         interesting &= both_ok
-        member, interval, kk = np.nonzero(interesting)
-        if member.size == 0:
+        where = np.flatnonzero(interesting)
+        if where.size == 0:
             continue
+        row, kk = np.divmod(where, n_site)
+        member, interval = np.divmod(row, last)
         m_g, site = member + g0, flat[kk]
+        at_a = member * n_grid + interval  # (satellite, time) rows of the chunk
+        at_b = at_a + 1
         end_a = _topo(
             frames,
             site,
-            _at3(positions, m_g, interval),
-            _at3(velocities, m_g, interval),
+            tuple(c.reshape(-1)[at_a] for c in pc),
+            tuple(c.reshape(-1)[at_a] for c in vc),
             need_az=False,
         )
         end_b = _topo(
             frames,
             site,
-            _at3(positions, m_g, interval + 1),
-            _at3(velocities, m_g, interval + 1),
+            tuple(c.reshape(-1)[at_b] for c in pc),
+            tuple(c.reshape(-1)[at_b] for c in vc),
             need_az=False,
         )
         pieces.add(

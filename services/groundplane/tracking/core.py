@@ -23,6 +23,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from groundplane.kernel.errors import FailedPrecondition, InvalidArgument, NotFound
 from groundplane.orbit.elements import ElementSet, canonical_catalog_id
@@ -34,7 +35,9 @@ from groundplane.tracking.catalog import (
     ElementAgePolicy,
     ElementRecord,
 )
-from groundplane.tracking.store import TrackingStore
+
+if TYPE_CHECKING:  # only an annotation here: sqlite3 stays out of `passes`' start-up
+    from groundplane.tracking.store import TrackingStore
 
 
 @dataclass(frozen=True)
