@@ -48,7 +48,7 @@ import json
 import math
 import socket
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,7 +79,6 @@ from groundplane.kernel.errors import (
     Unauthenticated,
     Unavailable,
 )
-from groundplane.kernel.web import EmbeddedServer, listen_tcp
 from groundplane.node.client import OFFLINE, NodeDirectory
 from groundplane.routing.client import RouteTable
 
@@ -95,6 +94,8 @@ STATION_HEADER = "x-groundplane-station"
 NEXT_OPPORTUNITY_HEADER = "x-groundplane-next-opportunity"
 OWNER = "groundplane"
 SUMMARY_FIELD = "groundplane"
+BACKLOG = 1024
+"""Connections the kernel queues before uvicorn accepts them."""
 
 
 # -- HTTP ↔ domain ---------------------------------------------------------------------------------
@@ -616,6 +617,15 @@ def _json(data: object) -> str:
 # -- the server ------------------------------------------------------------------------------------
 
 
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn without its signal handlers: the gateway's process owns SIGTERM/SIGINT and
+    stops the server through :meth:`HttpFrontDoor.stop` as part of its drain."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
 def split_address(address: str) -> tuple[str, int]:
     """``host:port`` (``[v6]:port``) → (host, port); InvalidArgument otherwise."""
     host, sep, port = address.rpartition(":")
@@ -640,7 +650,7 @@ class HttpFrontDoor:
         self._host, self._port = split_address(address)
         self._socket: socket.socket | None = None
         self._bound_port: int | None = None
-        self._server = EmbeddedServer(
+        self._server = _EmbeddedServer(
             uvicorn.Config(
                 api.app,
                 lifespan="off",
@@ -654,12 +664,22 @@ class HttpFrontDoor:
         self._serving = False
 
     def bind(self) -> None:
+        family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
+        # IPPROTO_TCP named, not 0 (what socket.create_server passes): asyncio turns Nagle off
+        # (TCP_NODELAY) only on sockets whose proto says TCP, and an accepted socket inherits
+        # the listener's. With Nagle on, uvicorn's two writes per response (head, body) wait
+        # for the client's delayed ACK: 40 ms a request.
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         try:
-            sock = listen_tcp(self._host, self._port)  # Nagle off: see kernel.web
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self._host, self._port))
+            sock.listen(BACKLOG)
         except OSError as error:
+            sock.close()
             raise InvalidArgument(
                 f"the HTTP front door cannot listen on {self.address}: {error.strerror}"
             ) from None
+        sock.setblocking(False)
         self._socket = sock
         self._bound_port = int(sock.getsockname()[1])
 

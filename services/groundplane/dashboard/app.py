@@ -35,9 +35,10 @@ import asyncio
 import contextlib
 import json
 import random
+import socket
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,7 +65,6 @@ from groundplane.kernel.errors import DeadlineExceeded, Unavailable
 from groundplane.kernel.serving import GrpcServer
 from groundplane.kernel.timestamps import from_timestamp
 from groundplane.kernel.tls import open_channel
-from groundplane.kernel.web import EmbeddedServer, listen_tcp
 from groundplane.link.v1 import link_pb2
 from groundplane.mqtt import topics
 from groundplane.mqtt.broker import BrokerAddress
@@ -106,6 +106,15 @@ class DashboardSettings:
     drain_grace_s: float = 1.0
 
 
+class _QuietServer(uvicorn.Server):
+    """uvicorn without its own signal handlers: the process's owner (``run_service``) handles
+    SIGTERM and stops the server through :attr:`should_exit`."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
 class DashboardApp:
     """A running dashboard (an async context manager; see the module docstring)."""
 
@@ -125,7 +134,7 @@ class DashboardApp:
         self.connected = {"handoff": False, "gateway": False}
         self._rng = random.Random()
         self._mqtt: MqttClient | None = None
-        self._web: EmbeddedServer | None = None
+        self._web: _QuietServer | None = None
         self._web_port: int | None = None
         self._grpc: GrpcServer | None = None
         self._stack: AsyncExitStack | None = None
@@ -189,7 +198,10 @@ class DashboardApp:
 
             # Bound here (not by uvicorn, which exits the process when a bind fails).
             try:
-                listener = listen_tcp(settings.web_host, settings.web_port)
+                listener = socket.create_server(
+                    (settings.web_host, settings.web_port),
+                    family=socket.AF_INET6 if ":" in settings.web_host else socket.AF_INET,
+                )
             except OSError as error:
                 raise Unavailable(
                     f"the dashboard cannot listen on {settings.web_host}:{settings.web_port} "
@@ -216,7 +228,7 @@ class DashboardApp:
                 lifespan="off",
                 timeout_graceful_shutdown=2,
             )
-            web = EmbeddedServer(config)
+            web = _QuietServer(config)
             self._web = web
             serving = tasks.create_task(web.serve(sockets=[listener]), name="dashboard-web")
             stack.push_async_callback(self._stop_web, web, serving)
@@ -233,7 +245,7 @@ class DashboardApp:
         log.info("dashboard_started", url=self.url, health=self.target)
         return self
 
-    async def _stop_web(self, web: EmbeddedServer, serving: asyncio.Task[None]) -> None:
+    async def _stop_web(self, web: _QuietServer, serving: asyncio.Task[None]) -> None:
         self._closing.set()
         web.should_exit = True
         with contextlib.suppress(asyncio.CancelledError):
